@@ -1,0 +1,1 @@
+//! Python bindings for citus-recovery: filled in by the Python module issue.

@@ -1,0 +1,403 @@
+//! [`LocalBackend`]: nodes whose servers run on this host.
+//!
+//! Server-side programs (`initdb`, `pg_ctl`, `pg_basebackup`) run as the configured OS user,
+//! through `runuser` when the library runs as root, because PostgreSQL refuses to run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::Command;
+
+use super::{BackupFiles, ClusterBackend, ServerState, StartWait};
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::error::{Error, Result};
+use crate::files::{self, OsUser};
+
+mod extract;
+
+/// How long `pg_ctl` may wait for a start or a stop.
+const PG_CTL_TIMEOUT_SECS: u32 = 600;
+
+/// Serves nodes on this host.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    config: ClusterConfig,
+    user: OsUser,
+    bin_dir: PathBuf,
+}
+
+impl LocalBackend {
+    /// Builds a backend for `config`: resolves the OS user and the PostgreSQL bin folder, and
+    /// checks both, so a wrong setting fails here rather than half-way through a command.
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        let user = match &config.os_user {
+            Some(name) => OsUser::lookup(name)?,
+            None => OsUser::default_for_current()?,
+        };
+        if user.uid == 0 {
+            return Err(Error::Config {
+                path: config.source.clone(),
+                field: "osUser".into(),
+                problem: "is root, and PostgreSQL refuses to run as root".into(),
+                fix: "set osUser to an unprivileged user such as postgres".into(),
+            });
+        }
+        let bin_dir = match &config.pg_bin_dir {
+            Some(dir) => dir.clone(),
+            None => default_bin_dir(),
+        };
+        for program in ["initdb", "pg_ctl", "pg_basebackup", "postgres"] {
+            if !bin_dir.join(program).is_file() {
+                return Err(Error::Config {
+                    path: config.source.clone(),
+                    field: "pgBinDir".into(),
+                    problem: format!("{} has no {program}", bin_dir.display()),
+                    fix: "set pgBinDir to the bin folder of the PostgreSQL server installation (such as /usr/lib/postgresql/15/bin)".into(),
+                });
+            }
+        }
+        Ok(LocalBackend {
+            config,
+            user,
+            bin_dir,
+        })
+    }
+
+    /// The OS user the servers run as.
+    pub fn os_user(&self) -> &OsUser {
+        &self.user
+    }
+
+    /// The PostgreSQL bin folder in use.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
+    }
+
+    /// A command for a PostgreSQL program, run as the servers' user.
+    fn program(&self, name: &str) -> Command {
+        let path = self.bin_dir.join(name);
+        let mut cmd = if self.user.needs_switch() {
+            let mut c = Command::new("runuser");
+            c.arg("-u").arg(&self.user.name).arg("--").arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        // The user may not be able to enter our working folder (such as /root).
+        cmd.current_dir("/")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .env("LC_ALL", "C");
+        cmd
+    }
+
+    /// Runs a command to completion; a non-zero exit is an error quoting its output.
+    async fn run(&self, node: &NodeConfig, action: &str, mut cmd: Command) -> Result<String> {
+        let out = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(Error::node(
+                &node.name,
+                action,
+                format!("{} ({}): {}", action, out.status, text.trim()),
+            ))
+        }
+    }
+}
+
+/// `pg_config --bindir` when it answers, else Debian's folder of the newest installed major version.
+fn default_bin_dir() -> PathBuf {
+    if let Ok(out) = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+    {
+        if out.status.success() {
+            let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if dir.join("postgres").is_file() {
+                return dir;
+            }
+        }
+    }
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    let major = versions.last().copied().unwrap_or(15);
+    PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))
+}
+
+#[async_trait]
+impl ClusterBackend for LocalBackend {
+    fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&node.hostname)
+            .port(node.port)
+            .user(&node.username)
+            .dbname(&node.dbname)
+            .application_name("citus-recovery")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            Error::sql(
+                &node.name,
+                format!("connect to {}:{}", node.hostname, node.port),
+                e,
+            )
+        })?;
+        tokio::spawn(async move {
+            // The connection ends when the client is dropped; its error, if any, surfaces through
+            // the client's next call.
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
+        let data_dir = self.config.data_dir(node);
+        if !data_dir.join("PG_VERSION").is_file() {
+            return Ok(ServerState::Missing);
+        }
+        let mut cmd = self.program("pg_ctl");
+        cmd.arg("status").arg("-D").arg(&data_dir);
+        let status = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| Error::node(&node.name, "pg_ctl status", format!("cannot run it: {e}")))?;
+        // pg_ctl status: 0 running, 3 not running, 4 no usable data directory.
+        Ok(match status.code() {
+            Some(0) => ServerState::Running,
+            Some(4) => ServerState::Missing,
+            _ => ServerState::Stopped,
+        })
+    }
+
+    async fn init_node(&self, node: &NodeConfig, settings: &[(String, String)]) -> Result<()> {
+        let data_dir = self.config.data_dir(node);
+        if data_dir.exists() {
+            return Err(Error::node(
+                &node.name,
+                "initdb",
+                format!(
+                    "{} exists already; remove it or choose another clusterBaseFolder",
+                    data_dir.display()
+                ),
+            ));
+        }
+        self.create_dir(node, &self.config.cluster_base_folder)
+            .await?;
+        let mut cmd = self.program("initdb");
+        cmd.arg("-D")
+            .arg(&data_dir)
+            .arg("-U")
+            .arg(&node.username)
+            .arg("--auth=trust")
+            .arg("--encoding=UTF8")
+            .arg("--locale=C")
+            .arg("--no-instructions");
+        self.run(node, "initdb", cmd).await?;
+        let mut extra = String::from("\n# added by citus-recovery cluster create\n");
+        for (key, value) in settings {
+            extra.push_str(&format!("{key} = {value}\n"));
+        }
+        let conf = data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e))?;
+        text.push_str(&extra);
+        files::write_atomic(&conf, text.as_bytes(), 0o600, &self.user)
+    }
+
+    async fn start(&self, node: &NodeConfig, wait: StartWait) -> Result<()> {
+        let data_dir = self.config.data_dir(node);
+        let log = self.config.log_file(node);
+        let mut cmd = self.program("pg_ctl");
+        cmd.arg("start")
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-l")
+            .arg(&log);
+        match wait {
+            StartWait::UntilReady => cmd.arg("-w").arg("-t").arg(PG_CTL_TIMEOUT_SECS.to_string()),
+            StartWait::NoWait => cmd.arg("-W"),
+        };
+        match self.run(node, "start", cmd).await {
+            Ok(_) => Ok(()),
+            Err(Error::Node {
+                node: n, detail, ..
+            }) => Err(Error::node(
+                n,
+                "start",
+                format!(
+                    "{detail}\nserver log ({}):\n{}",
+                    log.display(),
+                    self.log_tail(node, 20).await
+                ),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stop(&self, node: &NodeConfig) -> Result<()> {
+        let mut cmd = self.program("pg_ctl");
+        cmd.arg("stop")
+            .arg("-D")
+            .arg(self.config.data_dir(node))
+            .arg("-m")
+            .arg("fast")
+            .arg("-w")
+            .arg("-t")
+            .arg(PG_CTL_TIMEOUT_SECS.to_string());
+        self.run(node, "stop", cmd).await.map(|_| ())
+    }
+
+    async fn base_backup(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        if let Some(parent) = folder.parent() {
+            self.create_dir(node, parent).await?;
+        }
+        let mut cmd = self.program("pg_basebackup");
+        cmd.arg("-h")
+            .arg(&node.hostname)
+            .arg("-p")
+            .arg(node.port.to_string())
+            .arg("-U")
+            .arg(&node.username)
+            .arg("-D")
+            .arg(folder)
+            .arg("-Ft")
+            .arg("-X")
+            .arg("stream")
+            .arg("-c")
+            .arg("fast")
+            .arg("-l")
+            .arg(label)
+            .arg("--no-password");
+        self.run(node, "pg_basebackup", cmd).await?;
+        let mut bytes = 0;
+        let entries = std::fs::read_dir(folder).map_err(|e| Error::io("list", folder, e))?;
+        for entry in entries.flatten() {
+            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(BackupFiles {
+            folder: folder.to_path_buf(),
+            bytes,
+        })
+    }
+
+    async fn extract_backup(
+        &self,
+        node: &NodeConfig,
+        backup: &Path,
+        data_dir: &Path,
+    ) -> Result<()> {
+        let (backup, data_dir, user) = (
+            backup.to_path_buf(),
+            data_dir.to_path_buf(),
+            self.user.clone(),
+        );
+        tokio::task::spawn_blocking(move || extract::extract_backup(&backup, &data_dir, &user))
+            .await
+            .map_err(|e| Error::node(&node.name, "extract backup", e.to_string()))?
+            .map_err(|e| match e {
+                Error::Node { .. } => e,
+                other => Error::node(&node.name, "extract backup", other.to_string()),
+            })
+    }
+
+    async fn create_dir(&self, _node: &NodeConfig, path: &Path) -> Result<()> {
+        self.user.check_reachable(path)?;
+        files::create_dir_owned(path, 0o700, &self.user)
+    }
+
+    async fn exists(&self, _node: &NodeConfig, path: &Path) -> Result<bool> {
+        Ok(tokio::fs::symlink_metadata(path).await.is_ok())
+    }
+
+    async fn rename(&self, _node: &NodeConfig, from: &Path, to: &Path) -> Result<()> {
+        if tokio::fs::symlink_metadata(to).await.is_ok() {
+            return Err(Error::io(
+                "rename onto",
+                to,
+                std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the target exists already",
+                ),
+            ));
+        }
+        tokio::fs::rename(from, to)
+            .await
+            .map_err(|e| Error::io(format!("rename {} to", from.display()), to, e))?;
+        if let Some(parent) = to.parent() {
+            files::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    async fn read_file(&self, _node: &NodeConfig, path: &Path) -> Result<Option<String>> {
+        match tokio::fs::read_to_string(path).await {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    async fn write_file(&self, _node: &NodeConfig, path: &Path, contents: &[u8]) -> Result<()> {
+        files::write_atomic(path, contents, 0o600, &self.user)
+    }
+
+    async fn remove_file(&self, _node: &NodeConfig, path: &Path) -> Result<()> {
+        tokio::fs::remove_file(path)
+            .await
+            .map_err(|e| Error::io("remove", path, e))
+    }
+
+    async fn log_tail(&self, node: &NodeConfig, lines: usize) -> String {
+        let log = self.config.log_file(node);
+        match tokio::fs::read_to_string(&log).await {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("(cannot read {}: {e})", log.display()),
+        }
+    }
+
+    async fn citus_available(&self, _node: &NodeConfig) -> Result<bool> {
+        let mut cmd = Command::new(self.bin_dir.join("pg_config"));
+        cmd.arg("--pkglibdir").arg("--sharedir");
+        let (lib, share) = match cmd.output().await {
+            Ok(out) if out.status.success() => {
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                let mut lines = text.lines().map(PathBuf::from);
+                (lines.next(), lines.next())
+            }
+            _ => (None, None),
+        };
+        let lib = lib.unwrap_or_else(|| self.bin_dir.join("../lib"));
+        let share = share.unwrap_or_else(|| PathBuf::from("/usr/share/postgresql/15"));
+        Ok(lib.join("citus.so").is_file() && share.join("extension/citus.control").is_file())
+    }
+}

@@ -1,0 +1,220 @@
+//! Command-line parsing and dispatch. Every command is one call into [`citus_recovery::Cluster`];
+//! this module only parses, calls and prints.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use citus_recovery::{Cluster, ClusterConfig};
+use clap::{Parser, Subcommand};
+
+use output::Output;
+
+/// Consistent backup and point-in-time restore of a Citus cluster.
+#[derive(Debug, Parser)]
+#[command(name = "citus-recovery", version, about, long_about = None)]
+struct Args {
+    /// The cluster config (default: $CITUS_RECOVERY_CONFIG, else ./cluster-config.json).
+    #[arg(
+        long,
+        global = true,
+        env = "CITUS_RECOVERY_CONFIG",
+        default_value = "cluster-config.json"
+    )]
+    config: PathBuf,
+    /// Print the plan and change nothing.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// Machine-readable output (JSON on stdout).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Only errors on stderr, no progress.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage a local cluster (what `citus_dev` did).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Turn on WAL archiving on every node, into <archiveBaseFolder>/<node>.
+    PrepareArchiving {
+        /// Do not restart nodes whose wal_level or archive_mode change; only say so.
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Take a base backup of every node at once.
+    Basebackup {
+        /// The backup's name (default: the UTC date and time).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Create a named restore point on every node and wait until it is archived.
+    RestorePoint {
+        /// The restore point's name (default: the UTC date and time; at most 63 bytes).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Restore every node from a backup and pause it at a restore point.
+    RestoreStart {
+        /// The backup (default: backupToRestore from the config).
+        #[arg(long)]
+        backup: Option<String>,
+        /// The restore point (default: restorePoint from the config).
+        #[arg(long)]
+        restore_point: Option<String>,
+    },
+    /// End recovery on every node: the restored cluster becomes writable.
+    RestoreFinish,
+    /// List complete backups and recorded restore points.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// initdb, configure and start every node; with Citus installed, create the extension and add the workers.
+    Create {
+        /// Plain PostgreSQL nodes even when Citus is installed.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Start every node.
+    Start,
+    /// Stop every node.
+    Stop,
+    /// Show every node's state.
+    Status,
+}
+
+/// Runs the tool; the exit code is 0 on success, 1 on any error (printed on stderr).
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = if args.quiet {
+        "error"
+    } else {
+        "citus_recovery=info"
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let out = Output { json: args.json };
+    match runtime.block_on(run(&args, &out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
+    let config = ClusterConfig::from_file(&args.config)?;
+    let cluster = Cluster::new(config)?;
+    let dry = args.dry_run;
+    match &args.command {
+        Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,
+        Command::PrepareArchiving { no_restart } => {
+            let plan = cluster.plan_prepare_archiving(!no_restart).await?;
+            if dry {
+                return out.plan(&plan);
+            }
+            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+        }
+        Command::Basebackup { name } => {
+            let plan = cluster.plan_basebackup(name.as_deref()).await?;
+            if dry {
+                return out.plan(&plan);
+            }
+            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+        }
+        Command::RestorePoint { name } => {
+            let plan = cluster.plan_restore_point(name.as_deref()).await?;
+            if dry {
+                return out.plan(&plan);
+            }
+            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+        }
+        Command::RestoreStart {
+            backup,
+            restore_point,
+        } => {
+            let plan = cluster
+                .plan_restore_start(backup.as_deref(), restore_point.as_deref())
+                .await?;
+            if dry {
+                return out.plan(&plan);
+            }
+            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+        }
+        Command::RestoreFinish => {
+            let plan = cluster.plan_restore_finish().await?;
+            if dry {
+                return out.plan(&plan);
+            }
+            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+        }
+        Command::List => out.list(&cluster.list_backups()?, &cluster.list_restore_points()?),
+    }
+}
+
+async fn cluster_command(
+    cluster: &Cluster,
+    cmd: &ClusterCommand,
+    dry: bool,
+    out: &Output,
+) -> citus_recovery::Result<()> {
+    if dry && !matches!(cmd, ClusterCommand::Status) {
+        return out.text(&format!(
+            "dry run: would {} {} node(s): {}",
+            match cmd {
+                ClusterCommand::Create { .. } => "create (initdb, configure, start)",
+                ClusterCommand::Start => "start",
+                _ => "stop",
+            },
+            cluster.config().nodes().count(),
+            cluster
+                .config()
+                .nodes()
+                .map(|n| format!(
+                    "{} ({}:{}, {})",
+                    n.name,
+                    n.hostname,
+                    n.port,
+                    cluster.config().data_dir(n).display()
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    match cmd {
+        ClusterCommand::Create { plain } => {
+            cluster.create(*plain).await?;
+            out.status(&cluster.status().await?)
+        }
+        ClusterCommand::Start => {
+            cluster.start().await?;
+            out.status(&cluster.status().await?)
+        }
+        ClusterCommand::Stop => {
+            cluster.stop().await?;
+            out.status(&cluster.status().await?)
+        }
+        ClusterCommand::Status => out.status(&cluster.status().await?),
+    }
+}

@@ -1,0 +1,74 @@
+//! Printing results: human text by default, JSON on stdout with `--json`.
+
+use std::fmt::Display;
+
+use serde::Serialize;
+
+use citus_recovery::{Backup, ClusterStatus, Plan, RestorePoint, Result};
+
+/// Where and how results are printed.
+pub struct Output {
+    /// JSON instead of text.
+    pub json: bool,
+}
+
+impl Output {
+    /// A plan: its numbered steps, or its JSON.
+    pub fn plan<P: Plan>(&self, plan: &P) -> Result<()> {
+        if self.json {
+            println!("{}", plan.to_json());
+        } else {
+            print!("{plan}");
+        }
+        Ok(())
+    }
+
+    /// A command's report.
+    pub fn report<T: Serialize + Display>(&self, report: &T) -> Result<()> {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(report).expect("plain data serializes")
+            );
+        } else {
+            print!("{report}");
+        }
+        Ok(())
+    }
+
+    /// The cluster's state.
+    pub fn status(&self, status: &ClusterStatus) -> Result<()> {
+        self.report(status)
+    }
+
+    /// A line of text (as `{"message": ...}` in JSON).
+    pub fn text(&self, text: &str) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::json!({ "message": text }));
+        } else {
+            println!("{text}");
+        }
+        Ok(())
+    }
+
+    /// Backups and restore points.
+    pub fn list(&self, backups: &[Backup], points: &[RestorePoint]) -> Result<()> {
+        if self.json {
+            let value = serde_json::json!({ "backups": backups, "restore_points": points });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("plain data serializes")
+            );
+            return Ok(());
+        }
+        println!("backups ({}):", backups.len());
+        for b in backups {
+            print!("{b}");
+        }
+        println!("restore points ({}):", points.len());
+        for p in points {
+            print!("{p}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! [`Cluster`]: the library's front door. One method per command; the command-line tool and the
+//! Python module call these and nothing else.
+//!
+//! Each recovery step comes as a pair: `plan_*` observes the nodes and builds the plan (changing
+//! nothing), and the plain method builds the same plan and executes it.
+
+mod manage;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::Utc;
+
+pub use manage::ClusterStatus;
+
+use crate::backend::{ClusterBackend, LocalBackend};
+use crate::catalog::{Backup, Catalog, RestorePoint};
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::observe;
+use crate::plan::{
+    ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport, RestorePlan,
+    RestorePointPlan, RestoreReport, RestoreState, RunOptions,
+};
+
+/// A Citus (or plain PostgreSQL) cluster, reached through a [`ClusterBackend`].
+#[derive(Clone)]
+pub struct Cluster {
+    backend: Arc<dyn ClusterBackend>,
+    options: RunOptions,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("cluster_name", &self.config().cluster_name)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// A cluster of nodes on this host, from a validated config.
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        Ok(Self::with_backend(Arc::new(LocalBackend::new(config)?)))
+    }
+
+    /// A cluster of nodes on this host, from a config file.
+    pub fn from_config_file(path: impl AsRef<Path>) -> Result<Self> {
+        Self::new(ClusterConfig::from_file(path)?)
+    }
+
+    /// A cluster reached through any backend.
+    pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Self {
+        Cluster {
+            backend,
+            options: RunOptions::default(),
+        }
+    }
+
+    /// Replaces the run options (concurrency, timeouts).
+    pub fn with_options(mut self, options: RunOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The run options.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClusterConfig {
+        self.backend.config()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &dyn ClusterBackend {
+        self.backend.as_ref()
+    }
+
+    /// The catalog of backups and restore points.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.config())
+    }
+
+    /// Complete backups, oldest first.
+    pub fn list_backups(&self) -> Result<Vec<Backup>> {
+        self.catalog().backups()
+    }
+
+    /// Recorded restore points, oldest first.
+    pub fn list_restore_points(&self) -> Result<Vec<RestorePoint>> {
+        self.catalog().restore_points()
+    }
+
+    /// The restore under way, if restore-start has begun and restore-finish has not ended it.
+    pub fn restore_state(&self) -> Result<Option<RestoreState>> {
+        crate::files::read_json(&RestoreState::path(self.config()))
+    }
+
+    /// Plans `prepare-archiving`; with `restart`, nodes that need it are restarted.
+    pub async fn plan_prepare_archiving(&self, restart: bool) -> Result<ArchivePlan> {
+        let observed = observe::cluster(self.backend()).await?;
+        ArchivePlan::build(self.config(), &observed, restart)
+    }
+
+    /// Prepares WAL archiving on every node.
+    pub async fn prepare_archiving(&self, restart: bool) -> Result<ArchiveReport> {
+        let plan = self.plan_prepare_archiving(restart).await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+
+    /// Plans `basebackup`; the name defaults to the UTC date and time.
+    pub async fn plan_basebackup(&self, name: Option<&str>) -> Result<BasebackupPlan> {
+        let observed = observe::cluster(self.backend()).await?;
+        BasebackupPlan::build(self.config(), &observed, name, Utc::now(), &self.catalog())
+    }
+
+    /// Takes a base backup of every node.
+    pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
+        let plan = self.plan_basebackup(name).await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+
+    /// Plans `restore-point`; the name defaults to the UTC date and time.
+    pub async fn plan_restore_point(&self, name: Option<&str>) -> Result<RestorePointPlan> {
+        if let Some(name) = name {
+            // Refuse a bad name before asking any node.
+            crate::names::check_restore_point_name(name)?;
+        }
+        let known = self.list_restore_points()?;
+        let observed = observe::cluster(self.backend()).await?;
+        RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)
+    }
+
+    /// Creates a restore point on every node and waits until it is archived everywhere.
+    pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
+        let plan = self.plan_restore_point(name).await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+
+    /// Plans `restore-start`. The backup and restore point default to the config's
+    /// `backupToRestore` and `restorePoint`; both must exist before anything is planned.
+    pub async fn plan_restore_start(
+        &self,
+        backup: Option<&str>,
+        restore_point: Option<&str>,
+    ) -> Result<RestorePlan> {
+        let config = self.config();
+        let rp_name = restore_point
+            .map(str::to_string)
+            .or_else(|| config.restore_point.clone())
+            .ok_or_else(|| Error::UnknownRestorePoint {
+                name: String::new(),
+                hint:
+                    "no restore point given: pass --restore-point or set restorePoint in the config"
+                        .into(),
+            })?;
+        let catalog = self.catalog();
+        let restore_point = catalog.restore_point(&rp_name)?;
+        let backup_name = backup
+            .map(str::to_string)
+            .or_else(|| config.backup_to_restore.clone())
+            .ok_or_else(|| Error::UnknownBackup {
+                name: String::new(),
+                folder: catalog.root().to_path_buf(),
+                hint: "no backup given: pass --backup or set backupToRestore in the config".into(),
+            })?;
+        let backup = catalog.backup(&backup_name)?;
+        for node in config.nodes() {
+            let tar = catalog
+                .node_backup_dir(&backup.name, &node.name)
+                .join("base.tar");
+            if !tar.is_file() {
+                return Err(Error::UnknownBackup {
+                    name: backup.name.clone(),
+                    folder: catalog.root().to_path_buf(),
+                    hint: format!(
+                        "{} is missing: the backup is damaged; choose another",
+                        tar.display()
+                    ),
+                });
+            }
+        }
+        if let Some(state) = self.restore_state()? {
+            return Err(Error::State(format!(
+                "a restore (backup {}, restore point {:?}) began at {} and was not finished ({}): run `citus-recovery restore-finish` to keep it, or `citus-recovery restore-abort` to put the old data directories back",
+                state.backup,
+                state.restore_point,
+                state.started.to_rfc3339(),
+                RestoreState::path(config).display()
+            )));
+        }
+        let observed = observe::cluster(self.backend()).await?;
+        RestorePlan::build(
+            config,
+            &observed,
+            &backup,
+            &restore_point,
+            &catalog,
+            Utc::now(),
+        )
+    }
+
+    /// Restores every node to the restore point and waits until all are paused there.
+    pub async fn restore_start(
+        &self,
+        backup: Option<&str>,
+        restore_point: Option<&str>,
+    ) -> Result<RestoreReport> {
+        let plan = self.plan_restore_start(backup, restore_point).await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+
+    /// Plans `restore-finish`.
+    pub async fn plan_restore_finish(&self) -> Result<FinishPlan> {
+        let observed = observe::cluster(self.backend()).await?;
+        FinishPlan::build(self.config(), &observed, self.restore_state()?.as_ref())
+    }
+
+    /// Ends recovery on every node: the cluster is writable again.
+    pub async fn restore_finish(&self) -> Result<FinishReport> {
+        let plan = self.plan_restore_finish().await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+}

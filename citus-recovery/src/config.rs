@@ -1,0 +1,356 @@
+//! The cluster configuration: `cluster-config.json` in, a validated [`ClusterConfig`] out.
+//!
+//! The file format is the one the old `citus_dev` scripts read, so existing files work unchanged;
+//! `osUser` and `pgBinDir` are optional additions. Every rule is checked before anything runs, and
+//! every error names the field (and the JSON position where there is one) and the fix.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The role a node plays in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// The Citus coordinator (on plain PostgreSQL: the first node).
+    Coordinator,
+    /// A Citus worker.
+    Worker,
+}
+
+/// One PostgreSQL server of the cluster, as the config describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// The node's name; also the name of its data directory, WAL archive and backup folders.
+    pub name: String,
+    /// The host name the node listens on and is reached at.
+    pub hostname: String,
+    /// The TCP port.
+    pub port: u16,
+    /// The database user (a superuser) the library connects as.
+    pub username: String,
+    /// The database the library connects to (Citus lives in this one).
+    pub dbname: String,
+    /// Coordinator or worker.
+    pub role: NodeRole,
+}
+
+/// A validated cluster configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// The cluster's name (`clusterName`).
+    pub cluster_name: String,
+    /// The coordinator (`coordinatorNode`).
+    pub coordinator: NodeConfig,
+    /// The workers (`workerNodes`), in config order.
+    pub workers: Vec<NodeConfig>,
+    /// Parent of the nodes' data directories (`clusterBaseFolder`).
+    pub cluster_base_folder: PathBuf,
+    /// Parent of the nodes' WAL archives (`archiveBaseFolder`).
+    pub archive_base_folder: PathBuf,
+    /// Where base backups and the restore point record live (`backupBaseFolder`).
+    pub backup_base_folder: PathBuf,
+    /// The backup restore-start uses when none is given (`backupToRestore`).
+    pub backup_to_restore: Option<String>,
+    /// The restore point restore-start uses when none is given (`restorePoint`).
+    pub restore_point: Option<String>,
+    /// The OS user that owns and runs the servers (`osUser`); `None`: the current user, or
+    /// `postgres` when that is root.
+    pub os_user: Option<String>,
+    /// The PostgreSQL bin folder (`pgBinDir`); `None`: from `pg_config`, else Debian's path.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// The file this config was read from, if any.
+    pub source: Option<PathBuf>,
+}
+
+/// The JSON shape, exactly as the old scripts wrote it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    cluster_name: String,
+    worker_count: usize,
+    coordinator_node: RawNode,
+    worker_nodes: Vec<RawNode>,
+    cluster_base_folder: PathBuf,
+    archive_base_folder: PathBuf,
+    backup_base_folder: PathBuf,
+    #[serde(default)]
+    backup_to_restore: Option<String>,
+    #[serde(default)]
+    restore_point: Option<String>,
+    #[serde(default)]
+    os_user: Option<String>,
+    #[serde(default)]
+    pg_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    hostname: String,
+    port: u16,
+    username: String,
+    dbname: String,
+}
+
+impl ClusterConfig {
+    /// Reads and validates a config file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: Some(path.to_path_buf()),
+            field: "(file)".into(),
+            problem: format!("cannot read it: {e}"),
+            fix: "pass --config with the path of an existing cluster-config.json".into(),
+        })?;
+        Self::from_json_str(&text, Some(path))
+    }
+
+    /// Parses and validates config JSON; `path` is only used in error messages.
+    pub fn from_json_str(text: &str, path: Option<&Path>) -> Result<Self> {
+        let err = |field: String, problem: String, fix: &str| Error::Config {
+            path: path.map(Path::to_path_buf),
+            field,
+            problem,
+            fix: fix.into(),
+        };
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = match e.path().to_string().as_str() {
+                "." | "" => "(file)".to_string(),
+                p => p.to_string(),
+            };
+            let inner = e.inner();
+            let fix = match inner.classify() {
+                serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                    "correct the JSON syntax at that position"
+                }
+                _ if inner.to_string().starts_with("unknown field") => {
+                    "remove the field or correct its spelling (names are camelCase)"
+                }
+                _ if inner.to_string().starts_with("missing field") => "add the field",
+                _ => "give the field a value of the type named",
+            };
+            err(field, inner.to_string(), fix)
+        })?;
+        Self::from_raw(raw, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: Option<&Path>) -> Result<Self> {
+        let err = |field: &str, problem: String, fix: String| Error::Config {
+            path: path.map(Path::to_path_buf),
+            field: field.to_string(),
+            problem,
+            fix,
+        };
+        if raw.cluster_name.trim().is_empty() {
+            return Err(err(
+                "clusterName",
+                "is empty".into(),
+                "give the cluster a name".into(),
+            ));
+        }
+        if raw.worker_count != raw.worker_nodes.len() {
+            return Err(err(
+                "workerCount",
+                format!(
+                    "is {} but workerNodes lists {} node(s)",
+                    raw.worker_count,
+                    raw.worker_nodes.len()
+                ),
+                "make workerCount equal to the number of entries in workerNodes".into(),
+            ));
+        }
+        let node = |raw: RawNode, field: String, role| -> Result<NodeConfig> {
+            check_node_name(&raw.name).map_err(|p| {
+                err(
+                    &format!("{field}.name"),
+                    p,
+                    "use letters, digits, '_', '-' or '.' (it becomes a folder name)".into(),
+                )
+            })?;
+            for (key, value) in [
+                ("hostname", &raw.hostname),
+                ("username", &raw.username),
+                ("dbname", &raw.dbname),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(err(
+                        &format!("{field}.{key}"),
+                        "is empty".into(),
+                        format!("give the node a {key}"),
+                    ));
+                }
+            }
+            if raw.port == 0 {
+                return Err(err(
+                    &format!("{field}.port"),
+                    "is 0".into(),
+                    "use a TCP port from 1 to 65535".into(),
+                ));
+            }
+            Ok(NodeConfig {
+                name: raw.name,
+                hostname: raw.hostname,
+                port: raw.port,
+                username: raw.username,
+                dbname: raw.dbname,
+                role,
+            })
+        };
+        let coordinator = node(
+            raw.coordinator_node,
+            "coordinatorNode".into(),
+            NodeRole::Coordinator,
+        )?;
+        let workers = raw
+            .worker_nodes
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| node(w, format!("workerNodes[{i}]"), NodeRole::Worker))
+            .collect::<Result<Vec<_>>>()?;
+
+        let mut names = HashSet::new();
+        let mut ports = HashSet::new();
+        for (i, n) in std::iter::once(&coordinator).chain(&workers).enumerate() {
+            let field = if i == 0 {
+                "coordinatorNode".to_string()
+            } else {
+                format!("workerNodes[{}]", i - 1)
+            };
+            if !names.insert(n.name.as_str()) {
+                return Err(err(
+                    &format!("{field}.name"),
+                    format!("node name {:?} is used twice", n.name),
+                    "give every node its own name".into(),
+                ));
+            }
+            if !ports.insert((n.hostname.as_str(), n.port)) {
+                return Err(err(
+                    &format!("{field}.port"),
+                    format!("{}:{} is used by another node", n.hostname, n.port),
+                    "give every node on a host its own port".into(),
+                ));
+            }
+        }
+
+        let folders = [
+            ("clusterBaseFolder", &raw.cluster_base_folder),
+            ("archiveBaseFolder", &raw.archive_base_folder),
+            ("backupBaseFolder", &raw.backup_base_folder),
+        ];
+        for (field, folder) in folders {
+            if !folder.is_absolute() {
+                return Err(err(
+                    field,
+                    format!("{} is a relative path", folder.display()),
+                    "use an absolute path, so the result does not depend on the working folder"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(dir) = &raw.pg_bin_dir {
+            if !dir.is_absolute() {
+                return Err(err(
+                    "pgBinDir",
+                    format!("{} is a relative path", dir.display()),
+                    "use an absolute path such as /usr/lib/postgresql/15/bin".into(),
+                ));
+            }
+        }
+        let data_dirs: Vec<(String, PathBuf)> = std::iter::once(&coordinator)
+            .chain(&workers)
+            .map(|n| (n.name.clone(), raw.cluster_base_folder.join(&n.name)))
+            .collect();
+        for (field, folder) in &folders[1..] {
+            for (node, data_dir) in &data_dirs {
+                if folder.starts_with(data_dir) || data_dir.starts_with(folder) {
+                    return Err(err(
+                        field,
+                        format!(
+                            "{} overlaps the data directory of node {node} ({})",
+                            folder.display(),
+                            data_dir.display()
+                        ),
+                        "keep archives and backups outside every data directory: a restore moves the data directory aside".into(),
+                    ));
+                }
+            }
+        }
+        if raw.archive_base_folder == raw.backup_base_folder {
+            return Err(err(
+                "backupBaseFolder",
+                "is the same folder as archiveBaseFolder".into(),
+                "give backups and WAL archives folders of their own".into(),
+            ));
+        }
+        let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        Ok(ClusterConfig {
+            cluster_name: raw.cluster_name,
+            coordinator,
+            workers,
+            cluster_base_folder: raw.cluster_base_folder,
+            archive_base_folder: raw.archive_base_folder,
+            backup_base_folder: raw.backup_base_folder,
+            backup_to_restore: non_empty(raw.backup_to_restore),
+            restore_point: non_empty(raw.restore_point),
+            os_user: non_empty(raw.os_user),
+            pg_bin_dir: raw.pg_bin_dir,
+            source: path.map(Path::to_path_buf),
+        })
+    }
+
+    /// All nodes: the coordinator first, then the workers in config order.
+    pub fn nodes(&self) -> impl Iterator<Item = &NodeConfig> {
+        std::iter::once(&self.coordinator).chain(&self.workers)
+    }
+
+    /// The node of that name.
+    pub fn node(&self, name: &str) -> Option<&NodeConfig> {
+        self.nodes().find(|n| n.name == name)
+    }
+
+    /// A node's data directory: `<clusterBaseFolder>/<name>`.
+    pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
+        self.cluster_base_folder.join(&node.name)
+    }
+
+    /// A node's server log, kept beside (not inside) its data directory so a restore keeps it.
+    pub fn log_file(&self, node: &NodeConfig) -> PathBuf {
+        self.cluster_base_folder.join(format!("{}.log", node.name))
+    }
+
+    /// A node's WAL archive: `<archiveBaseFolder>/<name>`.
+    pub fn archive_dir(&self, node: &NodeConfig) -> PathBuf {
+        self.archive_base_folder.join(&node.name)
+    }
+
+    /// The folder of one backup: `<backupBaseFolder>/<backup>`.
+    pub fn backup_dir(&self, backup: &str) -> PathBuf {
+        self.backup_base_folder.join(backup)
+    }
+}
+
+/// Node names become folder names, so they are kept to a portable character set.
+fn check_node_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty".into());
+    }
+    if name.starts_with('.') {
+        return Err(format!("{name:?} starts with '.'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!("{name:?} contains {c:?}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

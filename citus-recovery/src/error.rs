@@ -1,0 +1,195 @@
+//! The one error type of the library.
+//!
+//! Every variant says what failed and, where a node is involved, on which node; the messages are
+//! meant to be read by the person running the restore, so they end with what to do about it.
+
+use std::path::PathBuf;
+
+/// A `Result` whose error is the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in citus-recovery.
+///
+/// Match on the variant to tell the cases apart (the Python module maps them onto exception
+/// classes); new variants may be added, so keep a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The cluster configuration is invalid; nothing was run.
+    #[error("{}config error: {field}: {problem}; fix: {fix}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Config {
+        /// The config file, when the config came from one.
+        path: Option<PathBuf>,
+        /// The field at fault, as written in the JSON (`workerNodes[1].port`), or `(file)`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+
+    /// An argument given to a command is invalid (a name too long, a bad character); nothing was run.
+    #[error("invalid {what} {value:?}: {problem}")]
+    InvalidArgument {
+        /// What the argument is (`restore point name`, `backup name`).
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong, and the fix.
+        problem: String,
+    },
+
+    /// No complete backup of that name exists.
+    #[error("unknown backup {name:?} in {folder}: {hint}")]
+    UnknownBackup {
+        /// The backup name asked for (empty when none was given and none could be chosen).
+        name: String,
+        /// The backup folder searched.
+        folder: PathBuf,
+        /// What exists instead, and the fix.
+        hint: String,
+    },
+
+    /// No restore point of that name is known.
+    #[error("unknown restore point {name:?}: {hint}")]
+    UnknownRestorePoint {
+        /// The restore point asked for.
+        name: String,
+        /// What exists instead, and the fix.
+        hint: String,
+    },
+
+    /// A restore point of that name exists already.
+    #[error("restore point {name:?} exists already (created {created}); choose another name")]
+    RestorePointExists {
+        /// The name.
+        name: String,
+        /// When the existing one was created.
+        created: String,
+    },
+
+    /// Work on one node failed.
+    #[error("node {node}: {action} failed: {detail}")]
+    Node {
+        /// The node's name from the config.
+        node: String,
+        /// What was being done (`pg_basebackup`, `start`, `wait for recovery pause`).
+        action: String,
+        /// Why it failed: the program's message, the server's log, the fix.
+        detail: String,
+    },
+
+    /// A SQL statement on a node failed.
+    #[error("node {node}: {action}: {detail}")]
+    Sql {
+        /// The node's name from the config.
+        node: String,
+        /// What the statement was for.
+        action: String,
+        /// The server's message (with its detail and hint), or the driver's.
+        detail: String,
+        /// The driver's error (it carries the server's message and SQLSTATE).
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    /// A file operation failed.
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`create folder`, `read`).
+        action: String,
+        /// The path involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The cluster is not in a state the command can work from (a restore already under way, a node
+    /// that must be running is stopped); nothing was changed.
+    #[error("{0}")]
+    State(String),
+
+    /// Several nodes failed; each error names its node.
+    #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
+    Several(Vec<Error>),
+}
+
+fn join_lines(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("  - {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `action` on `path`.
+    pub fn io(action: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action: action.into(),
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Node`].
+    pub fn node(
+        node: impl Into<String>,
+        action: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Node {
+            node: node.into(),
+            action: action.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Builds an [`Error::Sql`].
+    pub fn sql(
+        node: impl Into<String>,
+        action: impl Into<String>,
+        source: tokio_postgres::Error,
+    ) -> Self {
+        let detail = match source.as_db_error() {
+            Some(db) => {
+                let mut text = format!("{}: {}", db.severity(), db.message());
+                if let Some(d) = db.detail() {
+                    text.push_str(&format!(" (detail: {d})"));
+                }
+                if let Some(h) = db.hint() {
+                    text.push_str(&format!(" (hint: {h})"));
+                }
+                text
+            }
+            None => match std::error::Error::source(&source) {
+                Some(inner) => format!("{source}: {inner}"),
+                None => source.to_string(),
+            },
+        };
+        Error::Sql {
+            node: node.into(),
+            action: action.into(),
+            detail,
+            source,
+        }
+    }
+
+    /// One error from several: itself when there is one, [`Error::Several`] otherwise.
+    pub fn from_several(mut errors: Vec<Error>) -> Option<Error> {
+        match errors.len() {
+            0 => None,
+            1 => errors.pop(),
+            _ => Some(Error::Several(errors)),
+        }
+    }
+
+    /// The node this error is about, if it is about one.
+    pub fn node_name(&self) -> Option<&str> {
+        match self {
+            Error::Node { node, .. } | Error::Sql { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! # citus-recovery
+//!
+//! Consistent point-in-time recovery for a [Citus](https://www.citusdata.com/) cluster: one
+//! coordinator and N workers, each a PostgreSQL server, backed up together and restored together
+//! to the same named restore point, so the restored cluster agrees with itself. It works on plain
+//! PostgreSQL nodes too (without Citus' cross-node guarantee).
+//!
+//! The five steps, each a typed [plan](plan) executed through a [`ClusterBackend`]:
+//!
+//! 1. [`ArchivePlan`]: WAL archiving on every node;
+//! 2. [`BasebackupPlan`]: a base backup of every node at once;
+//! 3. [`RestorePointPlan`]: a named restore point, archived on every node;
+//! 4. [`RestorePlan`]: every node restored and paused at the restore point;
+//! 5. [`FinishPlan`]: recovery ended, the cluster writable.
+//!
+//! [`Cluster`] is the front door: one method per command, `plan_*` to look before leaping.
+//!
+//! ```no_run
+//! use citus_recovery::{Cluster, Plan};
+//!
+//! # async fn demo() -> citus_recovery::Result<()> {
+//! let cluster = Cluster::from_config_file("cluster-config.json")?;
+//! cluster.prepare_archiving(true).await?;
+//! let backup = cluster.basebackup(None).await?;
+//! let point = cluster.create_restore_point(Some("before-migration")).await?;
+//! // ... later, on the worst day of the year:
+//! let plan = cluster.plan_restore_start(Some(&backup.name), Some(&point.name)).await?;
+//! println!("{plan}"); // numbered steps per node; nothing has changed yet
+//! cluster.restore_start(Some(&backup.name), Some(&point.name)).await?;
+//! // every node is paused at the restore point: check the data with read-only queries, then
+//! cluster.restore_finish().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod catalog;
+mod cluster;
+pub mod config;
+mod error;
+pub mod files;
+pub mod names;
+pub mod observe;
+pub mod plan;
+pub mod wal;
+
+pub use backend::{ClusterBackend, LocalBackend};
+pub use catalog::{Backup, NodeBackup, NodeRestorePoint, RestorePoint};
+pub use cluster::{Cluster, ClusterStatus};
+pub use config::{ClusterConfig, NodeConfig, NodeRole};
+pub use error::{Error, Result};
+pub use plan::{
+    ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport, Plan, RestorePlan,
+    RestorePointPlan, RestoreReport, RunOptions,
+};

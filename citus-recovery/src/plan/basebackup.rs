@@ -1,0 +1,157 @@
+//! [`BasebackupPlan`]: a base backup of every node at once, complete only when all are.
+//!
+//! Each node's folder gets PostgreSQL's tar backup and, once its WAL up to the stop LSN is in the
+//! archive, a node manifest; the cluster manifest is written last, after every node is done, so a
+//! backup that failed or was interrupted on any node is never listed or offered for restore.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::archive::find;
+use super::{run_phases, write_plan, NodePlan, Phase, Plan, RunOptions, Step, StepOutput};
+use crate::backend::ClusterBackend;
+use crate::catalog::{Backup, Catalog};
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::observe::NodeObservation;
+
+/// The plan of `basebackup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BasebackupPlan {
+    /// The backup's name.
+    pub name: String,
+    /// The Citus version on the coordinator, `None` on plain PostgreSQL.
+    pub citus_version: Option<String>,
+    /// The phases.
+    pub phases: Vec<Phase>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+impl BasebackupPlan {
+    /// Builds the plan. `name` defaults to the UTC date and time; a name that exists in the
+    /// backup folder (complete or not) is refused. Every node must run with archiving on.
+    pub fn build(
+        config: &ClusterConfig,
+        observed: &[NodeObservation],
+        name: Option<&str>,
+        now: DateTime<Utc>,
+        catalog: &Catalog,
+    ) -> Result<Self> {
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| names::default_name(now));
+        names::check_backup_name(&name)?;
+        if catalog.backup_folder_exists(&name) {
+            return Err(Error::InvalidArgument {
+                what: "backup name",
+                value: name.clone(),
+                problem: format!(
+                    "{} exists already; choose another name",
+                    catalog.backup_dir(&name).display()
+                ),
+            });
+        }
+        let mut nodes = Vec::new();
+        for node in config.nodes() {
+            let obs = find(observed, &node.name);
+            obs.require_running("start it with `citus-recovery cluster start`")?;
+            if !obs.archiving() {
+                return Err(Error::State(format!(
+                    "WAL archiving is not on for node {}: a backup without archived WAL cannot be restored to a restore point; run `citus-recovery prepare-archiving` first",
+                    node.name
+                )));
+            }
+            if obs.in_recovery == Some(true) {
+                return Err(Error::State(format!(
+                    "node {} is in recovery; finish the restore (`citus-recovery restore-finish`) before taking a backup",
+                    node.name
+                )));
+            }
+            nodes.push(NodePlan {
+                node: node.name.clone(),
+                steps: vec![Step::BaseBackup {
+                    backup: name.clone(),
+                    folder: catalog.node_backup_dir(&name, &node.name),
+                    archive: config.archive_dir(node),
+                }],
+            });
+        }
+        Ok(BasebackupPlan {
+            citus_version: find(observed, &config.coordinator.name)
+                .citus_version
+                .clone(),
+            phases: vec![Phase {
+                title: format!("base backup {name}"),
+                nodes,
+            }],
+            notes: vec![format!(
+                "the cluster manifest {} is written last, once every node is done",
+                catalog
+                    .backup_dir(&name)
+                    .join(crate::catalog::CLUSTER_MANIFEST)
+                    .display()
+            )],
+            name,
+        })
+    }
+
+    /// Runs the plan and returns the complete backup.
+    pub async fn execute(&self, backend: &dyn ClusterBackend, opts: &RunOptions) -> Result<Backup> {
+        let start_time = Utc::now();
+        let outputs = run_phases(backend, &self.phases, opts).await?;
+        let config = backend.config();
+        let mut nodes = Vec::new();
+        for node in config.nodes() {
+            let part = outputs
+                .iter()
+                .find(|o| o.node == node.name)
+                .and_then(|o| {
+                    o.outputs.iter().find_map(|out| match out {
+                        StepOutput::Backup(b) => Some(b.clone()),
+                        _ => None,
+                    })
+                })
+                .ok_or_else(|| Error::node(&node.name, "base backup", "it reported no result"))?;
+            nodes.push(part);
+        }
+        let backup = Backup {
+            name: self.name.clone(),
+            cluster_name: config.cluster_name.clone(),
+            start_time,
+            end_time: Utc::now(),
+            citus_version: self.citus_version.clone(),
+            nodes,
+        };
+        Catalog::new(config)
+            .write_cluster_manifest(backend, &backup)
+            .await?;
+        Ok(backup)
+    }
+}
+
+impl Plan for BasebackupPlan {
+    fn command(&self) -> &'static str {
+        "basebackup"
+    }
+    fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+impl fmt::Display for BasebackupPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_plan(
+            f,
+            &format!("plan: basebackup {}", self.name),
+            &self.phases,
+            &self.notes,
+        )
+    }
+}

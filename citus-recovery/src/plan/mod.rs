@@ -1,0 +1,182 @@
+//! Typed plans, one per recovery step: [`ArchivePlan`], [`BasebackupPlan`],
+//! [`RestorePointPlan`], [`RestorePlan`], [`FinishPlan`].
+//!
+//! A plan is built from the config and what was observed on the nodes; building one changes
+//! nothing. It is plain data: it serializes to JSON, prints as numbered steps per node (the
+//! `--dry-run` output), and is executed through a [`ClusterBackend`]. A plan is made of phases
+//! run one after another; within a phase every node's steps run at the same time, one node's
+//! steps in order.
+
+mod archive;
+mod basebackup;
+mod finish;
+pub mod recovery_conf;
+mod restore;
+mod restore_point;
+mod step;
+mod wait;
+
+use std::fmt;
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+pub use archive::{ArchivePlan, ArchiveReport};
+pub use basebackup::BasebackupPlan;
+pub use finish::{FinishPlan, FinishReport, NodeFinish};
+pub use restore::{NodePaused, NodeRestore, RestorePlan, RestoreReport, RestoreState};
+pub use restore_point::RestorePointPlan;
+pub use step::{Parameter, RestorePointFunction, RunOptions, Step, StepOutput};
+
+use crate::backend::ClusterBackend;
+use crate::error::{Error, Result};
+
+/// One node's steps within a phase.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodePlan {
+    /// The node's name.
+    pub node: String,
+    /// Its steps, run in order.
+    pub steps: Vec<Step>,
+}
+
+/// Steps that run on several nodes at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Phase {
+    /// What the phase does.
+    pub title: String,
+    /// Every node's steps.
+    pub nodes: Vec<NodePlan>,
+}
+
+/// What every plan offers besides its own fields and `execute`.
+pub trait Plan: fmt::Display + Serialize {
+    /// The command this plan belongs to (`restore-start`).
+    fn command(&self) -> &'static str;
+
+    /// The phases, in order.
+    fn phases(&self) -> &[Phase];
+
+    /// Remarks a person should read before running it (restarts needed, what is skipped).
+    fn notes(&self) -> &[String];
+
+    /// Every step as one line, `node: step`, in the order they are listed.
+    fn step_lines(&self) -> Vec<String> {
+        self.phases()
+            .iter()
+            .flat_map(|p| &p.nodes)
+            .flat_map(|n| n.steps.iter().map(move |s| format!("{}: {s}", n.node)))
+            .collect()
+    }
+
+    /// The plan as pretty JSON (the `--dry-run --json` output).
+    fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plain data serializes")
+    }
+}
+
+/// The dry-run text shared by every plan: a heading, then numbered steps per node and phase.
+fn write_plan(
+    f: &mut fmt::Formatter<'_>,
+    heading: &str,
+    phases: &[Phase],
+    notes: &[String],
+) -> fmt::Result {
+    writeln!(f, "{heading}")?;
+    for (i, phase) in phases.iter().enumerate() {
+        let together = if phase.nodes.len() > 1 {
+            " (nodes at once)"
+        } else {
+            ""
+        };
+        writeln!(f, "phase {}: {}{together}", i + 1, phase.title)?;
+        for node in &phase.nodes {
+            writeln!(f, "  {}:", node.node)?;
+            if node.steps.is_empty() {
+                writeln!(f, "     nothing to do")?;
+            }
+            for (n, step) in node.steps.iter().enumerate() {
+                writeln!(f, "    {}. {step}", n + 1)?;
+            }
+        }
+    }
+    if phases.is_empty() {
+        writeln!(f, "nothing to do")?;
+    }
+    for note in notes {
+        writeln!(f, "note: {note}")?;
+    }
+    Ok(())
+}
+
+/// What the steps of one node found out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeOutputs {
+    pub node: String,
+    pub outputs: Vec<StepOutput>,
+}
+
+/// Runs the phases in order; within a phase the nodes at once (up to `opts.concurrency`). A
+/// phase in which any node fails lets the other nodes finish their steps, then stops the plan
+/// with every node's error.
+pub(crate) async fn run_phases(
+    backend: &dyn ClusterBackend,
+    phases: &[Phase],
+    opts: &RunOptions,
+) -> Result<Vec<NodeOutputs>> {
+    let mut all: Vec<NodeOutputs> = Vec::new();
+    for phase in phases {
+        let limit = if opts.concurrency == 0 {
+            phase.nodes.len().max(1)
+        } else {
+            opts.concurrency
+        };
+        let results: Vec<Result<NodeOutputs>> = stream::iter(&phase.nodes)
+            .map(|np| run_node(backend, np, opts))
+            .buffered(limit)
+            .collect()
+            .await;
+        let mut errors = Vec::new();
+        for result in results {
+            match result {
+                Ok(out) => match all.iter_mut().find(|o| o.node == out.node) {
+                    Some(existing) => existing.outputs.extend(out.outputs),
+                    None => all.push(out),
+                },
+                Err(e) => errors.push(e),
+            }
+        }
+        if let Some(e) = Error::from_several(errors) {
+            return Err(e);
+        }
+    }
+    Ok(all)
+}
+
+async fn run_node(
+    backend: &dyn ClusterBackend,
+    np: &NodePlan,
+    opts: &RunOptions,
+) -> Result<NodeOutputs> {
+    let node = backend
+        .config()
+        .node(&np.node)
+        .ok_or_else(|| {
+            Error::State(format!(
+                "the plan names node {} which the config lacks",
+                np.node
+            ))
+        })?
+        .clone();
+    let mut outputs = Vec::new();
+    for step in &np.steps {
+        tracing::info!(node = %node.name, "{step}");
+        if let Some(out) = step.run(backend, &node, opts).await? {
+            outputs.push(out);
+        }
+    }
+    Ok(NodeOutputs {
+        node: np.node.clone(),
+        outputs,
+    })
+}

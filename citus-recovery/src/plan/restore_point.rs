@@ -1,0 +1,214 @@
+//! [`RestorePointPlan`]: one named restore point on every node, usable once it is archived.
+//!
+//! On Citus, `citus_create_restore_point` on the coordinator blocks distributed commits briefly and
+//! writes the same record into every node's WAL, so the nodes agree on what is committed. On plain
+//! PostgreSQL each node gets `pg_create_restore_point`. Then WAL is switched on every node and the
+//! point counts as made only when the segment holding it is in every node's archive.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::archive::find;
+use super::{
+    run_phases, write_plan, NodePlan, Phase, Plan, RestorePointFunction, RunOptions, Step,
+    StepOutput,
+};
+use crate::backend::ClusterBackend;
+use crate::catalog::{Catalog, NodeRestorePoint, RestorePoint};
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::observe::NodeObservation;
+
+/// The plan of `restore-point`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestorePointPlan {
+    /// The restore point's name.
+    pub name: String,
+    /// Whether Citus writes it (consistent across nodes).
+    pub citus: bool,
+    /// The phases.
+    pub phases: Vec<Phase>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+impl RestorePointPlan {
+    /// Builds the plan. `name` defaults to the UTC date and time; names over 63 bytes and names
+    /// already recorded are refused. Every node must run, out of recovery, with archiving on.
+    pub fn build(
+        config: &ClusterConfig,
+        observed: &[NodeObservation],
+        name: Option<&str>,
+        now: DateTime<Utc>,
+        known: &[RestorePoint],
+    ) -> Result<Self> {
+        let name = name
+            .map(str::to_string)
+            .unwrap_or_else(|| names::default_name(now));
+        names::check_restore_point_name(&name)?;
+        if let Some(existing) = known.iter().find(|r| r.name == name) {
+            return Err(Error::RestorePointExists {
+                name,
+                created: existing.time.to_rfc3339(),
+            });
+        }
+        for node in config.nodes() {
+            let obs = find(observed, &node.name);
+            obs.require_running("start it with `citus-recovery cluster start`")?;
+            if obs.in_recovery == Some(true) {
+                return Err(Error::State(format!(
+                    "node {} is in recovery; a restore point can only be written on a primary (run `citus-recovery restore-finish` first)",
+                    node.name
+                )));
+            }
+            if !obs.archiving() {
+                return Err(Error::State(format!(
+                    "WAL archiving is not on for node {}: run `citus-recovery prepare-archiving` first",
+                    node.name
+                )));
+            }
+        }
+        let citus = find(observed, &config.coordinator.name)
+            .citus_version
+            .is_some();
+        let switch = |node: &crate::config::NodeConfig| Step::SwitchWalAndWait {
+            archive: config.archive_dir(node),
+        };
+        let phases = if citus {
+            vec![
+                Phase {
+                    title: "write the restore point on every node (Citus)".into(),
+                    nodes: vec![NodePlan {
+                        node: config.coordinator.name.clone(),
+                        steps: vec![Step::CreateRestorePoint {
+                            name: name.clone(),
+                            function: RestorePointFunction::Citus,
+                        }],
+                    }],
+                },
+                Phase {
+                    title: "archive the WAL holding it".into(),
+                    nodes: config
+                        .nodes()
+                        .map(|n| NodePlan {
+                            node: n.name.clone(),
+                            steps: vec![switch(n)],
+                        })
+                        .collect(),
+                },
+            ]
+        } else {
+            vec![Phase {
+                title: "write the restore point on every node and archive it".into(),
+                nodes: config
+                    .nodes()
+                    .map(|n| NodePlan {
+                        node: n.name.clone(),
+                        steps: vec![
+                            Step::CreateRestorePoint {
+                                name: name.clone(),
+                                function: RestorePointFunction::Postgres,
+                            },
+                            switch(n),
+                        ],
+                    })
+                    .collect(),
+            }]
+        };
+        let mut notes = Vec::new();
+        if !citus {
+            notes.push(
+                "the Citus extension is not created on the coordinator: each node gets its own pg_create_restore_point, which does not block commits across nodes".into(),
+            );
+        }
+        Ok(RestorePointPlan {
+            name,
+            citus,
+            phases,
+            notes,
+        })
+    }
+
+    /// Runs the plan and records the restore point beside the backups.
+    pub async fn execute(
+        &self,
+        backend: &dyn ClusterBackend,
+        opts: &RunOptions,
+    ) -> Result<RestorePoint> {
+        let time = Utc::now();
+        let outputs = run_phases(backend, &self.phases, opts).await?;
+        let config = backend.config();
+        let mut nodes = Vec::new();
+        for node in config.nodes() {
+            let outs = outputs
+                .iter()
+                .find(|o| o.node == node.name)
+                .map(|o| o.outputs.as_slice())
+                .unwrap_or_default();
+            let lsn = outs.iter().find_map(|o| match o {
+                StepOutput::RestorePoint { lsn } => *lsn,
+                _ => None,
+            });
+            let (timeline, segment) = outs
+                .iter()
+                .find_map(|o| match o {
+                    StepOutput::Archived {
+                        timeline, segment, ..
+                    } => Some((*timeline, segment.clone())),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    Error::node(
+                        &node.name,
+                        "archive the restore point",
+                        "it reported no result",
+                    )
+                })?;
+            nodes.push(NodeRestorePoint {
+                node: node.name.clone(),
+                lsn,
+                timeline,
+                segment,
+            });
+        }
+        let rp = RestorePoint {
+            name: self.name.clone(),
+            time,
+            citus: self.citus,
+            nodes,
+        };
+        Catalog::new(config)
+            .record_restore_point(backend, &rp)
+            .await?;
+        Ok(rp)
+    }
+}
+
+impl Plan for RestorePointPlan {
+    fn command(&self) -> &'static str {
+        "restore-point"
+    }
+    fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+impl fmt::Display for RestorePointPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_plan(
+            f,
+            &format!(
+                "plan: restore-point {}",
+                super::recovery_conf::quote_value(&self.name)
+            ),
+            &self.phases,
+            &self.notes,
+        )
+    }
+}

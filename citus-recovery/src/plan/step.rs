@@ -1,0 +1,558 @@
+//! The steps plans are made of: plain data that prints as a sentence (the dry run) and runs
+//! through a [`ClusterBackend`] (the real run), so what a person reads is what is done.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::recovery_conf;
+use crate::backend::{ClusterBackend, StartWait};
+use crate::catalog::{Catalog, NodeBackup};
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+use crate::wal::Lsn;
+
+/// A configuration parameter set with `ALTER SYSTEM`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Parameter {
+    /// The parameter's name.
+    pub name: String,
+    /// Its value, unquoted.
+    pub value: String,
+}
+
+/// How a restore point is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestorePointFunction {
+    /// `citus_create_restore_point` on the coordinator: one consistent point on every node.
+    Citus,
+    /// `pg_create_restore_point` on this node alone.
+    Postgres,
+}
+
+/// One thing done on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Step {
+    /// Create a folder owned by the servers' user.
+    CreateFolder {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// `ALTER SYSTEM SET` each parameter.
+    SetParameters {
+        /// The parameters.
+        parameters: Vec<Parameter>,
+    },
+    /// `pg_reload_conf()`.
+    Reload,
+    /// Stop and start the server.
+    Restart {
+        /// The parameters that need it.
+        because: Vec<String>,
+    },
+    /// `pg_basebackup` into a folder, wait until the WAL up to its stop LSN is archived, and write
+    /// the node manifest.
+    BaseBackup {
+        /// The backup's name.
+        backup: String,
+        /// The node's backup folder.
+        folder: PathBuf,
+        /// The node's WAL archive.
+        archive: PathBuf,
+    },
+    /// Write a named restore point.
+    CreateRestorePoint {
+        /// Its name.
+        name: String,
+        /// How.
+        function: RestorePointFunction,
+    },
+    /// `pg_switch_wal()`, then wait until the closed segment is in the archive.
+    SwitchWalAndWait {
+        /// The node's WAL archive.
+        archive: PathBuf,
+    },
+    /// Stop the server (fast shutdown).
+    Stop,
+    /// Rename a folder; the old data directory is kept, never deleted.
+    MoveAside {
+        /// What is moved.
+        from: PathBuf,
+        /// Where to.
+        to: PathBuf,
+    },
+    /// Extract a base backup into a new data directory.
+    Extract {
+        /// The node's backup folder.
+        backup: PathBuf,
+        /// The new data directory.
+        data_dir: PathBuf,
+    },
+    /// Put recovery settings into `postgresql.auto.conf`.
+    WriteRecoverySettings {
+        /// The file.
+        file: PathBuf,
+        /// Parameter and quoted value.
+        settings: Vec<(String, String)>,
+    },
+    /// Create an empty signal file (`recovery.signal`).
+    CreateSignal {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Start the server.
+    Start {
+        /// Whether to wait until it accepts connections (a recovering server is watched by
+        /// [`Step::WaitPaused`] instead).
+        wait: bool,
+    },
+    /// Wait until recovery pauses at the restore point.
+    WaitPaused {
+        /// The restore point.
+        restore_point: String,
+    },
+    /// `pg_wal_replay_resume()`: end recovery at the paused target.
+    Resume,
+    /// Wait until the server has left recovery and is writable.
+    WaitPromoted,
+    /// Remove our recovery settings from `postgresql.auto.conf` and reload.
+    RemoveRecoverySettings {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CreateFolder { path } => write!(f, "create folder {}", path.display()),
+            Step::SetParameters { parameters } => {
+                let list: Vec<String> = parameters
+                    .iter()
+                    .map(|p| format!("{} = {}", p.name, recovery_conf::quote_value(&p.value)))
+                    .collect();
+                write!(f, "ALTER SYSTEM SET {}", list.join(", "))
+            }
+            Step::Reload => write!(f, "reload the configuration (pg_reload_conf)"),
+            Step::Restart { because } => {
+                write!(f, "restart the server ({} change only at a restart)", because.join(", "))
+            }
+            Step::BaseBackup { folder, archive, .. } => write!(
+                f,
+                "pg_basebackup into {} (tar, WAL streamed, fast checkpoint), wait until WAL up to its stop LSN is in {}, write the node manifest",
+                folder.display(),
+                archive.display()
+            ),
+            Step::CreateRestorePoint { name, function } => match function {
+                RestorePointFunction::Citus => write!(
+                    f,
+                    "SELECT citus_create_restore_point({}) (on every node at once, distributed commits blocked briefly)",
+                    recovery_conf::quote_value(name)
+                ),
+                RestorePointFunction::Postgres => {
+                    write!(f, "SELECT pg_create_restore_point({})", recovery_conf::quote_value(name))
+                }
+            },
+            Step::SwitchWalAndWait { archive } => write!(
+                f,
+                "pg_switch_wal(), wait until the closed segment is in {}",
+                archive.display()
+            ),
+            Step::Stop => write!(f, "stop the server (fast)"),
+            Step::MoveAside { from, to } => write!(
+                f,
+                "move {} aside to {} (kept, never deleted)",
+                from.display(),
+                to.display()
+            ),
+            Step::Extract { backup, data_dir } => write!(
+                f,
+                "extract {}/{{base.tar,pg_wal.tar}} into {} (mode 0700, pg_control last)",
+                backup.display(),
+                data_dir.display()
+            ),
+            Step::WriteRecoverySettings { file, settings } => {
+                let list: Vec<String> = settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                write!(f, "write into {}: {}", file.display(), list.join("; "))
+            }
+            Step::CreateSignal { path } => write!(f, "create {}", path.display()),
+            Step::Start { wait: true } => write!(f, "start the server"),
+            Step::Start { wait: false } => write!(f, "start the server in recovery"),
+            Step::WaitPaused { restore_point } => write!(
+                f,
+                "wait until recovery is paused at restore point {}",
+                recovery_conf::quote_value(restore_point)
+            ),
+            Step::Resume => write!(f, "SELECT pg_wal_replay_resume() (ends recovery, new timeline)"),
+            Step::WaitPromoted => write!(f, "wait until the server has left recovery and is writable"),
+            Step::RemoveRecoverySettings { file } => write!(
+                f,
+                "remove the recovery settings from {} and reload",
+                file.display()
+            ),
+        }
+    }
+}
+
+/// What a step found out, for the command's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepOutput {
+    /// A node's part of a base backup.
+    Backup(NodeBackup),
+    /// A restore point was written; the LSN where the server told it.
+    RestorePoint {
+        /// The record's LSN, where known.
+        lsn: Option<Lsn>,
+    },
+    /// WAL was switched and the segment archived.
+    Archived {
+        /// The LSN `pg_switch_wal` returned.
+        lsn: Lsn,
+        /// The timeline.
+        timeline: u32,
+        /// The archived segment's file name.
+        segment: String,
+    },
+    /// Recovery is paused at the target.
+    Paused {
+        /// `pg_last_wal_replay_lsn()`.
+        replay_lsn: Lsn,
+    },
+    /// The server left recovery.
+    Promoted {
+        /// Its new timeline.
+        timeline: u32,
+    },
+}
+
+/// Settings for running plans.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// How many nodes are worked on at once (0: all).
+    pub concurrency: usize,
+    /// How long to wait for WAL to be archived, recovery to pause, a promotion.
+    pub wait_timeout: Duration,
+    /// How often to look while waiting.
+    pub poll_interval: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: 0,
+            wait_timeout: Duration::from_secs(3600),
+            poll_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Step {
+    /// Runs the step on `node`.
+    pub async fn run(
+        &self,
+        backend: &dyn ClusterBackend,
+        node: &NodeConfig,
+        opts: &RunOptions,
+    ) -> Result<Option<StepOutput>> {
+        match self {
+            Step::CreateFolder { path } => backend.create_dir(node, path).await.map(|_| None),
+            Step::SetParameters { parameters } => {
+                let client = backend.connect(node).await?;
+                for p in parameters {
+                    if let Some((module, _)) = p.name.split_once('.') {
+                        // A module's parameters are unknown to ALTER SYSTEM until it is loaded.
+                        let load = format!("LOAD {}", recovery_conf::quote_value(module));
+                        client
+                            .batch_execute(&load)
+                            .await
+                            .map_err(|e| Error::sql(&node.name, format!("LOAD {module}"), e))?;
+                    }
+                    // ALTER SYSTEM takes no parameters: the server quotes the name and value.
+                    let row = client
+                        .query_one(
+                            "SELECT format('ALTER SYSTEM SET %I = %L', $1::text, $2::text)",
+                            &[&p.name, &p.value],
+                        )
+                        .await
+                        .map_err(|e| Error::sql(&node.name, "quote ALTER SYSTEM", e))?;
+                    let statement: String = row.get(0);
+                    client
+                        .batch_execute(&statement)
+                        .await
+                        .map_err(|e| Error::sql(&node.name, format!("set {}", p.name), e))?;
+                }
+                Ok(None)
+            }
+            Step::Reload => {
+                let client = backend.connect(node).await?;
+                client
+                    .execute("SELECT pg_reload_conf()", &[])
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
+                Ok(None)
+            }
+            Step::Restart { .. } => {
+                backend.stop(node).await?;
+                backend
+                    .start(node, StartWait::UntilReady)
+                    .await
+                    .map(|_| None)
+            }
+            Step::BaseBackup {
+                backup,
+                folder,
+                archive,
+            } => base_backup(backend, node, backup, folder, archive, opts)
+                .await
+                .map(Some),
+            Step::CreateRestorePoint { name, function } => {
+                let client = backend.connect(node).await?;
+                let sql = match function {
+                    // Wait at most this long behind running distributed writes, rather than hang.
+                    RestorePointFunction::Citus => {
+                        client
+                            .batch_execute("SET lock_timeout = '60s'")
+                            .await
+                            .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
+                        "SELECT citus_create_restore_point($1)::text"
+                    }
+                    RestorePointFunction::Postgres => "SELECT pg_create_restore_point($1)::text",
+                };
+                let row = client
+                    .query_one(sql, &[name])
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "create restore point", e))?;
+                let lsn: String = row.get(0);
+                Ok(Some(StepOutput::RestorePoint {
+                    lsn: lsn.parse().ok(),
+                }))
+            }
+            Step::SwitchWalAndWait { archive } => {
+                let client = backend.connect(node).await?;
+                let row = client
+                    .query_one(
+                        "SELECT lsn::text, pg_walfile_name(lsn) FROM pg_switch_wal() AS lsn",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "pg_switch_wal", e))?;
+                let (lsn, segment): (String, String) = (row.get(0), row.get(1));
+                wait_archived(backend, &client, node, archive, &segment, opts).await?;
+                Ok(Some(StepOutput::Archived {
+                    lsn: parse_lsn(node, &lsn)?,
+                    timeline: timeline_of(&segment),
+                    segment,
+                }))
+            }
+            Step::Stop => backend.stop(node).await.map(|_| None),
+            Step::MoveAside { from, to } => backend.rename(node, from, to).await.map(|_| None),
+            Step::Extract { backup, data_dir } => backend
+                .extract_backup(node, backup, data_dir)
+                .await
+                .map(|_| None),
+            Step::WriteRecoverySettings { file, settings } => {
+                let old = backend.read_file(node, file).await?.unwrap_or_default();
+                let new = recovery_conf::apply(&old, settings);
+                backend
+                    .write_file(node, file, new.as_bytes())
+                    .await
+                    .map(|_| None)
+            }
+            Step::CreateSignal { path } => backend.write_file(node, path, b"").await.map(|_| None),
+            Step::Start { wait } => {
+                let wait = if *wait {
+                    StartWait::UntilReady
+                } else {
+                    StartWait::NoWait
+                };
+                backend.start(node, wait).await.map(|_| None)
+            }
+            Step::WaitPaused { restore_point } => {
+                super::wait::paused(backend, node, restore_point, opts)
+                    .await
+                    .map(Some)
+            }
+            Step::Resume => {
+                let client = backend.connect(node).await?;
+                client
+                    .execute("SELECT pg_wal_replay_resume()", &[])
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "pg_wal_replay_resume", e))?;
+                Ok(None)
+            }
+            Step::WaitPromoted => super::wait::promoted(backend, node, opts).await.map(Some),
+            Step::RemoveRecoverySettings { file } => {
+                if let Some(old) = backend.read_file(node, file).await? {
+                    if recovery_conf::has_block(&old) {
+                        let new = recovery_conf::strip_block(&old);
+                        backend.write_file(node, file, new.as_bytes()).await?;
+                    }
+                }
+                let client = backend.connect(node).await?;
+                client
+                    .execute("SELECT pg_reload_conf()", &[])
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Parses an LSN the server printed.
+pub(crate) fn parse_lsn(node: &NodeConfig, text: &str) -> Result<Lsn> {
+    text.parse().map_err(|_| {
+        Error::node(
+            &node.name,
+            "read an LSN",
+            format!("the server returned {text:?}"),
+        )
+    })
+}
+
+/// The timeline in a WAL segment file name (its first eight hex digits).
+pub(crate) fn timeline_of(segment: &str) -> u32 {
+    segment
+        .get(..8)
+        .and_then(|t| u32::from_str_radix(t, 16).ok())
+        .unwrap_or(0)
+}
+
+async fn base_backup(
+    backend: &dyn ClusterBackend,
+    node: &NodeConfig,
+    backup: &str,
+    folder: &std::path::Path,
+    archive: &std::path::Path,
+    opts: &RunOptions,
+) -> Result<StepOutput> {
+    let client = backend.connect(node).await?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::sql(&node.name, "read server settings", e))?;
+    let (pg_version, seg_size): (String, i64) = (row.get(0), row.get(1));
+    let start_time = Utc::now();
+    let files = backend.base_backup(node, folder, backup).await?;
+    let manifest_path = folder.join("backup_manifest");
+    let manifest = backend
+        .read_file(node, &manifest_path)
+        .await?
+        .ok_or_else(|| {
+            Error::node(
+                &node.name,
+                "pg_basebackup",
+                format!("it wrote no {}", manifest_path.display()),
+            )
+        })?;
+    let (start_lsn, end_lsn, timeline) = wal_range(&manifest).ok_or_else(|| {
+        Error::node(
+            &node.name,
+            "read backup_manifest",
+            format!("{} has no usable WAL-Ranges", manifest_path.display()),
+        )
+    })?;
+    let segment =
+        crate::wal::segment_file_name(timeline, Lsn(end_lsn.0.saturating_sub(1)), seg_size as u64);
+    wait_archived(backend, &client, node, archive, &segment, opts).await?;
+    let node_backup = NodeBackup {
+        backup: backup.to_string(),
+        node: node.name.clone(),
+        start_lsn,
+        end_lsn,
+        timeline,
+        start_time,
+        end_time: Utc::now(),
+        pg_version,
+        bytes: files.bytes,
+    };
+    Catalog::new(backend.config())
+        .write_node_manifest(backend, &node_backup)
+        .await?;
+    Ok(StepOutput::Backup(node_backup))
+}
+
+/// The WAL range of a backup from PostgreSQL's `backup_manifest`: first start, last end, and the
+/// timeline of the last range.
+pub(crate) fn wal_range(manifest: &str) -> Option<(Lsn, Lsn, u32)> {
+    let json: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    let ranges = json.get("WAL-Ranges")?.as_array()?;
+    let first = ranges.first()?;
+    let last = ranges.last()?;
+    let start = first.get("Start-LSN")?.as_str()?.parse().ok()?;
+    let end = last.get("End-LSN")?.as_str()?.parse().ok()?;
+    let timeline = u32::try_from(last.get("Timeline")?.as_u64()?).ok()?;
+    Some((start, end, timeline))
+}
+
+/// Waits until `segment` is in the node's archive; fails early, quoting `pg_stat_archiver`, when
+/// the server reports that archiving it fails.
+async fn wait_archived(
+    backend: &dyn ClusterBackend,
+    client: &tokio_postgres::Client,
+    node: &NodeConfig,
+    archive: &std::path::Path,
+    segment: &str,
+    opts: &RunOptions,
+) -> Result<()> {
+    let target = archive.join(segment);
+    let started = Instant::now();
+    let mut last_check = Instant::now();
+    // A single failed attempt may be passing (the archiver retries); three checks in a row that
+    // find our segment failing mean it is stuck.
+    let mut failing_checks = 0;
+    loop {
+        if backend.exists(node, &target).await? {
+            return Ok(());
+        }
+        if last_check.elapsed() > Duration::from_secs(5) || started.elapsed() > opts.wait_timeout {
+            last_check = Instant::now();
+            let row = client
+                .query_one(
+                    "SELECT failed_count, coalesce(last_failed_wal, ''), coalesce(last_archived_wal, ''), current_setting('archive_mode'), \
+                     coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver",
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::sql(&node.name, "read pg_stat_archiver", e))?;
+            let (failed, last_failed, last_archived, mode, failing): (
+                i64,
+                String,
+                String,
+                String,
+                bool,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            if failing && last_failed.get(..24).unwrap_or("") >= segment {
+                failing_checks += 1;
+            } else {
+                failing_checks = 0;
+            }
+            let stuck = mode == "off" || failing_checks >= 3;
+            if stuck || started.elapsed() > opts.wait_timeout {
+                return Err(Error::node(
+                    &node.name,
+                    format!("archive WAL segment {segment}"),
+                    format!(
+                        "{} is not in {} after {:?}: archive_mode = {mode}, last archived {last_archived:?}, {failed} failure(s), last failed {last_failed:?}; \
+                         check the server log and that prepare-archiving ran:\n{}",
+                        segment,
+                        archive.display(),
+                        started.elapsed(),
+                        backend.log_tail(node, 10).await
+                    ),
+                ));
+            }
+        }
+        tokio::time::sleep(opts.poll_interval).await;
+    }
+}

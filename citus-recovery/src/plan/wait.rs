@@ -1,0 +1,140 @@
+//! Watching a recovering server: until it pauses at the target, or until it is promoted.
+
+use std::time::{Duration, Instant};
+
+use super::step::{parse_lsn, timeline_of, RunOptions, StepOutput};
+use crate::backend::{ClusterBackend, ServerState};
+use crate::config::NodeConfig;
+use crate::error::{Error, Result};
+
+/// How often progress is logged while waiting.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long a server must look stopped before it counts as stopped.
+const STOPPED_GRACE: Duration = Duration::from_secs(3);
+
+/// Waits until the node's recovery is paused at `restore_point`. A server that stops, or that
+/// leaves recovery without pausing, is an error naming the node and quoting its log.
+pub(super) async fn paused(
+    backend: &dyn ClusterBackend,
+    node: &NodeConfig,
+    restore_point: &str,
+    opts: &RunOptions,
+) -> Result<StepOutput> {
+    let action = format!("recover to restore point {restore_point:?}");
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut client = None;
+    // Right after `pg_ctl start -W` the postmaster may not be visible yet: a server counts as
+    // stopped only when it has looked stopped for a while.
+    let mut stopped_since: Option<Instant> = None;
+    loop {
+        if started.elapsed() > opts.wait_timeout {
+            return Err(Error::node(
+                &node.name,
+                &action,
+                format!(
+                    "not paused at the restore point after {:?}; server log:\n{}",
+                    opts.wait_timeout,
+                    backend.log_tail(node, 20).await
+                ),
+            ));
+        }
+        if client.is_none() {
+            match backend.connect(node).await {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    // Starting up, or gone: only the process can tell.
+                    if backend.server_state(node).await? == ServerState::Running {
+                        stopped_since = None;
+                    } else if stopped_since.get_or_insert_with(Instant::now).elapsed()
+                        > STOPPED_GRACE
+                    {
+                        return Err(Error::node(
+                            &node.name,
+                            &action,
+                            format!(
+                                "the server stopped before it reached the restore point (is the point in this node's archive, after the backup?); server log:\n{}",
+                                backend.log_tail(node, 20).await
+                            ),
+                        ));
+                    }
+                    tokio::time::sleep(opts.poll_interval).await;
+                    continue;
+                }
+            }
+        }
+        let c = client.as_ref().expect("connected above");
+        let row = c
+            .query_one(
+                "SELECT pg_is_in_recovery(), \
+                 CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END, \
+                 coalesce(pg_last_wal_replay_lsn()::text, '')",
+                &[],
+            )
+            .await;
+        match row {
+            Err(_) => client = None, // the server may have just stopped; look again
+            Ok(row) => {
+                let (in_recovery, state, lsn): (bool, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                if !in_recovery {
+                    return Err(Error::node(
+                        &node.name,
+                        &action,
+                        format!(
+                            "the server left recovery without pausing at the restore point; server log:\n{}",
+                            backend.log_tail(node, 20).await
+                        ),
+                    ));
+                }
+                if state == "paused" {
+                    return Ok(StepOutput::Paused {
+                        replay_lsn: parse_lsn(node, &lsn)?,
+                    });
+                }
+                if last_progress.elapsed() > PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    tracing::info!(node = %node.name, replay_lsn = %lsn, "replaying WAL");
+                }
+            }
+        }
+        tokio::time::sleep(opts.poll_interval).await;
+    }
+}
+
+/// Waits until the node has left recovery; returns its new timeline.
+pub(super) async fn promoted(
+    backend: &dyn ClusterBackend,
+    node: &NodeConfig,
+    opts: &RunOptions,
+) -> Result<StepOutput> {
+    let started = Instant::now();
+    let client = backend.connect(node).await?;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_walfile_name(pg_current_wal_lsn()) END",
+                &[],
+            )
+            .await
+            .map_err(|e| Error::sql(&node.name, "wait for promotion", e))?;
+        let (in_recovery, segment): (bool, String) = (row.get(0), row.get(1));
+        if !in_recovery {
+            return Ok(StepOutput::Promoted {
+                timeline: timeline_of(&segment),
+            });
+        }
+        if started.elapsed() > opts.wait_timeout {
+            return Err(Error::node(
+                &node.name,
+                "wait for promotion",
+                format!(
+                    "still in recovery after {:?}; server log:\n{}",
+                    opts.wait_timeout,
+                    backend.log_tail(node, 20).await
+                ),
+            ));
+        }
+        tokio::time::sleep(opts.poll_interval).await;
+    }
+}

@@ -1,0 +1,43 @@
+//! A reader for archived PostgreSQL 15 WAL, in pure Rust.
+//!
+//! It reads the on-disk format directly (`xlog_internal.h`, `xlogrecord.h`, `xlogreader.c`):
+//! page headers, record headers, records spanning pages and segments, record CRCs, and the
+//! `RESTORE_POINT` record. It does not run `pg_waldump`.
+//!
+//! - [`lsn`]: [`Lsn`] and segment file names.
+//! - [`page`], [`record`]: the page and record formats.
+//! - [`pages`], [`reader`]: [`PageStream`] streams the pages of consecutive segments,
+//!   [`WalReader`] walks their records.
+//! - [`segment`], [`history`], [`backup_history`]: the files of an archive folder.
+//! - [`archive`]: [`find_restore_points`], [`scan_archive`] and [`check_continuity`] over one
+//!   node's archive folder.
+//!
+//! `docs/wal-reader.md` describes what is checked and the limits.
+
+pub mod archive;
+pub mod backup_history;
+pub mod error;
+pub mod history;
+pub mod lsn;
+pub mod page;
+pub mod pages;
+pub mod reader;
+pub mod record;
+pub mod segment;
+
+pub use archive::{
+    check_continuity, find_restore_points, scan_archive, ArchiveScan, ContinuityOptions,
+    ContinuityReport, RestorePointRecord, ScanOptions,
+};
+pub use backup_history::BackupHistory;
+pub use error::WalError;
+pub use history::{TimelineHistory, TimelineSwitch};
+pub use lsn::{
+    is_valid_segment_size, parse_segment_file_name, prev_segment, segment_containing,
+    segment_file_name, segment_start, segno_file_name, Lsn, SegNo, TimeLineId,
+    DEFAULT_PAGE_SIZE, DEFAULT_SEGMENT_SIZE,
+};
+pub use pages::{PageStream, SegmentProvider};
+pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
+pub use record::{RecordHeader, RestorePointData};
+pub use segment::{ArchiveListing, SegmentRef};

@@ -1,0 +1,192 @@
+//! A throwaway local cluster for integration tests: real PostgreSQL servers on free ports in a
+//! temporary folder, stopped when the test ends (also when it fails).
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use citus_recovery::{Cluster, ClusterConfig, LocalBackend, RunOptions};
+
+/// Where the PostgreSQL 15 server programs are on Debian.
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// Why integration tests cannot run here, if they cannot.
+pub fn skip_reason() -> Option<String> {
+    if !Path::new(PG_BIN).join("postgres").is_file() {
+        return Some(format!("PostgreSQL server programs not found in {PG_BIN}"));
+    }
+    if nix::unistd::Uid::effective().is_root()
+        && nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .is_none()
+    {
+        return Some(
+            "running as root and there is no `postgres` OS user to run the servers".into(),
+        );
+    }
+    None
+}
+
+/// Free TCP ports on localhost, as the OS hands them out.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// A config for `workers` workers in `dir`.
+pub fn config_json(dir: &Path, workers: usize) -> String {
+    let ports = free_ports(workers + 1);
+    let node = |name: &str, port: u16| serde_json::json!({"name": name, "hostname": "localhost", "port": port, "username": "postgres", "dbname": "postgres"});
+    let worker_nodes: Vec<_> = (0..workers)
+        .map(|i| node(&format!("worker{}", i + 1), ports[i + 1]))
+        .collect();
+    serde_json::json!({
+        "clusterName": "test",
+        "workerCount": workers,
+        "coordinatorNode": node("coordinator", ports[0]),
+        "workerNodes": worker_nodes,
+        "clusterBaseFolder": dir.join("cluster"),
+        "archiveBaseFolder": dir.join("archive"),
+        "backupBaseFolder": dir.join("backup"),
+        "pgBinDir": PG_BIN,
+    })
+    .to_string()
+}
+
+/// A temporary folder the servers' OS user can reach, and a cluster config inside it.
+pub struct TestCluster {
+    /// The cluster.
+    pub cluster: Cluster,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// A config for a cluster of `workers` workers; nothing is created yet.
+    pub fn new(workers: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("citus-recovery-test-")
+            .tempdir()
+            .expect("temporary folder");
+        // tempdir makes 0700 folders; the servers run as another user and must get in.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let config = ClusterConfig::from_json_str(&config_json(dir.path(), workers), None)
+            .expect("valid config");
+        let backend = LocalBackend::new(config).expect("backend");
+        let cluster = Cluster::with_backend(Arc::new(backend)).with_options(RunOptions {
+            wait_timeout: Duration::from_secs(300),
+            ..RunOptions::default()
+        });
+        TestCluster { cluster, dir }
+    }
+
+    /// The temporary folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The config.
+    pub fn config(&self) -> &ClusterConfig {
+        self.cluster.config()
+    }
+
+    /// Runs SQL on a node and returns the first column of every row as text.
+    pub async fn sql(&self, node: &str, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+        let node = self.config().node(node).expect("known node").clone();
+        let client = self
+            .cluster
+            .backend()
+            .connect(&node)
+            .await
+            .expect("connect");
+        let messages = client.simple_query(sql).await?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    Some(r.get(0).unwrap_or("").to_string())
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// `SELECT count(*) FROM table` on a node.
+    pub async fn count(&self, node: &str, table: &str) -> i64 {
+        let rows = self
+            .sql(node, &format!("SELECT count(*) FROM {table}"))
+            .await
+            .expect("count");
+        rows[0].parse().unwrap()
+    }
+
+    /// Every node's data directory, in config order.
+    pub fn data_dirs(&self) -> Vec<PathBuf> {
+        self.config()
+            .nodes()
+            .map(|n| self.config().data_dir(n))
+            .collect()
+    }
+
+    /// Whether Citus can be used here.
+    pub async fn citus_available(&self) -> bool {
+        self.cluster
+            .backend()
+            .citus_available(&self.config().coordinator)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for TestCluster {
+    /// Stops every server straight through `pg_ctl` (no runtime needed in `drop`).
+    fn drop(&mut self) {
+        let cluster_dir = self.dir.path().join("cluster");
+        let Ok(entries) = std::fs::read_dir(&cluster_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.path().join("postmaster.pid").exists() {
+                let mut cmd = if nix::unistd::Uid::effective().is_root() {
+                    let mut c = std::process::Command::new("runuser");
+                    c.args(["-u", "postgres", "--"])
+                        .arg(Path::new(PG_BIN).join("pg_ctl"));
+                    c
+                } else {
+                    std::process::Command::new(Path::new(PG_BIN).join("pg_ctl"))
+                };
+                let _ = cmd
+                    .arg("stop")
+                    .arg("-D")
+                    .arg(entry.path())
+                    .args(["-m", "immediate", "-w"])
+                    .current_dir("/")
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// Returns early from a test, printing why, when integration tests cannot run here.
+#[macro_export]
+macro_rules! skip_unless_postgres {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("SKIPPED: {reason}");
+            return;
+        }
+    };
+}
