@@ -180,3 +180,6 @@ async fn run_node(
         outputs,
     })
 }
+
+#[cfg(test)]
+mod tests;

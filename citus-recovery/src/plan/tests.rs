@@ -1,0 +1,363 @@
+//! Plan building from hand-made observations: no server, no I/O.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::*;
+use crate::backend::ServerState;
+use crate::catalog::{Backup, Catalog, NodeBackup, NodeRestorePoint, RestorePoint};
+use crate::config::ClusterConfig;
+use crate::observe::NodeObservation;
+use crate::wal::Lsn;
+
+fn config() -> ClusterConfig {
+    let json = serde_json::json!({
+        "clusterName": "demo", "workerCount": 2,
+        "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+        "workerNodes": [
+            {"name": "worker1", "hostname": "localhost", "port": 9701, "username": "postgres", "dbname": "postgres"},
+            {"name": "worker2", "hostname": "localhost", "port": 9702, "username": "postgres", "dbname": "postgres"}
+        ],
+        "clusterBaseFolder": "/nonexistent/cluster", "archiveBaseFolder": "/nonexistent/archive", "backupBaseFolder": "/nonexistent/backup"
+    });
+    ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+/// A running primary with archiving on (`archiving`) or off.
+fn running(node: &str, archiving: bool) -> NodeObservation {
+    let mut settings = BTreeMap::new();
+    settings.insert("wal_level".to_string(), "replica".to_string());
+    if archiving {
+        settings.insert("archive_mode".into(), "on".into());
+        settings.insert("archive_library".into(), "basic_archive".into());
+        settings.insert(
+            "basic_archive.archive_directory".into(),
+            format!("/nonexistent/archive/{node}"),
+        );
+    } else {
+        settings.insert("archive_mode".into(), "off".into());
+        settings.insert("archive_command".into(), "(disabled)".into());
+    }
+    NodeObservation {
+        node: node.into(),
+        server: ServerState::Running,
+        in_recovery: Some(false),
+        pause_state: None,
+        lsn: Some("0/3000000".into()),
+        timeline: Some(1),
+        settings,
+        citus_version: None,
+        server_version: Some("15.18".into()),
+        error: None,
+    }
+}
+
+fn all(archiving: bool) -> Vec<NodeObservation> {
+    ["coordinator", "worker1", "worker2"]
+        .iter()
+        .map(|n| running(n, archiving))
+        .collect()
+}
+
+fn backup(end_time: DateTime<Utc>) -> Backup {
+    Backup {
+        name: "b1".into(),
+        cluster_name: "demo".into(),
+        start_time: t(0),
+        end_time,
+        citus_version: None,
+        nodes: ["coordinator", "worker1", "worker2"]
+            .iter()
+            .map(|n| NodeBackup {
+                backup: "b1".into(),
+                node: n.to_string(),
+                start_lsn: Lsn(0x2000028),
+                end_lsn: Lsn(0x2000100),
+                timeline: 1,
+                start_time: t(0),
+                end_time,
+                pg_version: "15.18".into(),
+                bytes: 1,
+            })
+            .collect(),
+    }
+}
+
+fn point(lsn: u64, time: DateTime<Utc>) -> RestorePoint {
+    RestorePoint {
+        name: "rp'1".into(),
+        time,
+        citus: false,
+        nodes: ["coordinator", "worker1", "worker2"]
+            .iter()
+            .map(|n| NodeRestorePoint {
+                node: n.to_string(),
+                lsn: Some(Lsn(lsn)),
+                timeline: 1,
+                segment: "000000010000000000000003".into(),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn archive_plan_sets_only_what_differs_and_restarts() {
+    let c = config();
+    let plan = ArchivePlan::build(&c, &all(false), true).unwrap();
+    let steps = &plan.phases[0].nodes[1].steps;
+    assert!(
+        matches!(&steps[0], Step::CreateFolder { path } if path == Path::new("/nonexistent/archive/worker1"))
+    );
+    let Step::SetParameters { parameters } = &steps[1] else {
+        panic!("{steps:?}")
+    };
+    let names: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "archive_mode",
+            "archive_library",
+            "basic_archive.archive_directory"
+        ]
+    );
+    assert!(matches!(&steps[3], Step::Restart { because } if because == &["archive_mode"]));
+    assert!(plan.restart_pending.is_empty());
+
+    let no_restart = ArchivePlan::build(&c, &all(false), false).unwrap();
+    assert_eq!(no_restart.restart_pending.len(), 3);
+    assert!(
+        no_restart.notes[0].contains("needs a restart for archive_mode"),
+        "{:?}",
+        no_restart.notes
+    );
+
+    let done = ArchivePlan::build(&c, &all(true), true).unwrap();
+    assert!(
+        done.phases[0].nodes.iter().all(|n| n.steps.len() == 1),
+        "{done}"
+    );
+    assert!(done.notes.iter().any(|n| n.contains("already prepared")));
+}
+
+#[test]
+fn archive_plan_keeps_logical_and_needs_running_nodes() {
+    let c = config();
+    let mut obs = all(true);
+    obs[0].settings.insert("wal_level".into(), "logical".into());
+    let plan = ArchivePlan::build(&c, &obs, true).unwrap();
+    assert_eq!(
+        plan.phases[0].nodes[0].steps.len(),
+        1,
+        "logical is kept: {plan}"
+    );
+    obs[2].server = ServerState::Stopped;
+    let err = ArchivePlan::build(&c, &obs, true).unwrap_err();
+    assert!(
+        err.to_string().contains("node worker2 is not running"),
+        "{err}"
+    );
+}
+
+#[test]
+fn basebackup_plan_refuses_without_archiving_and_bad_names() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let mut obs = all(true);
+    obs[1] = running("worker1", false);
+    let err = BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("WAL archiving is not on for node worker1"),
+        "{err}"
+    );
+    let err = BasebackupPlan::build(&c, &all(true), Some("../x"), t(0), &catalog).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    let plan = BasebackupPlan::build(&c, &all(true), None, t(0), &catalog).unwrap();
+    assert_eq!(plan.name, crate::names::default_name(t(0)));
+    assert_eq!(plan.phases[0].nodes.len(), 3, "every node at once");
+    assert!(plan.to_json().contains("\"action\": \"base_backup\""));
+}
+
+#[test]
+fn restore_point_plan_citus_and_plain() {
+    let c = config();
+    let plain = RestorePointPlan::build(&c, &all(true), Some("x"), t(0), &[]).unwrap();
+    assert!(!plain.citus);
+    assert_eq!(plain.phases.len(), 1);
+    assert!(plain.phases[0].nodes.iter().all(|n| matches!(
+        n.steps[0],
+        Step::CreateRestorePoint {
+            function: RestorePointFunction::Postgres,
+            ..
+        }
+    )));
+
+    let mut obs = all(true);
+    obs[0].citus_version = Some("13.2".into());
+    let citus = RestorePointPlan::build(&c, &obs, Some("x"), t(0), &[]).unwrap();
+    assert!(citus.citus);
+    assert_eq!(
+        citus.phases[0].nodes.len(),
+        1,
+        "only the coordinator calls citus_create_restore_point"
+    );
+    assert_eq!(
+        citus.phases[1].nodes.len(),
+        3,
+        "every node switches WAL after it"
+    );
+    assert!(
+        citus
+            .to_string()
+            .contains("citus_create_restore_point('x')"),
+        "{citus}"
+    );
+
+    let long = "x".repeat(64);
+    assert!(matches!(
+        RestorePointPlan::build(&c, &all(true), Some(&long), t(0), &[]),
+        Err(Error::InvalidArgument { .. })
+    ));
+    let known = vec![point(0x3000000, t(5))];
+    assert!(matches!(
+        RestorePointPlan::build(&c, &all(true), Some("rp'1"), t(0), &known),
+        Err(Error::RestorePointExists { .. })
+    ));
+}
+
+#[test]
+fn restore_plan_steps_per_node() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let mut obs = all(true);
+    obs[2].server = ServerState::Stopped;
+    let plan = RestorePlan::build(
+        &c,
+        &obs,
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &catalog,
+        t(30),
+    )
+    .unwrap();
+    let kinds = |i: usize| -> Vec<&'static str> {
+        plan.phases[0].nodes[i]
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Stop => "stop",
+                Step::MoveAside { .. } => "aside",
+                Step::Extract { .. } => "extract",
+                Step::WriteRecoverySettings { .. } => "settings",
+                Step::CreateSignal { .. } => "signal",
+                Step::Start { wait: false } => "start",
+                Step::WaitPaused { .. } => "wait",
+                _ => "other",
+            })
+            .collect()
+    };
+    assert_eq!(
+        kinds(0),
+        ["stop", "aside", "extract", "settings", "signal", "start", "wait"]
+    );
+    assert_eq!(
+        kinds(2),
+        ["aside", "extract", "settings", "signal", "start", "wait"],
+        "a stopped node is not stopped again"
+    );
+    let aside = plan.state.nodes[1].moved_aside_to.as_ref().unwrap();
+    assert_eq!(
+        aside,
+        Path::new(&format!(
+            "/nonexistent/cluster/worker1.before-restore-{}",
+            crate::names::default_name(t(30))
+        ))
+    );
+    let Step::WriteRecoverySettings { settings, .. } = &plan.phases[0].nodes[0].steps[3] else {
+        panic!()
+    };
+    let get = |k: &str| {
+        settings
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(get("recovery_target_name"), Some("'rp''1'"));
+    assert_eq!(get("recovery_target_action"), Some("'pause'"));
+    assert_eq!(get("recovery_target_timeline"), Some("'1'"));
+    assert!(get("restore_command")
+        .unwrap()
+        .contains("/nonexistent/archive/coordinator"));
+}
+
+#[test]
+fn restore_plan_refuses_a_point_before_the_backup_end() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let err = RestorePlan::build(
+        &c,
+        &all(true),
+        &backup(t(10)),
+        &point(0x2000000, t(20)),
+        &catalog,
+        t(30),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("lies before the end of backup b1"),
+        "{err}"
+    );
+    // Without an LSN (Citus reports only the coordinator's) the times decide.
+    let mut rp = point(0, t(5));
+    for n in &mut rp.nodes {
+        n.lsn = None;
+    }
+    assert!(RestorePlan::build(&c, &all(true), &backup(t(10)), &rp, &catalog, t(30)).is_err());
+    let mut short = backup(t(10));
+    short.nodes.pop();
+    let err = RestorePlan::build(
+        &c,
+        &all(true),
+        &short,
+        &point(0x3000000, t(20)),
+        &catalog,
+        t(30),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("no part for node worker2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn finish_plan_needs_paused_nodes() {
+    let c = config();
+    let err = FinishPlan::build(&c, &all(true), None).unwrap_err();
+    assert!(err.to_string().contains("no restore is under way"), "{err}");
+    let mut obs = all(true);
+    for o in &mut obs {
+        o.in_recovery = Some(true);
+        o.pause_state = Some("paused".into());
+    }
+    let plan = FinishPlan::build(&c, &obs, None).unwrap();
+    assert_eq!(plan.phases.len(), 2);
+    assert!(plan.phases[0]
+        .nodes
+        .iter()
+        .all(|n| n.steps == [Step::Resume, Step::WaitPromoted]));
+    assert_eq!(plan.step_lines().len(), 9);
+    obs[1].pause_state = Some("not paused".into());
+    let err = FinishPlan::build(&c, &obs, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("node worker1 is still in recovery"),
+        "{err}"
+    );
+}

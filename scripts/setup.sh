@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine of this kind (Debian, Rust toolchain present):
+# the PostgreSQL 15 server programs and the `postgres` OS user that runs them. Idempotent.
+set -euo pipefail
+
+PG_BIN=/usr/lib/postgresql/15/bin
+if [ ! -x "$PG_BIN/postgres" ] || [ ! -x "$PG_BIN/pg_basebackup" ] || ! id postgres >/dev/null 2>&1; then
+    echo "setup: installing PostgreSQL 15 server programs" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null
+fi
+command -v psql >/dev/null || { echo "setup: psql is missing after install" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "setup: cargo (the Rust toolchain) is required" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "setup: python3 is required" >&2; exit 1; }
