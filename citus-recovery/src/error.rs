@@ -110,6 +110,24 @@ pub enum Error {
     #[error("{0}")]
     State(String),
 
+    /// restore-start failed after it had begun changing nodes, and rolled them back.
+    #[error("restore-start failed: {failure}\n{rollback}")]
+    RestoreFailed {
+        /// What failed.
+        failure: Box<Error>,
+        /// How the rollback went, and where the old data directories are.
+        rollback: String,
+    },
+
+    /// Another command that changes the cluster holds its lock.
+    #[error("the cluster is locked by another command ({holder}); wait for it to finish. The lock is {}: if no such process runs, the lock is released already and this is a race, so try again", path.display())]
+    Locked {
+        /// Who holds the lock: process id, command, since when.
+        holder: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+
     /// Several nodes failed; each error names its node.
     #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
     Several(Vec<Error>),
@@ -189,6 +207,8 @@ impl Error {
     pub fn node_name(&self) -> Option<&str> {
         match self {
             Error::Node { node, .. } | Error::Sql { node, .. } => Some(node),
+            Error::RestoreFailed { failure, .. } => failure.node_name(),
+            Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,
         }
     }

@@ -20,6 +20,8 @@ pub struct OsUser {
     pub uid: u32,
     /// Its primary gid.
     pub gid: u32,
+    /// Its home folder.
+    pub home: PathBuf,
 }
 
 impl OsUser {
@@ -30,6 +32,7 @@ impl OsUser {
                 name: u.name,
                 uid: u.uid.as_raw(),
                 gid: u.gid.as_raw(),
+                home: u.dir,
             }),
             Ok(None) => Err(Error::Config {
                 path: None,
@@ -57,6 +60,7 @@ impl OsUser {
                 name: u.name,
                 uid: u.uid.as_raw(),
                 gid: u.gid.as_raw(),
+                home: u.dir,
             }),
             _ => Err(Error::Config {
                 path: None,
@@ -67,13 +71,30 @@ impl OsUser {
         }
     }
 
+    /// The servers' user for a config: `osUser`, else the default for the current user.
+    pub fn for_config(config: &crate::config::ClusterConfig) -> Result<Self> {
+        let user = match &config.os_user {
+            Some(name) => Self::lookup(name)?,
+            None => Self::default_for_current()?,
+        };
+        if user.uid == 0 {
+            return Err(Error::Config {
+                path: config.source.clone(),
+                field: "osUser".into(),
+                problem: "is root, and PostgreSQL refuses to run as root".into(),
+                fix: "set osUser to an unprivileged user such as postgres".into(),
+            });
+        }
+        Ok(user)
+    }
+
     /// Whether files must be handed over (we run as someone else, and can: as root).
     pub fn needs_chown(&self) -> bool {
         let me = nix::unistd::Uid::effective();
         me.is_root() && me.as_raw() != self.uid
     }
 
-    /// Whether programs must be started through `runuser` to run as this user.
+    /// Whether programs must switch to this user to run as it.
     pub fn needs_switch(&self) -> bool {
         nix::unistd::Uid::effective().as_raw() != self.uid
     }

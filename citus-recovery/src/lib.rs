@@ -40,6 +40,7 @@ mod cluster;
 pub mod config;
 mod error;
 pub mod files;
+pub mod lock;
 pub mod names;
 pub mod observe;
 pub mod plan;
@@ -51,6 +52,6 @@ pub use cluster::{Cluster, ClusterStatus};
 pub use config::{ClusterConfig, NodeConfig, NodeRole};
 pub use error::{Error, Result};
 pub use plan::{
-    ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport, Plan, RestorePlan,
-    RestorePointPlan, RestoreReport, RunOptions,
+    AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport,
+    Plan, RestorePlan, RestorePointPlan, RestoreReport, RunOptions,
 };

@@ -1,7 +1,7 @@
 //! [`LocalBackend`]: nodes whose servers run on this host.
 //!
 //! Server-side programs (`initdb`, `pg_ctl`, `pg_basebackup`) run as the configured OS user,
-//! through `runuser` when the library runs as root, because PostgreSQL refuses to run as root.
+//! switching user when the library runs as root, because PostgreSQL refuses to run as root.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,18 +32,7 @@ impl LocalBackend {
     /// Builds a backend for `config`: resolves the OS user and the PostgreSQL bin folder, and
     /// checks both, so a wrong setting fails here rather than half-way through a command.
     pub fn new(config: ClusterConfig) -> Result<Self> {
-        let user = match &config.os_user {
-            Some(name) => OsUser::lookup(name)?,
-            None => OsUser::default_for_current()?,
-        };
-        if user.uid == 0 {
-            return Err(Error::Config {
-                path: config.source.clone(),
-                field: "osUser".into(),
-                problem: "is root, and PostgreSQL refuses to run as root".into(),
-                fix: "set osUser to an unprivileged user such as postgres".into(),
-            });
-        }
+        let user = OsUser::for_config(&config)?;
         let bin_dir = match &config.pg_bin_dir {
             Some(dir) => dir.clone(),
             None => default_bin_dir(),
@@ -77,19 +66,33 @@ impl LocalBackend {
 
     /// A command for a PostgreSQL program, run as the servers' user.
     fn program(&self, name: &str) -> Command {
-        let path = self.bin_dir.join(name);
-        let mut cmd = if self.user.needs_switch() {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg(&self.user.name).arg("--").arg(path);
-            c
-        } else {
-            Command::new(path)
-        };
+        let mut cmd = Command::new(self.bin_dir.join(name));
+        if self.user.needs_switch() {
+            // As root, std also drops the supplementary groups before switching.
+            cmd.uid(self.user.uid).gid(self.user.gid);
+            cmd.env("USER", &self.user.name)
+                .env("LOGNAME", &self.user.name)
+                .env("HOME", &self.user.home);
+        }
         // The user may not be able to enter our working folder (such as /root).
         cmd.current_dir("/")
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .env("LC_ALL", "C");
+        cmd
+    }
+
+    /// Like [`Self::program`], for a client program that must not outlive us (`pg_basebackup`):
+    /// if this process is killed, the kernel kills the child too, so no orphan keeps writing.
+    fn client_program(&self, name: &str) -> Command {
+        let mut cmd = self.program(name);
+        // SAFETY: prctl is async-signal-safe, and nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         cmd
     }
 
@@ -278,7 +281,7 @@ impl ClusterBackend for LocalBackend {
         if let Some(parent) = folder.parent() {
             self.create_dir(node, parent).await?;
         }
-        let mut cmd = self.program("pg_basebackup");
+        let mut cmd = self.client_program("pg_basebackup");
         cmd.arg("-h")
             .arg(&node.hostname)
             .arg("-p")

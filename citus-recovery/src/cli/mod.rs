@@ -70,6 +70,8 @@ enum Command {
     },
     /// End recovery on every node: the restored cluster becomes writable.
     RestoreFinish,
+    /// Undo restore-start: stop the recovering nodes and put the old data directories back.
+    RestoreAbort,
     /// List complete backups and recorded restore points.
     List,
 }
@@ -130,44 +132,47 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
     match &args.command {
         Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,
         Command::PrepareArchiving { no_restart } => {
-            let plan = cluster.plan_prepare_archiving(!no_restart).await?;
+            let restart = !no_restart;
             if dry {
-                return out.plan(&plan);
+                return out.plan(&cluster.plan_prepare_archiving(restart).await?);
             }
-            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+            out.report(&cluster.prepare_archiving(restart).await?)
         }
         Command::Basebackup { name } => {
-            let plan = cluster.plan_basebackup(name.as_deref()).await?;
+            let name = name.as_deref();
             if dry {
-                return out.plan(&plan);
+                return out.plan(&cluster.plan_basebackup(name).await?);
             }
-            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+            out.report(&cluster.basebackup(name).await?)
         }
         Command::RestorePoint { name } => {
-            let plan = cluster.plan_restore_point(name.as_deref()).await?;
+            let name = name.as_deref();
             if dry {
-                return out.plan(&plan);
+                return out.plan(&cluster.plan_restore_point(name).await?);
             }
-            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+            out.report(&cluster.create_restore_point(name).await?)
         }
         Command::RestoreStart {
             backup,
             restore_point,
         } => {
-            let plan = cluster
-                .plan_restore_start(backup.as_deref(), restore_point.as_deref())
-                .await?;
+            let (backup, point) = (backup.as_deref(), restore_point.as_deref());
             if dry {
-                return out.plan(&plan);
+                return out.plan(&cluster.plan_restore_start(backup, point).await?);
             }
-            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+            out.report(&cluster.restore_start(backup, point).await?)
         }
         Command::RestoreFinish => {
-            let plan = cluster.plan_restore_finish().await?;
             if dry {
-                return out.plan(&plan);
+                return out.plan(&cluster.plan_restore_finish().await?);
             }
-            out.report(&plan.execute(cluster.backend(), cluster.options()).await?)
+            out.report(&cluster.restore_finish().await?)
+        }
+        Command::RestoreAbort => {
+            if dry {
+                return out.plan(&cluster.plan_restore_abort().await?);
+            }
+            out.report(&cluster.restore_abort().await?)
         }
         Command::List => out.list(&cluster.list_backups()?, &cluster.list_restore_points()?),
     }

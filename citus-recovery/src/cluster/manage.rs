@@ -90,6 +90,7 @@ impl Cluster {
     /// localhost), the config's ports, and, when Citus is installed and `plain` is false,
     /// `shared_preload_libraries = 'citus'`, `CREATE EXTENSION citus` and the workers added.
     pub async fn create(&self, plain: bool) -> Result<()> {
+        let _lock = self.lock("cluster create")?;
         let config = self.config();
         let backend = self.backend();
         for node in config.nodes() {
@@ -117,7 +118,7 @@ impl Cluster {
             backend.init_node(node, &settings).await
         })
         .await?;
-        self.start().await?;
+        self.start_nodes().await?;
         each_node(
             self,
             |node| async move { create_database(self, node).await },
@@ -162,6 +163,11 @@ impl Cluster {
 
     /// Starts every stopped node.
     pub async fn start(&self) -> Result<()> {
+        let _lock = self.lock("cluster start")?;
+        self.start_nodes().await
+    }
+
+    async fn start_nodes(&self) -> Result<()> {
         let backend = self.backend();
         each_node(self, |node| async move {
             match backend.server_state(node).await? {
@@ -179,6 +185,7 @@ impl Cluster {
 
     /// Stops every running node.
     pub async fn stop(&self) -> Result<()> {
+        let _lock = self.lock("cluster stop")?;
         let backend = self.backend();
         each_node(self, |node| async move {
             match backend.server_state(node).await? {

@@ -17,10 +17,12 @@ use crate::backend::{ClusterBackend, LocalBackend};
 use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
+use crate::files::OsUser;
+use crate::lock::ClusterLock;
 use crate::observe;
 use crate::plan::{
-    ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport, RestorePlan,
-    RestorePointPlan, RestoreReport, RestoreState, RunOptions,
+    existing_paths, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan,
+    FinishReport, RestorePlan, RestorePointPlan, RestoreReport, RestoreState, RunOptions,
 };
 
 /// A Citus (or plain PostgreSQL) cluster, reached through a [`ClusterBackend`].
@@ -28,6 +30,7 @@ use crate::plan::{
 pub struct Cluster {
     backend: Arc<dyn ClusterBackend>,
     options: RunOptions,
+    owner: OsUser,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -42,7 +45,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// A cluster of nodes on this host, from a validated config.
     pub fn new(config: ClusterConfig) -> Result<Self> {
-        Ok(Self::with_backend(Arc::new(LocalBackend::new(config)?)))
+        Self::with_backend(Arc::new(LocalBackend::new(config)?))
     }
 
     /// A cluster of nodes on this host, from a config file.
@@ -51,11 +54,18 @@ impl Cluster {
     }
 
     /// A cluster reached through any backend.
-    pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Self {
-        Cluster {
+    pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Result<Self> {
+        let owner = OsUser::for_config(backend.config())?;
+        Ok(Cluster {
             backend,
             options: RunOptions::default(),
-        }
+            owner,
+        })
+    }
+
+    /// Takes the cluster's lock for a command that changes things.
+    fn lock(&self, command: &str) -> Result<ClusterLock> {
+        ClusterLock::acquire(self.config(), &self.owner, command)
     }
 
     /// Replaces the run options (concurrency, timeouts).
@@ -107,6 +117,7 @@ impl Cluster {
 
     /// Prepares WAL archiving on every node.
     pub async fn prepare_archiving(&self, restart: bool) -> Result<ArchiveReport> {
+        let _lock = self.lock("prepare-archiving")?;
         let plan = self.plan_prepare_archiving(restart).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -119,6 +130,7 @@ impl Cluster {
 
     /// Takes a base backup of every node.
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
+        let _lock = self.lock("basebackup")?;
         let plan = self.plan_basebackup(name).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -136,6 +148,7 @@ impl Cluster {
 
     /// Creates a restore point on every node and waits until it is archived everywhere.
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
+        let _lock = self.lock("restore-point")?;
         let plan = self.plan_restore_point(name).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -209,6 +222,7 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<RestoreReport> {
+        let _lock = self.lock("restore-start")?;
         let plan = self.plan_restore_start(backup, restore_point).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -221,7 +235,28 @@ impl Cluster {
 
     /// Ends recovery on every node: the cluster is writable again.
     pub async fn restore_finish(&self) -> Result<FinishReport> {
+        let _lock = self.lock("restore-finish")?;
         let plan = self.plan_restore_finish().await?;
+        plan.execute(self.backend(), &self.options).await
+    }
+
+    /// Plans `restore-abort`: every node's data directory from before restore-start put back.
+    pub async fn plan_restore_abort(&self) -> Result<AbortPlan> {
+        let state = self.restore_state()?.ok_or_else(|| {
+            Error::State(format!(
+                "no restore is under way ({} does not exist): there is nothing to abort",
+                RestoreState::path(self.config()).display()
+            ))
+        })?;
+        let observed = observe::cluster(self.backend()).await?;
+        let existing = existing_paths(self.backend(), &state).await?;
+        AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())
+    }
+
+    /// Undoes restore-start: stops the recovering nodes and puts the old data directories back.
+    pub async fn restore_abort(&self) -> Result<AbortReport> {
+        let _lock = self.lock("restore-abort")?;
+        let plan = self.plan_restore_abort().await?;
         plan.execute(self.backend(), &self.options).await
     }
 }

@@ -7,6 +7,7 @@
 //! run one after another; within a phase every node's steps run at the same time, one node's
 //! steps in order.
 
+mod abort;
 mod archive;
 mod basebackup;
 mod finish;
@@ -21,6 +22,7 @@ use std::fmt;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
+pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport};
 pub use basebackup::BasebackupPlan;
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
@@ -107,6 +109,24 @@ fn write_plan(
         writeln!(f, "note: {note}")?;
     }
     Ok(())
+}
+
+/// Which of the paths a restore state names exist now: what an [`AbortPlan`] is built from.
+pub async fn existing_paths(
+    backend: &dyn ClusterBackend,
+    state: &RestoreState,
+) -> Result<std::collections::HashSet<std::path::PathBuf>> {
+    let config = backend.config();
+    let mut existing = std::collections::HashSet::new();
+    for n in &state.nodes {
+        let node = config.node(&n.node).unwrap_or(&config.coordinator);
+        for path in std::iter::once(&n.data_dir).chain(n.moved_aside_to.as_ref()) {
+            if backend.exists(node, path).await? {
+                existing.insert(path.clone());
+            }
+        }
+    }
+    Ok(existing)
 }
 
 /// What the steps of one node found out.

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::archive::find;
 use super::recovery_conf::{self, quote_value};
-use super::{run_phases, write_plan, NodePlan, Phase, Plan, RunOptions, Step, StepOutput};
+use super::{
+    run_phases, write_plan, AbortPlan, NodePlan, Phase, Plan, RunOptions, Step, StepOutput,
+};
 use crate::backend::{ClusterBackend, ServerState};
 use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
@@ -34,6 +36,9 @@ pub struct NodeRestore {
     pub data_dir: PathBuf,
     /// Where the old data directory was moved, if there was one.
     pub moved_aside_to: Option<PathBuf>,
+    /// Whether the node's server was running before, so an abort starts it again.
+    #[serde(default)]
+    pub was_running: bool,
 }
 
 /// A restore under way, as written before any node is touched.
@@ -207,6 +212,7 @@ impl RestorePlan {
                 node: node.name.clone(),
                 data_dir,
                 moved_aside_to,
+                was_running: obs.server == ServerState::Running,
             });
         }
         Ok(RestorePlan {
@@ -249,7 +255,10 @@ impl RestorePlan {
         backend
             .write_file(&config.coordinator, &RestoreState::path(config), &text)
             .await?;
-        let outputs = run_phases(backend, &self.phases, opts).await?;
+        let outputs = match run_phases(backend, &self.phases, opts).await {
+            Ok(outputs) => outputs,
+            Err(failure) => return Err(self.roll_back(backend, opts, failure).await),
+        };
         let nodes = self
             .state
             .nodes
@@ -279,6 +288,41 @@ impl RestorePlan {
             restore_point: self.state.restore_point.clone(),
             nodes,
         })
+    }
+}
+
+impl RestorePlan {
+    /// Undoes a failed restore on every node; the error says what failed and how the rollback went.
+    async fn roll_back(
+        &self,
+        backend: &dyn ClusterBackend,
+        opts: &RunOptions,
+        failure: Error,
+    ) -> Error {
+        tracing::error!("restore-start failed, rolling back every node: {failure}");
+        let rollback = async {
+            let observed = crate::observe::cluster(backend).await?;
+            let existing = super::existing_paths(backend, &self.state).await?;
+            let plan = AbortPlan::build(
+                backend.config(),
+                &observed,
+                &self.state,
+                &existing,
+                Utc::now(),
+            )?;
+            plan.execute(backend, opts).await
+        }
+        .await;
+        Error::RestoreFailed {
+            failure: Box::new(failure),
+            rollback: match rollback {
+                Ok(_) => "every node was rolled back: the data directories from before restore-start are in place again".into(),
+                Err(e) => format!(
+                    "rolling back failed too ({e}); nothing was deleted: the restore state in {} says where each old data directory is",
+                    RestoreState::path(backend.config()).display()
+                ),
+            },
+        }
     }
 }
 

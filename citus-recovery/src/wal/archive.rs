@@ -87,7 +87,8 @@ pub fn scan_archive(dir: &Path, options: &ScanOptions) -> Result<ArchiveScan, Wa
     for tli in listing.segment_timelines() {
         let runs = listing.runs(tli);
         for pair in runs.windows(2) {
-            scan.gaps.push((tli, *pair[0].end() + 1..=*pair[1].start() - 1));
+            scan.gaps
+                .push((tli, *pair[0].end() + 1..=*pair[1].start() - 1));
         }
         for run in runs {
             let last = *run.end();
@@ -207,7 +208,9 @@ struct HistoryProvider<'a> {
 
 impl HistoryProvider<'_> {
     fn find(&self, segno: SegNo) -> Result<SegmentRef, WalError> {
-        let tli = self.history.timeline_for_segment(segno, self.listing.seg_size);
+        let tli = self
+            .history
+            .timeline_for_segment(segno, self.listing.seg_size);
         self.listing
             .segment(tli, segno)
             .ok_or_else(|| WalError::MissingSegment {

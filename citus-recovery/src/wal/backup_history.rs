@@ -69,7 +69,10 @@ impl BackupHistory {
         };
         let tli = |key: &str| -> Result<Option<TimeLineId>, WalError> {
             field(key)
-                .map(|v| v.parse().map_err(|_| err(format!("{key}: {v:?} is not a timeline"))))
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| err(format!("{key}: {v:?} is not a timeline")))
+                })
                 .transpose()
         };
         Ok(BackupHistory {

@@ -43,7 +43,11 @@ impl TimelineHistory {
     }
 
     /// Parses the contents of the history file of `timeline`; `path` is only used in errors.
-    pub fn parse(timeline: TimeLineId, text: &str, path: &Path) -> Result<TimelineHistory, WalError> {
+    pub fn parse(
+        timeline: TimeLineId,
+        text: &str,
+        path: &Path,
+    ) -> Result<TimelineHistory, WalError> {
         let mut switches: Vec<TimelineSwitch> = Vec::new();
         let err = |line: usize, problem: String| WalError::InvalidHistory {
             path: path.to_path_buf(),
@@ -60,14 +64,23 @@ impl TimelineHistory {
                 .next()
                 .and_then(|t| t.parse().ok())
                 .ok_or_else(|| err(i + 1, "expected a numeric timeline ID".into()))?;
-            let switch_point: Lsn = fields
-                .next()
-                .and_then(|l| l.parse().ok())
-                .ok_or_else(|| err(i + 1, "expected a switch point LSN after the timeline".into()))?;
+            let switch_point: Lsn =
+                fields.next().and_then(|l| l.parse().ok()).ok_or_else(|| {
+                    err(
+                        i + 1,
+                        "expected a switch point LSN after the timeline".into(),
+                    )
+                })?;
             if switches.last().is_some_and(|s| tli <= s.timeline) {
-                return Err(err(i + 1, "timeline IDs must be in increasing sequence".into()));
+                return Err(err(
+                    i + 1,
+                    "timeline IDs must be in increasing sequence".into(),
+                ));
             }
-            if switches.last().is_some_and(|s| switch_point < s.switch_point) {
+            if switches
+                .last()
+                .is_some_and(|s| switch_point < s.switch_point)
+            {
                 return Err(err(i + 1, "switch points must not decrease".into()));
             }
             let reason = fields.next().unwrap_or("").trim().to_string();
@@ -78,7 +91,10 @@ impl TimelineHistory {
             });
         }
         if switches.last().is_some_and(|s| s.timeline >= timeline) {
-            return Err(err(0, format!("ancestor timelines must be below {timeline}")));
+            return Err(err(
+                0,
+                format!("ancestor timelines must be below {timeline}"),
+            ));
         }
         Ok(TimelineHistory { timeline, switches })
     }
@@ -119,7 +135,9 @@ impl TimelineHistory {
     pub fn timelines(&self) -> Vec<(TimeLineId, Lsn)> {
         let mut out = vec![(
             self.timeline,
-            self.switches.last().map_or(Lsn::INVALID, |s| s.switch_point),
+            self.switches
+                .last()
+                .map_or(Lsn::INVALID, |s| s.switch_point),
         )];
         for (i, s) in self.switches.iter().enumerate().rev() {
             let begin = if i == 0 {
@@ -189,7 +207,10 @@ mod tests {
             let e = TimelineHistory::parse(3, bad, p).unwrap_err();
             assert!(e.to_string().contains("x.history"), "{e}");
         }
-        assert_eq!(TimelineHistory::parse(1, "", p).unwrap(), TimelineHistory::new(1));
+        assert_eq!(
+            TimelineHistory::parse(1, "", p).unwrap(),
+            TimelineHistory::new(1)
+        );
     }
 
     #[test]
@@ -211,10 +232,21 @@ mod tests {
     #[test]
     fn loads_from_an_archive() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(TimelineHistory::load(dir.path(), 1).unwrap(), TimelineHistory::new(1));
+        assert_eq!(
+            TimelineHistory::load(dir.path(), 1).unwrap(),
+            TimelineHistory::new(1)
+        );
         let e = TimelineHistory::load(dir.path(), 2).unwrap_err();
-        assert!(e.to_string().starts_with("00000002.history is missing from"), "{e}");
-        std::fs::write(dir.path().join("00000002.history"), "1\t0/3000158\tpromoted\n").unwrap();
+        assert!(
+            e.to_string()
+                .starts_with("00000002.history is missing from"),
+            "{e}"
+        );
+        std::fs::write(
+            dir.path().join("00000002.history"),
+            "1\t0/3000158\tpromoted\n",
+        )
+        .unwrap();
         let h = TimelineHistory::load(dir.path(), 2).unwrap();
         assert_eq!(h.timeline, 2);
         assert_eq!(h.switches[0].switch_point, Lsn(0x3000158));

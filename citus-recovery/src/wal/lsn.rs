@@ -129,7 +129,12 @@ pub fn prev_segment(lsn: Lsn, seg_size: u64) -> SegNo {
 /// `seg_size` must satisfy [`is_valid_segment_size`].
 pub fn segno_file_name(timeline: TimeLineId, segno: SegNo, seg_size: u64) -> String {
     let per_id = segments_per_xlog_id(seg_size);
-    format!("{:08X}{:08X}{:08X}", timeline, segno / per_id, segno % per_id)
+    format!(
+        "{:08X}{:08X}{:08X}",
+        timeline,
+        segno / per_id,
+        segno % per_id
+    )
 }
 
 /// File name of the segment on `timeline` holding `lsn`, e.g. `segment_file_name(1, 0/3000028,
@@ -177,7 +182,17 @@ mod tests {
         assert_eq!("0/3000028".parse::<Lsn>().unwrap(), Lsn(0x3000028));
         assert_eq!("0/03000028".parse::<Lsn>().unwrap(), Lsn(0x3000028));
         assert_eq!("a/ff".parse::<Lsn>().unwrap(), Lsn(0xA_0000_00FF));
-        for bad in ["", "0", "/1", "1/", "0/123456789", "x/1", "1/2/3", "-1/2", "+1/2"] {
+        for bad in [
+            "",
+            "0",
+            "/1",
+            "1/",
+            "0/123456789",
+            "x/1",
+            "1/2/3",
+            "-1/2",
+            "+1/2",
+        ] {
             assert!(bad.parse::<Lsn>().is_err(), "{bad:?} parsed");
         }
         let e = "zz".parse::<Lsn>().unwrap_err();
@@ -213,21 +228,54 @@ mod tests {
 
     #[test]
     fn file_names() {
-        assert_eq!(segment_file_name(1, Lsn(0x3000028), MB16), "000000010000000000000003");
+        assert_eq!(
+            segment_file_name(1, Lsn(0x3000028), MB16),
+            "000000010000000000000003"
+        );
         // 256 segments of 16 MiB per log id.
-        assert_eq!(segment_file_name(2, Lsn(0x1_0500_0000), MB16), "000000020000000100000005");
-        assert_eq!(segno_file_name(0xA, 0x1FF, MB16), "0000000A00000001000000FF");
+        assert_eq!(
+            segment_file_name(2, Lsn(0x1_0500_0000), MB16),
+            "000000020000000100000005"
+        );
+        assert_eq!(
+            segno_file_name(0xA, 0x1FF, MB16),
+            "0000000A00000001000000FF"
+        );
         // 1 GiB segments: 4 per log id.
         assert_eq!(segno_file_name(1, 5, 1 << 30), "000000010000000100000001");
-        assert_eq!(parse_segment_file_name("000000010000000000000003", MB16), Some((1, 3)));
-        assert_eq!(parse_segment_file_name("0000000A00000001000000ff", MB16), Some((10, 0x1FF)));
-        assert_eq!(parse_segment_file_name("000000010000000100000001", 1 << 30), Some((1, 5)));
+        assert_eq!(
+            parse_segment_file_name("000000010000000000000003", MB16),
+            Some((1, 3))
+        );
+        assert_eq!(
+            parse_segment_file_name("0000000A00000001000000ff", MB16),
+            Some((10, 0x1FF))
+        );
+        assert_eq!(
+            parse_segment_file_name("000000010000000100000001", 1 << 30),
+            Some((1, 5))
+        );
         // Segment field out of range for the size, timeline 0, wrong shapes.
-        assert_eq!(parse_segment_file_name("000000010000000000000100", MB16), None);
-        assert_eq!(parse_segment_file_name("000000000000000000000001", MB16), None);
-        assert_eq!(parse_segment_file_name("00000001000000000000000", MB16), None);
-        assert_eq!(parse_segment_file_name("00000001000000000000000G", MB16), None);
-        assert_eq!(parse_segment_file_name("000000010000000000000003.partial", MB16), None);
+        assert_eq!(
+            parse_segment_file_name("000000010000000000000100", MB16),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("000000000000000000000001", MB16),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("00000001000000000000000", MB16),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("00000001000000000000000G", MB16),
+            None
+        );
+        assert_eq!(
+            parse_segment_file_name("000000010000000000000003.partial", MB16),
+            None
+        );
         for segno in [0, 1, 255, 256, 0x12345] {
             let name = segno_file_name(7, segno, MB16);
             assert_eq!(parse_segment_file_name(&name, MB16), Some((7, segno)));

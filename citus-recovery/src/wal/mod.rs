@@ -24,6 +24,8 @@ pub mod pages;
 pub mod reader;
 pub mod record;
 pub mod segment;
+#[cfg(test)]
+mod synthetic;
 
 pub use archive::{
     check_continuity, find_restore_points, scan_archive, ArchiveScan, ContinuityOptions,
@@ -34,8 +36,8 @@ pub use error::WalError;
 pub use history::{TimelineHistory, TimelineSwitch};
 pub use lsn::{
     is_valid_segment_size, parse_segment_file_name, prev_segment, segment_containing,
-    segment_file_name, segment_start, segno_file_name, Lsn, SegNo, TimeLineId,
-    DEFAULT_PAGE_SIZE, DEFAULT_SEGMENT_SIZE,
+    segment_file_name, segment_start, segno_file_name, Lsn, SegNo, TimeLineId, DEFAULT_PAGE_SIZE,
+    DEFAULT_SEGMENT_SIZE,
 };
 pub use pages::{PageStream, SegmentProvider};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};

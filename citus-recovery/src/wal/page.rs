@@ -240,7 +240,10 @@ pub(crate) mod tests {
         let h = PageHeader::parse(&b).unwrap();
         assert_eq!(h.size(), 24);
         assert!(h.is_contrecord() && !h.is_overwrite_contrecord());
-        assert_eq!((h.timeline, h.page_addr, h.rem_len), (3, Lsn(0x3002000), 77));
+        assert_eq!(
+            (h.timeline, h.page_addr, h.rem_len),
+            (3, Lsn(0x3002000), 77)
+        );
         assert_eq!(h.check(Lsn(0x3002000), SEG, 8192), Ok(()));
 
         let b = header_bytes(0, 1, 0x3000000, 0, true);
@@ -271,14 +274,29 @@ pub(crate) mod tests {
         );
         // Unknown info bits; missing or misplaced long header; sizes.
         let h = PageHeader::parse(&header_bytes(0x0010, 1, 0x3002000, 0, false)).unwrap();
-        assert!(matches!(h.check(Lsn(0x3002000), SEG, 8192), Err(PageCheck::Invalid(_))));
+        assert!(matches!(
+            h.check(Lsn(0x3002000), SEG, 8192),
+            Err(PageCheck::Invalid(_))
+        ));
         let h = PageHeader::parse(&header_bytes(0, 1, 0x3000000, 0, false)).unwrap();
-        assert!(matches!(h.check(Lsn(0x3000000), SEG, 8192), Err(PageCheck::Invalid(_))));
+        assert!(matches!(
+            h.check(Lsn(0x3000000), SEG, 8192),
+            Err(PageCheck::Invalid(_))
+        ));
         let h = PageHeader::parse(&header_bytes(0, 1, 0x3002000, 0, true)).unwrap();
-        assert!(matches!(h.check(Lsn(0x3002000), SEG, 8192), Err(PageCheck::Invalid(_))));
+        assert!(matches!(
+            h.check(Lsn(0x3002000), SEG, 8192),
+            Err(PageCheck::Invalid(_))
+        ));
         let h = PageHeader::parse(&header_bytes(0, 1, 0x2000000, 0, true)).unwrap();
-        assert!(matches!(h.check(Lsn(0x2000000), 32 << 20, 8192), Err(PageCheck::Invalid(_))));
-        assert!(matches!(h.check(Lsn(0x3000000), SEG, 4096), Err(PageCheck::Invalid(_))));
+        assert!(matches!(
+            h.check(Lsn(0x2000000), 32 << 20, 8192),
+            Err(PageCheck::Invalid(_))
+        ));
+        assert!(matches!(
+            h.check(Lsn(0x3000000), SEG, 4096),
+            Err(PageCheck::Invalid(_))
+        ));
         let bad = LongPageHeader {
             system_id: 1,
             seg_size: 3 << 20,

@@ -138,7 +138,9 @@ pub fn main_data_range(body: &[u8]) -> Result<std::ops::Range<usize>, String> {
     let mut last_block: Option<u8> = None;
     let need = |pos: usize, n: usize| -> Result<(), String> {
         if pos + n > body.len() {
-            Err(format!("record headers run past the record end at byte {pos}"))
+            Err(format!(
+                "record headers run past the record end at byte {pos}"
+            ))
         } else {
             Ok(())
         }
@@ -180,7 +182,9 @@ pub fn main_data_range(body: &[u8]) -> Result<std::ops::Range<usize>, String> {
                 let data_len = u16_at(pos + 1);
                 pos += 3;
                 if (fork_flags & BKPBLOCK_HAS_DATA != 0) != (data_len > 0) {
-                    return Err(format!("block {id}: data length {data_len} and BKPBLOCK_HAS_DATA disagree"));
+                    return Err(format!(
+                        "block {id}: data length {data_len} and BKPBLOCK_HAS_DATA disagree"
+                    ));
                 }
                 datatotal += data_len;
                 if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
@@ -299,8 +303,13 @@ pub(crate) mod tests {
         let mut cat = rec[24..].to_vec();
         cat.extend_from_slice(&rec[..20]);
         assert_eq!(h.crc, crc32c::crc32c(&cat));
-        assert_eq!(h.check(Lsn(0x1_0300_0100), Some(Lsn(0x1_0300_0028))), Ok(()));
-        assert!(h.check(Lsn(0x1_0300_0100), Some(Lsn(0x1_0300_0030))).is_err());
+        assert_eq!(
+            h.check(Lsn(0x1_0300_0100), Some(Lsn(0x1_0300_0028))),
+            Ok(())
+        );
+        assert!(h
+            .check(Lsn(0x1_0300_0100), Some(Lsn(0x1_0300_0030)))
+            .is_err());
         assert!(h.check(Lsn(0x1_0300_0020), None).is_err());
         let mut bad = h;
         bad.rmid = 40;
@@ -320,7 +329,12 @@ pub(crate) mod tests {
         assert_eq!(rp.name, "x'; y z é");
         assert_eq!(rp.time, t);
         let long = "n".repeat(63);
-        assert_eq!(decode_restore_point(&restore_point_body(&long, 0)).unwrap().name, long);
+        assert_eq!(
+            decode_restore_point(&restore_point_body(&long, 0))
+                .unwrap()
+                .name,
+            long
+        );
         assert_eq!(
             timestamp_to_datetime(0).unwrap().to_rfc3339(),
             "2000-01-01T00:00:00+00:00"

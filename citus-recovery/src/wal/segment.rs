@@ -91,7 +91,11 @@ impl ArchiveListing {
         for entry in std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
             let entry = entry.map_err(|e| WalError::io(dir, e))?;
             let path = entry.path();
-            if !entry.file_type().map_err(|e| WalError::io(&path, e))?.is_file() {
+            if !entry
+                .file_type()
+                .map_err(|e| WalError::io(&path, e))?
+                .is_file()
+            {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -164,7 +168,11 @@ impl ArchiveListing {
     /// The runs of consecutive segment numbers archived for `timeline`, ascending.
     pub fn runs(&self, timeline: TimeLineId) -> Vec<RangeInclusive<SegNo>> {
         let mut runs: Vec<RangeInclusive<SegNo>> = Vec::new();
-        for &(_, segno) in self.segments.range((timeline, 0)..=(timeline, SegNo::MAX)).map(|e| e.0) {
+        for &(_, segno) in self
+            .segments
+            .range((timeline, 0)..=(timeline, SegNo::MAX))
+            .map(|e| e.0)
+        {
             match runs.last_mut() {
                 Some(r) if *r.end() + 1 == segno => *r = *r.start()..=segno,
                 _ => runs.push(segno..=segno),
@@ -178,7 +186,10 @@ impl ArchiveListing {
 /// (16 MiB when there are no segment files; the first error when none is valid).
 fn detect_segment_size(names: &[(String, PathBuf)]) -> Result<u64, WalError> {
     let mut first_error = None;
-    for (_, path) in names.iter().filter(|(n, _)| split_segment_file_name(n).is_some()) {
+    for (_, path) in names
+        .iter()
+        .filter(|(n, _)| split_segment_file_name(n).is_some())
+    {
         match read_long_header(path) {
             Ok(long) => return Ok(u64::from(long.seg_size)),
             Err(e) => {
@@ -273,7 +284,10 @@ mod tests {
         assert_eq!(l.file_name(1, 4), "000000010000000000000004");
         // A segment that is not WAL does not hide the size the others give...
         std::fs::write(dir.path().join("000000010000000000000001"), [0u8; 64]).unwrap();
-        assert_eq!(ArchiveListing::read(dir.path(), None).unwrap().seg_size, 16 << 20);
+        assert_eq!(
+            ArchiveListing::read(dir.path(), None).unwrap().seg_size,
+            16 << 20
+        );
         // ...but when no segment is WAL, the first one's problem is reported.
         let other = tempfile::tempdir().unwrap();
         std::fs::write(other.path().join("000000010000000000000001"), [0u8; 64]).unwrap();
@@ -281,6 +295,9 @@ mod tests {
         assert!(matches!(e, WalError::BadPageMagic { .. }), "{e}");
         assert!(e.to_string().contains("000000010000000000000001"), "{e}");
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(ArchiveListing::read(empty.path(), None).unwrap().seg_size, 16 << 20);
+        assert_eq!(
+            ArchiveListing::read(empty.path(), None).unwrap().seg_size,
+            16 << 20
+        );
     }
 }

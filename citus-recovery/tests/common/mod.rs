@@ -84,10 +84,12 @@ impl TestCluster {
         let config = ClusterConfig::from_json_str(&config_json(dir.path(), workers), None)
             .expect("valid config");
         let backend = LocalBackend::new(config).expect("backend");
-        let cluster = Cluster::with_backend(Arc::new(backend)).with_options(RunOptions {
-            wait_timeout: Duration::from_secs(300),
-            ..RunOptions::default()
-        });
+        let cluster = Cluster::with_backend(Arc::new(backend))
+            .expect("cluster")
+            .with_options(RunOptions {
+                wait_timeout: Duration::from_secs(300),
+                ..RunOptions::default()
+            });
         TestCluster { cluster, dir }
     }
 

@@ -1,0 +1,76 @@
+//! One command that changes the cluster at a time: an advisory lock per cluster.
+//!
+//! The lock is a `flock` on `<backupBaseFolder>/citus-recovery.lock`; the kernel releases it when
+//! the holder exits, however it exits, so a crashed command never leaves the cluster locked. The
+//! file's content names the holder, for the message the second command prints.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::files::{self, OsUser};
+
+/// File name of the lock, in `backupBaseFolder`.
+pub const LOCK_FILE: &str = "citus-recovery.lock";
+
+/// Held while a command changes the cluster; released on drop.
+#[derive(Debug)]
+pub struct ClusterLock {
+    _lock: Flock<File>,
+    path: PathBuf,
+}
+
+impl ClusterLock {
+    /// Takes the cluster's lock for `command`, or fails at once naming who holds it.
+    pub fn acquire(config: &ClusterConfig, owner: &OsUser, command: &str) -> Result<Self> {
+        let dir = &config.backup_base_folder;
+        files::create_dir_owned(dir, 0o700, owner)?;
+        let path = dir.join(LOCK_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open the lock file", &path, e))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(Error::Locked {
+                    holder: match holder.trim() {
+                        "" => "unknown holder".into(),
+                        h => h.to_string(),
+                    },
+                    path,
+                });
+            }
+            Err((_, errno)) => {
+                return Err(Error::io("lock", &path, std::io::Error::from(errno)));
+            }
+        };
+        let text = format!(
+            "pid {} running `{command}` since {}",
+            std::process::id(),
+            chrono::Utc::now().to_rfc3339()
+        );
+        let write = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            f.write_all(text.as_bytes())
+        };
+        write(&mut lock).map_err(|e| Error::io("write the lock file", &path, e))?;
+        owner.own(&path)?;
+        Ok(ClusterLock { _lock: lock, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}

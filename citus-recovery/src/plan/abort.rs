@@ -1,0 +1,197 @@
+//! [`AbortPlan`]: undo restore-start, putting every node's old data directory back.
+//!
+//! Built from the restore state that restore-start wrote before touching any node. Per node: stop
+//! the server, move the restored data directory aside (kept as `<node>.failed-restore-<time>`,
+//! never deleted), move the old one back, and start it again if it was running before. Used by
+//! `restore-abort`, and by restore-start itself when it fails half-way.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::archive::find;
+use super::{run_phases, write_plan, NodePlan, Phase, Plan, RestoreState, RunOptions, Step};
+use crate::backend::{ClusterBackend, ServerState};
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::observe::NodeObservation;
+
+/// The plan of `restore-abort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbortPlan {
+    /// The restore being undone.
+    pub state: RestoreState,
+    /// The phases.
+    pub phases: Vec<Phase>,
+    /// Remarks.
+    pub notes: Vec<String>,
+}
+
+/// What restore-abort did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AbortReport {
+    /// Every node with what became of its restored data directory.
+    pub nodes: Vec<NodeAbort>,
+}
+
+/// One node after restore-abort.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeAbort {
+    /// The node's name.
+    pub node: String,
+    /// Whether its old data directory was put back.
+    pub restored_old_data_dir: bool,
+    /// Where the data directory restore-start had made was moved (kept for inspection).
+    pub failed_restore_kept_at: Option<PathBuf>,
+}
+
+impl AbortPlan {
+    /// Builds the plan. `existing` holds which of the state's paths exist now.
+    pub fn build(
+        config: &ClusterConfig,
+        observed: &[NodeObservation],
+        state: &RestoreState,
+        existing: &HashSet<PathBuf>,
+        now: DateTime<Utc>,
+    ) -> Result<Self> {
+        let stamp = crate::names::default_name(now);
+        let mut nodes = Vec::new();
+        for n in &state.nodes {
+            let node = config.node(&n.node).ok_or_else(|| {
+                Error::State(format!(
+                    "the restore state names node {} which the config lacks; restore its data directory by hand from {:?}",
+                    n.node, n.moved_aside_to
+                ))
+            })?;
+            let mut steps = Vec::new();
+            if find(observed, &node.name).server == ServerState::Running {
+                steps.push(Step::Stop);
+            }
+            let old = n.moved_aside_to.as_ref().filter(|p| existing.contains(*p));
+            if let Some(old) = old {
+                if existing.contains(&n.data_dir) {
+                    steps.push(Step::MoveAside {
+                        from: n.data_dir.clone(),
+                        to: failed_dir(config, &node.name, &stamp),
+                    });
+                }
+                steps.push(Step::MoveAside {
+                    from: old.clone(),
+                    to: n.data_dir.clone(),
+                });
+            }
+            if n.was_running && (old.is_some() || existing.contains(&n.data_dir)) {
+                steps.push(Step::Start { wait: true });
+            }
+            nodes.push(NodePlan {
+                node: node.name.clone(),
+                steps,
+            });
+        }
+        Ok(AbortPlan {
+            state: state.clone(),
+            phases: vec![Phase {
+                title: format!(
+                    "undo the restore of backup {} to {:?}",
+                    state.backup, state.restore_point
+                ),
+                nodes,
+            }],
+            notes: vec![
+                "restored data directories are kept as <node>.failed-restore-<time> beside the data directory; remove them by hand".into(),
+            ],
+        })
+    }
+
+    /// Runs the plan, then closes the restore state.
+    pub async fn execute(
+        &self,
+        backend: &dyn ClusterBackend,
+        opts: &RunOptions,
+    ) -> Result<AbortReport> {
+        run_phases(backend, &self.phases, opts).await?;
+        let config = backend.config();
+        let state_path = RestoreState::path(config);
+        if backend.exists(&config.coordinator, &state_path).await? {
+            backend
+                .remove_file(&config.coordinator, &state_path)
+                .await?;
+        }
+        let nodes = self.phases[0]
+            .nodes
+            .iter()
+            .map(|np| {
+                let mut report = NodeAbort {
+                    node: np.node.clone(),
+                    restored_old_data_dir: false,
+                    failed_restore_kept_at: None,
+                };
+                for step in &np.steps {
+                    if let Step::MoveAside { from, to } = step {
+                        if self.state.nodes.iter().any(|n| &n.data_dir == from) {
+                            report.failed_restore_kept_at = Some(to.clone());
+                        } else {
+                            report.restored_old_data_dir = true;
+                        }
+                    }
+                }
+                report
+            })
+            .collect();
+        Ok(AbortReport { nodes })
+    }
+}
+
+/// Where a restored data directory goes when its restore is undone.
+fn failed_dir(config: &ClusterConfig, node: &str, stamp: &str) -> PathBuf {
+    config
+        .cluster_base_folder
+        .join(format!("{node}.failed-restore-{stamp}"))
+}
+
+impl fmt::Display for AbortReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "restore aborted: the data directories from before restore-start are back"
+        )?;
+        for n in &self.nodes {
+            write!(f, "  {:<16}", n.node)?;
+            write!(
+                f,
+                "{}",
+                if n.restored_old_data_dir {
+                    "old data directory put back"
+                } else {
+                    "data directory unchanged"
+                }
+            )?;
+            if let Some(p) = &n.failed_restore_kept_at {
+                write!(f, ", restored copy kept at {}", p.display())?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Plan for AbortPlan {
+    fn command(&self) -> &'static str {
+        "restore-abort"
+    }
+    fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
+impl fmt::Display for AbortPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_plan(f, "plan: restore-abort", &self.phases, &self.notes)
+    }
+}
