@@ -67,13 +67,7 @@ impl LocalBackend {
     /// A command for a PostgreSQL program, run as the servers' user.
     fn program(&self, name: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(name));
-        if self.user.needs_switch() {
-            // As root, std also drops the supplementary groups before switching.
-            cmd.uid(self.user.uid).gid(self.user.gid);
-            cmd.env("USER", &self.user.name)
-                .env("LOGNAME", &self.user.name)
-                .env("HOME", &self.user.home);
-        }
+        self.switch_user(&mut cmd);
         // The user may not be able to enter our working folder (such as /root).
         cmd.current_dir("/")
             .stdin(Stdio::null())
@@ -82,18 +76,61 @@ impl LocalBackend {
         cmd
     }
 
-    /// Like [`Self::program`], for a client program that must not outlive us (`pg_basebackup`):
-    /// if this process is killed, the kernel kills the child too, so no orphan keeps writing.
+    /// Makes `cmd` run as the servers' user when we are someone else (root).
+    fn switch_user(&self, cmd: &mut Command) {
+        if self.user.needs_switch() {
+            // As root, std also drops the supplementary groups before switching.
+            cmd.uid(self.user.uid)
+                .gid(self.user.gid)
+                .env("USER", &self.user.name)
+                .env("LOGNAME", &self.user.name)
+                .env("HOME", &self.user.home);
+        }
+    }
+
+    /// Like [`Self::program`], for a client program that must not outlive us (`pg_basebackup`,
+    /// which forks a WAL streaming child that only stops when the server goes away). It runs
+    /// under `sh` as the leader of a new process group: the kernel sends `sh` SIGTERM when this
+    /// process dies, however it dies, and `sh` then terminates the whole group. A cancelled call
+    /// terminates the group through [`GroupGuard`].
     fn client_program(&self, name: &str) -> Command {
-        let mut cmd = self.program(name);
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(SUPERVISOR).arg(self.bin_dir.join(name));
+        self.switch_user(&mut cmd);
+        cmd.current_dir("/")
+            .stdin(Stdio::null())
+            .env("LC_ALL", "C")
+            .process_group(0);
         // SAFETY: prctl is async-signal-safe, and nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
                     .map_err(std::io::Error::from)
             });
         }
         cmd
+    }
+
+    /// Runs a [`Self::client_program`] command to completion, terminating its process group if
+    /// the call is cancelled half-way.
+    async fn run_supervised(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        mut cmd: Command,
+    ) -> Result<String> {
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let mut guard = GroupGuard(child.id());
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| Error::node(&node.name, action, format!("cannot wait for it: {e}")))?;
+        guard.0 = None;
+        finish(node, action, out)
     }
 
     /// Runs a command to completion; a non-zero exit is an error quoting its output.
@@ -104,20 +141,43 @@ impl LocalBackend {
             .output()
             .await
             .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text)
-        } else {
-            Err(Error::node(
-                &node.name,
-                action,
-                format!("{} ({}): {}", action, out.status, text.trim()),
-            ))
+        finish(node, action, out)
+    }
+}
+
+/// Runs `$0 "$@"` in the background and waits for it; on SIGTERM (sent by the kernel when our
+/// process dies) it terminates its whole process group, children of the program included.
+const SUPERVISOR: &str = r#"trap 'trap - TERM; kill -TERM 0' TERM; "$0" "$@" & wait $!"#;
+
+/// Terminates a supervised process group when dropped while armed.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
+    }
+}
+
+/// A finished command's output as text; a non-zero exit is an error quoting it.
+fn finish(node: &NodeConfig, action: &str, out: std::process::Output) -> Result<String> {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(Error::node(
+            &node.name,
+            action,
+            format!("{} ({}): {}", action, out.status, text.trim()),
+        ))
     }
 }
 
@@ -297,8 +357,11 @@ impl ClusterBackend for LocalBackend {
             .arg("fast")
             .arg("-l")
             .arg(label)
+            // The WAL streaming child looks for its parent at each status tick: if we are killed,
+            // it notices within a second instead of streaming on for ten.
+            .arg("--status-interval=1")
             .arg("--no-password");
-        self.run(node, "pg_basebackup", cmd).await?;
+        self.run_supervised(node, "pg_basebackup", cmd).await?;
         let mut bytes = 0;
         let entries = std::fs::read_dir(folder).map_err(|e| Error::io("list", folder, e))?;
         for entry in entries.flatten() {

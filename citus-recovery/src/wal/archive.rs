@@ -113,8 +113,7 @@ pub fn scan_archive(dir: &Path, options: &ScanOptions) -> Result<ArchiveScan, Wa
             }
         }
     }
-    scan.restore_points
-        .sort_by(|a, b| (a.lsn, a.timeline).cmp(&(b.lsn, b.timeline)));
+    scan.restore_points.sort_by_key(|r| (r.lsn, r.timeline));
     Ok(scan)
 }
 

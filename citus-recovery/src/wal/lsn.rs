@@ -56,9 +56,13 @@ impl Lsn {
     pub fn segment_offset(self, seg_size: u64) -> u64 {
         self.0 % seg_size
     }
+}
+
+impl std::ops::Add<u64> for Lsn {
+    type Output = Lsn;
 
     /// The LSN `n` bytes further.
-    pub fn add(self, n: u64) -> Lsn {
+    fn add(self, n: u64) -> Lsn {
         Lsn(self.0 + n)
     }
 }
@@ -220,6 +224,7 @@ mod tests {
         assert_eq!(prev_segment(Lsn(0), MB16), 0);
         assert_eq!(segment_containing(Lsn(0x3FFFFFF), MB16), 3);
         assert_eq!(segment_start(5, MB16), Lsn(0x5000000));
+        assert_eq!(Lsn(0x5000000) + 0x28, Lsn(0x5000028));
         assert!(is_valid_segment_size(MB16));
         assert!(is_valid_segment_size(1 << 20) && is_valid_segment_size(1 << 30));
         assert!(!is_valid_segment_size(0) && !is_valid_segment_size(3 << 20));

@@ -26,6 +26,8 @@ pub mod record;
 pub mod segment;
 #[cfg(test)]
 mod synthetic;
+#[cfg(test)]
+mod synthetic_tests;
 
 pub use archive::{
     check_continuity, find_restore_points, scan_archive, ArchiveScan, ContinuityOptions,

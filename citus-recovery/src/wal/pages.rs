@@ -117,7 +117,7 @@ impl<P: SegmentProvider> PageStream<P> {
     /// Loads the page after the current one, or the first page of the next segment when
     /// `next_segment` (after an `XLOG_SWITCH`). Returns false when the provider has no segment.
     pub fn next_page(&mut self, next_segment: bool) -> Result<bool, WalError> {
-        let next = self.page_lsn.add(self.page_size as u64);
+        let next = self.page_lsn + self.page_size as u64;
         if next_segment || next.segment_offset(self.seg_size) == 0 {
             return self.open_segment(self.page_lsn.segment(self.seg_size) + 1);
         }

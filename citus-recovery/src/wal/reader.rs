@@ -168,7 +168,7 @@ impl<P: SegmentProvider> WalReader<P> {
         } else if self.after_switch {
             segment_start(self.stream.page_lsn().segment(seg_size) + 1, seg_size)
         } else {
-            self.stream.page_lsn().add(self.pos as u64)
+            self.stream.page_lsn() + self.pos as u64
         }
     }
 

@@ -91,12 +91,8 @@ impl ArchiveListing {
         for entry in std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
             let entry = entry.map_err(|e| WalError::io(dir, e))?;
             let path = entry.path();
-            if !entry
-                .file_type()
-                .map_err(|e| WalError::io(&path, e))?
-                .is_file()
-            {
-                continue;
+            if !path.is_file() {
+                continue; // folders; symbolic links are followed
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             names.push((name, path));

@@ -81,8 +81,9 @@ impl TestCluster {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let config = ClusterConfig::from_json_str(&config_json(dir.path(), workers), None)
-            .expect("valid config");
+        let text = config_json(dir.path(), workers);
+        std::fs::write(dir.path().join("cluster-config.json"), &text).unwrap();
+        let config = ClusterConfig::from_json_str(&text, None).expect("valid config");
         let backend = LocalBackend::new(config).expect("backend");
         let cluster = Cluster::with_backend(Arc::new(backend))
             .expect("cluster")
@@ -96,6 +97,11 @@ impl TestCluster {
     /// The temporary folder.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The config file, for the command-line tool.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("cluster-config.json")
     }
 
     /// The config.
@@ -191,4 +197,81 @@ macro_rules! skip_unless_postgres {
             return;
         }
     };
+}
+
+/// Rows in `xx` on every node at the restore point `rp`.
+pub const FIRST: i64 = 3000;
+/// Rows added on every node after it.
+pub const SECOND: i64 = 2000;
+
+impl TestCluster {
+    /// A cluster of plain nodes, archiving, a backup `base`, `FIRST` rows of `xx` on every node,
+    /// a restore point `rp`, then `SECOND` more rows on every node.
+    pub async fn prepared(workers: usize) -> Self {
+        let t = TestCluster::new(workers);
+        t.cluster.create(true).await.expect("create");
+        t.cluster
+            .prepare_archiving(true)
+            .await
+            .expect("prepare archiving");
+        t.cluster
+            .basebackup(Some("base"))
+            .await
+            .expect("base backup");
+        t.insert_everywhere(FIRST, true).await;
+        t.cluster
+            .create_restore_point(Some("rp"))
+            .await
+            .expect("restore point");
+        t.insert_everywhere(SECOND, false).await;
+        t
+    }
+
+    /// Every node's name, in config order.
+    pub fn node_names(&self) -> Vec<String> {
+        self.config().nodes().map(|n| n.name.clone()).collect()
+    }
+
+    /// Inserts `rows` rows into `xx` on every node (creating the table first with `create`).
+    pub async fn insert_everywhere(&self, rows: i64, create: bool) {
+        for node in self.node_names() {
+            let create = if create {
+                "CREATE TABLE xx(id int); "
+            } else {
+                ""
+            };
+            self.sql(
+                &node,
+                &format!("{create}INSERT INTO xx SELECT generate_series(1, {rows})"),
+            )
+            .await
+            .expect("insert");
+        }
+    }
+
+    /// `count(*)` of `xx` on every node.
+    pub async fn counts(&self) -> Vec<i64> {
+        let mut counts = Vec::new();
+        for node in self.node_names() {
+            counts.push(self.count(&node, "xx").await);
+        }
+        counts
+    }
+
+    /// A snapshot of the cluster folder's top level and the catalog, to show nothing changed.
+    pub fn snapshot(&self) -> Vec<String> {
+        let mut entries: Vec<String> = ["cluster", "backup"]
+            .iter()
+            .flat_map(|d| {
+                std::fs::read_dir(self.dir().join(d))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|e| e.path().display().to_string())
+            .filter(|p| !p.ends_with(".log") && !p.ends_with(".lock"))
+            .collect();
+        entries.sort();
+        entries
+    }
 }
