@@ -110,6 +110,17 @@ pub enum Error {
     #[error("{0}")]
     State(String),
 
+    /// A check before restore-start failed; nothing was changed.
+    #[error("restore of backup {backup} to restore point {restore_point:?} would fail, so nothing was changed:\n{}", join_lines_str(.failures))]
+    PreflightFailed {
+        /// The backup checked.
+        backup: String,
+        /// The restore point checked.
+        restore_point: String,
+        /// Each failed check, naming the node, the file or segment, and what to do.
+        failures: Vec<String>,
+    },
+
     /// restore-start failed after it had begun changing nodes, and rolled them back.
     #[error("restore-start failed: {failure}\n{rollback}")]
     RestoreFailed {
@@ -131,6 +142,14 @@ pub enum Error {
     /// Several nodes failed; each error names its node.
     #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
     Several(Vec<Error>),
+}
+
+fn join_lines_str(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| format!("  - {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn join_lines(errors: &[Error]) -> String {

@@ -44,6 +44,7 @@ pub mod lock;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod verify;
 pub mod wal;
 
 pub use backend::{ClusterBackend, LocalBackend};
@@ -55,3 +56,4 @@ pub use plan::{
     AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport,
     Plan, RestorePlan, RestorePointPlan, RestoreReport, RunOptions,
 };
+pub use verify::VerifyReport;

@@ -61,7 +61,7 @@ enum Command {
     },
     /// Restore every node from a backup and pause it at a restore point.
     RestoreStart {
-        /// The backup (default: backupToRestore from the config).
+        /// The backup (default: backupToRestore, else the newest that reaches the restore point on every node).
         #[arg(long)]
         backup: Option<String>,
         /// The restore point (default: restorePoint from the config).
@@ -70,6 +70,15 @@ enum Command {
     },
     /// End recovery on every node: the restored cluster becomes writable.
     RestoreFinish,
+    /// Check that a restore would work (backup files, restore point in every archive, WAL, timeline, disk); change nothing.
+    Verify {
+        /// The backup (default: backupToRestore, else the newest that reaches the restore point).
+        #[arg(long)]
+        backup: Option<String>,
+        /// The restore point (default: restorePoint from the config).
+        #[arg(long)]
+        restore_point: Option<String>,
+    },
     /// Undo restore-start: stop the recovering nodes and put the old data directories back.
     RestoreAbort,
     /// List complete backups and recorded restore points.
@@ -174,7 +183,28 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
             }
             out.report(&cluster.restore_abort().await?)
         }
-        Command::List => out.list(&cluster.list_backups()?, &cluster.list_restore_points()?),
+        Command::Verify {
+            backup,
+            restore_point,
+        } => {
+            let report = cluster
+                .verify(backup.as_deref(), restore_point.as_deref())
+                .await?;
+            out.report(&report)?;
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(citus_recovery::Error::PreflightFailed {
+                    backup: report.backup.clone(),
+                    restore_point: report.restore_point.clone(),
+                    failures: report.failures(),
+                })
+            }
+        }
+        Command::List => out.list(
+            &cluster.list_backups()?,
+            &cluster.archived_restore_points().await?,
+        ),
     }
 }
 

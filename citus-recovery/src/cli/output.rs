@@ -4,7 +4,8 @@ use std::fmt::Display;
 
 use serde::Serialize;
 
-use citus_recovery::{Backup, ClusterStatus, Plan, RestorePoint, Result};
+use citus_recovery::verify::listing::ArchivedRestorePoint;
+use citus_recovery::{Backup, ClusterStatus, Plan, Result};
 
 /// Where and how results are printed.
 pub struct Output {
@@ -52,7 +53,7 @@ impl Output {
     }
 
     /// Backups and restore points.
-    pub fn list(&self, backups: &[Backup], points: &[RestorePoint]) -> Result<()> {
+    pub fn list(&self, backups: &[Backup], points: &[ArchivedRestorePoint]) -> Result<()> {
         if self.json {
             let value = serde_json::json!({ "backups": backups, "restore_points": points });
             println!(
@@ -65,7 +66,7 @@ impl Output {
         for b in backups {
             print!("{b}");
         }
-        println!("restore points ({}):", points.len());
+        println!("restore points in the WAL archives ({}):", points.len());
         for p in points {
             print!("{p}");
         }

@@ -24,6 +24,8 @@ use crate::plan::{
     existing_paths, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan,
     FinishReport, RestorePlan, RestorePointPlan, RestoreReport, RestoreState, RunOptions,
 };
+use crate::verify::listing::ArchivedRestorePoint;
+use crate::verify::VerifyReport;
 
 /// A Citus (or plain PostgreSQL) cluster, reached through a [`ClusterBackend`].
 #[derive(Clone)]
@@ -104,6 +106,13 @@ impl Cluster {
         self.catalog().restore_points()
     }
 
+    /// Every restore point in any node's WAL archive or in the record, with the nodes that hold
+    /// it: the truth, read from the archives, not only what the library recorded.
+    pub async fn archived_restore_points(&self) -> Result<Vec<ArchivedRestorePoint>> {
+        crate::verify::listing::archived_restore_points(self.config(), &self.list_restore_points()?)
+            .await
+    }
+
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.
     pub fn restore_state(&self) -> Result<Option<RestoreState>> {
         crate::files::read_json(&RestoreState::path(self.config()))
@@ -153,49 +162,44 @@ impl Cluster {
         plan.execute(self.backend(), &self.options).await
     }
 
-    /// Plans `restore-start`. The backup and restore point default to the config's
-    /// `backupToRestore` and `restorePoint`; both must exist before anything is planned.
+    /// The restore point a restore goes to: the one given, else the config's `restorePoint`.
+    fn restore_point_name(&self, given: Option<&str>) -> Result<String> {
+        given
+            .map(str::to_string)
+            .or_else(|| self.config().restore_point.clone())
+            .ok_or_else(|| Error::UnknownRestorePoint {
+                name: String::new(),
+                hint:
+                    "no restore point given: pass --restore-point or set restorePoint in the config"
+                        .into(),
+            })
+    }
+
+    /// Runs every pre-flight check of restoring `backup` to `restore_point` and changes nothing.
+    /// Without a backup (given or `backupToRestore`), the newest that reaches the restore point on
+    /// every node is chosen, and the report says why. Failed checks are in the report.
+    pub async fn verify(
+        &self,
+        backup: Option<&str>,
+        restore_point: Option<&str>,
+    ) -> Result<VerifyReport> {
+        let point = self.restore_point_name(restore_point)?;
+        let backup = backup
+            .map(str::to_string)
+            .or_else(|| self.config().backup_to_restore.clone());
+        crate::verify::verify(self.config(), &self.catalog(), backup.as_deref(), &point).await
+    }
+
+    /// Plans `restore-start`. The restore point defaults to the config's `restorePoint`; the
+    /// backup to `backupToRestore`, else the newest that reaches the point on every node. Every
+    /// check of [`Cluster::verify`] runs first: any failure is an error, before anything changes.
     pub async fn plan_restore_start(
         &self,
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<RestorePlan> {
         let config = self.config();
-        let rp_name = restore_point
-            .map(str::to_string)
-            .or_else(|| config.restore_point.clone())
-            .ok_or_else(|| Error::UnknownRestorePoint {
-                name: String::new(),
-                hint:
-                    "no restore point given: pass --restore-point or set restorePoint in the config"
-                        .into(),
-            })?;
-        let catalog = self.catalog();
-        let restore_point = catalog.restore_point(&rp_name)?;
-        let backup_name = backup
-            .map(str::to_string)
-            .or_else(|| config.backup_to_restore.clone())
-            .ok_or_else(|| Error::UnknownBackup {
-                name: String::new(),
-                folder: catalog.root().to_path_buf(),
-                hint: "no backup given: pass --backup or set backupToRestore in the config".into(),
-            })?;
-        let backup = catalog.backup(&backup_name)?;
-        for node in config.nodes() {
-            let tar = catalog
-                .node_backup_dir(&backup.name, &node.name)
-                .join("base.tar");
-            if !tar.is_file() {
-                return Err(Error::UnknownBackup {
-                    name: backup.name.clone(),
-                    folder: catalog.root().to_path_buf(),
-                    hint: format!(
-                        "{} is missing: the backup is damaged; choose another",
-                        tar.display()
-                    ),
-                });
-            }
-        }
+        let point = self.restore_point_name(restore_point)?;
         if let Some(state) = self.restore_state()? {
             return Err(Error::State(format!(
                 "a restore (backup {}, restore point {:?}) began at {} and was not finished ({}): run `citus-recovery restore-finish` to keep it, or `citus-recovery restore-abort` to put the old data directories back",
@@ -205,15 +209,29 @@ impl Cluster {
                 RestoreState::path(config).display()
             )));
         }
+        let report = self.verify(backup, Some(&point)).await?;
+        if !report.ok() {
+            return Err(Error::PreflightFailed {
+                backup: report.backup.clone(),
+                restore_point: point,
+                failures: report.failures(),
+            });
+        }
+        let catalog = self.catalog();
+        let backup = catalog.backup(&report.backup)?;
         let observed = observe::cluster(self.backend()).await?;
-        RestorePlan::build(
+        let mut plan = RestorePlan::build(
             config,
             &observed,
             &backup,
-            &restore_point,
+            &report.target,
             &catalog,
             Utc::now(),
-        )
+        )?;
+        if let Some(why) = report.chosen_because {
+            plan.notes.insert(0, why);
+        }
+        Ok(plan)
     }
 
     /// Restores every node to the restore point and waits until all are paused there.

@@ -1,0 +1,144 @@
+//! What the WAL archives say about restore points: on which nodes each one really is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::catalog::RestorePoint;
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::wal::{self, Lsn, TimeLineId};
+
+/// One node's copy of a restore point, as its archive holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedCopy {
+    /// The node.
+    pub node: String,
+    /// The record's LSN.
+    pub lsn: Lsn,
+    /// The timeline of the segment file it was read from.
+    pub timeline: TimeLineId,
+    /// The time written in the record.
+    pub time: DateTime<Utc>,
+}
+
+/// A restore point name found in the archives or the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedRestorePoint {
+    /// The name.
+    pub name: String,
+    /// Whether the library recorded it (made by `restore-point`).
+    pub recorded: bool,
+    /// Every copy found, in config order of the nodes (a name may occur more than once).
+    pub copies: Vec<ArchivedCopy>,
+    /// Nodes whose archive lacks it: restoring to it there is impossible.
+    pub missing_on: Vec<String>,
+}
+
+impl fmt::Display for ArchivedRestorePoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = self.copies.iter().map(|c| c.time).min();
+        writeln!(
+            f,
+            "  {:?}  {}{}{}",
+            self.name,
+            first
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+            if self.recorded {
+                ""
+            } else {
+                "  (not made by citus-recovery)"
+            },
+            if self.missing_on.is_empty() {
+                String::new()
+            } else {
+                format!("  MISSING on {}", self.missing_on.join(", "))
+            }
+        )?;
+        for c in &self.copies {
+            writeln!(
+                f,
+                "    {:<16} lsn {}  timeline {}",
+                c.node, c.lsn, c.timeline
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Every restore point in any node's archive or in the record, oldest first.
+pub async fn archived_restore_points(
+    config: &ClusterConfig,
+    recorded: &[RestorePoint],
+) -> Result<Vec<ArchivedRestorePoint>> {
+    let mut tasks = Vec::new();
+    for node in config.nodes() {
+        let (name, dir) = (node.name.clone(), config.archive_dir(node));
+        tasks.push(tokio::task::spawn_blocking(move || {
+            (name, dir.clone(), wal::find_restore_points(&dir))
+        }));
+    }
+    let mut by_name: BTreeMap<String, ArchivedRestorePoint> = BTreeMap::new();
+    for task in tasks {
+        let (node, dir, found) = task
+            .await
+            .map_err(|e| Error::State(format!("reading a WAL archive failed: {e}")))?;
+        let found = match found {
+            Ok(found) => found,
+            // An archive that was never made holds nothing; any other failure is an error.
+            Err(_) if !dir.exists() => Vec::new(),
+            Err(e) => {
+                return Err(Error::State(format!(
+                    "node {node}: reading its WAL archive: {e}"
+                )))
+            }
+        };
+        for r in found {
+            let entry = by_name
+                .entry(r.name.clone())
+                .or_insert_with(|| ArchivedRestorePoint {
+                    name: r.name.clone(),
+                    recorded: false,
+                    copies: Vec::new(),
+                    missing_on: Vec::new(),
+                });
+            // A record before a timeline switch shows up in both timelines' copy of the segment.
+            if !entry
+                .copies
+                .iter()
+                .any(|c| c.node == node && c.lsn == r.lsn)
+            {
+                entry.copies.push(ArchivedCopy {
+                    node: node.clone(),
+                    lsn: r.lsn,
+                    timeline: r.timeline,
+                    time: r.time,
+                });
+            }
+        }
+    }
+    for rp in recorded {
+        by_name
+            .entry(rp.name.clone())
+            .or_insert_with(|| ArchivedRestorePoint {
+                name: rp.name.clone(),
+                recorded: true,
+                copies: Vec::new(),
+                missing_on: Vec::new(),
+            })
+            .recorded = true;
+    }
+    let mut all: Vec<ArchivedRestorePoint> = by_name.into_values().collect();
+    for rp in &mut all {
+        rp.missing_on = config
+            .nodes()
+            .filter(|n| !rp.copies.iter().any(|c| c.node == n.name))
+            .map(|n| n.name.clone())
+            .collect();
+    }
+    all.sort_by_key(|rp| rp.copies.iter().map(|c| c.time).min());
+    Ok(all)
+}

@@ -1,0 +1,426 @@
+//! `verify`: prove a restore will work before any data directory is touched.
+//!
+//! The checks, per node: the backup is complete and its files match PostgreSQL's manifest; the
+//! restore point is in the node's WAL archive after the backup's end; the target timeline's
+//! history runs through the backup; the WAL is continuous (every segment present, every record
+//! intact) from the backup's start to the restore point. Per cluster: enough free disk for the
+//! extraction. restore-start runs the same checks first and stops when one fails.
+//!
+//! The restore point is read from the archives themselves (the truth), so points made outside the
+//! library (`SELECT citus_create_restore_point(...)`) can be restored to as well.
+
+pub mod choose;
+pub mod listing;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::catalog::{Backup, Catalog, NodeRestorePoint, RestorePoint};
+use crate::config::ClusterConfig;
+use crate::error::{Error, Result};
+use crate::wal::{self, ContinuityOptions, RestorePointRecord, TimeLineId, TimelineHistory};
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// The node checked, `None` for a cluster-wide check.
+    pub node: Option<String>,
+    /// What was checked.
+    pub check: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found; for a failure, also what to do.
+    pub detail: String,
+}
+
+/// Every check for one backup and restore point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// The backup checked.
+    pub backup: String,
+    /// Why that backup, when it was chosen rather than given.
+    pub chosen_because: Option<String>,
+    /// The restore point checked.
+    pub restore_point: String,
+    /// The restore point as found in each node's archive: what recovery will stop at.
+    pub target: RestorePoint,
+    /// Every check, in order.
+    pub checks: Vec<Check>,
+}
+
+impl VerifyReport {
+    /// Whether every check passed.
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+
+    /// The failed checks, one line each, naming the node.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| !c.ok)
+            .map(|c| match &c.node {
+                Some(n) => format!("node {n}: {}: {}", c.check, c.detail),
+                None => format!("{}: {}", c.check, c.detail),
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "verify backup {} to restore point {:?}",
+            self.backup, self.restore_point
+        )?;
+        if let Some(why) = &self.chosen_because {
+            writeln!(f, "chosen: {why}")?;
+        }
+        for c in &self.checks {
+            writeln!(
+                f,
+                "  [{}] {:<16} {}: {}",
+                if c.ok { " ok " } else { "FAIL" },
+                c.node.as_deref().unwrap_or("cluster"),
+                c.check,
+                c.detail
+            )?;
+        }
+        writeln!(
+            f,
+            "{}",
+            if self.ok() {
+                "every check passed: the restore can start"
+            } else {
+                "some checks failed: a restore would not reach the restore point; nothing was changed"
+            }
+        )
+    }
+}
+
+/// The restore point records of one node's archive, and its timeline histories.
+struct NodeArchive {
+    dir: PathBuf,
+    records: Vec<RestorePointRecord>,
+    error: Option<String>,
+}
+
+/// Reads every node's archive for records of `point` (all at once, off the async threads).
+async fn read_archives(
+    config: &ClusterConfig,
+    point: &str,
+) -> Result<HashMap<String, NodeArchive>> {
+    let mut tasks = Vec::new();
+    for node in config.nodes() {
+        let (name, dir, point) = (
+            node.name.clone(),
+            config.archive_dir(node),
+            point.to_string(),
+        );
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let (records, error) = match wal::find_restore_points(&dir) {
+                Ok(all) => (all.into_iter().filter(|r| r.name == point).collect(), None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+            (
+                name,
+                NodeArchive {
+                    dir,
+                    records,
+                    error,
+                },
+            )
+        }));
+    }
+    let mut archives = HashMap::new();
+    for task in tasks {
+        let (name, archive) = task
+            .await
+            .map_err(|e| Error::State(format!("reading a WAL archive failed: {e}")))?;
+        archives.insert(name, archive);
+    }
+    Ok(archives)
+}
+
+fn load_history(dir: &Path, timeline: TimeLineId) -> Option<TimelineHistory> {
+    TimelineHistory::load(dir, timeline).ok()
+}
+
+/// Runs every check for restoring `backup` (or the one chosen) to `point`; changes nothing.
+/// Unknown names are errors; failed checks are in the report.
+pub async fn verify(
+    config: &ClusterConfig,
+    catalog: &Catalog,
+    backup: Option<&str>,
+    point: &str,
+) -> Result<VerifyReport> {
+    let archives = read_archives(config, point).await?;
+    let recorded = catalog.restore_points()?;
+    let in_record = recorded.iter().find(|r| r.name == point);
+    if in_record.is_none() && archives.values().all(|a| a.records.is_empty()) {
+        let mut known: Vec<String> = recorded
+            .iter()
+            .rev()
+            .take(10)
+            .map(|r| format!("{:?}", r.name))
+            .collect();
+        known.dedup();
+        return Err(Error::UnknownRestorePoint {
+            name: point.into(),
+            hint: if known.is_empty() {
+                "it is neither recorded nor in any node's WAL archive; create one with `citus-recovery restore-point`".into()
+            } else {
+                format!(
+                    "it is neither recorded nor in any node's WAL archive; known restore points (newest first): {}",
+                    known.join(", ")
+                )
+            },
+        });
+    }
+    let nodes: Vec<String> = config.nodes().map(|n| n.name.clone()).collect();
+    let dirs: HashMap<String, PathBuf> = archives
+        .iter()
+        .map(|(n, a)| (n.clone(), a.dir.clone()))
+        .collect();
+    let histories = |node: &str, tli: TimeLineId| dirs.get(node).and_then(|d| load_history(d, tli));
+    let (backup, chosen_because) = match backup {
+        Some(name) => (catalog.backup(name)?, None),
+        None => {
+            let backups = catalog.backups()?;
+            let records: HashMap<String, Vec<RestorePointRecord>> = archives
+                .iter()
+                .map(|(n, a)| (n.clone(), a.records.clone()))
+                .collect();
+            let (b, why) = choose::choose_backup(&backups, &nodes, point, &records, &histories)
+                .map_err(|e| match e {
+                    Error::UnknownBackup { name, hint, .. } => Error::UnknownBackup {
+                        name,
+                        folder: catalog.root().to_path_buf(),
+                        hint,
+                    },
+                    other => other,
+                })?;
+            (b.clone(), Some(why))
+        }
+    };
+
+    let mut checks = Vec::new();
+    let mut target_nodes = Vec::new();
+    let mut tar_checks = Vec::new();
+    for node in config.nodes() {
+        let folder = catalog.node_backup_dir(&backup.name, &node.name);
+        tar_checks.push(tokio::task::spawn_blocking(move || {
+            manifest::check_tar_backup(&folder)
+        }));
+    }
+    for (node, tar_check) in config.nodes().zip(tar_checks) {
+        let name = node.name.clone();
+        let mut check = |what: &str, ok: bool, detail: String| {
+            checks.push(Check {
+                node: Some(name.clone()),
+                check: what.into(),
+                ok,
+                detail,
+            })
+        };
+        let tar = tar_check
+            .await
+            .map_err(|e| Error::State(format!("checking a backup failed: {e}")))?;
+        let Some(part) = backup.node(&node.name) else {
+            check(
+                "backup",
+                false,
+                format!(
+                    "backup {} has no part for this node; choose another backup",
+                    backup.name
+                ),
+            );
+            continue;
+        };
+        check(
+            "backup files",
+            tar.problems.is_empty(),
+            if tar.problems.is_empty() {
+                format!(
+                    "{} files, {} bytes match backup_manifest",
+                    tar.files, tar.bytes
+                )
+            } else {
+                format!(
+                    "{} in {}; the backup is damaged: choose another backup",
+                    tar.problems
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    catalog.node_backup_dir(&backup.name, &node.name).display()
+                )
+            },
+        );
+        let archive = &archives[&node.name];
+        if let Some(e) = &archive.error {
+            check(
+                "WAL archive",
+                false,
+                format!("{e}; check {}", archive.dir.display()),
+            );
+            continue;
+        }
+        let target = match choose::target_on_node(part, &archive.records, &histories) {
+            Ok(r) => {
+                check(
+                    "restore point",
+                    true,
+                    format!(
+                        "at {} on timeline {}, made {}",
+                        r.lsn,
+                        r.timeline,
+                        r.time.to_rfc3339()
+                    ),
+                );
+                r.clone()
+            }
+            Err(why) => {
+                check(
+                    "restore point",
+                    false,
+                    format!(
+                        "{why} ({}); choose another backup or restore point",
+                        archive.dir.display()
+                    ),
+                );
+                continue;
+            }
+        };
+        let history = if target.timeline == part.timeline {
+            Some(TimelineHistory::new(target.timeline))
+        } else {
+            load_history(&archive.dir, target.timeline)
+        };
+        check(
+            "timeline",
+            history.is_some(),
+            match &history {
+                Some(_) if target.timeline == part.timeline => {
+                    format!("backup and restore point on timeline {}", part.timeline)
+                }
+                Some(_) => format!(
+                    "timeline {}'s history runs through the backup's timeline {} at {}",
+                    target.timeline, part.timeline, part.start_lsn
+                ),
+                None => format!(
+                    "{:08X}.history is missing from {}: timeline {} cannot be reached",
+                    target.timeline,
+                    archive.dir.display(),
+                    target.timeline
+                ),
+            },
+        );
+        let (dir, from, to) = (archive.dir.clone(), part.start_lsn, target.end_lsn);
+        let continuity = tokio::task::spawn_blocking(move || {
+            wal::check_continuity(
+                &dir,
+                history.as_ref(),
+                from,
+                to,
+                &ContinuityOptions {
+                    verify_crc: true,
+                    ..ContinuityOptions::default()
+                },
+            )
+        })
+        .await
+        .map_err(|e| Error::State(format!("checking WAL failed: {e}")))?;
+        check(
+            "WAL continuity",
+            continuity.is_ok(),
+            match continuity {
+                Ok(r) => format!(
+                    "{} segment(s), {} records intact from {from} to {to}",
+                    r.segments.len(),
+                    r.records
+                ),
+                Err(e) => format!("{e}; restore the missing or damaged segment into the archive, or choose a later backup"),
+            },
+        );
+        target_nodes.push(NodeRestorePoint {
+            node: node.name.clone(),
+            lsn: Some(target.lsn),
+            timeline: target.timeline,
+            segment: target.last_segment.clone(),
+        });
+    }
+    checks.push(disk_check(config, catalog, &backup));
+    let time = archives
+        .values()
+        .flat_map(|a| a.records.iter().map(|r| r.time))
+        .min()
+        .or(in_record.map(|r| r.time))
+        .unwrap_or_else(chrono::Utc::now);
+    Ok(VerifyReport {
+        backup: backup.name.clone(),
+        chosen_because,
+        restore_point: point.into(),
+        target: RestorePoint {
+            name: point.into(),
+            time,
+            citus: in_record.is_some_and(|r| r.citus),
+            nodes: target_nodes,
+        },
+        checks,
+    })
+}
+
+/// Whether the file system of the data directories has room for every node's extracted backup.
+fn disk_check(config: &ClusterConfig, catalog: &Catalog, backup: &Backup) -> Check {
+    let needed: u64 = config
+        .nodes()
+        .flat_map(|n| {
+            let folder = catalog.node_backup_dir(&backup.name, &n.name);
+            ["base.tar", "pg_wal.tar"].map(|f| {
+                std::fs::metadata(folder.join(f))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
+            })
+        })
+        .sum();
+    let mut dir = config.cluster_base_folder.as_path();
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) => {
+            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            // Some slack: file system overhead, and WAL the servers write while recovering.
+            let want = needed + needed / 20;
+            Check {
+                node: None,
+                check: "disk space".into(),
+                ok: free >= want,
+                detail: format!(
+                    "{} MiB free in {}, {} MiB needed{}",
+                    free >> 20,
+                    dir.display(),
+                    want >> 20,
+                    if free >= want {
+                        ""
+                    } else {
+                        "; free some space (the data directories moved aside by earlier restores may go) or restore elsewhere"
+                    }
+                ),
+            }
+        }
+        Err(e) => Check {
+            node: None,
+            check: "disk space".into(),
+            ok: false,
+            detail: format!("cannot read the free space of {}: {e}", dir.display()),
+        },
+    }
+}
