@@ -6,7 +6,7 @@ use futures::future::join_all;
 use serde::Serialize;
 
 use crate::backend::{ClusterBackend, ServerState};
-use crate::config::NodeConfig;
+use crate::config::{ClusterConfig, NodeConfig, NodeRole};
 use crate::error::{Error, Result};
 
 /// The settings the archive plan looks at.
@@ -39,6 +39,8 @@ pub struct NodeObservation {
     pub citus_version: Option<String>,
     /// `server_version`.
     pub server_version: Option<String>,
+    /// On a Citus coordinator: the active primary nodes `pg_dist_node` lists, as host and port.
+    pub citus_nodes: Option<Vec<(String, u16)>>,
     /// Why the node could not be asked, when it runs but did not answer.
     pub error: Option<String>,
 }
@@ -86,6 +88,7 @@ pub async fn node(backend: &dyn ClusterBackend, node: &NodeConfig) -> Result<Nod
         settings: BTreeMap::new(),
         citus_version: None,
         server_version: None,
+        citus_nodes: None,
         error: None,
     };
     if server != ServerState::Running {
@@ -124,6 +127,20 @@ async fn ask(
         .and_then(|s| u32::from_str_radix(s.get(..8)?, 16).ok());
     obs.server_version = Some(row.get(4));
     obs.citus_version = row.get(5);
+    if obs.citus_version.is_some() && node.role == NodeRole::Coordinator {
+        let rows = client
+            .query(
+                "SELECT nodename, nodeport FROM pg_dist_node WHERE isactive AND noderole = 'primary' ORDER BY nodeid",
+                &[],
+            )
+            .await
+            .map_err(sql_err)?;
+        obs.citus_nodes = Some(
+            rows.iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1) as u16))
+                .collect(),
+        );
+    }
     let names: Vec<String> = ARCHIVE_SETTINGS.iter().map(|s| s.to_string()).collect();
     for row in client
         .query(
@@ -134,6 +151,27 @@ async fn ask(
         .map_err(sql_err)?
     {
         obs.settings.insert(row.get(0), row.get(1));
+    }
+    Ok(())
+}
+
+/// Refuses a Citus cluster with an active node the config lacks: a backup or restore point that
+/// silently missed a worker would lose that worker's shards.
+pub fn check_citus_topology(config: &ClusterConfig, observed: &[NodeObservation]) -> Result<()> {
+    let Some(coordinator) = observed.iter().find(|o| o.node == config.coordinator.name) else {
+        return Ok(());
+    };
+    let local = |h: &str| matches!(h, "localhost" | "127.0.0.1" | "::1");
+    let same_host = |a: &str, b: &str| a == b || (local(a) && local(b));
+    for (host, port) in coordinator.citus_nodes.iter().flatten() {
+        if !config
+            .nodes()
+            .any(|n| n.port == *port && same_host(&n.hostname, host))
+        {
+            return Err(Error::State(format!(
+                "Citus lists an active node {host}:{port} in pg_dist_node that the config lacks: a backup or restore point without it would lose its shards; add it to workerNodes (or remove it from the cluster with citus_remove_node)"
+            )));
+        }
     }
     Ok(())
 }

@@ -388,3 +388,179 @@ fn wait_for(mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_wal_segment_stops_restore_before_anything_changes() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(1);
+    let c = &t.cluster;
+    c.create(true).await.unwrap();
+    c.prepare_archiving(true).await.unwrap();
+    c.basebackup(Some("base")).await.unwrap();
+    t.insert_everywhere(FIRST, true).await;
+    // A segment of its own between the backup and the restore point, on worker1.
+    let seg = t
+        .sql("worker1", "SELECT pg_walfile_name(pg_switch_wal())")
+        .await
+        .unwrap()[0]
+        .clone();
+    t.insert_everywhere(SECOND, false).await;
+    c.create_restore_point(Some("rp")).await.unwrap();
+    let archived = t
+        .config()
+        .archive_dir(t.config().node("worker1").unwrap())
+        .join(&seg);
+    assert!(archived.is_file(), "{} was archived", archived.display());
+    let kept = t.dir().join("kept-segment");
+    std::fs::rename(&archived, &kept).unwrap();
+    let before = t.snapshot();
+
+    match c.restore_start(Some("base"), Some("rp")).await {
+        Err(Error::PreflightFailed { failures, .. }) => {
+            let text = failures.join("\n");
+            assert!(text.contains("node worker1: WAL continuity"), "{text}");
+            assert!(text.contains(&seg), "the segment is named: {text}");
+            assert!(
+                !text.contains("node coordinator"),
+                "the coordinator is fine: {text}"
+            );
+        }
+        other => panic!("expected PreflightFailed, got {other:?}"),
+    }
+    assert_eq!(t.snapshot(), before, "nothing on disk changed");
+    assert_eq!(t.counts().await, vec![FIRST + SECOND; 2]);
+    assert!(c.restore_state().unwrap().is_none());
+
+    // With the segment back, the same checks pass.
+    std::fs::rename(&kept, &archived).unwrap();
+    let report = c.verify(Some("base"), Some("rp")).await.unwrap();
+    assert!(report.ok(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_backup_file_stops_restore_before_anything_changes() {
+    skip_unless_postgres!();
+    let t = TestCluster::prepared(1).await;
+    let c = &t.cluster;
+    let tar_path = t.dir().join("backup/base/worker1/base.tar");
+    let offset = {
+        let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+        let entry = archive
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_str() == Some("PG_VERSION"))
+            .expect("PG_VERSION in the backup");
+        entry.raw_file_position()
+    };
+    let mut bytes = std::fs::read(&tar_path).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(&tar_path, bytes).unwrap();
+    let before = t.snapshot();
+
+    match c.restore_start(Some("base"), Some("rp")).await {
+        Err(Error::PreflightFailed { failures, .. }) => {
+            let text = failures.join("\n");
+            assert!(
+                text.contains("node worker1: backup files: PG_VERSION has checksum"),
+                "{text}"
+            );
+        }
+        other => panic!("expected PreflightFailed, got {other:?}"),
+    }
+    assert_eq!(t.snapshot(), before, "nothing on disk changed");
+    assert_eq!(t.counts().await, vec![FIRST + SECOND; 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_is_chosen_by_lsn_and_never_the_newest_by_default() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(1);
+    let c = &t.cluster;
+    c.create(true).await.unwrap();
+    c.prepare_archiving(true).await.unwrap();
+    t.insert_everywhere(10, true).await;
+    c.create_restore_point(Some("early")).await.unwrap();
+    c.basebackup(Some("b1")).await.unwrap();
+    t.insert_everywhere(FIRST, false).await;
+    c.create_restore_point(Some("mid")).await.unwrap();
+    c.basebackup(Some("b2")).await.unwrap();
+    t.insert_everywhere(SECOND, false).await;
+    c.create_restore_point(Some("late")).await.unwrap();
+
+    // A point older than every backup: no fallback to the newest; the node is named.
+    match c.restore_start(None, Some("early")).await {
+        Err(Error::UnknownBackup { hint, .. }) => {
+            assert!(hint.contains("b2: node coordinator"), "{hint}");
+            assert!(hint.contains("b1: node coordinator"), "{hint}");
+        }
+        other => panic!("expected UnknownBackup, got {other:?}"),
+    }
+    let mid = c.plan_restore_start(None, Some("mid")).await.unwrap();
+    assert_eq!(mid.state.backup, "b1", "b2 ends after mid");
+    assert!(
+        mid.notes[0].contains("backup b1 is the newest"),
+        "{:?}",
+        mid.notes
+    );
+    assert_eq!(
+        c.plan_restore_start(None, Some("late"))
+            .await
+            .unwrap()
+            .state
+            .backup,
+        "b2"
+    );
+
+    c.restore_start(None, Some("mid"))
+        .await
+        .expect("restore with the chosen backup");
+    assert_eq!(t.counts().await, vec![10 + FIRST; 2]);
+    c.restore_finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citus_worker_missing_from_the_config_is_refused() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(2);
+    if !t.citus_available().await {
+        eprintln!(
+            "SKIPPED: the Citus extension is not installed for PostgreSQL in {}",
+            common::PG_BIN
+        );
+        return;
+    }
+    t.cluster.create(false).await.unwrap();
+    t.cluster.prepare_archiving(true).await.unwrap();
+    // The same cluster seen through a config that lacks worker2.
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.config_file()).unwrap()).unwrap();
+    let worker2_port = json["workerNodes"][1]["port"].clone();
+    json["workerNodes"].as_array_mut().unwrap().pop();
+    json["workerCount"] = 1.into();
+    let partial = citus_recovery::Cluster::new(
+        citus_recovery::ClusterConfig::from_json_str(&json.to_string(), None).unwrap(),
+    )
+    .unwrap();
+    for err in [
+        partial.basebackup(Some("partial")).await.unwrap_err(),
+        partial
+            .create_restore_point(Some("partial"))
+            .await
+            .unwrap_err(),
+    ] {
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(":{worker2_port} in pg_dist_node")),
+            "{text}"
+        );
+    }
+    assert!(
+        partial.list_backups().unwrap().is_empty(),
+        "no backup was taken"
+    );
+    assert!(
+        partial.list_restore_points().unwrap().is_empty(),
+        "no restore point was made"
+    );
+}

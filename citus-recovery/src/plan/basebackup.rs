@@ -55,6 +55,7 @@ impl BasebackupPlan {
                 ),
             });
         }
+        crate::observe::check_citus_topology(config, observed)?;
         let mut nodes = Vec::new();
         for node in config.nodes() {
             let obs = find(observed, &node.name);

@@ -55,6 +55,7 @@ impl RestorePointPlan {
                 created: existing.time.to_rfc3339(),
             });
         }
+        crate::observe::check_citus_topology(config, observed)?;
         for node in config.nodes() {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;

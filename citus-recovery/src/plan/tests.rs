@@ -54,6 +54,7 @@ fn running(node: &str, archiving: bool) -> NodeObservation {
         settings,
         citus_version: None,
         server_version: Some("15.18".into()),
+        citus_nodes: None,
         error: None,
     }
 }
@@ -360,4 +361,32 @@ fn finish_plan_needs_paused_nodes() {
             .contains("node worker1 is still in recovery"),
         "{err}"
     );
+}
+
+#[test]
+fn a_citus_node_missing_from_the_config_is_refused() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let mut obs = all(true);
+    obs[0].citus_version = Some("13.2".into());
+    obs[0].citus_nodes = Some(vec![
+        ("127.0.0.1".into(), 9700),
+        ("localhost".into(), 9701),
+        ("localhost".into(), 9702),
+    ]);
+    BasebackupPlan::build(&c, &obs, None, t(0), &catalog).expect("every active node is configured");
+    obs[0]
+        .citus_nodes
+        .as_mut()
+        .unwrap()
+        .push(("localhost".into(), 9703));
+    for err in [
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err(),
+        RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().contains("active node localhost:9703"),
+            "{err}"
+        );
+    }
 }
