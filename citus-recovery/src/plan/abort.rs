@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::find;
-use super::{run_phases, write_plan, NodePlan, Phase, Plan, RestoreState, RunOptions, Step};
+use super::{run_phases, NodePlan, Phase, RestoreState, RunOptions, Step};
 use crate::backend::{ClusterBackend, ServerState};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -178,20 +178,5 @@ impl fmt::Display for AbortReport {
     }
 }
 
-impl Plan for AbortPlan {
-    fn command(&self) -> &'static str {
-        "restore-abort"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for AbortPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(f, "plan: restore-abort", &self.phases, &self.notes)
-    }
-}
+super::plan_impls!(AbortPlan, "restore-abort", |_p| "plan: restore-abort"
+    .to_string());

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::{run_phases, write_plan, NodePlan, Parameter, Phase, Plan, RunOptions, Step};
+use super::{run_phases, NodePlan, Parameter, Phase, RunOptions, Step};
 use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
 use crate::error::Result;
@@ -166,20 +166,6 @@ pub(super) fn find<'a>(observed: &'a [NodeObservation], node: &str) -> &'a NodeO
         .expect("every config node is observed")
 }
 
-impl Plan for ArchivePlan {
-    fn command(&self) -> &'static str {
-        "prepare-archiving"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for ArchivePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(f, "plan: prepare-archiving", &self.phases, &self.notes)
-    }
-}
+super::plan_impls!(ArchivePlan, "prepare-archiving", |_p| {
+    "plan: prepare-archiving"
+});

@@ -4,13 +4,11 @@
 //! archive, a node manifest; the cluster manifest is written last, after every node is done, so a
 //! backup that failed or was interrupted on any node is never listed or offered for restore.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::find;
-use super::{run_phases, write_plan, NodePlan, Phase, Plan, RunOptions, Step, StepOutput};
+use super::{run_phases, NodePlan, Phase, RunOptions, Step, StepOutput};
 use crate::backend::ClusterBackend;
 use crate::catalog::{Backup, Catalog};
 use crate::config::ClusterConfig;
@@ -134,25 +132,7 @@ impl BasebackupPlan {
     }
 }
 
-impl Plan for BasebackupPlan {
-    fn command(&self) -> &'static str {
-        "basebackup"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for BasebackupPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(
-            f,
-            &format!("plan: basebackup {}", self.name),
-            &self.phases,
-            &self.notes,
-        )
-    }
-}
+super::plan_impls!(BasebackupPlan, "basebackup", |p| format!(
+    "plan: basebackup {}",
+    p.name
+));

@@ -8,9 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::archive::find;
-use super::{
-    run_phases, write_plan, NodePlan, Phase, Plan, RestoreState, RunOptions, Step, StepOutput,
-};
+use super::{run_phases, NodePlan, Phase, RestoreState, RunOptions, Step, StepOutput};
 use crate::backend::{ClusterBackend, ServerState};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -160,20 +158,5 @@ impl FinishPlan {
     }
 }
 
-impl Plan for FinishPlan {
-    fn command(&self) -> &'static str {
-        "restore-finish"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for FinishPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(f, "plan: restore-finish", &self.phases, &self.notes)
-    }
-}
+super::plan_impls!(FinishPlan, "restore-finish", |_p| "plan: restore-finish"
+    .to_string());

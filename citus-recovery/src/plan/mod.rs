@@ -77,6 +77,38 @@ pub trait Plan: fmt::Display + Serialize {
     }
 }
 
+/// Implements [`Plan`] and `Display` for a plan struct with `phases` and `notes` fields; the
+/// heading is computed from the plan by the closure given.
+macro_rules! plan_impls {
+    ($plan:ty, $command:literal, |$p:ident| $heading:expr) => {
+        impl $crate::plan::Plan for $plan {
+            fn command(&self) -> &'static str {
+                $command
+            }
+            fn phases(&self) -> &[$crate::plan::Phase] {
+                &self.phases
+            }
+            fn notes(&self) -> &[String] {
+                &self.notes
+            }
+        }
+
+        impl std::fmt::Display for $plan {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let $p = self;
+                let heading = $heading;
+                $crate::plan::write_plan(
+                    f,
+                    AsRef::<str>::as_ref(&heading),
+                    &self.phases,
+                    &self.notes,
+                )
+            }
+        }
+    };
+}
+pub(crate) use plan_impls;
+
 /// The dry-run text shared by every plan: a heading, then numbered steps per node and phase.
 fn write_plan(
     f: &mut fmt::Formatter<'_>,

@@ -14,9 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::archive::find;
 use super::recovery_conf::{self, quote_value};
-use super::{
-    run_phases, write_plan, AbortPlan, NodePlan, Phase, Plan, RunOptions, Step, StepOutput,
-};
+use super::{run_phases, AbortPlan, NodePlan, Phase, RunOptions, Step, StepOutput};
 use crate::backend::{ClusterBackend, ServerState};
 use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
@@ -326,29 +324,8 @@ impl RestorePlan {
     }
 }
 
-impl Plan for RestorePlan {
-    fn command(&self) -> &'static str {
-        "restore-start"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for RestorePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(
-            f,
-            &format!(
-                "plan: restore-start backup {} to restore point {}",
-                self.state.backup,
-                quote_value(&self.state.restore_point)
-            ),
-            &self.phases,
-            &self.notes,
-        )
-    }
-}
+super::plan_impls!(RestorePlan, "restore-start", |p| format!(
+    "plan: restore-start backup {} to restore point {}",
+    p.state.backup,
+    quote_value(&p.state.restore_point)
+));

@@ -5,16 +5,11 @@
 //! PostgreSQL each node gets `pg_create_restore_point`. Then WAL is switched on every node and the
 //! point counts as made only when the segment holding it is in every node's archive.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::find;
-use super::{
-    run_phases, write_plan, NodePlan, Phase, Plan, RestorePointFunction, RunOptions, Step,
-    StepOutput,
-};
+use super::{run_phases, NodePlan, Phase, RestorePointFunction, RunOptions, Step, StepOutput};
 use crate::backend::ClusterBackend;
 use crate::catalog::{Catalog, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
@@ -188,28 +183,7 @@ impl RestorePointPlan {
     }
 }
 
-impl Plan for RestorePointPlan {
-    fn command(&self) -> &'static str {
-        "restore-point"
-    }
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
-impl fmt::Display for RestorePointPlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_plan(
-            f,
-            &format!(
-                "plan: restore-point {}",
-                super::recovery_conf::quote_value(&self.name)
-            ),
-            &self.phases,
-            &self.notes,
-        )
-    }
-}
+super::plan_impls!(RestorePointPlan, "restore-point", |p| format!(
+    "plan: restore-point {}",
+    super::recovery_conf::quote_value(&p.name)
+));

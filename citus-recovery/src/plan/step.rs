@@ -290,14 +290,9 @@ impl Step {
                 }
                 Ok(None)
             }
-            Step::Reload => {
-                let client = backend.connect(node).await?;
-                client
-                    .execute("SELECT pg_reload_conf()", &[])
-                    .await
-                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
-                Ok(None)
-            }
+            Step::Reload => run_sql(backend, node, "reload", "SELECT pg_reload_conf()")
+                .await
+                .map(|_| None),
             Step::Restart { .. } => {
                 backend.stop(node).await?;
                 backend
@@ -335,14 +330,14 @@ impl Step {
                 }))
             }
             Step::SwitchWalAndWait { archive } => {
-                let client = backend.connect(node).await?;
-                let row = client
-                    .query_one(
-                        "SELECT lsn::text, pg_walfile_name(lsn) FROM pg_switch_wal() AS lsn",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| Error::sql(&node.name, "pg_switch_wal", e))?;
+                let (client, row) = one_row(
+                    backend,
+                    node,
+                    "pg_switch_wal",
+                    "SELECT lsn::text, pg_walfile_name(lsn) FROM pg_switch_wal() AS lsn",
+                    &[],
+                )
+                .await?;
                 let (lsn, segment): (String, String) = (row.get(0), row.get(1));
                 wait_archived(backend, &client, node, archive, &segment, opts).await?;
                 Ok(Some(StepOutput::Archived {
@@ -379,14 +374,14 @@ impl Step {
                     .await
                     .map(Some)
             }
-            Step::Resume => {
-                let client = backend.connect(node).await?;
-                client
-                    .execute("SELECT pg_wal_replay_resume()", &[])
-                    .await
-                    .map_err(|e| Error::sql(&node.name, "pg_wal_replay_resume", e))?;
-                Ok(None)
-            }
+            Step::Resume => run_sql(
+                backend,
+                node,
+                "pg_wal_replay_resume",
+                "SELECT pg_wal_replay_resume()",
+            )
+            .await
+            .map(|_| None),
             Step::WaitPromoted => super::wait::promoted(backend, node, opts).await.map(Some),
             Step::RemoveRecoverySettings { file } => {
                 if let Some(old) = backend.read_file(node, file).await? {
@@ -395,15 +390,38 @@ impl Step {
                         backend.write_file(node, file, new.as_bytes()).await?;
                     }
                 }
-                let client = backend.connect(node).await?;
-                client
-                    .execute("SELECT pg_reload_conf()", &[])
+                run_sql(backend, node, "reload", "SELECT pg_reload_conf()")
                     .await
-                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
-                Ok(None)
+                    .map(|_| None)
             }
         }
     }
+}
+
+/// Connects to `node` and runs one statement that returns one row.
+async fn one_row(
+    backend: &dyn ClusterBackend,
+    node: &NodeConfig,
+    action: &str,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(tokio_postgres::Client, tokio_postgres::Row)> {
+    let client = backend.connect(node).await?;
+    let row = client
+        .query_one(sql, params)
+        .await
+        .map_err(|e| Error::sql(&node.name, action, e))?;
+    Ok((client, row))
+}
+
+/// Connects to `node` and runs one parameterless statement for its effect.
+async fn run_sql(
+    backend: &dyn ClusterBackend,
+    node: &NodeConfig,
+    action: &str,
+    sql: &str,
+) -> Result<()> {
+    one_row(backend, node, action, sql, &[]).await.map(|_| ())
 }
 
 /// Parses an LSN the server printed.
@@ -433,14 +451,14 @@ async fn base_backup(
     archive: &std::path::Path,
     opts: &RunOptions,
 ) -> Result<StepOutput> {
-    let client = backend.connect(node).await?;
-    let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::sql(&node.name, "read server settings", e))?;
+    let (client, row) = one_row(
+        backend,
+        node,
+        "read server settings",
+        "SELECT current_setting('server_version'), setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
+        &[],
+    )
+    .await?;
     let (pg_version, seg_size): (String, i64) = (row.get(0), row.get(1));
     let start_time = Utc::now();
     let files = backend.base_backup(node, folder, backup).await?;

@@ -396,7 +396,7 @@ fn disk_check(config: &ClusterConfig, catalog: &Catalog, backup: &Backup) -> Che
     }
     match nix::sys::statvfs::statvfs(dir) {
         Ok(st) => {
-            let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+            let free = st.blocks_available() * st.fragment_size();
             // Some slack: file system overhead, and WAL the servers write while recovering.
             let want = needed + needed / 20;
             Check {
