@@ -1,0 +1,477 @@
+"""Type stubs of the native module; ``citus_recovery`` re-exports everything here.
+
+Every class is read-only: attributes are properties, and nothing can be constructed from Python
+except ``Cluster``. Times are timezone-aware ``datetime`` objects in UTC, LSNs are strings as
+PostgreSQL writes them (``"0/3000028"``), paths are ``pathlib.Path``.
+"""
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union, final
+
+from typing_extensions import disjoint_base
+
+__version__: str
+
+__all__ = [
+    "__version__",
+    "Cluster",
+    "Backup",
+    "NodeBackup",
+    "RestorePoint",
+    "NodeRestorePoint",
+    "Plan",
+    "Phase",
+    "NodePlan",
+    "ArchivePlan",
+    "BasebackupPlan",
+    "RestorePointPlan",
+    "RestorePlan",
+    "FinishPlan",
+    "AbortPlan",
+    "ArchiveReport",
+    "RestoreReport",
+    "NodePaused",
+    "FinishReport",
+    "NodeFinish",
+    "AbortReport",
+    "NodeAbort",
+    "ClusterStatus",
+    "NodeStatus",
+    "RestoreState",
+    "NodeRestore",
+    "CitusRecoveryError",
+    "ConfigError",
+    "InvalidArgumentError",
+    "UnknownBackupError",
+    "UnknownRestorePointError",
+    "NodeError",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Errors: the message is always the core library's, naming the node or the field at fault.
+# ---------------------------------------------------------------------------------------------
+
+class CitusRecoveryError(Exception):
+    """Base class of every error citus_recovery raises."""
+
+    rollback: Optional[str]
+    """``None``, except when a failed ``restore_start`` rolled the nodes back: how that went.
+    The exception's class is then that of the failure."""
+
+class ConfigError(CitusRecoveryError):
+    """The cluster configuration is invalid; nothing was run."""
+
+    field: str
+    """The field at fault as written in the JSON (``workerNodes[1].port``), or ``(file)``."""
+    problem: str
+    fix: str
+    path: Optional[Path]
+    """The config file, when the config came from one."""
+
+class InvalidArgumentError(CitusRecoveryError, ValueError):
+    """An argument is invalid (a name too long, taken, or with a bad character); nothing was run."""
+
+    what: str
+    """What the argument is (``"restore point name"``, ``"backup name"``)."""
+    value: str
+    problem: str
+
+class UnknownBackupError(CitusRecoveryError):
+    """No complete backup of that name exists."""
+
+    name: str
+    """The backup asked for (empty when none was given and the config names none)."""
+    folder: Path
+    hint: str
+    """What exists instead, and the fix."""
+
+class UnknownRestorePointError(CitusRecoveryError):
+    """No restore point of that name is recorded."""
+
+    name: str
+    hint: str
+
+class NodeError(CitusRecoveryError):
+    """Work on one or more nodes failed."""
+
+    node: Optional[str]
+    """The node, when one node failed (``None`` when several did)."""
+    nodes: List[str]
+    """Every node that failed."""
+    action: Optional[str]
+    """What was being done, when one node failed."""
+    detail: Optional[str]
+    """Why it failed (the server's message, the program's output), when one node failed."""
+    errors: List[CitusRecoveryError]
+    """When several nodes failed: each one's error."""
+
+# ---------------------------------------------------------------------------------------------
+# The catalog.
+# ---------------------------------------------------------------------------------------------
+
+@final
+class NodeBackup:
+    """One node's part of a base backup."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def node(self) -> str: ...
+    @property
+    def start_lsn(self) -> str: ...
+    @property
+    def end_lsn(self) -> str:
+        """Recovery must replay at least this far to be consistent."""
+    @property
+    def timeline(self) -> int: ...
+    @property
+    def start_time(self) -> datetime: ...
+    @property
+    def end_time(self) -> datetime: ...
+    @property
+    def pg_version(self) -> str: ...
+    @property
+    def bytes(self) -> int: ...
+
+@final
+class Backup:
+    """A complete base backup of the whole cluster."""
+
+    @property
+    def name(self) -> str:
+        """The backup's name (also its folder name)."""
+    @property
+    def cluster_name(self) -> str: ...
+    @property
+    def start_time(self) -> datetime: ...
+    @property
+    def end_time(self) -> datetime: ...
+    @property
+    def citus_version(self) -> Optional[str]:
+        """The Citus version on the coordinator, ``None`` on plain PostgreSQL."""
+    @property
+    def nodes(self) -> List[NodeBackup]:
+        """Every node's part, in config order."""
+    @property
+    def bytes(self) -> int:
+        """Total bytes over all nodes."""
+    def node(self, node: str) -> Optional[NodeBackup]:
+        """The part of the backup for ``node``."""
+    def to_json(self) -> str:
+        """The backup's manifest as JSON."""
+
+@final
+class NodeRestorePoint:
+    """Where one node's copy of a restore point lies."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def lsn(self) -> Optional[str]:
+        """The record's LSN where known (Citus reports only the coordinator's)."""
+    @property
+    def timeline(self) -> int: ...
+    @property
+    def segment(self) -> str:
+        """The last WAL segment that had to be archived for the point to be usable."""
+
+@final
+class RestorePoint:
+    """A named restore point, written on every node."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def citus(self) -> bool:
+        """Made by ``citus_create_restore_point`` (consistent across nodes)."""
+    @property
+    def nodes(self) -> List[NodeRestorePoint]: ...
+    def node(self, node: str) -> Optional[NodeRestorePoint]: ...
+    def to_json(self) -> str: ...
+
+# ---------------------------------------------------------------------------------------------
+# Plans: str(plan) is the CLI's --dry-run text, to_json() its --dry-run --json output.
+# ---------------------------------------------------------------------------------------------
+
+@final
+class NodePlan:
+    """One node's steps within a phase."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def steps(self) -> List[str]: ...
+
+@final
+class Phase:
+    """Steps that run on several nodes at once."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def nodes(self) -> List[NodePlan]: ...
+
+@disjoint_base
+class Plan:
+    """What every plan offers. Building a plan changed nothing on any node."""
+
+    @property
+    def command(self) -> str:
+        """The command the plan belongs to (``"restore-start"``)."""
+    @property
+    def steps(self) -> List[str]:
+        """Every step as one line, ``"node: step"``."""
+    @property
+    def notes(self) -> List[str]:
+        """Remarks to read before running it."""
+    @property
+    def phases(self) -> List[Phase]: ...
+    def to_json(self) -> str:
+        """The plan as pretty JSON."""
+
+@final
+class ArchivePlan(Plan):
+    """The plan of ``prepare_archiving``."""
+
+    @property
+    def restart_pending(self) -> Dict[str, List[str]]:
+        """Nodes that need a restart the plan does not do, with the settings."""
+
+@final
+class BasebackupPlan(Plan):
+    """The plan of ``basebackup``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def citus_version(self) -> Optional[str]: ...
+
+@final
+class RestorePointPlan(Plan):
+    """The plan of ``create_restore_point``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def citus(self) -> bool: ...
+
+@final
+class RestorePlan(Plan):
+    """The plan of ``restore_start``."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def state(self) -> RestoreState:
+        """The restore state written before any node is touched."""
+
+@final
+class FinishPlan(Plan):
+    """The plan of ``restore_finish``."""
+
+@final
+class AbortPlan(Plan):
+    """The plan of ``restore_abort``."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def state(self) -> RestoreState:
+        """The restore being undone."""
+
+# ---------------------------------------------------------------------------------------------
+# Reports: str(report) is the CLI's text, to_json() its --json output.
+# ---------------------------------------------------------------------------------------------
+
+@final
+class ArchiveReport:
+    """What ``prepare_archiving`` did."""
+
+    @property
+    def restarted(self) -> List[str]: ...
+    @property
+    def restart_pending(self) -> Dict[str, List[str]]: ...
+    def to_json(self) -> str: ...
+
+@final
+class NodePaused:
+    """One node after ``restore_start``."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def replay_lsn(self) -> str: ...
+    @property
+    def moved_aside_to(self) -> Optional[Path]:
+        """Where the old data directory was kept."""
+
+@final
+class RestoreReport:
+    """What ``restore_start`` did: every node paused at the restore point."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def nodes(self) -> List[NodePaused]: ...
+    def to_json(self) -> str: ...
+
+@final
+class NodeFinish:
+    """One node after ``restore_finish``."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def timeline(self) -> Optional[int]:
+        """The new timeline when this call promoted the node."""
+
+@final
+class FinishReport:
+    """What ``restore_finish`` did."""
+
+    @property
+    def nodes(self) -> List[NodeFinish]: ...
+    def to_json(self) -> str: ...
+
+@final
+class NodeAbort:
+    """One node after ``restore_abort``."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def restored_old_data_dir(self) -> bool:
+        """Whether its old data directory was put back."""
+    @property
+    def failed_restore_kept_at(self) -> Optional[Path]:
+        """Where the data directory ``restore_start`` had made was moved (kept)."""
+
+@final
+class AbortReport:
+    """What ``restore_abort`` did: the data directories from before ``restore_start`` are back."""
+
+    @property
+    def nodes(self) -> List[NodeAbort]: ...
+    def to_json(self) -> str: ...
+
+@final
+class NodeRestore:
+    """What ``restore_start`` changes on one node."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def moved_aside_to(self) -> Optional[Path]: ...
+
+@final
+class RestoreState:
+    """A restore under way: begun by ``restore_start``, not yet ended by ``restore_finish``."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def started(self) -> datetime: ...
+    @property
+    def nodes(self) -> List[NodeRestore]: ...
+    def to_json(self) -> str: ...
+
+@final
+class NodeStatus:
+    """One node, as observed (nothing was changed to find this out)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def server(self) -> str:
+        """``"running"``, ``"stopped"`` or ``"missing"`` (no data directory)."""
+    @property
+    def in_recovery(self) -> Optional[bool]: ...
+    @property
+    def pause_state(self) -> Optional[str]: ...
+    @property
+    def lsn(self) -> Optional[str]: ...
+    @property
+    def timeline(self) -> Optional[int]: ...
+    @property
+    def settings(self) -> Dict[str, str]: ...
+    @property
+    def citus_version(self) -> Optional[str]:
+        """The Citus extension's version, ``None`` where it is not created."""
+    @property
+    def server_version(self) -> Optional[str]: ...
+    @property
+    def error(self) -> Optional[str]: ...
+    @property
+    def archiving(self) -> bool: ...
+
+@final
+class ClusterStatus:
+    """Every node's state."""
+
+    @property
+    def cluster_name(self) -> str: ...
+    @property
+    def nodes(self) -> List[NodeStatus]: ...
+    @property
+    def restore(self) -> Optional[RestoreState]: ...
+    def to_json(self) -> str: ...
+
+# ---------------------------------------------------------------------------------------------
+# The cluster.
+# ---------------------------------------------------------------------------------------------
+
+@final
+class Cluster:
+    """A Citus (or plain PostgreSQL) cluster of nodes on this host.
+
+    Long calls release the GIL and can be interrupted with Ctrl-C (``KeyboardInterrupt``).
+    """
+
+    def __new__(cls, config: Dict[str, Any]) -> Cluster:
+        """A cluster from a config dict in the ``cluster-config.json`` format (camelCase keys)."""
+    @staticmethod
+    def from_config(path: Union[str, os.PathLike[str]]) -> Cluster:
+        """A cluster from a ``cluster-config.json`` file."""
+    @property
+    def cluster_name(self) -> str: ...
+    @property
+    def node_names(self) -> List[str]:
+        """The coordinator first, then the workers in config order."""
+    def create(self, plain: bool = False) -> None: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def status(self) -> ClusterStatus: ...
+    def plan_prepare_archiving(self, restart: bool = True) -> ArchivePlan: ...
+    def prepare_archiving(self, restart: bool = True) -> ArchiveReport: ...
+    def plan_basebackup(self, name: Optional[str] = None) -> BasebackupPlan: ...
+    def basebackup(self, name: Optional[str] = None) -> Backup: ...
+    def plan_restore_point(self, name: Optional[str] = None) -> RestorePointPlan: ...
+    def create_restore_point(self, name: Optional[str] = None) -> RestorePoint: ...
+    def plan_restore_start(
+        self, backup: Optional[str] = None, restore_point: Optional[str] = None
+    ) -> RestorePlan: ...
+    def restore_start(
+        self, backup: Optional[str] = None, restore_point: Optional[str] = None
+    ) -> RestoreReport: ...
+    def plan_restore_finish(self) -> FinishPlan: ...
+    def restore_finish(self) -> FinishReport: ...
+    def plan_restore_abort(self) -> AbortPlan: ...
+    def restore_abort(self) -> AbortReport:
+        """Undoes ``restore_start``: the old data directories are put back."""
+    def list_backups(self) -> List[Backup]: ...
+    def list_restore_points(self) -> List[RestorePoint]: ...
+    def restore_state(self) -> Optional[RestoreState]: ...

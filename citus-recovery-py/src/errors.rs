@@ -1,0 +1,247 @@
+//! The exception classes and the one map from the core's [`Error`] onto them.
+//!
+//! | core error                              | Python exception                                 |
+//! |-----------------------------------------|--------------------------------------------------|
+//! | `Config`                                | `ConfigError` (`.field`, `.problem`, `.fix`, `.path`) |
+//! | `InvalidArgument`                       | `InvalidArgumentError`, also a `ValueError`      |
+//! | `UnknownBackup`                         | `UnknownBackupError` (`.name`, `.folder`, `.hint`) |
+//! | `UnknownRestorePoint`                   | `UnknownRestorePointError` (`.name`, `.hint`)    |
+//! | `Node`, `Sql`, `Several`                | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
+//! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
+//! | anything else                           | `CitusRecoveryError`                             |
+//!
+//! The message is always the core error's own text. Every exception has `.rollback`: `None`,
+//! except when a failed restore-start rolled the nodes back (then: how that went).
+
+use citus_recovery::Error;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyTuple, PyType};
+
+use crate::convert;
+
+create_exception!(
+    citus_recovery,
+    CitusRecoveryError,
+    PyException,
+    "Base class of every error citus_recovery raises; the message is the core library's."
+);
+create_exception!(
+    citus_recovery,
+    ConfigError,
+    CitusRecoveryError,
+    "The cluster configuration is invalid (`.field` names the JSON field); nothing was run."
+);
+create_exception!(
+    citus_recovery,
+    UnknownBackupError,
+    CitusRecoveryError,
+    "No complete backup of that name exists (`.name`, `.folder`, `.hint`)."
+);
+create_exception!(
+    citus_recovery,
+    UnknownRestorePointError,
+    CitusRecoveryError,
+    "No restore point of that name is recorded (`.name`, `.hint`)."
+);
+create_exception!(
+    citus_recovery,
+    NodeError,
+    CitusRecoveryError,
+    "Work on one or more nodes failed (`.node`, `.nodes`, `.action`, `.detail`, `.errors`)."
+);
+
+/// `InvalidArgumentError(CitusRecoveryError, ValueError)`: made with `type()` because
+/// `create_exception!` takes a single base class.
+static INVALID_ARGUMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// The `InvalidArgumentError` class, created on first use.
+pub fn invalid_argument_error(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    INVALID_ARGUMENT
+        .get_or_try_init(py, || {
+            let bases = PyTuple::new(
+                py,
+                [
+                    py.get_type::<CitusRecoveryError>(),
+                    py.get_type::<PyValueError>(),
+                ],
+            )?;
+            let namespace = PyDict::new(py);
+            namespace.set_item("__module__", "citus_recovery")?;
+            namespace.set_item(
+                "__doc__",
+                "An argument is invalid (a name too long, taken, or with a bad character); nothing was run (`.what`, `.value`, `.problem`).",
+            )?;
+            let class = py
+                .get_type::<PyType>()
+                .call1(("InvalidArgumentError", bases, namespace))?;
+            Ok(class.downcast_into::<PyType>()?.unbind())
+        })
+        .map(|class| class.bind(py))
+}
+
+/// Adds every exception class to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("CitusRecoveryError", py.get_type::<CitusRecoveryError>())?;
+    m.add("ConfigError", py.get_type::<ConfigError>())?;
+    m.add("InvalidArgumentError", invalid_argument_error(py)?)?;
+    m.add("UnknownBackupError", py.get_type::<UnknownBackupError>())?;
+    m.add(
+        "UnknownRestorePointError",
+        py.get_type::<UnknownRestorePointError>(),
+    )?;
+    m.add("NodeError", py.get_type::<NodeError>())?;
+    // A class attribute, so `.rollback` is there (None) on every error.
+    py.get_type::<CitusRecoveryError>()
+        .setattr("rollback", py.None())?;
+    Ok(())
+}
+
+/// The Python exception for a core error.
+pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
+    exception(py, &err).unwrap_or_else(|failed| failed)
+}
+
+/// Builds the exception: class by variant, message from the core, the variant's fields as
+/// attributes. An `Err` is a failure to build it (itself a Python error, raised instead).
+fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
+    let message = err.to_string();
+    let value = match err {
+        Error::Config {
+            path,
+            field,
+            problem,
+            fix,
+        } => {
+            let path = path.as_deref().map(|p| convert::path(py, p)).transpose()?;
+            instance(
+                &py.get_type::<ConfigError>(),
+                message,
+                [
+                    ("field", field.into_pyobject(py)?.into_any()),
+                    ("problem", problem.into_pyobject(py)?.into_any()),
+                    ("fix", fix.into_pyobject(py)?.into_any()),
+                    ("path", path.into_pyobject(py)?),
+                ],
+            )?
+        }
+        Error::InvalidArgument {
+            what,
+            value,
+            problem,
+        } => instance(
+            invalid_argument_error(py)?,
+            message,
+            [
+                ("what", what.into_pyobject(py)?.into_any()),
+                ("value", value.into_pyobject(py)?.into_any()),
+                ("problem", problem.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::UnknownBackup { name, folder, hint } => instance(
+            &py.get_type::<UnknownBackupError>(),
+            message,
+            [
+                ("name", name.into_pyobject(py)?.into_any()),
+                ("folder", convert::path(py, folder)?),
+                ("hint", hint.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::UnknownRestorePoint { name, hint } => instance(
+            &py.get_type::<UnknownRestorePointError>(),
+            message,
+            [
+                ("name", name.into_pyobject(py)?.into_any()),
+                ("hint", hint.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::Node {
+            node,
+            action,
+            detail,
+        }
+        | Error::Sql {
+            node,
+            action,
+            detail,
+            ..
+        } => node_error(
+            py,
+            message,
+            Some(node),
+            vec![node.clone()],
+            Some((action, detail)),
+            Vec::new(),
+        )?,
+        Error::Several(errors) => {
+            let mut nodes: Vec<String> = Vec::new();
+            for name in errors.iter().filter_map(Error::node_name) {
+                if !nodes.iter().any(|n| n == name) {
+                    nodes.push(name.to_string());
+                }
+            }
+            let node = match nodes.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            };
+            let inner = errors
+                .iter()
+                .map(|e| exception(py, e).map(|pe| pe.into_value(py).into_any()))
+                .collect::<PyResult<Vec<_>>>()?;
+            node_error(py, message, node, nodes.clone(), None, inner)?
+        }
+        Error::RestoreFailed { failure, rollback } => {
+            // The failure's class and attributes, the whole message, and how the rollback went.
+            let cause = exception(py, failure)?.into_value(py).into_bound(py);
+            let value = cause.get_type().call1((message,))?;
+            if let Ok(attributes) = cause.getattr("__dict__") {
+                value
+                    .getattr("__dict__")?
+                    .call_method1("update", (attributes,))?;
+            }
+            value.setattr("rollback", rollback)?;
+            value
+        }
+        _ => instance(&py.get_type::<CitusRecoveryError>(), message, [])?,
+    };
+    Ok(PyErr::from_value(value))
+}
+
+/// A `NodeError` with its attributes.
+fn node_error<'py>(
+    py: Python<'py>,
+    message: String,
+    node: Option<&str>,
+    nodes: Vec<String>,
+    action_detail: Option<(&String, &String)>,
+    errors: Vec<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (action, detail) = action_detail.unzip();
+    instance(
+        &py.get_type::<NodeError>(),
+        message,
+        [
+            ("node", node.into_pyobject(py)?),
+            ("nodes", PyList::new(py, nodes)?.into_any()),
+            ("action", action.into_pyobject(py)?),
+            ("detail", detail.into_pyobject(py)?),
+            ("errors", PyList::new(py, errors)?.into_any()),
+        ],
+    )
+}
+
+/// `class(message)` with `attributes` set on it.
+fn instance<'py, const N: usize>(
+    class: &Bound<'py, PyType>,
+    message: String,
+    attributes: [(&str, Bound<'py, PyAny>); N],
+) -> PyResult<Bound<'py, PyAny>> {
+    let value = class.call1((message,))?;
+    for (name, attribute) in attributes {
+        value.setattr(name, attribute)?;
+    }
+    Ok(value)
+}
