@@ -564,3 +564,34 @@ async fn a_citus_worker_missing_from_the_config_is_refused() {
         "no restore point was made"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_archive_is_reported_not_waited_on_forever() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(0);
+    let c = &t.cluster;
+    c.create(true).await.unwrap();
+    c.prepare_archiving(true).await.unwrap();
+    // The server's user can no longer write into its archive folder.
+    let archive = t.config().archive_dir(&t.config().coordinator);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let started = Instant::now();
+    let err = c.create_restore_point(Some("blocked")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("node coordinator: archive WAL segment"),
+        "{text}"
+    );
+    assert!(text.contains("failure(s)"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        c.list_restore_points().unwrap().is_empty(),
+        "an unarchived point is not recorded"
+    );
+    std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o700)).unwrap();
+}

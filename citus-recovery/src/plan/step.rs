@@ -526,8 +526,9 @@ async fn wait_archived(
     let target = archive.join(segment);
     let started = Instant::now();
     let mut last_check = Instant::now();
-    // A single failed attempt may be passing (the archiver retries); three checks in a row that
-    // find our segment failing mean it is stuck.
+    // A single failed attempt may be passing (the archiver retries). Archiving goes in order, so a
+    // failing segment, ours or an earlier one, blocks ours: six checks in a row (half a minute)
+    // that find the archiver failing mean it is stuck.
     let mut failing_checks = 0;
     loop {
         if backend.exists(node, &target).await? {
@@ -550,12 +551,12 @@ async fn wait_archived(
                 String,
                 bool,
             ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-            if failing && last_failed.get(..24).unwrap_or("") >= segment {
+            if failing {
                 failing_checks += 1;
             } else {
                 failing_checks = 0;
             }
-            let stuck = mode == "off" || failing_checks >= 3;
+            let stuck = mode == "off" || failing_checks >= 6;
             if stuck || started.elapsed() > opts.wait_timeout {
                 return Err(Error::node(
                     &node.name,
