@@ -18,6 +18,7 @@ use crate::reports::{
     PyRestoreState,
 };
 use crate::runtime::{blocking, run};
+use crate::verify::PyVerifyReport;
 
 /// A Citus (or plain PostgreSQL) cluster of nodes on this host.
 #[pyclass(module = "citus_recovery", name = "Cluster", frozen)]
@@ -149,6 +150,18 @@ impl PyCluster {
                 .plan_restore_start(backup.as_deref(), restore_point.as_deref())
         })?;
         plans::wrap(py, plan, PyRestorePlan)
+    }
+
+    /// Runs every pre-flight check of a restore and changes nothing; without a backup, the newest
+    /// that reaches the restore point on every node is chosen.
+    #[pyo3(signature = (backup = None, restore_point = None))]
+    fn verify(
+        &self,
+        py: Python<'_>,
+        backup: Option<String>,
+        restore_point: Option<String>,
+    ) -> PyResult<PyVerifyReport> {
+        run(py, || self.0.verify(backup.as_deref(), restore_point.as_deref())).map(PyVerifyReport)
     }
 
     /// Restores every node from the backup and waits until all are paused at the restore point.

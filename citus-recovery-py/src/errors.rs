@@ -7,6 +7,7 @@
 //! | `UnknownBackup`                         | `UnknownBackupError` (`.name`, `.folder`, `.hint`) |
 //! | `UnknownRestorePoint`                   | `UnknownRestorePointError` (`.name`, `.hint`)    |
 //! | `Node`, `Sql`, `Several`                | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
+//! | `PreflightFailed`                       | `VerifyError` (`.backup`, `.restore_point`, `.failures`) |
 //! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
 //! | anything else                           | `CitusRecoveryError`                             |
 //!
@@ -53,6 +54,13 @@ create_exception!(
     "Work on one or more nodes failed (`.node`, `.nodes`, `.action`, `.detail`, `.errors`)."
 );
 
+create_exception!(
+    citus_recovery,
+    VerifyError,
+    CitusRecoveryError,
+    "A check before restore-start failed, so nothing was changed (`.backup`, `.restore_point`, `.failures`)."
+);
+
 /// `InvalidArgumentError(CitusRecoveryError, ValueError)`: made with `type()` because
 /// `create_exception!` takes a single base class.
 static INVALID_ARGUMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -94,6 +102,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<UnknownRestorePointError>(),
     )?;
     m.add("NodeError", py.get_type::<NodeError>())?;
+    m.add("VerifyError", py.get_type::<VerifyError>())?;
     // A class attribute, so `.rollback` is there (None) on every error.
     py.get_type::<CitusRecoveryError>()
         .setattr("rollback", py.None())?;
@@ -193,6 +202,19 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 .collect::<PyResult<Vec<_>>>()?;
             node_error(py, message, node, nodes.clone(), None, inner)?
         }
+        Error::PreflightFailed {
+            backup,
+            restore_point,
+            failures,
+        } => instance(
+            &py.get_type::<VerifyError>(),
+            message,
+            [
+                ("backup", backup.into_pyobject(py)?.into_any()),
+                ("restore_point", restore_point.into_pyobject(py)?.into_any()),
+                ("failures", PyList::new(py, failures)?.into_any()),
+            ],
+        )?,
         Error::RestoreFailed { failure, rollback } => {
             // The failure's class and attributes, the whole message, and how the rollback went.
             let cause = exception(py, failure)?.into_value(py).into_bound(py);

@@ -14,6 +14,7 @@ mod errors;
 mod plans;
 mod reports;
 mod runtime;
+mod verify;
 
 use pyo3::prelude::*;
 
@@ -42,6 +43,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reports::PyFinishReport>()?;
     m.add_class::<reports::PyNodeFinish>()?;
     m.add_class::<reports::PyAbortReport>()?;
+    m.add_class::<verify::PyVerifyReport>()?;
+    m.add_class::<verify::PyCheck>()?;
     m.add_class::<reports::PyNodeAbort>()?;
     m.add_class::<reports::PyClusterStatus>()?;
     m.add_class::<reports::PyNodeStatus>()?;

@@ -47,6 +47,9 @@ __all__ = [
     "UnknownBackupError",
     "UnknownRestorePointError",
     "NodeError",
+    "Check",
+    "VerifyError",
+    "VerifyReport",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +95,14 @@ class UnknownRestorePointError(CitusRecoveryError):
 
     name: str
     hint: str
+
+class VerifyError(CitusRecoveryError):
+    """A check before restore-start failed, so nothing was changed."""
+
+    backup: str
+    restore_point: str
+    failures: List[str]
+    """Each failed check, naming the node, the file or segment, and what to do."""
 
 class NodeError(CitusRecoveryError):
     """Work on one or more nodes failed."""
@@ -469,9 +480,43 @@ class Cluster:
     ) -> RestoreReport: ...
     def plan_restore_finish(self) -> FinishPlan: ...
     def restore_finish(self) -> FinishReport: ...
+    def verify(
+        self, backup: Optional[str] = None, restore_point: Optional[str] = None
+    ) -> VerifyReport:
+        """Runs every pre-flight check of a restore; changes nothing."""
     def plan_restore_abort(self) -> AbortPlan: ...
     def restore_abort(self) -> AbortReport:
         """Undoes ``restore_start``: the old data directories are put back."""
     def list_backups(self) -> List[Backup]: ...
     def list_restore_points(self) -> List[RestorePoint]: ...
     def restore_state(self) -> Optional[RestoreState]: ...
+
+@final
+class Check:
+    """The outcome of one pre-flight check."""
+
+    @property
+    def node(self) -> Optional[str]: ...
+    @property
+    def check(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def detail(self) -> str: ...
+
+@final
+class VerifyReport:
+    """Every pre-flight check for one backup and restore point."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def chosen_because(self) -> Optional[str]: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def checks(self) -> List[Check]: ...
+    def failures(self) -> List[str]: ...
+    def to_json(self) -> str: ...
