@@ -215,11 +215,12 @@ async fn citus_distributed_table_restores_to_the_restore_point() {
         FIRST,
         "distributed count while paused"
     );
-    // The shards live on the workers: together they hold exactly the first insert.
+    // The shards live on the workers: together they hold exactly the first insert. (Citus hides
+    // shards from catalog queries unless told not to.)
     let mut on_workers = 0;
     for w in ["worker1", "worker2"] {
         let shards = t
-            .sql(w, "SELECT coalesce(sum(n), 0) FROM (SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint AS n FROM pg_tables WHERE tablename LIKE 'xx\\_%') s")
+            .sql(w, "SET citus.override_table_visibility = off; SELECT coalesce(sum(n), 0) FROM (SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', schemaname, tablename), false, true, '')))[1]::text::bigint AS n FROM pg_tables WHERE tablename LIKE 'xx\\_%') s")
             .await
             .unwrap();
         on_workers += shards[0].parse::<i64>().unwrap();
