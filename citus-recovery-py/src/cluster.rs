@@ -161,7 +161,10 @@ impl PyCluster {
         backup: Option<String>,
         restore_point: Option<String>,
     ) -> PyResult<PyVerifyReport> {
-        run(py, || self.0.verify(backup.as_deref(), restore_point.as_deref())).map(PyVerifyReport)
+        run(py, || {
+            self.0.verify(backup.as_deref(), restore_point.as_deref())
+        })
+        .map(PyVerifyReport)
     }
 
     /// Restores every node from the backup and waits until all are paused at the restore point.
