@@ -523,13 +523,7 @@ async fn the_backup_is_chosen_by_lsn_and_never_the_newest_by_default() {
 async fn a_citus_worker_missing_from_the_config_is_refused() {
     skip_unless_postgres!();
     let t = TestCluster::new(2);
-    if !t.citus_available().await {
-        eprintln!(
-            "SKIPPED: the Citus extension is not installed for PostgreSQL in {}",
-            common::PG_BIN
-        );
-        return;
-    }
+    skip_unless_citus!(t);
     t.cluster.create(false).await.unwrap();
     t.cluster.prepare_archiving(true).await.unwrap();
     // The same cluster seen through a config that lacks worker2.

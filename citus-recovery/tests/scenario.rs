@@ -172,13 +172,7 @@ async fn plain_nodes_restore_to_the_restore_point() {
 async fn citus_distributed_table_restores_to_the_restore_point() {
     skip_unless_postgres!();
     let t = TestCluster::new(2);
-    if !t.citus_available().await {
-        eprintln!(
-            "SKIPPED: the Citus extension is not installed for PostgreSQL in {}",
-            common::PG_BIN
-        );
-        return;
-    }
+    skip_unless_citus!(t);
     let c = &t.cluster;
     c.create(false).await.expect("create with Citus");
     let status = c.status().await.unwrap();

@@ -275,3 +275,17 @@ impl TestCluster {
         entries
     }
 }
+
+/// Returns early from a test, printing why, when the Citus extension is not installed.
+#[macro_export]
+macro_rules! skip_unless_citus {
+    ($t:expr) => {
+        if !$t.citus_available().await {
+            eprintln!(
+                "SKIPPED: the Citus extension is not installed for PostgreSQL in {}",
+                common::PG_BIN
+            );
+            return;
+        }
+    };
+}
