@@ -10,5 +10,6 @@
 # example's (non-zero when a count is wrong).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 cargo build --release --quiet -p citus-recovery-examples --bin scenario
 exec target/release/scenario "$@"
