@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 
 /// How often progress is logged while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How often the server process is looked at while it refuses connections.
+const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a server must look stopped before it counts as stopped.
 const STOPPED_GRACE: Duration = Duration::from_secs(3);
 
@@ -27,6 +29,9 @@ pub(super) async fn paused(
     // Right after `pg_ctl start -W` the postmaster may not be visible yet: a server counts as
     // stopped only when it has looked stopped for a while.
     let mut stopped_since: Option<Instant> = None;
+    // Asking pg_ctl starts a process: while the server refuses connections (starting up), ask
+    // it once a second rather than at every poll.
+    let mut last_state_check: Option<Instant> = None;
     loop {
         if started.elapsed() > opts.wait_timeout {
             return Err(Error::node(
@@ -43,6 +48,11 @@ pub(super) async fn paused(
             match backend.connect(node).await {
                 Ok(c) => client = Some(c),
                 Err(_) => {
+                    if last_state_check.is_some_and(|t| t.elapsed() < STATE_CHECK_EVERY) {
+                        tokio::time::sleep(opts.poll_interval).await;
+                        continue;
+                    }
+                    last_state_check = Some(Instant::now());
                     // Starting up, or gone: only the process can tell.
                     if backend.server_state(node).await? == ServerState::Running {
                         stopped_since = None;
