@@ -74,3 +74,37 @@ impl ClusterLock {
         &self.path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_command_is_refused_and_told_who_holds_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = serde_json::json!({
+            "clusterName": "c", "workerCount": 0,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [],
+            "clusterBaseFolder": dir.path().join("cluster"),
+            "archiveBaseFolder": dir.path().join("archive"),
+            "backupBaseFolder": dir.path().join("backup"),
+        });
+        let config = ClusterConfig::from_json_str(&json.to_string(), None).unwrap();
+        let owner = OsUser::for_config(&config).unwrap();
+        let held = ClusterLock::acquire(&config, &owner, "basebackup").unwrap();
+        match ClusterLock::acquire(&config, &owner, "restore-start") {
+            Err(Error::Locked { holder, path }) => {
+                assert!(
+                    holder.contains(&format!("pid {}", std::process::id())),
+                    "{holder}"
+                );
+                assert!(holder.contains("`basebackup`"), "{holder}");
+                assert_eq!(path, held.path());
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(held);
+        ClusterLock::acquire(&config, &owner, "restore-start").expect("free again once released");
+    }
+}
