@@ -146,20 +146,7 @@ pub async fn restore(
         stop_and_move_aside(local, node, "raw-aside").await?;
         let data = config.data_dir(node);
         let source = config.backup_dir(backup).join(&node.name);
-        env.mkdir(&data, 0o700)?;
-        let mut tar = env.as_server_user("tar");
-        tar.arg("-xf")
-            .arg(source.join("base.tar"))
-            .arg("-C")
-            .arg(&data);
-        run(&mut tar, "tar -x base.tar").await?;
-        env.mkdir(&data.join("pg_wal"), 0o700)?;
-        let mut tar = env.as_server_user("tar");
-        tar.arg("-xf")
-            .arg(source.join("pg_wal.tar"))
-            .arg("-C")
-            .arg(data.join("pg_wal"));
-        run(&mut tar, "tar -x pg_wal.tar").await?;
+        gnu_tar_extract(env, &source, &data).await?;
         let conf = data.join("postgresql.auto.conf");
         let settings = [
             (
@@ -204,25 +191,32 @@ pub async fn extract_library(env: &Env, local: &Local, backup: &str, dest: &Path
 
 /// Extraction only, by GNU tar as the servers' user: every node's backup into `<dest>/<node>`,
 /// all at once.
+/// GNU tar, as the servers' user, of one node's `base.tar` into `data` and `pg_wal.tar` into
+/// its `pg_wal`: the floor the library's own extraction is measured against.
+async fn gnu_tar_extract(env: &Env, source: &Path, data: &Path) -> Result<()> {
+    env.mkdir(data, 0o700)?;
+    let mut tar = env.as_server_user("tar");
+    tar.arg("-xf")
+        .arg(source.join("base.tar"))
+        .arg("-C")
+        .arg(data);
+    run(&mut tar, "tar -x base.tar").await?;
+    env.mkdir(&data.join("pg_wal"), 0o700)?;
+    let mut tar = env.as_server_user("tar");
+    tar.arg("-xf")
+        .arg(source.join("pg_wal.tar"))
+        .arg("-C")
+        .arg(data.join("pg_wal"));
+    run(&mut tar, "tar -x pg_wal.tar").await?;
+    Ok(())
+}
+
 pub async fn extract_tar(env: &Env, local: &Local, backup: &str, dest: &Path) -> Result<()> {
     env.mkdir(dest, 0o700)?;
     try_join_all(local.nodes().map(|node| async move {
         let source = local.config().backup_dir(backup).join(&node.name);
         let data = dest.join(&node.name);
-        env.mkdir(&data, 0o700)?;
-        let mut tar = env.as_server_user("tar");
-        tar.arg("-xf")
-            .arg(source.join("base.tar"))
-            .arg("-C")
-            .arg(&data);
-        run(&mut tar, "tar -x base.tar").await?;
-        env.mkdir(&data.join("pg_wal"), 0o700)?;
-        let mut tar = env.as_server_user("tar");
-        tar.arg("-xf")
-            .arg(source.join("pg_wal.tar"))
-            .arg("-C")
-            .arg(data.join("pg_wal"));
-        run(&mut tar, "tar -x pg_wal.tar").await?;
+        gnu_tar_extract(env, &source, &data).await?;
         Result::Ok(())
     }))
     .await?;
