@@ -19,6 +19,7 @@ fn build(c: &mut Criterion) {
         let paused = fixtures::observations(&config, NodeState::Paused);
         let backup = fixtures::backup(&config, "nightly");
         let point = fixtures::restore_point(&config, "before-upgrade");
+        let data_dirs = fixtures::data_dirs(&config);
         let now = fixtures::now();
         group.bench_with_input(
             BenchmarkId::new("prepare-archiving", workers),
@@ -51,6 +52,8 @@ fn build(c: &mut Criterion) {
                     &backup,
                     &point,
                     &catalog,
+                    &data_dirs,
+                    None,
                     now,
                 )
                 .unwrap()
@@ -74,6 +77,8 @@ fn print(c: &mut Criterion) {
             &fixtures::backup(&config, "nightly"),
             &fixtures::restore_point(&config, "before-upgrade"),
             &Catalog::new(&config),
+            &fixtures::data_dirs(&config),
+            None,
             fixtures::now(),
         )
         .unwrap();

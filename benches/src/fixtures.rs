@@ -68,20 +68,21 @@ pub fn observations(config: &ClusterConfig, state: NodeState) -> Vec<NodeObserva
             }
             let paused = state == NodeState::Paused;
             NodeObservation {
-                node: node.name.clone(),
-                server: ServerState::Running,
                 in_recovery: Some(paused),
                 pause_state: paused.then(|| "paused".to_string()),
                 lsn: Some("0/5000000".into()),
                 timeline: (!paused).then_some(1),
                 settings,
-                citus_version: None,
                 server_version: Some("15.14".into()),
-                citus_nodes: None,
-                error: None,
+                ..NodeObservation::new(&node.name, ServerState::Running)
             }
         })
         .collect()
+}
+
+/// Every node's data directory, as if all exist (what a restore plan is built from).
+pub fn data_dirs(config: &ClusterConfig) -> std::collections::HashSet<std::path::PathBuf> {
+    config.nodes().map(|n| config.data_dir(n)).collect()
 }
 
 /// A fixed point in time, so plans come out the same in every iteration.
@@ -109,6 +110,7 @@ pub fn backup(config: &ClusterConfig, name: &str) -> Backup {
                 end_time: now(),
                 pg_version: "15.14".into(),
                 bytes: 1 << 30,
+                system_identifier: None,
             })
             .collect(),
     }

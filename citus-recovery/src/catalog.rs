@@ -1,32 +1,35 @@
 //! The catalog: what is recorded beside the backups.
 //!
 //! ```text
-//! <backupBaseFolder>/
+//! <backupBaseFolder>/                     the invoking user's, mode 0755
 //!   restore-points.json                   every restore point created through the library
-//!   <backup>/
+//!   citus-recovery-restore.json           the restore under way, if any
+//!   citus-recovery.lock                   the cluster lock
+//!   <backup>/                             the invoking user's, mode 0755
 //!     citus-recovery-backup.json          the cluster manifest, written last
-//!     <node>/base.tar, pg_wal.tar, backup_manifest
-//!     <node>/citus-recovery-node.json     the node manifest, written when that node is done
+//!     citus-recovery-node-<node>.json     a node's manifest, written when that node is done
+//!     <node>/base.tar, pg_wal.tar, backup_manifest   written by pg_basebackup as the servers' user
 //! ```
 //!
 //! Readers trust only backups whose cluster manifest exists: a failed or interrupted backup has
-//! none, so it is never listed or offered for restore.
+//! none, so it is never listed or offered for restore. The catalog's files are the invoking
+//! user's and are checked before they are read ([`crate::trusted`]): the servers' user, which
+//! writes the node folders, can change none of them.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::files;
+use crate::trusted;
 use crate::wal::Lsn;
 
 /// File name of a backup's cluster manifest.
 pub const CLUSTER_MANIFEST: &str = "citus-recovery-backup.json";
-/// File name of a node's manifest inside its backup folder.
-pub const NODE_MANIFEST: &str = "citus-recovery-node.json";
+/// Prefix of a node's manifest file name in its backup's folder (`citus-recovery-node-<node>.json`).
+pub const NODE_MANIFEST_PREFIX: &str = "citus-recovery-node-";
 /// File name of the restore point record.
 pub const RESTORE_POINTS: &str = "restore-points.json";
 
@@ -51,6 +54,10 @@ pub struct NodeBackup {
     pub pg_version: String,
     /// Bytes written.
     pub bytes: u64,
+    /// The server's `system_identifier`: a restore puts this backup only into that server's
+    /// place. `None` for backups made before it was recorded.
+    #[serde(default)]
+    pub system_identifier: Option<u64>,
 }
 
 /// A complete base backup of the whole cluster.
@@ -216,8 +223,14 @@ impl Catalog {
                 continue;
             }
             let manifest = entry.path().join(CLUSTER_MANIFEST);
-            if let Some(backup) = files::read_json::<Backup>(&manifest)? {
-                backups.push(backup);
+            match trusted::read_json::<Backup>(&manifest) {
+                Ok(Some(backup)) => backups.push(backup),
+                Ok(None) => {}
+                // One doubtful backup must not hide the others; it is named when asked for.
+                Err(e @ Error::UntrustedFile { .. }) => {
+                    tracing::warn!("backup {} skipped: {e}", entry.path().display())
+                }
+                Err(e) => return Err(e),
             }
         }
         backups.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.name.cmp(&b.name)));
@@ -226,8 +239,16 @@ impl Catalog {
 
     /// The complete backup of that name.
     pub fn backup(&self, name: &str) -> Result<Backup> {
+        crate::names::check_backup_name(name)?;
         let manifest = self.backup_dir(name).join(CLUSTER_MANIFEST);
-        if let Some(backup) = files::read_json::<Backup>(&manifest)? {
+        if let Some(backup) = trusted::read_json::<Backup>(&manifest)? {
+            if backup.name != name {
+                return Err(Error::UntrustedFile {
+                    path: manifest,
+                    problem: format!("names backup {:?}, not {name:?}", backup.name),
+                    fix: "move the folder back to its own name".into(),
+                });
+            }
             return Ok(backup);
         }
         let known: Vec<String> = self.backups()?.into_iter().map(|b| b.name).collect();
@@ -253,32 +274,31 @@ impl Catalog {
         self.backup_dir(name).exists()
     }
 
-    /// Writes a node's manifest into its backup folder.
-    pub async fn write_node_manifest(
-        &self,
-        backend: &dyn ClusterBackend,
-        node: &NodeBackup,
-    ) -> Result<()> {
-        let path = self
-            .node_backup_dir(&node.backup, &node.node)
-            .join(NODE_MANIFEST);
-        write_json(backend, &path, node).await
+    /// Creates the backup's folder (the invoking user's) before any node writes into it.
+    pub fn create_backup_dir(&self, name: &str) -> Result<()> {
+        crate::names::check_backup_name(name)?;
+        trusted::ensure_dir(&self.backup_dir(name))
+    }
+
+    /// Writes a node's manifest into its backup's folder.
+    pub fn write_node_manifest(&self, node: &NodeBackup) -> Result<()> {
+        let file = format!("{NODE_MANIFEST_PREFIX}{}.json", node.node);
+        let path = trusted::file_in(&self.backup_dir(&node.backup), &file)?;
+        trusted::write_json(&path, node)
     }
 
     /// Writes the cluster manifest: from now on the backup is complete.
-    pub async fn write_cluster_manifest(
-        &self,
-        backend: &dyn ClusterBackend,
-        backup: &Backup,
-    ) -> Result<()> {
-        let path = self.backup_dir(&backup.name).join(CLUSTER_MANIFEST);
-        write_json(backend, &path, backup).await
+    pub fn write_cluster_manifest(&self, backup: &Backup) -> Result<()> {
+        trusted::write_json(
+            &self.backup_dir(&backup.name).join(CLUSTER_MANIFEST),
+            backup,
+        )
     }
 
     /// Recorded restore points, oldest first.
     pub fn restore_points(&self) -> Result<Vec<RestorePoint>> {
         Ok(
-            files::read_json::<RestorePointFile>(&self.root.join(RESTORE_POINTS))?
+            trusted::read_json::<RestorePointFile>(&self.root.join(RESTORE_POINTS))?
                 .unwrap_or_default()
                 .restore_points,
         )
@@ -308,30 +328,11 @@ impl Catalog {
     }
 
     /// Adds a restore point to the record.
-    pub async fn record_restore_point(
-        &self,
-        backend: &dyn ClusterBackend,
-        rp: &RestorePoint,
-    ) -> Result<()> {
-        let coordinator = &backend.config().coordinator;
-        backend.create_dir(coordinator, &self.root).await?;
+    pub fn record_restore_point(&self, rp: &RestorePoint) -> Result<()> {
+        trusted::ensure_dir(&self.root)?;
         let path = self.root.join(RESTORE_POINTS);
-        let mut file = files::read_json::<RestorePointFile>(&path)?.unwrap_or_default();
+        let mut file = trusted::read_json::<RestorePointFile>(&path)?.unwrap_or_default();
         file.restore_points.push(rp.clone());
-        write_json(backend, &path, &file).await
+        trusted::write_json(&path, &file)
     }
-}
-
-/// Catalog files live where the library runs; they are written through the backend so they
-/// belong to the servers' user like everything else the library creates.
-async fn write_json<T: Serialize>(
-    backend: &dyn ClusterBackend,
-    path: &Path,
-    value: &T,
-) -> Result<()> {
-    let mut text = serde_json::to_vec_pretty(value).expect("plain data serializes");
-    text.push(b'\n');
-    backend
-        .write_file(&backend.config().coordinator, path, &text)
-        .await
 }

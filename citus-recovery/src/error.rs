@@ -139,6 +139,61 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A file or folder of the library's own (catalog, restore state, lock) could have been
+    /// changed by someone other than the user running the tool, so it is not trusted; nothing
+    /// was changed.
+    #[error("{} is not trusted: it {problem}; fix: {fix}", path.display())]
+    UntrustedFile {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+
+    /// A restore is under way (restore-start began and neither restore-finish nor restore-abort
+    /// ended it); the command was refused and nothing was changed.
+    #[error("a restore (backup {backup}, restore point {restore_point:?}) began at {started} and is not finished: {fix}")]
+    RestoreInProgress {
+        /// The backup being restored.
+        backup: String,
+        /// The restore point it goes to.
+        restore_point: String,
+        /// When restore-start began (RFC 3339).
+        started: String,
+        /// What to do.
+        fix: String,
+    },
+
+    /// A node's server is not the one the backup was taken of (its `system_identifier`
+    /// differs), or a backup does not fit the config's nodes; nothing was changed.
+    #[error("node {node}: {problem}; fix: {fix}")]
+    Identity {
+        /// The node's name from the config.
+        node: String,
+        /// What does not match.
+        problem: String,
+        /// What to do.
+        fix: String,
+    },
+
+    /// Recovery paused somewhere other than the restore point (for instance because the WAL
+    /// raised a setting above the restored server's value).
+    #[error("node {node}: recovery paused at {replay_lsn}, before restore point {restore_point:?} at {target_lsn}: {cause}")]
+    NotAtTarget {
+        /// The node's name.
+        node: String,
+        /// The restore point.
+        restore_point: String,
+        /// Where replay paused.
+        replay_lsn: String,
+        /// Where the restore point record is.
+        target_lsn: String,
+        /// The cause, from the server log.
+        cause: String,
+    },
+
     /// Several nodes failed; each error names its node.
     #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
     Several(Vec<Error>),
@@ -225,7 +280,10 @@ impl Error {
     /// The node this error is about, if it is about one.
     pub fn node_name(&self) -> Option<&str> {
         match self {
-            Error::Node { node, .. } | Error::Sql { node, .. } => Some(node),
+            Error::Node { node, .. }
+            | Error::Sql { node, .. }
+            | Error::Identity { node, .. }
+            | Error::NotAtTarget { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

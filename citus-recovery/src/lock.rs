@@ -2,17 +2,20 @@
 //!
 //! The lock is a `flock` on `<backupBaseFolder>/citus-recovery.lock`; the kernel releases it when
 //! the holder exits, however it exits, so a crashed command never leaves the cluster locked. The
-//! file's content names the holder, for the message the second command prints.
+//! file's content names the holder, for the message the second command prints. Like the catalog,
+//! it is the invoking user's ([`crate::trusted`]): the servers' user can neither take it nor
+//! replace it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::files::{self, OsUser};
+use crate::trusted;
 
 /// File name of the lock, in `backupBaseFolder`.
 pub const LOCK_FILE: &str = "citus-recovery.lock";
@@ -26,17 +29,32 @@ pub struct ClusterLock {
 
 impl ClusterLock {
     /// Takes the cluster's lock for `command`, or fails at once naming who holds it.
-    pub fn acquire(config: &ClusterConfig, owner: &OsUser, command: &str) -> Result<Self> {
+    pub fn acquire(config: &ClusterConfig, command: &str) -> Result<Self> {
         let dir = &config.backup_base_folder;
-        files::create_dir_owned(dir, 0o700, owner)?;
+        trusted::ensure_dir(dir)?;
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(trusted::FILE_MODE)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| Error::io("open the lock file", &path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect the lock file", &path, e))?;
+        if !meta.is_file() || meta.uid() != nix::unistd::Uid::effective().as_raw() {
+            return Err(Error::UntrustedFile {
+                path,
+                problem: format!(
+                    "is not a regular file of the user running citus-recovery (owner uid {})",
+                    meta.uid()
+                ),
+                fix: "move it away; the library makes it again".into(),
+            });
+        }
         let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((mut file, errno)) if errno == nix::errno::Errno::EWOULDBLOCK => {
@@ -65,7 +83,6 @@ impl ClusterLock {
             f.write_all(text.as_bytes())
         };
         write(&mut lock).map_err(|e| Error::io("write the lock file", &path, e))?;
-        owner.own(&path)?;
         Ok(ClusterLock { _lock: lock, path })
     }
 
@@ -91,9 +108,8 @@ mod tests {
             "backupBaseFolder": dir.path().join("backup"),
         });
         let config = ClusterConfig::from_json_str(&json.to_string(), None).unwrap();
-        let owner = OsUser::for_config(&config).unwrap();
-        let held = ClusterLock::acquire(&config, &owner, "basebackup").unwrap();
-        match ClusterLock::acquire(&config, &owner, "restore-start") {
+        let held = ClusterLock::acquire(&config, "basebackup").unwrap();
+        match ClusterLock::acquire(&config, "restore-start") {
             Err(Error::Locked { holder, path }) => {
                 assert!(
                     holder.contains(&format!("pid {}", std::process::id())),
@@ -105,6 +121,6 @@ mod tests {
             other => panic!("expected Locked, got {other:?}"),
         }
         drop(held);
-        ClusterLock::acquire(&config, &owner, "restore-start").expect("free again once released");
+        ClusterLock::acquire(&config, "restore-start").expect("free again once released");
     }
 }

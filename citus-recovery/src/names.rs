@@ -13,6 +13,26 @@ pub fn default_name(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%SZ").to_string()
 }
 
+/// Checks a time stamp made by [`default_name`] (`20261125T143625Z`), as read back from a file:
+/// it becomes part of folder names, so nothing else is accepted.
+pub fn check_stamp(stamp: &str) -> Result<()> {
+    let ok = stamp.len() == 16
+        && stamp.bytes().enumerate().all(|(i, b)| match i {
+            8 => b == b'T',
+            15 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument {
+            what: "time stamp",
+            value: stamp.into(),
+            problem: "is not of the form 20261125T143625Z".into(),
+        })
+    }
+}
+
 /// Checks a backup name: it becomes a folder name, so it is kept to a portable character set.
 pub fn check_backup_name(name: &str) -> Result<()> {
     let bad = |problem: String| Error::InvalidArgument {
@@ -82,6 +102,20 @@ mod tests {
     }
 
     #[test]
+    fn stamps() {
+        check_stamp("20261125T143625Z").unwrap();
+        for bad in [
+            "",
+            "20261125T143625",
+            "../../../etc/x",
+            "20261125T14362/Z",
+            "2026112XT143625Z",
+        ] {
+            assert!(check_stamp(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn backup_names() {
         for ok in ["nightly", "2026-11-25_a.1"] {
             check_backup_name(ok).unwrap();
@@ -93,6 +127,9 @@ mod tests {
             "a b",
             "x'y",
             "restore-points.json",
+            "..",
+            ".",
+            "a\nb",
             &"x".repeat(101),
         ] {
             assert!(

@@ -162,8 +162,28 @@ impl Cluster {
     }
 
     /// Starts every stopped node.
+    ///
+    /// While a restore is under way, a node starts only when its restore got as far as writing
+    /// `recovery.signal` and `global/pg_control` (it then recovers to the restore point and
+    /// pauses, as restore-start left it); otherwise the command is refused before any node
+    /// starts, saying to run restore-start again or restore-abort.
     pub async fn start(&self) -> Result<()> {
         let _lock = self.lock("cluster start")?;
+        if let Some(state) = self.restore_state()? {
+            let backend = self.backend();
+            for node in self.config().nodes() {
+                let dir = self.config().data_dir(node);
+                let ready = backend.exists(node, &dir.join("recovery.signal")).await?
+                    && backend.exists(node, &dir.join("global/pg_control")).await?;
+                if !ready {
+                    return Err(state.in_progress(&format!(
+                        "node {} was not fully restored ({} lacks recovery.signal or global/pg_control), so it must not start; run `citus-recovery restore-start` again to resume the restore, or `citus-recovery restore-abort` to put the old data directories back",
+                        node.name,
+                        dir.display()
+                    )));
+                }
+            }
+        }
         self.start_nodes().await
     }
 

@@ -21,8 +21,9 @@ use crate::files::OsUser;
 use crate::lock::ClusterLock;
 use crate::observe;
 use crate::plan::{
-    existing_paths, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan,
-    FinishReport, RestorePlan, RestorePointPlan, RestoreReport, RestoreState, RunOptions,
+    existing_paths, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
+    BasebackupPlan, FinishPlan, FinishReport, RestorePlan, RestorePointPlan, RestoreReport,
+    RestoreState, RunOptions,
 };
 use crate::verify::listing::ArchivedRestorePoint;
 use crate::verify::VerifyReport;
@@ -32,7 +33,6 @@ use crate::verify::VerifyReport;
 pub struct Cluster {
     backend: Arc<dyn ClusterBackend>,
     options: RunOptions,
-    owner: OsUser,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -57,17 +57,17 @@ impl Cluster {
 
     /// A cluster reached through any backend.
     pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Result<Self> {
-        let owner = OsUser::for_config(backend.config())?;
+        // Fails here, not half-way through a command, when the servers' user is wrong.
+        OsUser::for_config(backend.config())?;
         Ok(Cluster {
             backend,
             options: RunOptions::default(),
-            owner,
         })
     }
 
     /// Takes the cluster's lock for a command that changes things.
     fn lock(&self, command: &str) -> Result<ClusterLock> {
-        ClusterLock::acquire(self.config(), &self.owner, command)
+        ClusterLock::acquire(self.config(), command)
     }
 
     /// Replaces the run options (concurrency, timeouts).
@@ -115,7 +115,7 @@ impl Cluster {
 
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.
     pub fn restore_state(&self) -> Result<Option<RestoreState>> {
-        crate::files::read_json(&RestoreState::path(self.config()))
+        RestoreState::load(self.config())
     }
 
     /// Plans `prepare-archiving`; with `restart`, nodes that need it are restarted.
@@ -193,6 +193,8 @@ impl Cluster {
     /// Plans `restore-start`. The restore point defaults to the config's `restorePoint`; the
     /// backup to `backupToRestore`, else the newest that reaches the point on every node. Every
     /// check of [`Cluster::verify`] runs first: any failure is an error, before anything changes.
+    /// When a restore is under way already (a restore-start was killed or failed to roll back),
+    /// the plan resumes it: the data directories from before it stay where it moved them.
     pub async fn plan_restore_start(
         &self,
         backup: Option<&str>,
@@ -200,15 +202,7 @@ impl Cluster {
     ) -> Result<RestorePlan> {
         let config = self.config();
         let point = self.restore_point_name(restore_point)?;
-        if let Some(state) = self.restore_state()? {
-            return Err(Error::State(format!(
-                "a restore (backup {}, restore point {:?}) began at {} and was not finished ({}): run `citus-recovery restore-finish` to keep it, or `citus-recovery restore-abort` to put the old data directories back",
-                state.backup,
-                state.restore_point,
-                state.started.to_rfc3339(),
-                RestoreState::path(config).display()
-            )));
-        }
+        let previous = self.restore_state()?;
         let report = self.verify(backup, Some(&point)).await?;
         if !report.ok() {
             return Err(Error::PreflightFailed {
@@ -220,13 +214,34 @@ impl Cluster {
         let catalog = self.catalog();
         let backup = catalog.backup(&report.backup)?;
         let observed = observe::cluster(self.backend()).await?;
+        observe::check_identity(config, &observed, &backup)?;
+        let now = Utc::now();
+        let stamp = previous
+            .as_ref()
+            .map_or_else(|| crate::names::default_name(now), |p| p.stamp.clone());
+        let paths: Vec<(String, std::path::PathBuf)> = config
+            .nodes()
+            .flat_map(|n| {
+                [
+                    (n.name.clone(), config.data_dir(n)),
+                    (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
+                ]
+            })
+            .collect();
+        let existing = existing_paths(
+            self.backend(),
+            paths.iter().map(|(n, p)| (n.as_str(), p.as_path())),
+        )
+        .await?;
         let mut plan = RestorePlan::build(
             config,
             &observed,
             &backup,
             &report.target,
             &catalog,
-            Utc::now(),
+            &existing,
+            previous.as_ref(),
+            now,
         )?;
         if let Some(why) = report.chosen_because {
             plan.notes.insert(0, why);
@@ -267,7 +282,7 @@ impl Cluster {
             ))
         })?;
         let observed = observe::cluster(self.backend()).await?;
-        let existing = existing_paths(self.backend(), &state).await?;
+        let existing = existing_paths(self.backend(), state.paths()).await?;
         AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())
     }
 

@@ -75,7 +75,7 @@ impl AbortPlan {
                 if existing.contains(&n.data_dir) {
                     steps.push(Step::MoveAside {
                         from: n.data_dir.clone(),
-                        to: failed_dir(config, &node.name, &stamp),
+                        to: super::failed_restore_dir(config, &node.name, &stamp),
                     });
                 }
                 steps.push(Step::MoveAside {
@@ -113,13 +113,7 @@ impl AbortPlan {
         opts: &RunOptions,
     ) -> Result<AbortReport> {
         run_phases(backend, &self.phases, opts).await?;
-        let config = backend.config();
-        let state_path = RestoreState::path(config);
-        if backend.exists(&config.coordinator, &state_path).await? {
-            backend
-                .remove_file(&config.coordinator, &state_path)
-                .await?;
-        }
+        RestoreState::remove(backend.config())?;
         let nodes = self.phases[0]
             .nodes
             .iter()
@@ -143,13 +137,6 @@ impl AbortPlan {
             .collect();
         Ok(AbortReport { nodes })
     }
-}
-
-/// Where a restored data directory goes when its restore is undone.
-fn failed_dir(config: &ClusterConfig, node: &str, stamp: &str) -> PathBuf {
-    config
-        .cluster_base_folder
-        .join(format!("{node}.failed-restore-{stamp}"))
 }
 
 impl fmt::Display for AbortReport {

@@ -101,8 +101,11 @@ impl BasebackupPlan {
     /// Runs the plan and returns the complete backup.
     pub async fn execute(&self, backend: &dyn ClusterBackend, opts: &RunOptions) -> Result<Backup> {
         let start_time = Utc::now();
-        let outputs = run_phases(backend, &self.phases, opts).await?;
         let config = backend.config();
+        // The backup's folder is the invoking user's; only the node folders inside are the
+        // servers' user's (pg_basebackup writes them).
+        Catalog::new(config).create_backup_dir(&self.name)?;
+        let outputs = run_phases(backend, &self.phases, opts).await?;
         let mut nodes = Vec::new();
         for node in config.nodes() {
             let part = outputs
@@ -125,9 +128,7 @@ impl BasebackupPlan {
             citus_version: self.citus_version.clone(),
             nodes,
         };
-        Catalog::new(config)
-            .write_cluster_manifest(backend, &backup)
-            .await?;
+        Catalog::new(config).write_cluster_manifest(&backup)?;
         Ok(backup)
     }
 }

@@ -136,12 +136,7 @@ impl FinishPlan {
     ) -> Result<FinishReport> {
         let outputs = run_phases(backend, &self.phases, opts).await?;
         let config = backend.config();
-        let state_path = RestoreState::path(config);
-        if backend.exists(&config.coordinator, &state_path).await? {
-            backend
-                .remove_file(&config.coordinator, &state_path)
-                .await?;
-        }
+        RestoreState::remove(config)?;
         let nodes = config
             .nodes()
             .map(|n| NodeFinish {

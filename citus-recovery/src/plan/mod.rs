@@ -26,7 +26,10 @@ pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport};
 pub use basebackup::BasebackupPlan;
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
-pub use restore::{NodePaused, NodeRestore, RestorePlan, RestoreReport, RestoreState};
+pub use restore::{
+    failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestorePlan, RestoreReport,
+    RestoreState,
+};
 pub use restore_point::RestorePointPlan;
 pub use step::{Parameter, RestorePointFunction, RunOptions, Step, StepOutput};
 
@@ -143,19 +146,18 @@ fn write_plan(
     Ok(())
 }
 
-/// Which of the paths a restore state names exist now: what an [`AbortPlan`] is built from.
-pub async fn existing_paths(
+/// Which of `paths` (each on its node's host) exist now: what restore and abort plans are built
+/// from, so that building them touches no disk.
+pub async fn existing_paths<'a>(
     backend: &dyn ClusterBackend,
-    state: &RestoreState,
+    paths: impl Iterator<Item = (&'a str, &'a std::path::Path)>,
 ) -> Result<std::collections::HashSet<std::path::PathBuf>> {
     let config = backend.config();
     let mut existing = std::collections::HashSet::new();
-    for n in &state.nodes {
-        let node = config.node(&n.node).unwrap_or(&config.coordinator);
-        for path in std::iter::once(&n.data_dir).chain(n.moved_aside_to.as_ref()) {
-            if backend.exists(node, path).await? {
-                existing.insert(path.clone());
-            }
+    for (node, path) in paths {
+        let node = config.node(node).unwrap_or(&config.coordinator);
+        if backend.exists(node, path).await? {
+            existing.insert(path.to_path_buf());
         }
     }
     Ok(existing)

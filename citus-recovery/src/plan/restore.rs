@@ -3,11 +3,14 @@
 //! Per node: stop the server, move the data directory aside (kept, never deleted), extract the
 //! backup, write the recovery settings and `recovery.signal`, start, and wait until recovery is
 //! paused at the restore point. Before the first node is touched, the plan's state is written to
-//! `<clusterBaseFolder>/citus-recovery-restore.json`, so `restore-abort` (or a person) knows which
-//! directory to put back.
+//! `<backupBaseFolder>/citus-recovery-restore.json` (a file of the invoking user's, see
+//! [`crate::trusted`]), so `restore-abort`, a second `restore-start` (which resumes) or a person
+//! knows which directory to put back. Paths are never read from that file: they are rebuilt from
+//! the config and the validated time stamp it holds.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -20,9 +23,10 @@ use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::observe::NodeObservation;
+use crate::trusted;
 use crate::wal::Lsn;
 
-/// File name of the restore state, in `clusterBaseFolder`.
+/// File name of the restore state, in `backupBaseFolder`.
 pub const RESTORE_STATE: &str = "citus-recovery-restore.json";
 
 /// What restore-start changed on one node.
@@ -30,9 +34,10 @@ pub const RESTORE_STATE: &str = "citus-recovery-restore.json";
 pub struct NodeRestore {
     /// The node's name.
     pub node: String,
-    /// Its data directory.
+    /// Its data directory (rebuilt from the config when the state is read).
     pub data_dir: PathBuf,
-    /// Where the old data directory was moved, if there was one.
+    /// Where the old data directory was moved, if there was one (rebuilt from the config and the
+    /// state's stamp when the state is read).
     pub moved_aside_to: Option<PathBuf>,
     /// Whether the node's server was running before, so an abort starts it again.
     #[serde(default)]
@@ -48,14 +53,112 @@ pub struct RestoreState {
     pub restore_point: String,
     /// When restore-start began.
     pub started: DateTime<Utc>,
+    /// The time stamp in the names of the moved-aside data directories
+    /// (`<node>.before-restore-<stamp>`).
+    pub stamp: String,
     /// Every node.
     pub nodes: Vec<NodeRestore>,
+}
+
+/// Where restore-start moves a node's data directory: `<clusterBaseFolder>/<node>.before-restore-<stamp>`.
+pub fn moved_aside_dir(config: &ClusterConfig, node: &str, stamp: &str) -> PathBuf {
+    config
+        .cluster_base_folder
+        .join(format!("{node}.before-restore-{stamp}"))
+}
+
+/// Where a restored data directory goes when its restore is undone or started again:
+/// `<clusterBaseFolder>/<node>.failed-restore-<stamp>`.
+pub fn failed_restore_dir(config: &ClusterConfig, node: &str, stamp: &str) -> PathBuf {
+    config
+        .cluster_base_folder
+        .join(format!("{node}.failed-restore-{stamp}"))
 }
 
 impl RestoreState {
     /// Where the state file of `config` lives.
     pub fn path(config: &ClusterConfig) -> PathBuf {
+        config.backup_base_folder.join(RESTORE_STATE)
+    }
+
+    /// Where versions before 0.2 wrote it: a folder the servers' user can write.
+    fn legacy_path(config: &ClusterConfig) -> PathBuf {
         config.cluster_base_folder.join(RESTORE_STATE)
+    }
+
+    /// Reads the restore under way, if any, after checking that only the invoking user could
+    /// have written it; every path is rebuilt from `config` and the validated stamp.
+    pub fn load(config: &ClusterConfig) -> Result<Option<Self>> {
+        let legacy = Self::legacy_path(config);
+        if std::fs::symlink_metadata(&legacy).is_ok() {
+            return Err(Error::UntrustedFile {
+                path: legacy,
+                problem: "is a restore state left by an older version, in a folder the servers' user can write".into(),
+                fix: "read it, put each node's data directory back by hand if a restore was under way (the names it lists are <node>.before-restore-<time> in clusterBaseFolder), then remove it".into(),
+            });
+        }
+        let path = Self::path(config);
+        let Some(mut state) = trusted::read_json::<RestoreState>(&path)? else {
+            return Ok(None);
+        };
+        crate::names::check_stamp(&state.stamp).map_err(|e| Error::UntrustedFile {
+            path: path.clone(),
+            problem: format!("holds a bad stamp: {e}"),
+            fix: "restore the file from the output of restore-start, or remove it after putting the data directories back by hand".into(),
+        })?;
+        for n in &mut state.nodes {
+            let node = config.node(&n.node).ok_or_else(|| Error::Identity {
+                node: n.node.clone(),
+                problem: format!(
+                    "the restore under way ({}) names a node the config lacks",
+                    path.display()
+                ),
+                fix: format!(
+                    "use the config the restore began with, or put the node's data directory back by hand from {} and remove the file",
+                    moved_aside_dir(config, &n.node, &state.stamp).display()
+                ),
+            })?;
+            n.data_dir = config.data_dir(node);
+            n.moved_aside_to = n
+                .moved_aside_to
+                .is_some()
+                .then(|| moved_aside_dir(config, &node.name, &state.stamp));
+        }
+        Ok(Some(state))
+    }
+
+    /// Writes the state, durably, before any node is touched.
+    pub fn save(&self, config: &ClusterConfig) -> Result<()> {
+        trusted::ensure_dir(&config.backup_base_folder)?;
+        trusted::write_json(&Self::path(config), self)
+    }
+
+    /// Removes the state: no restore is under way any more.
+    pub fn remove(config: &ClusterConfig) -> Result<()> {
+        trusted::remove(&Self::path(config))
+    }
+
+    /// The entry of `node`.
+    pub fn node(&self, node: &str) -> Option<&NodeRestore> {
+        self.nodes.iter().find(|n| n.node == node)
+    }
+
+    /// The error for a command that must not run while this restore is under way.
+    pub fn in_progress(&self, fix: &str) -> Error {
+        Error::RestoreInProgress {
+            backup: self.backup.clone(),
+            restore_point: self.restore_point.clone(),
+            started: self.started.to_rfc3339(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Every path a plan built from this state asks about.
+    pub fn paths(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.nodes.iter().flat_map(|n| {
+            std::iter::once((n.node.as_str(), n.data_dir.as_path()))
+                .chain(n.moved_aside_to.as_deref().map(|p| (n.node.as_str(), p)))
+        })
     }
 }
 
@@ -120,9 +223,15 @@ impl RestorePlan {
         backup: &Backup,
         restore_point: &RestorePoint,
         catalog: &Catalog,
+        existing: &HashSet<PathBuf>,
+        previous: Option<&RestoreState>,
         now: DateTime<Utc>,
     ) -> Result<Self> {
-        let stamp = crate::names::default_name(now);
+        let attempt = crate::names::default_name(now);
+        // A restore started again keeps the first attempt's stamp: the old data directories
+        // stay where that attempt put them.
+        let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
+        crate::observe::check_backup_nodes(config, backup)?;
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {
@@ -157,18 +266,56 @@ impl RestorePlan {
             if obs.server == ServerState::Running {
                 steps.push(Step::Stop);
             }
-            let moved_aside_to =
-                (obs.server != ServerState::Missing || data_dir.exists()).then(|| {
-                    config
-                        .cluster_base_folder
-                        .join(format!("{}.before-restore-{stamp}", node.name))
-                });
-            if let Some(to) = &moved_aside_to {
-                steps.push(Step::MoveAside {
-                    from: data_dir.clone(),
-                    to: to.clone(),
-                });
-            }
+            let aside = moved_aside_dir(config, &node.name, &stamp);
+            let has_data_dir = existing.contains(&data_dir);
+            let (moved_aside_to, was_running) = match previous.map(|p| p.node(&node.name)) {
+                None => {
+                    if has_data_dir {
+                        steps.push(Step::MoveAside {
+                            from: data_dir.clone(),
+                            to: aside.clone(),
+                        });
+                    }
+                    (
+                        has_data_dir.then_some(aside),
+                        obs.server == ServerState::Running,
+                    )
+                }
+                Some(None) => {
+                    return Err(Error::Identity {
+                        node: node.name.clone(),
+                        problem: "the restore under way was begun without this node".into(),
+                        fix: "run restore-abort with the config the restore began with".into(),
+                    })
+                }
+                Some(Some(prev)) => {
+                    let old_kept = prev.moved_aside_to.is_some() && existing.contains(&aside);
+                    if prev.moved_aside_to.is_some() && !old_kept && has_data_dir {
+                        // Killed before the move: the data directory is still the old one.
+                        steps.push(Step::MoveAside {
+                            from: data_dir.clone(),
+                            to: aside.clone(),
+                        });
+                    } else if prev.moved_aside_to.is_some() && !old_kept {
+                        return Err(Error::State(format!(
+                            "node {}: neither {} nor {} exists, so the data directory from before the restore is gone; restore by hand",
+                            node.name,
+                            data_dir.display(),
+                            aside.display()
+                        )));
+                    } else if has_data_dir {
+                        // What the killed attempt restored: kept, never deleted.
+                        steps.push(Step::MoveAside {
+                            from: data_dir.clone(),
+                            to: failed_restore_dir(config, &node.name, &attempt),
+                        });
+                    }
+                    (
+                        prev.moved_aside_to.as_ref().map(|_| aside),
+                        prev.was_running,
+                    )
+                }
+            };
             let archive = config.archive_dir(node);
             steps.push(Step::Extract {
                 backup: catalog.node_backup_dir(&backup.name, &node.name),
@@ -210,14 +357,15 @@ impl RestorePlan {
                 node: node.name.clone(),
                 data_dir,
                 moved_aside_to,
-                was_running: obs.server == ServerState::Running,
+                was_running,
             });
         }
         Ok(RestorePlan {
             state: RestoreState {
                 backup: backup.name.clone(),
                 restore_point: restore_point.name.clone(),
-                started: now,
+                started: previous.map_or(now, |p| p.started),
+                stamp,
                 nodes: state_nodes,
             },
             phases: vec![Phase {
@@ -229,10 +377,16 @@ impl RestorePlan {
                 nodes,
             }],
             notes: vec![
-                format!(
-                    "the restore state is written to {} before any node is touched",
-                    RestoreState::path(config).display()
-                ),
+                match previous {
+                    None => format!(
+                        "the restore state is written to {} before any node is touched",
+                        RestoreState::path(config).display()
+                    ),
+                    Some(p) => format!(
+                        "resumes the restore begun at {}: the data directories from before it stay where it moved them; what it had restored is kept as <node>.failed-restore-{attempt}",
+                        p.started.to_rfc3339()
+                    ),
+                },
                 "once paused, check the data with read-only queries, then run `citus-recovery restore-finish`".into(),
             ],
         })
@@ -244,15 +398,7 @@ impl RestorePlan {
         backend: &dyn ClusterBackend,
         opts: &RunOptions,
     ) -> Result<RestoreReport> {
-        let config = backend.config();
-        let mut text = serde_json::to_vec_pretty(&self.state).expect("plain data serializes");
-        text.push(b'\n');
-        backend
-            .create_dir(&config.coordinator, &config.cluster_base_folder)
-            .await?;
-        backend
-            .write_file(&config.coordinator, &RestoreState::path(config), &text)
-            .await?;
+        self.state.save(backend.config())?;
         let outputs = match run_phases(backend, &self.phases, opts).await {
             Ok(outputs) => outputs,
             Err(failure) => return Err(self.roll_back(backend, opts, failure).await),
@@ -300,7 +446,7 @@ impl RestorePlan {
         tracing::error!("restore-start failed, rolling back every node: {failure}");
         let rollback = async {
             let observed = crate::observe::cluster(backend).await?;
-            let existing = super::existing_paths(backend, &self.state).await?;
+            let existing = super::existing_paths(backend, self.state.paths()).await?;
             let plan = AbortPlan::build(
                 backend.config(),
                 &observed,

@@ -176,9 +176,7 @@ impl RestorePointPlan {
             citus: self.citus,
             nodes,
         };
-        Catalog::new(config)
-            .record_restore_point(backend, &rp)
-            .await?;
+        Catalog::new(config).record_restore_point(&rp)?;
         Ok(rp)
     }
 }

@@ -455,12 +455,16 @@ async fn base_backup(
         backend,
         node,
         "read server settings",
-        "SELECT current_setting('server_version'), setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'",
+        "SELECT current_setting('server_version'), setting::bigint, (SELECT system_identifier FROM pg_control_system()) \
+         FROM pg_settings WHERE name = 'wal_segment_size'",
         &[],
     )
     .await?;
-    let (pg_version, seg_size): (String, i64) = (row.get(0), row.get(1));
+    let (pg_version, seg_size, system_id): (String, i64, i64) =
+        (row.get(0), row.get(1), row.get(2));
     let start_time = Utc::now();
+    // pg_basebackup fills an existing empty folder; the backup's folder above is not its to write.
+    backend.create_dir(node, folder).await?;
     let files = backend.base_backup(node, folder, backup).await?;
     let manifest_path = folder.join("backup_manifest");
     let manifest = backend
@@ -493,10 +497,10 @@ async fn base_backup(
         end_time: Utc::now(),
         pg_version,
         bytes: files.bytes,
+        // A uint64 shown through a signed bigint: the bits are the identifier.
+        system_identifier: Some(system_id as u64),
     };
-    Catalog::new(backend.config())
-        .write_node_manifest(backend, &node_backup)
-        .await?;
+    Catalog::new(backend.config()).write_node_manifest(&node_backup)?;
     Ok(StepOutput::Backup(node_backup))
 }
 

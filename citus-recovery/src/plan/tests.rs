@@ -1,7 +1,7 @@
 //! Plan building from hand-made observations: no server, no I/O.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
 
@@ -9,7 +9,7 @@ use super::*;
 use crate::backend::ServerState;
 use crate::catalog::{Backup, Catalog, NodeBackup, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
-use crate::observe::NodeObservation;
+use crate::observe::{CitusNode, NodeObservation};
 use crate::wal::Lsn;
 
 fn config() -> ClusterConfig {
@@ -45,17 +45,13 @@ fn running(node: &str, archiving: bool) -> NodeObservation {
         settings.insert("archive_command".into(), "(disabled)".into());
     }
     NodeObservation {
-        node: node.into(),
-        server: ServerState::Running,
         in_recovery: Some(false),
-        pause_state: None,
         lsn: Some("0/3000000".into()),
         timeline: Some(1),
         settings,
-        citus_version: None,
         server_version: Some("15.18".into()),
-        citus_nodes: None,
-        error: None,
+        addresses: vec!["127.0.0.1".parse().unwrap()],
+        ..NodeObservation::new(node, ServerState::Running)
     }
 }
 
@@ -85,6 +81,7 @@ fn backup(end_time: DateTime<Utc>) -> Backup {
                 end_time,
                 pg_version: "15.18".into(),
                 bytes: 1,
+                system_identifier: None,
             })
             .collect(),
     }
@@ -244,6 +241,8 @@ fn restore_plan_steps_per_node() {
         &backup(t(10)),
         &point(0x3000000, t(20)),
         &catalog,
+        &data_dirs(&c),
+        None,
         t(30),
     )
     .unwrap();
@@ -307,6 +306,8 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
         &backup(t(10)),
         &point(0x2000000, t(20)),
         &catalog,
+        &data_dirs(&c),
+        None,
         t(30),
     )
     .unwrap_err();
@@ -319,7 +320,17 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     for n in &mut rp.nodes {
         n.lsn = None;
     }
-    assert!(RestorePlan::build(&c, &all(true), &backup(t(10)), &rp, &catalog, t(30)).is_err());
+    assert!(RestorePlan::build(
+        &c,
+        &all(true),
+        &backup(t(10)),
+        &rp,
+        &catalog,
+        &data_dirs(&c),
+        None,
+        t(30)
+    )
+    .is_err());
     let mut short = backup(t(10));
     short.nodes.pop();
     let err = RestorePlan::build(
@@ -328,13 +339,126 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
         &short,
         &point(0x3000000, t(20)),
         &catalog,
+        &data_dirs(&c),
+        None,
+        t(30),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Identity { .. }), "{err}");
+    assert!(err.to_string().contains("it lacks worker2"), "{err}");
+    // A node removed from the config since the backup: refused too, not silently skipped.
+    let mut long = backup(t(10));
+    let mut extra = long.nodes[2].clone();
+    extra.node = "worker3".into();
+    long.nodes.push(extra);
+    let err = RestorePlan::build(
+        &c,
+        &all(true),
+        &long,
+        &point(0x3000000, t(20)),
+        &catalog,
+        &data_dirs(&c),
+        None,
         t(30),
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("no part for node worker2"),
+        err.to_string()
+            .contains("it has worker3 which the config lacks"),
         "{err}"
     );
+}
+
+/// Every node's data directory, as if all exist.
+fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
+    c.nodes().map(|n| c.data_dir(n)).collect()
+}
+
+#[test]
+fn a_restore_started_again_resumes_from_what_the_disk_holds() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let first = RestorePlan::build(
+        &c,
+        &all(true),
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &catalog,
+        &data_dirs(&c),
+        None,
+        t(30),
+    )
+    .unwrap();
+    let stamp = first.state.stamp.clone();
+    let aside = |n: &str| moved_aside_dir(&c, n, &stamp);
+    // Killed mid-way: the coordinator was moved aside and half-restored, worker1 was not moved
+    // yet, worker2 was moved aside and nothing extracted.
+    let mut existing = HashSet::new();
+    existing.insert(aside("coordinator"));
+    existing.insert(c.data_dir(&c.coordinator));
+    existing.insert(c.data_dir(&c.workers[0]));
+    existing.insert(aside("worker2"));
+    let mut obs = all(true);
+    for o in &mut obs {
+        o.server = ServerState::Stopped;
+    }
+    let again = RestorePlan::build(
+        &c,
+        &obs,
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &catalog,
+        &existing,
+        Some(&first.state),
+        t(90),
+    )
+    .unwrap();
+    assert_eq!(
+        again.state.stamp, stamp,
+        "the old directories stay where they are"
+    );
+    assert_eq!(again.state.started, first.state.started);
+    let moves = |i: usize| -> Vec<(PathBuf, PathBuf)> {
+        again.phases[0].nodes[i]
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::MoveAside { from, to } => Some((from.clone(), to.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        moves(0),
+        [(
+            c.data_dir(&c.coordinator),
+            failed_restore_dir(&c, "coordinator", &crate::names::default_name(t(90)))
+        )],
+        "the half-restored directory is kept aside, the old one stays put"
+    );
+    assert_eq!(moves(1), [(c.data_dir(&c.workers[0]), aside("worker1"))]);
+    assert!(moves(2).is_empty());
+    for n in &again.state.nodes {
+        assert_eq!(n.moved_aside_to.as_ref(), Some(&aside(&n.node)));
+        assert!(
+            n.was_running,
+            "what counts is whether it ran before the first attempt"
+        );
+    }
+    // Both gone: the old data cannot be found, so nothing is done.
+    existing.remove(&aside("worker2"));
+    let err = RestorePlan::build(
+        &c,
+        &obs,
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &catalog,
+        &existing,
+        Some(&first.state),
+        t(90),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("neither"), "{err}");
 }
 
 #[test]
@@ -369,23 +493,30 @@ fn a_citus_node_missing_from_the_config_is_refused() {
     let catalog = Catalog::new(&c);
     let mut obs = all(true);
     obs[0].citus_version = Some("13.2".into());
+    let cn = |host: &str, port: u16| CitusNode {
+        host: host.into(),
+        port,
+        addresses: vec!["127.0.0.1".parse().unwrap()],
+        active: true,
+    };
+    // Registered by address, configured by name: the same servers.
     obs[0].citus_nodes = Some(vec![
-        ("127.0.0.1".into(), 9700),
-        ("localhost".into(), 9701),
-        ("localhost".into(), 9702),
+        cn("127.0.0.1", 9700),
+        cn("127.0.0.1", 9701),
+        cn("localhost", 9702),
     ]);
     BasebackupPlan::build(&c, &obs, None, t(0), &catalog).expect("every active node is configured");
     obs[0]
         .citus_nodes
         .as_mut()
         .unwrap()
-        .push(("localhost".into(), 9703));
+        .push(cn("localhost", 9703));
     for err in [
         BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err(),
         RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
     ] {
         assert!(
-            err.to_string().contains("active node localhost:9703"),
+            err.to_string().contains("an active node localhost:9703"),
             "{err}"
         );
     }

@@ -131,6 +131,7 @@ mod tests {
             end_time: Utc.timestamp_opt(0, 0).unwrap(),
             pg_version: "15".into(),
             bytes: 0,
+            system_identifier: None,
         }
     }
 
