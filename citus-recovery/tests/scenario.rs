@@ -138,11 +138,20 @@ async fn plain_nodes_restore_to_the_restore_point() {
     let state = c.restore_state().unwrap().expect("restore state written");
     assert_eq!(state.backup, "first");
 
-    // A second restore-start while one is under way is refused before anything changes.
-    assert!(matches!(
-        c.restore_start(Some("first"), Some(rp_name)).await,
-        Err(Error::State(_))
-    ));
+    // A second restore-start while one is under way starts it again: the data directories
+    // from before stay where the first one moved them, what it restored is kept aside.
+    let again = c
+        .plan_restore_start(Some("first"), Some(rp_name))
+        .await
+        .expect("plan a second restore-start");
+    assert_eq!(again.state.stamp, state.stamp);
+    assert!(again.notes.iter().any(|n| n.contains("resumes the restore")), "{again}");
+    for np in &again.phases[0].nodes {
+        assert!(
+            np.steps.iter().any(|s| matches!(s, citus_recovery::plan::Step::MoveAside { to, .. } if to.to_string_lossy().contains(".failed-restore-"))),
+            "{again}"
+        );
+    }
 
     let finished = c.restore_finish().await.expect("restore-finish");
     for n in &finished.nodes {

@@ -348,6 +348,7 @@ impl RestorePlan {
             steps.push(Step::Start { wait: false });
             steps.push(Step::WaitPaused {
                 restore_point: restore_point.name.clone(),
+                lsn: point.lsn,
             });
             nodes.push(NodePlan {
                 node: node.name.clone(),

@@ -112,10 +112,13 @@ pub enum Step {
         /// [`Step::WaitPaused`] instead).
         wait: bool,
     },
-    /// Wait until recovery pauses at the restore point.
+    /// Wait until recovery pauses at the restore point: paused, and replayed past the restore
+    /// point record (a pause anywhere else is a failure).
     WaitPaused {
         /// The restore point.
         restore_point: String,
+        /// Where the restore point record starts on this node, as read from its archive.
+        lsn: Option<Lsn>,
     },
     /// `pg_wal_replay_resume()`: end recovery at the paused target.
     Resume,
@@ -184,11 +187,17 @@ impl fmt::Display for Step {
             Step::CreateSignal { path } => write!(f, "create {}", path.display()),
             Step::Start { wait: true } => write!(f, "start the server"),
             Step::Start { wait: false } => write!(f, "start the server in recovery"),
-            Step::WaitPaused { restore_point } => write!(
-                f,
-                "wait until recovery is paused at restore point {}",
-                recovery_conf::quote_value(restore_point)
-            ),
+            Step::WaitPaused { restore_point, lsn } => {
+                write!(
+                    f,
+                    "wait until recovery is paused at restore point {}",
+                    recovery_conf::quote_value(restore_point)
+                )?;
+                match lsn {
+                    Some(lsn) => write!(f, " (replayed past its record at {lsn})"),
+                    None => Ok(()),
+                }
+            }
             Step::Resume => write!(f, "SELECT pg_wal_replay_resume() (ends recovery, new timeline)"),
             Step::WaitPromoted => write!(f, "wait until the server has left recovery and is writable"),
             Step::RemoveRecoverySettings { file } => write!(
@@ -369,8 +378,8 @@ impl Step {
                 };
                 backend.start(node, wait).await.map(|_| None)
             }
-            Step::WaitPaused { restore_point } => {
-                super::wait::paused(backend, node, restore_point, opts)
+            Step::WaitPaused { restore_point, lsn } => {
+                super::wait::paused(backend, node, restore_point, *lsn, opts)
                     .await
                     .map(Some)
             }

@@ -6,6 +6,7 @@ use super::step::{parse_lsn, timeline_of, RunOptions, StepOutput};
 use crate::backend::{ClusterBackend, ServerState};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
+use crate::wal::Lsn;
 
 /// How often progress is logged while waiting.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -15,11 +16,14 @@ const STATE_CHECK_EVERY: Duration = Duration::from_secs(1);
 const STOPPED_GRACE: Duration = Duration::from_secs(3);
 
 /// Waits until the node's recovery is paused at `restore_point`. A server that stops, or that
-/// leaves recovery without pausing, is an error naming the node and quoting its log.
+/// leaves recovery without pausing, is an error naming the node and quoting its log. Since
+/// PostgreSQL 14 recovery also pauses where the WAL raises a setting above the server's value,
+/// so a pause counts only once replay has passed the restore point record at `target`.
 pub(super) async fn paused(
     backend: &dyn ClusterBackend,
     node: &NodeConfig,
     restore_point: &str,
+    target: Option<Lsn>,
     opts: &RunOptions,
 ) -> Result<StepOutput> {
     let action = format!("recover to restore point {restore_point:?}");
@@ -98,9 +102,19 @@ pub(super) async fn paused(
                     ));
                 }
                 if state == "paused" {
-                    return Ok(StepOutput::Paused {
-                        replay_lsn: parse_lsn(node, &lsn)?,
-                    });
+                    let replay_lsn = parse_lsn(node, &lsn)?;
+                    match target {
+                        Some(t) if replay_lsn <= t => {
+                            return Err(Error::NotAtTarget {
+                                node: node.name.clone(),
+                                restore_point: restore_point.into(),
+                                replay_lsn: replay_lsn.to_string(),
+                                target_lsn: t.to_string(),
+                                cause: pause_cause(&backend.log_tail(node, 200).await),
+                            })
+                        }
+                        _ => return Ok(StepOutput::Paused { replay_lsn }),
+                    }
                 }
                 if last_progress.elapsed() > PROGRESS_EVERY {
                     last_progress = Instant::now();
@@ -109,6 +123,24 @@ pub(super) async fn paused(
             }
         }
         tokio::time::sleep(opts.poll_interval).await;
+    }
+}
+
+/// Why recovery paused, from the server log: the lines PostgreSQL writes for a pause.
+fn pause_cause(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("insufficient parameter settings")
+                || l.contains("is a lower setting than on the primary")
+                || l.contains("recovery has paused")
+                || l.contains("recovery stopping")
+        })
+        .collect();
+    if lines.is_empty() {
+        "the server log does not say why; check it, and pg_get_wal_replay_pause_state()".into()
+    } else {
+        lines[lines.len().saturating_sub(6)..].join("\n")
     }
 }
 
