@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use citus_recovery::wal::record::main_data_range;
 use citus_recovery::wal::{
-    check_continuity, find_restore_points, scan_archive, segno_file_name, ArchiveListing,
-    BackupHistory, ContinuityOptions, Lsn, ReaderOptions, RecordHeader, RestorePointRecord,
-    ScanOptions, SegNo, SegmentRef, TimelineHistory, WalError, WalReader,
+    check_backup_wal, check_continuity, find_restore_points, find_restore_points_from,
+    locate_restore_point, scan_archive, scan_archive_from, segno_file_name, ArchiveListing,
+    BackupHistory, ContinuityOptions, HotStandbyParameters, Lsn, ReaderOptions, RecordHeader,
+    RestorePointRecord, ScanOptions, SegNo, SegmentRef, TimelineHistory, WalError, WalReader,
 };
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -805,6 +806,305 @@ fn timeline_switch_after_point_in_time_recovery() {
         e.to_string()
             .starts_with(&format!("{missing} is missing from")),
         "{e}"
+    );
+}
+
+/// The settings of each `PARAMETER_CHANGE` record `pg_waldump` prints, with its LSN.
+fn dumped_parameter_changes(recs: &[Dumped]) -> Vec<(Lsn, HotStandbyParameters)> {
+    recs.iter()
+        .filter(|r| r.rmgr == "XLOG" && r.desc.starts_with("PARAMETER_CHANGE "))
+        .map(|r| {
+            let v = |key: &str| -> u32 { field(&r.desc, &format!("{key}="), " ").parse().unwrap() };
+            (
+                r.lsn,
+                HotStandbyParameters {
+                    max_connections: v("max_connections"),
+                    max_worker_processes: v("max_worker_processes"),
+                    max_wal_senders: v("max_wal_senders"),
+                    max_prepared_xacts: v("max_prepared_xacts"),
+                    max_locks_per_xact: v("max_locks_per_xact"),
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn parameter_changes_and_tablespaces_match_pg_waldump() {
+    skip_unless_possible!();
+    let root = test_root();
+    let archive = postgres_dir(&root.path().join("archive"), 0o755);
+    let mut pg = Pg::init(root.path(), "data", &archive, "");
+    pg.start();
+    let from = pg.lsn("SELECT pg_current_wal_insert_lsn()");
+    // Raise two settings, restart; lower one again, restart: the maximum stays.
+    pg.sql_all(&[
+        "ALTER SYSTEM SET max_connections = 150",
+        "ALTER SYSTEM SET max_prepared_transactions = 30",
+    ]);
+    pg.stop();
+    pg.start();
+    pg.sql("ALTER SYSTEM SET max_connections = 110");
+    pg.stop();
+    pg.start();
+    let shown = pg.sql_all(&["SHOW max_connections", "SHOW max_prepared_transactions"]);
+    assert_eq!(shown, ["110", "30"]);
+    let ts_dir = postgres_dir(&root.path().join("ts"), 0o700);
+    pg.sql(&format!(
+        "CREATE TABLESPACE t1 LOCATION {}",
+        quote(&ts_dir.display().to_string())
+    ));
+    let to = pg.lsn("SELECT pg_create_restore_point('after changes')");
+    let last = pg.switch_and_wait(&archive);
+    pg.stop();
+
+    let report = check_continuity(&archive, None, from, to, &ContinuityOptions::default()).unwrap();
+    let want = HotStandbyParameters {
+        max_connections: 150,
+        max_worker_processes: 8,
+        max_wal_senders: 10,
+        max_prepared_xacts: 30,
+        max_locks_per_xact: 64,
+    };
+    assert_eq!(report.parameter_max, Some(want));
+
+    // The same records as pg_waldump shows.
+    let first = segno_file_name(1, from.segment(SEG), SEG);
+    let dumped = waldump(&archive, &first, &last);
+    let in_range = |lsn: Lsn| lsn >= from && lsn < to;
+    let changes: Vec<_> = dumped_parameter_changes(&dumped)
+        .into_iter()
+        .filter(|c| in_range(c.0))
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0].1.max_connections, 150);
+    assert_eq!(changes[1].1.max_connections, 110);
+    let max = changes.iter().map(|c| c.1).reduce(|a, b| a.max(&b));
+    assert_eq!(report.parameter_max, max);
+    let creates: Vec<Lsn> = dumped
+        .iter()
+        .filter(|d| d.rmgr == "Tablespace" && d.desc.starts_with("CREATE "))
+        .map(|d| d.lsn)
+        .collect();
+    assert_eq!(creates.len(), 1, "{creates:?}");
+    assert_eq!(report.tablespace_creates, creates);
+
+    // Before the changes there are none.
+    let before = check_continuity(
+        &archive,
+        None,
+        from,
+        changes[0].0,
+        &ContinuityOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(before.parameter_max, None);
+    assert!(before.tablespace_creates.is_empty());
+}
+
+/// `WAL-Ranges` of a `backup_manifest`: (timeline, start, end).
+fn manifest_wal_range(manifest: &Path) -> (u32, Lsn, Lsn) {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let r = &m["WAL-Ranges"][0];
+    (
+        r["Timeline"].as_u64().unwrap() as u32,
+        r["Start-LSN"].as_str().unwrap().parse().unwrap(),
+        r["End-LSN"].as_str().unwrap().parse().unwrap(),
+    )
+}
+
+/// (name, data offset, size) of each entry of a tar file.
+fn tar_members(path: &Path) -> Vec<(String, u64, u64)> {
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.raw_file_position(),
+                e.size(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn backup_wal_tar_and_reading_from_the_backup_on() {
+    skip_unless_possible!();
+    let root = test_root();
+    let archive = postgres_dir(&root.path().join("archive"), 0o755);
+    let mut pg = Pg::init(root.path(), "data", &archive, "");
+    pg.start();
+    // Some archived segments before the backup.
+    pg.sql("CREATE TABLE t (id int, pad text)");
+    let mut made = Vec::new();
+    point(&pg, "before the backup", &mut made);
+    for _ in 0..3 {
+        pg.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g");
+        pg.switch_and_wait(&archive);
+    }
+    let backup = postgres_dir(&root.path().join("backup"), 0o700);
+    // Writes during the backup, so that pg_wal.tar holds more than the checkpoint.
+    let writer = {
+        let port = pg.port;
+        std::thread::spawn(move || {
+            for _ in 0..5 {
+                let _ = Command::new(Path::new(PG_BIN).join("psql"))
+                    .args([
+                        "-X",
+                        "-q",
+                        "-h",
+                        "127.0.0.1",
+                        "-U",
+                        "postgres",
+                        "-d",
+                        "postgres",
+                    ])
+                    .arg("-p")
+                    .arg(port.to_string())
+                    .args([
+                        "-c",
+                        "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g",
+                    ])
+                    .output();
+            }
+        })
+    };
+    run(as_postgres("pg_basebackup", root.path())
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-Ft",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-D",
+        ])
+        .arg(&backup)
+        .arg("-p")
+        .arg(pg.port.to_string()));
+    writer.join().unwrap();
+    let (tli, start, end) = manifest_wal_range(&backup.join("backup_manifest"));
+    let wal_tar = backup.join("pg_wal.tar");
+    let members = tar_members(&wal_tar);
+    eprintln!("pg_wal.tar: {members:?}; WAL {start}..{end} on timeline {tli}");
+
+    // Every record of the backup's WAL, as pg_waldump reads the extracted segments.
+    let report = check_backup_wal(&wal_tar, tli, start, end).unwrap();
+    let extracted = root.path().join("extracted");
+    std::fs::create_dir(&extracted).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&wal_tar)
+        .arg("-C")
+        .arg(&extracted));
+    let want: Vec<String> = (start.segment(SEG)..=end.prev_segment(SEG))
+        .map(|s| segno_file_name(tli, s, SEG))
+        .collect();
+    assert_eq!(report.segments, want);
+    let dumped = waldump(&extracted, &want[0], want.last().unwrap());
+    let in_backup: Vec<&Dumped> = dumped
+        .iter()
+        .filter(|d| d.lsn >= start && d.lsn < end)
+        .collect();
+    assert_eq!(report.records as usize, in_backup.len());
+    assert_eq!(report.first_record, Some(in_backup[0].lsn));
+    assert!(report.end >= end, "{report:?}");
+
+    // A flipped byte inside a record body in pg_wal.tar fails, naming segment and LSN.
+    let victim = in_backup
+        .iter()
+        .rev()
+        .find(|d| d.tot_len > 64 && d.lsn.0 % PAGE + 64 < PAGE)
+        .expect("a record to damage");
+    let seg_name = segno_file_name(tli, victim.lsn.segment(SEG), SEG);
+    let (_, data_at, _) = members.iter().find(|m| m.0 == seg_name).unwrap();
+    let damaged_tar = root.path().join("damaged-pg_wal.tar");
+    let mut bytes = std::fs::read(&wal_tar).unwrap();
+    bytes[(data_at + victim.lsn.segment_offset(SEG) + 40) as usize] ^= 0x10;
+    std::fs::write(&damaged_tar, &bytes).unwrap();
+    let e = check_backup_wal(&damaged_tar, tli, start, end).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, WalError::CrcMismatch { lsn, .. } if *lsn == victim.lsn),
+        "{msg}"
+    );
+    assert!(
+        msg.starts_with(&format!(
+            "{}/{seg_name} offset {}: CRC mismatch in record at {}",
+            damaged_tar.display(),
+            victim.lsn.segment_offset(SEG),
+            victim.lsn
+        )),
+        "{msg}"
+    );
+
+    // After the backup: a restore point across a segment boundary, then the one recorded.
+    let spanning = place_restore_point(
+        &pg,
+        "spanning",
+        |insert: u64| {
+            let end = (insert / SEG + 1) * SEG;
+            if end - insert < 64 * 1024 {
+                end + SEG - 48
+            } else {
+                end - 48
+            }
+        },
+        &mut made,
+    );
+    pg.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g");
+    point(&pg, "recorded", &mut made);
+    let last_segment = pg.switch_and_wait(&archive);
+    pg.stop();
+
+    // locate_restore_point reads the last segment (and the ones before it when needed).
+    let all = find_restore_points(&archive).unwrap();
+    let by_name = |n: &str| all.iter().find(|r| r.name == n).unwrap().clone();
+    let got = locate_restore_point(&archive, "recorded", &last_segment, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, by_name("recorded"));
+    assert_eq!(got.end_lsn, made.last().unwrap().1);
+    let sp = by_name(&spanning);
+    assert_ne!(sp.segment, sp.last_segment);
+    let got = locate_restore_point(&archive, &spanning, &sp.last_segment, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, sp);
+    assert_eq!(
+        locate_restore_point(&archive, &spanning, &sp.last_segment, 0).unwrap(),
+        None
+    );
+
+    // From the backup's start on: the same points as a full scan, without the older segments,
+    // which may be damaged.
+    let opts = ScanOptions::default();
+    let from_start = find_restore_points_from(&archive, tli, start, &opts).unwrap();
+    let after: Vec<RestorePointRecord> = all.iter().filter(|r| r.lsn >= start).cloned().collect();
+    assert_eq!(from_start, after);
+    assert_eq!(from_start.len(), 2);
+    let copy = root.path().join("copy");
+    copy_dir(&archive, &copy);
+    let oldest = ArchiveListing::read(&copy, None).unwrap();
+    let (first_file, _) = segment_span(&oldest, 1);
+    assert!(first_file < segno_file_name(tli, start.segment(SEG), SEG));
+    std::fs::write(copy.join(&first_file), b"not WAL").unwrap();
+    assert!(find_restore_points(&copy).is_err());
+    let scan = scan_archive_from(&copy, tli, start, &opts).unwrap();
+    assert!(scan.problems.is_empty(), "{:?}", scan.problems);
+    assert_eq!(scan.restore_points, after);
+    let full = scan_archive(&archive, &opts).unwrap();
+    assert!(
+        scan.stats.segments < full.stats.segments,
+        "{:?} vs {:?}",
+        scan.stats,
+        full.stats
     );
 }
 

@@ -91,7 +91,7 @@ impl BackupHistory {
 
     /// Reads and parses a backup history file.
     pub fn read_file(path: &Path) -> Result<BackupHistory, WalError> {
-        let text = std::fs::read_to_string(path).map_err(|e| WalError::io(path, e))?;
+        let text = super::segment::read_text(path)?;
         BackupHistory::parse(&text, path)
     }
 }

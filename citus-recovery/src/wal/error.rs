@@ -20,6 +20,25 @@ pub enum WalError {
         source: std::io::Error,
     },
 
+    /// A file the reader was to read is a symbolic link, a folder or a special file; it is
+    /// never followed or read.
+    #[error("{} is {kind}, not a regular file: refusing to read it (the archive's owner could point it anywhere); replace it with the real file", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: String,
+    },
+
+    /// An entry of a tar file is not what a `pg_wal.tar` holds, or the tar cannot be read.
+    #[error("{}: {problem}", tar.display())]
+    BadTar {
+        /// The tar file.
+        tar: PathBuf,
+        /// What is wrong (naming the entry).
+        problem: String,
+    },
+
     /// A segment needed to go from `from` to `to` is not in the archive.
     #[error("{file} is missing from {}: WAL is not continuous from {from} to {to}", dir.display())]
     MissingSegment {
@@ -168,6 +187,10 @@ pub enum WalError {
         /// What is wrong.
         problem: String,
     },
+
+    /// A name given as a segment file name is not one.
+    #[error("{0:?} is not a WAL segment file name (24 hex digits, like 000000010000000000000003)")]
+    InvalidSegmentName(String),
 
     /// A range of LSNs to check is empty or reversed.
     #[error("invalid WAL range: {from} is not before {to}")]

@@ -110,7 +110,7 @@ impl TimelineHistory {
                 line: 0,
                 problem: "the file name is not <8 hex digits>.history".into(),
             })?;
-        let text = std::fs::read_to_string(path).map_err(|e| WalError::io(path, e))?;
+        let text = super::segment::read_text(path)?;
         TimelineHistory::parse(timeline, &text, path)
     }
 
@@ -118,7 +118,7 @@ impl TimelineHistory {
     /// ancestors for timeline 1 when there is none.
     pub fn load(dir: &Path, timeline: TimeLineId) -> Result<TimelineHistory, WalError> {
         let path: PathBuf = dir.join(format!("{timeline:08X}.history"));
-        if path.is_file() {
+        if path.symlink_metadata().is_ok() {
             TimelineHistory::read_file(&path)
         } else if timeline == 1 {
             Ok(TimelineHistory::new(1))

@@ -10,12 +10,16 @@
 //!   [`WalReader`] walks their records.
 //! - [`segment`], [`history`], [`backup_history`]: the files of an archive folder.
 //! - [`archive`]: [`find_restore_points`], [`scan_archive`] and [`check_continuity`] over one
-//!   node's archive folder.
+//!   node's archive folder; [`find_restore_points_from`] and [`locate_restore_point`] read
+//!   only part of it.
+//! - [`backup_wal`]: [`check_backup_wal`] reads the segments inside a base backup's
+//!   `pg_wal.tar` in place.
 //!
 //! `docs/wal-reader.md` describes what is checked and the limits.
 
 pub mod archive;
 pub mod backup_history;
+pub mod backup_wal;
 pub mod error;
 pub mod history;
 pub mod lsn;
@@ -30,10 +34,12 @@ mod synthetic;
 mod synthetic_tests;
 
 pub use archive::{
-    check_continuity, find_restore_points, scan_archive, ArchiveScan, ContinuityOptions,
-    ContinuityReport, RestorePointRecord, ScanOptions,
+    check_continuity, find_restore_points, find_restore_points_from, locate_restore_point,
+    scan_archive, scan_archive_from, ArchiveScan, ContinuityOptions, ContinuityReport,
+    HotStandbyParameters, RestorePointRecord, ScanOptions,
 };
 pub use backup_history::BackupHistory;
+pub use backup_wal::{check_backup_wal, TarSegments};
 pub use error::WalError;
 pub use history::{TimelineHistory, TimelineSwitch};
 pub use lsn::{
@@ -41,7 +47,7 @@ pub use lsn::{
     segment_file_name, segment_start, segno_file_name, Lsn, SegNo, TimeLineId, DEFAULT_PAGE_SIZE,
     DEFAULT_SEGMENT_SIZE,
 };
-pub use pages::{PageStream, SegmentProvider};
+pub use pages::{PageStream, SegmentData, SegmentProvider};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
-pub use record::{RecordHeader, RestorePointData};
+pub use record::{ParameterChange, RecordHeader, RestorePointData};
 pub use segment::{ArchiveListing, SegmentRef};

@@ -1,20 +1,46 @@
 //! [`PageStream`]: the pages of consecutive segment files, read in order through a buffer,
 //! each header checked against its position, timeline and the cluster's system identifier.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::sync::Arc;
 
 use super::error::WalError;
 use super::lsn::{segment_start, Lsn, SegNo, TimeLineId, DEFAULT_SEGMENT_SIZE};
 use super::page::{PageCheck, PageHeader, LONG_PAGE_HEADER_SIZE, XLOG_PAGE_MAGIC};
-use super::segment::SegmentRef;
+use super::segment::{open_regular, SegmentRef};
+
+/// The bytes of one segment, as [`SegmentProvider::open`] hands them out.
+pub struct SegmentData {
+    /// The segment from its first byte.
+    pub reader: Box<dyn Read + Send>,
+    /// How many bytes there are (must be the segment size).
+    pub size: u64,
+}
+
+impl SegmentData {
+    /// The segment file at `path`, opened with [`open_regular`] (no link followed, regular
+    /// files only).
+    pub fn file(path: &std::path::Path) -> Result<SegmentData, WalError> {
+        let (file, size) = open_regular(path)?;
+        Ok(SegmentData {
+            reader: Box::new(file),
+            size,
+        })
+    }
+}
 
 /// Hands the reader the file of each segment it reaches.
 pub trait SegmentProvider {
     /// The file of segment `segno`, or `None` when there is none: the reader then ends (an
     /// error instead makes the reader fail with it).
     fn segment(&mut self, segno: SegNo) -> Result<Option<SegmentRef>, WalError>;
+
+    /// The bytes of a segment returned by [`SegmentProvider::segment`]. By default the file at
+    /// its path, through [`SegmentData::file`]; a provider reading another container (a tar
+    /// file) overrides it.
+    fn open(&mut self, segment: &SegmentRef) -> Result<SegmentData, WalError> {
+        SegmentData::file(&segment.path)
+    }
 }
 
 impl<F: FnMut(SegNo) -> Result<Option<SegmentRef>, WalError>> SegmentProvider for F {
@@ -22,6 +48,9 @@ impl<F: FnMut(SegNo) -> Result<Option<SegmentRef>, WalError>> SegmentProvider fo
         self(segno)
     }
 }
+
+/// An open segment: where it is, its bytes, its size.
+type OpenSegment = (Arc<SegmentRef>, BufReader<Box<dyn Read + Send>>, u64);
 
 /// Bytes read ahead from a segment file.
 const READ_BUFFER: usize = 256 * 1024;
@@ -33,7 +62,7 @@ pub struct PageStream<P> {
     system_id: Option<u64>,
     seg_size: u64,
     page_size: usize,
-    file: Option<(Arc<SegmentRef>, BufReader<File>)>,
+    file: Option<OpenSegment>,
     segno: Option<SegNo>,
     page: Vec<u8>,
     page_lsn: Lsn,
@@ -121,9 +150,9 @@ impl<P: SegmentProvider> PageStream<P> {
         if next_segment || next.segment_offset(self.seg_size) == 0 {
             return self.open_segment(self.page_lsn.segment(self.seg_size) + 1);
         }
-        let (segment, file) = self.file.as_mut().expect("segment open");
+        let (segment, file, size) = self.file.as_mut().expect("segment open");
         if let Err(e) = file.read_exact(&mut self.page) {
-            return Err(read_error(segment, self.seg_size, e));
+            return Err(read_error(segment, *size, self.seg_size, e));
         }
         self.page_lsn = next;
         self.check_page()?;
@@ -137,9 +166,8 @@ impl<P: SegmentProvider> PageStream<P> {
             return Ok(false);
         };
         let path = &segment.path;
-        let f = File::open(path).map_err(|e| WalError::io(path, e))?;
-        let size = f.metadata().map_err(|e| WalError::io(path, e))?.len();
-        let mut file = BufReader::with_capacity(READ_BUFFER, f);
+        let SegmentData { reader, size } = self.provider.open(&segment)?;
+        let mut file = BufReader::with_capacity(READ_BUFFER, reader);
         let mut first = [0u8; LONG_PAGE_HEADER_SIZE];
         if let Err(e) = file.read_exact(&mut first) {
             let expected = if self.seg_size > 0 {
@@ -147,7 +175,7 @@ impl<P: SegmentProvider> PageStream<P> {
             } else {
                 DEFAULT_SEGMENT_SIZE
             };
-            return Err(read_error(&segment, expected, e));
+            return Err(read_error(&segment, size, expected, e));
         }
         if self.seg_size == 0 {
             // The first segment gives the sizes; check_page holds every later one to them.
@@ -178,9 +206,9 @@ impl<P: SegmentProvider> PageStream<P> {
         }
         self.page[..LONG_PAGE_HEADER_SIZE].copy_from_slice(&first);
         if let Err(e) = file.read_exact(&mut self.page[LONG_PAGE_HEADER_SIZE..]) {
-            return Err(read_error(&segment, self.seg_size, e));
+            return Err(read_error(&segment, size, self.seg_size, e));
         }
-        self.file = Some((Arc::new(segment), file));
+        self.file = Some((Arc::new(segment), file, size));
         self.page_lsn = segment_start(segno, self.seg_size);
         self.segments += 1;
         self.check_page()?;
@@ -254,10 +282,9 @@ impl<P: SegmentProvider> PageStream<P> {
     }
 }
 
-/// A read error: a short file is reported as such.
-fn read_error(segment: &SegmentRef, expected: u64, e: std::io::Error) -> WalError {
+/// A read error: a short file (`size` bytes) is reported as such.
+fn read_error(segment: &SegmentRef, size: u64, expected: u64, e: std::io::Error) -> WalError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        let size = std::fs::metadata(&segment.path).map_or(0, |m| m.len());
         WalError::WrongSegmentSize {
             path: segment.path.clone(),
             size,

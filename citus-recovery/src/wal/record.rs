@@ -21,6 +21,15 @@ pub const XLR_INFO_MASK: u8 = 0x0F;
 pub const XLOG_SWITCH: u8 = 0x40;
 /// `XLOG_RESTORE_POINT`, written by `pg_create_restore_point`.
 pub const XLOG_RESTORE_POINT: u8 = 0x70;
+/// `XLOG_PARAMETER_CHANGE`: settings that matter to hot standby changed (`xl_parameter_change`).
+pub const XLOG_PARAMETER_CHANGE: u8 = 0x60;
+/// The tablespace resource manager (`RM_TBLSPC_ID`).
+pub const RM_TBLSPC_ID: u8 = 5;
+/// `XLOG_TBLSPC_CREATE`: `CREATE TABLESPACE` (`xl_tblspc_create_rec`).
+pub const XLOG_TBLSPC_CREATE: u8 = 0x00;
+/// Bytes of `xl_parameter_change` that carry fields (six `int`s, two `bool`s); the record holds
+/// `sizeof` = 28 with padding.
+pub const PARAMETER_CHANGE_SIZE: usize = 6 * 4 + 2;
 /// `XLOG_OVERWRITE_CONTRECORD`, written where an abandoned record should have continued.
 pub const XLOG_OVERWRITE_CONTRECORD: u8 = 0xD0;
 /// `MAXFNAMELEN`, the size of `rp_name` including its terminating NUL.
@@ -81,6 +90,16 @@ impl RecordHeader {
     /// Whether this is an `XLOG_SWITCH` record.
     pub fn is_switch(&self) -> bool {
         self.rmid == RM_XLOG_ID && self.rmgr_info() == XLOG_SWITCH
+    }
+
+    /// Whether this is an `XLOG_PARAMETER_CHANGE` record.
+    pub fn is_parameter_change(&self) -> bool {
+        self.rmid == RM_XLOG_ID && self.rmgr_info() == XLOG_PARAMETER_CHANGE
+    }
+
+    /// Whether this is an `XLOG_TBLSPC_CREATE` record.
+    pub fn is_tablespace_create(&self) -> bool {
+        self.rmid == RM_TBLSPC_ID && self.rmgr_info() == XLOG_TBLSPC_CREATE
     }
 
     /// Whether this is an `XLOG_RESTORE_POINT` record.
@@ -262,6 +281,52 @@ pub fn decode_restore_point(body: &[u8]) -> Result<RestorePointData, String> {
     })
 }
 
+/// The contents of an `XLOG_PARAMETER_CHANGE` record (`xl_parameter_change` of PostgreSQL 15,
+/// `src/include/access/xlog_internal.h`): the server's settings when it started or when one of
+/// them changed. Recovery with `hot_standby` pauses when one of the first five is above the
+/// recovering server's own value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParameterChange {
+    /// `MaxConnections` (`max_connections`).
+    pub max_connections: i32,
+    /// `max_worker_processes`.
+    pub max_worker_processes: i32,
+    /// `max_wal_senders`.
+    pub max_wal_senders: i32,
+    /// `max_prepared_xacts` (`max_prepared_transactions`).
+    pub max_prepared_xacts: i32,
+    /// `max_locks_per_xact` (`max_locks_per_transaction`).
+    pub max_locks_per_xact: i32,
+    /// `wal_level` (0 minimal, 1 replica, 2 logical).
+    pub wal_level: i32,
+    /// `wal_log_hints`.
+    pub wal_log_hints: bool,
+    /// `track_commit_timestamp`.
+    pub track_commit_timestamp: bool,
+}
+
+/// Decodes the body (the record after its header) of an `XLOG_PARAMETER_CHANGE` record.
+pub fn decode_parameter_change(body: &[u8]) -> Result<ParameterChange, String> {
+    let main = &body[main_data_range(body)?];
+    if main.len() < PARAMETER_CHANGE_SIZE {
+        return Err(format!(
+            "parameter change data has {} bytes, expected at least {PARAMETER_CHANGE_SIZE}",
+            main.len()
+        ));
+    }
+    let int = |i: usize| i32::from_le_bytes(main[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+    Ok(ParameterChange {
+        max_connections: int(0),
+        max_worker_processes: int(1),
+        max_wal_senders: int(2),
+        max_prepared_xacts: int(3),
+        max_locks_per_xact: int(4),
+        wal_level: int(5),
+        wal_log_hints: main[24] != 0,
+        track_commit_timestamp: main[25] != 0,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -346,6 +411,48 @@ pub(crate) mod tests {
         let mut b = restore_point_body("a", 0);
         b[1] = 71;
         assert!(decode_restore_point(&b[..b.len() - 1]).is_err());
+    }
+
+    /// A parameter change record body as `XLogReportParameters` writes it (28 bytes).
+    pub(crate) fn parameter_change_body(values: [i32; 6], hints: bool, commit_ts: bool) -> Vec<u8> {
+        let mut b = vec![XLR_BLOCK_ID_DATA_SHORT, 28];
+        for v in values {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&[u8::from(hints), u8::from(commit_ts), 0x7F, 0x7F]);
+        b
+    }
+
+    #[test]
+    fn parameter_change_decoding() {
+        let body = parameter_change_body([250, 8, 10, 64, 128, 1], true, false);
+        let p = decode_parameter_change(&body).unwrap();
+        assert_eq!(
+            p,
+            ParameterChange {
+                max_connections: 250,
+                max_worker_processes: 8,
+                max_wal_senders: 10,
+                max_prepared_xacts: 64,
+                max_locks_per_xact: 128,
+                wal_level: 1,
+                wal_log_hints: true,
+                track_commit_timestamp: false,
+            }
+        );
+        let mut short = body.clone();
+        short[1] = 25;
+        short.truncate(2 + 25);
+        assert!(decode_parameter_change(&short).is_err());
+        let rec = record(RM_XLOG_ID, XLOG_PARAMETER_CHANGE, 0, &body);
+        let h = RecordHeader::parse(rec[..24].try_into().unwrap());
+        assert!(h.is_parameter_change() && !h.is_restore_point() && !h.is_tablespace_create());
+        let rec = record(RM_TBLSPC_ID, XLOG_TBLSPC_CREATE, 0, &[0; 8]);
+        let h = RecordHeader::parse(rec[..24].try_into().unwrap());
+        assert!(h.is_tablespace_create() && !h.is_parameter_change());
+        // XLOG_TBLSPC_DROP (0x10) is not a create.
+        let rec = record(RM_TBLSPC_ID, 0x10, 0, &[0; 8]);
+        assert!(!RecordHeader::parse(rec[..24].try_into().unwrap()).is_tablespace_create());
     }
 
     #[test]

@@ -35,17 +35,71 @@ impl SegmentRef {
     }
 }
 
+/// Opens `path` for reading the way every file of an archive is opened: without following a
+/// symbolic link in its last component (`O_NOFOLLOW`) and without blocking on a FIFO
+/// (`O_NONBLOCK`), and only when it is a regular file. Returns the file and its size.
+///
+/// The archive folder is written by the `postgres` user while this library may run as root: a
+/// link planted there must never make root read another file.
+pub fn open_regular(path: &Path) -> Result<(File, u64), WalError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                WalError::NotRegularFile {
+                    path: path.to_path_buf(),
+                    kind: "a symbolic link".into(),
+                }
+            } else {
+                WalError::io(path, e)
+            }
+        })?;
+    let meta = file.metadata().map_err(|e| WalError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(WalError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: if meta.is_dir() {
+                "a folder".into()
+            } else {
+                "a special file".into()
+            },
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+/// Reads a small text file (a `.history` or `.backup` file) with [`open_regular`].
+pub fn read_text(path: &Path) -> Result<String, WalError> {
+    let (mut file, _) = open_regular(path)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| WalError::io(path, e))?;
+    Ok(text)
+}
+
 /// Reads and checks the long page header at the start of a segment file.
 pub fn read_long_header(path: &Path) -> Result<LongPageHeader, WalError> {
     let mut buf = [0u8; LONG_PAGE_HEADER_SIZE];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut buf))
+    let (mut file, _) = open_regular(path)?;
+    file.read_exact(&mut buf)
         .map_err(|e| WalError::io(path, e))?;
+    parse_long_header(&buf, path)
+}
+
+/// Checks the first 40 bytes of a segment (`path` names it in errors).
+pub(crate) fn parse_long_header(
+    buf: &[u8; LONG_PAGE_HEADER_SIZE],
+    path: &Path,
+) -> Result<LongPageHeader, WalError> {
     let invalid = |problem: String| WalError::InvalidSegmentSize {
         path: path.to_path_buf(),
         problem,
     };
-    let header = PageHeader::parse(&buf).expect("40 bytes");
+    let header = PageHeader::parse(buf).expect("40 bytes");
     if header.magic != XLOG_PAGE_MAGIC {
         return Err(WalError::BadPageMagic {
             path: path.to_path_buf(),
@@ -62,7 +116,9 @@ pub fn read_long_header(path: &Path) -> Result<LongPageHeader, WalError> {
 }
 
 /// What is in an archive folder, by kind. Other files (compressed segments, temporary files of
-/// the archiver, anything else) are listed in `ignored`.
+/// the archiver, anything else) are listed in `ignored`, and so are symbolic links and other
+/// entries that are not regular files, whatever their name: they are never read (a segment
+/// that is a link counts as missing).
 #[derive(Debug, Clone, Default)]
 pub struct ArchiveListing {
     /// The folder.
@@ -88,11 +144,18 @@ impl ArchiveListing {
     /// first segment file.
     pub fn read(dir: &Path, seg_size: Option<u64>) -> Result<ArchiveListing, WalError> {
         let mut names: Vec<(String, PathBuf)> = Vec::new();
+        let mut links = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
             let entry = entry.map_err(|e| WalError::io(dir, e))?;
             let path = entry.path();
-            if !path.is_file() {
-                continue; // folders; symbolic links are followed
+            // file_type() does not follow links: a link is never taken for a segment.
+            let kind = entry.file_type().map_err(|e| WalError::io(&path, e))?;
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                links.push(path);
+                continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             names.push((name, path));
@@ -105,6 +168,7 @@ impl ArchiveListing {
         let mut listing = ArchiveListing {
             dir: dir.to_path_buf(),
             seg_size,
+            ignored: links,
             ..ArchiveListing::default()
         };
         for (name, path) in names {
@@ -178,12 +242,14 @@ impl ArchiveListing {
     }
 }
 
-/// The segment size from the long header of the first segment file that has a valid one
-/// (16 MiB when there are no segment files; the first error when none is valid).
+/// The segment size from the long header of the newest segment file (by name) that has a valid
+/// one (16 MiB when there are no segment files; the newest one's error when none is valid).
+/// Newest first: readers that start at a backup never open the older segments.
 fn detect_segment_size(names: &[(String, PathBuf)]) -> Result<u64, WalError> {
     let mut first_error = None;
     for (_, path) in names
         .iter()
+        .rev()
         .filter(|(n, _)| split_segment_file_name(n).is_some())
     {
         match read_long_header(path) {
