@@ -49,11 +49,14 @@ fn build(c: &mut Criterion) {
                 RestorePlan::build(
                     &config,
                     black_box(&archiving),
-                    &backup,
-                    &point,
                     &catalog,
-                    &data_dirs,
-                    None,
+                    &RestoreInputs {
+                        backup: &backup,
+                        restore_point: &point,
+                        wal_parameters: &Default::default(),
+                        existing: &data_dirs,
+                        previous: None,
+                    },
                     now,
                 )
                 .unwrap()
@@ -74,11 +77,14 @@ fn print(c: &mut Criterion) {
         let plan = RestorePlan::build(
             &config,
             &archiving,
-            &fixtures::backup(&config, "nightly"),
-            &fixtures::restore_point(&config, "before-upgrade"),
             &Catalog::new(&config),
-            &fixtures::data_dirs(&config),
-            None,
+            &RestoreInputs {
+                backup: &fixtures::backup(&config, "nightly"),
+                restore_point: &fixtures::restore_point(&config, "before-upgrade"),
+                wal_parameters: &Default::default(),
+                existing: &fixtures::data_dirs(&config),
+                previous: None,
+            },
             fixtures::now(),
         )
         .unwrap();

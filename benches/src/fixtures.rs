@@ -111,6 +111,7 @@ pub fn backup(config: &ClusterConfig, name: &str) -> Backup {
                 pg_version: "15.14".into(),
                 bytes: 1 << 30,
                 system_identifier: None,
+                hot_standby: None,
             })
             .collect(),
     }

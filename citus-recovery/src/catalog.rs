@@ -58,6 +58,10 @@ pub struct NodeBackup {
     /// place. `None` for backups made before it was recorded.
     #[serde(default)]
     pub system_identifier: Option<u64>,
+    /// The hot-standby settings in the backup's `pg_control` (`pg_control_recovery()` when it
+    /// began): a restored server never gets lower ones. `None` for older backups.
+    #[serde(default)]
+    pub hot_standby: Option<crate::wal::HotStandbyParameters>,
 }
 
 /// A complete base backup of the whole cluster.

@@ -89,7 +89,9 @@ async fn restore_start_killed_at_any_moment_never_leaves_a_wrong_primary() {
     }
     c.basebackup(Some("base")).await.expect("base backup");
     t.insert_everywhere(FIRST, true).await;
-    c.create_restore_point(Some("rp")).await.expect("restore point");
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
     t.insert_everywhere(SECOND, false).await;
 
     let bin = env!("CARGO_BIN_EXE_citus-recovery");
@@ -132,7 +134,10 @@ async fn restore_start_killed_at_any_moment_never_leaves_a_wrong_primary() {
         let at = full.mul_f64(i as f64 / (kills + 1) as f64);
         let (_, finished) = run(Some(at));
         let moment = format!("killed after {at:?} of {full:?}");
-        eprintln!("{moment}{}", if finished { " (it had finished)" } else { "" });
+        eprintln!(
+            "{moment}{}",
+            if finished { " (it had finished)" } else { "" }
+        );
         match c.start().await {
             Ok(()) | Err(Error::RestoreInProgress { .. }) => {}
             Err(e) => panic!("{moment}: cluster start: {e}"),
@@ -148,7 +153,11 @@ async fn restore_start_killed_at_any_moment_never_leaves_a_wrong_primary() {
             c.restore_start(Some("base"), Some("rp"))
                 .await
                 .unwrap_or_else(|e| panic!("{moment}: restore-start again: {e}"));
-            assert_eq!(t.counts().await, vec![FIRST; 2], "{moment}: resumed to the point");
+            assert_eq!(
+                t.counts().await,
+                vec![FIRST; 2],
+                "{moment}: resumed to the point"
+            );
             resumed += 1;
         }
         c.restore_abort()

@@ -145,7 +145,13 @@ async fn plain_nodes_restore_to_the_restore_point() {
         .await
         .expect("plan a second restore-start");
     assert_eq!(again.state.stamp, state.stamp);
-    assert!(again.notes.iter().any(|n| n.contains("resumes the restore")), "{again}");
+    assert!(
+        again
+            .notes
+            .iter()
+            .any(|n| n.contains("resumes the restore")),
+        "{again}"
+    );
     for np in &again.phases[0].nodes {
         assert!(
             np.steps.iter().any(|s| matches!(s, citus_recovery::plan::Step::MoveAside { to, .. } if to.to_string_lossy().contains(".failed-restore-"))),

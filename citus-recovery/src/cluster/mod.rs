@@ -22,8 +22,8 @@ use crate::lock::ClusterLock;
 use crate::observe;
 use crate::plan::{
     existing_paths, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
-    BasebackupPlan, FinishPlan, FinishReport, RestorePlan, RestorePointPlan, RestoreReport,
-    RestoreState, RunOptions,
+    BasebackupPlan, FinishPlan, FinishReport, RestoreInputs, RestorePlan, RestorePointPlan,
+    RestoreReport, RestoreState, RunOptions,
 };
 use crate::verify::listing::ArchivedRestorePoint;
 use crate::verify::VerifyReport;
@@ -233,16 +233,14 @@ impl Cluster {
             paths.iter().map(|(n, p)| (n.as_str(), p.as_path())),
         )
         .await?;
-        let mut plan = RestorePlan::build(
-            config,
-            &observed,
-            &backup,
-            &report.target,
-            &catalog,
-            &existing,
-            previous.as_ref(),
-            now,
-        )?;
+        let inputs = RestoreInputs {
+            backup: &backup,
+            restore_point: &report.target,
+            wal_parameters: &report.wal_parameters,
+            existing: &existing,
+            previous: previous.as_ref(),
+        };
+        let mut plan = RestorePlan::build(config, &observed, &catalog, &inputs, now)?;
         if let Some(why) = report.chosen_because {
             plan.notes.insert(0, why);
         }

@@ -27,8 +27,8 @@ pub use archive::{ArchivePlan, ArchiveReport};
 pub use basebackup::BasebackupPlan;
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{
-    failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestorePlan, RestoreReport,
-    RestoreState,
+    failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs, RestorePlan,
+    RestoreReport, RestoreState,
 };
 pub use restore_point::RestorePointPlan;
 pub use step::{Parameter, RestorePointFunction, RunOptions, Step, StepOutput};

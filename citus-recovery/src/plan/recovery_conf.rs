@@ -10,6 +10,13 @@ pub const COMMENTED_MARKER: &str = "# citus-recovery commented out: ";
 pub const BEGIN_MARKER: &str = "# citus-recovery recovery settings: begin";
 /// Closes it.
 pub const END_MARKER: &str = "# citus-recovery recovery settings: end";
+/// Opens the block of settings raised to what the replayed WAL needs (`XLOG_PARAMETER_CHANGE`):
+/// the cluster ran with them at the restore point, so restore-finish keeps them.
+pub const RAISED_BEGIN_MARKER: &str =
+    "# citus-recovery settings raised to what the WAL up to the restore point needs: begin";
+/// Closes it.
+pub const RAISED_END_MARKER: &str =
+    "# citus-recovery settings raised to what the WAL up to the restore point needs: end";
 
 /// Quotes a value for a PostgreSQL configuration file: single quotes doubled, backslashes
 /// escaped (the file format treats a backslash as an escape inside quotes).
@@ -23,35 +30,55 @@ fn is_recovery_line(line: &str) -> bool {
     key.starts_with("restore_command") || key.starts_with("recovery_target")
 }
 
-/// Returns `conf` without our block, with other recovery lines commented out, and with a new
-/// block holding `settings` (already quoted values) at the end.
-pub fn apply(conf: &str, settings: &[(String, String)]) -> String {
+/// Whether a configuration line sets `key`.
+fn sets(line: &str, key: &str) -> bool {
+    line.trim_start()
+        .strip_prefix(key)
+        .is_some_and(|rest| rest.starts_with([' ', '\t', '=']))
+}
+
+/// Returns `conf` without our blocks, with other lines setting recovery parameters or any of
+/// `raised` commented out, then a block raising `raised` (if any) and a block holding `settings`
+/// at the end. Values are quoted already.
+pub fn apply(conf: &str, settings: &[(String, String)], raised: &[(String, String)]) -> String {
     let mut out = String::new();
-    for line in strip_block(conf).lines() {
-        if is_recovery_line(line) {
+    let rest = strip_between(&strip_block(conf), RAISED_BEGIN_MARKER, RAISED_END_MARKER);
+    for line in rest.lines() {
+        if is_recovery_line(line) || raised.iter().any(|(k, _)| sets(line, k)) {
             out.push_str(COMMENTED_MARKER);
         }
         out.push_str(line);
         out.push('\n');
     }
-    out.push_str(BEGIN_MARKER);
-    out.push('\n');
-    for (key, value) in settings {
-        out.push_str(&format!("{key} = {value}\n"));
+    let mut block = |begin: &str, lines: &[(String, String)], end: &str| {
+        out.push_str(begin);
+        out.push('\n');
+        for (key, value) in lines {
+            out.push_str(&format!("{key} = {value}\n"));
+        }
+        out.push_str(end);
+        out.push('\n');
+    };
+    if !raised.is_empty() {
+        block(RAISED_BEGIN_MARKER, raised, RAISED_END_MARKER);
     }
-    out.push_str(END_MARKER);
-    out.push('\n');
+    block(BEGIN_MARKER, settings, END_MARKER);
     out
 }
 
-/// Returns `conf` without our block (the lines we commented out stay commented: they are stale).
+/// Returns `conf` without our recovery block (the lines we commented out stay commented: they
+/// are stale; raised settings stay).
 pub fn strip_block(conf: &str) -> String {
+    strip_between(conf, BEGIN_MARKER, END_MARKER)
+}
+
+fn strip_between(conf: &str, begin: &str, end: &str) -> String {
     let mut out = String::new();
     let mut inside = false;
     for line in conf.lines() {
         match line.trim_end() {
-            BEGIN_MARKER => inside = true,
-            END_MARKER => inside = false,
+            l if l == begin => inside = true,
+            l if l == end => inside = false,
             _ if !inside => {
                 out.push_str(line);
                 out.push('\n');
@@ -99,14 +126,14 @@ mod tests {
             ("restore_command".to_string(), quote_value("cp new")),
             ("recovery_target_name".to_string(), quote_value("rp")),
         ];
-        let once = apply(conf, &settings);
+        let once = apply(conf, &settings, &[]);
         assert!(once.contains("wal_level = 'replica'\n"));
         assert!(once.contains(&format!("{COMMENTED_MARKER}restore_command = 'cp old'")));
         assert!(once.contains(&format!("{COMMENTED_MARKER}recovery_target_name = 'old'")));
         assert!(once.ends_with(&format!(
             "{BEGIN_MARKER}\nrestore_command = 'cp new'\nrecovery_target_name = 'rp'\n{END_MARKER}\n"
         )));
-        let twice = apply(&once, &settings);
+        let twice = apply(&once, &settings, &[]);
         assert_eq!(
             once, twice,
             "applying again replaces the block instead of stacking"
@@ -116,6 +143,23 @@ mod tests {
         assert!(!has_block(&stripped));
         assert!(!stripped.contains("'cp new'"));
         assert!(stripped.contains("wal_level = 'replica'"));
+    }
+
+    #[test]
+    fn raised_settings_replace_older_lines_and_outlive_restore_finish() {
+        let conf = "max_connections = 100\nmax_connections_extra = 1\n";
+        let settings = vec![("recovery_target_name".to_string(), quote_value("rp"))];
+        let raised = vec![("max_connections".to_string(), "200".to_string())];
+        let once = apply(conf, &settings, &raised);
+        assert!(once.contains(&format!("{COMMENTED_MARKER}max_connections = 100")));
+        assert!(once.contains("\nmax_connections_extra = 1\n"), "{once}");
+        assert!(once.contains(&format!(
+            "{RAISED_BEGIN_MARKER}\nmax_connections = 200\n{RAISED_END_MARKER}\n{BEGIN_MARKER}"
+        )));
+        assert_eq!(apply(&once, &settings, &raised), once, "idempotent");
+        let finished = strip_block(&once);
+        assert!(finished.contains("\nmax_connections = 200\n"), "{finished}");
+        assert!(!finished.contains("recovery_target_name = 'rp'"));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! knows which directory to put back. Paths are never read from that file: they are rebuilt from
 //! the config and the validated time stamp it holds.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -24,7 +24,7 @@ use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::observe::NodeObservation;
 use crate::trusted;
-use crate::wal::Lsn;
+use crate::wal::{HotStandbyParameters, Lsn};
 
 /// File name of the restore state, in `backupBaseFolder`.
 pub const RESTORE_STATE: &str = "citus-recovery-restore.json";
@@ -162,6 +162,22 @@ impl RestoreState {
     }
 }
 
+/// What a [`RestorePlan`] is built from, besides the config and the nodes' observations.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreInputs<'a> {
+    /// The complete backup to restore.
+    pub backup: &'a Backup,
+    /// The restore point, as found in each node's archive.
+    pub restore_point: &'a RestorePoint,
+    /// Per node, the highest hot-standby settings the WAL up to the point asks for
+    /// ([`crate::VerifyReport::wal_parameters`]).
+    pub wal_parameters: &'a BTreeMap<String, HotStandbyParameters>,
+    /// Which data directories and moved-aside directories exist now.
+    pub existing: &'a HashSet<PathBuf>,
+    /// The restore under way, when restore-start runs again.
+    pub previous: Option<&'a RestoreState>,
+}
+
 /// The plan of `restore-start`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RestorePlan {
@@ -215,18 +231,24 @@ impl fmt::Display for RestoreReport {
 }
 
 impl RestorePlan {
-    /// Builds the plan from a complete backup and a recorded restore point. Refused when either
-    /// lacks a node of the config, or when the point is older than the backup on any node.
+    /// Builds the plan from a complete backup and the restore point as found in the archives.
+    /// Refused when the backup's nodes are not the config's, when the point lacks a node, or
+    /// when the point is older than the backup on any node. Touches no disk: what exists is in
+    /// `inputs.existing`.
     pub fn build(
         config: &ClusterConfig,
         observed: &[NodeObservation],
-        backup: &Backup,
-        restore_point: &RestorePoint,
         catalog: &Catalog,
-        existing: &HashSet<PathBuf>,
-        previous: Option<&RestoreState>,
+        inputs: &RestoreInputs<'_>,
         now: DateTime<Utc>,
     ) -> Result<Self> {
+        let RestoreInputs {
+            backup,
+            restore_point,
+            wal_parameters,
+            existing,
+            previous,
+        } = *inputs;
         let attempt = crate::names::default_name(now);
         // A restore started again keeps the first attempt's stamp: the old data directories
         // stay where that attempt put them.
@@ -341,6 +363,7 @@ impl RestorePlan {
                     // Pausing needs hot standby; without it PostgreSQL shuts down at the target.
                     ("hot_standby".into(), quote_value("on")),
                 ],
+                raised: raised_settings(wal_parameters.get(&node.name), part.hot_standby),
             });
             steps.push(Step::CreateSignal {
                 path: data_dir.join("recovery.signal"),
@@ -434,6 +457,27 @@ impl RestorePlan {
             nodes,
         })
     }
+}
+
+/// The settings to raise so that replay up to the restore point never pauses early: those the
+/// WAL raised above the backup's own values (the restored server never gets lower ones than its
+/// `pg_control` holds). Without the backup's values, every value the WAL asks for is set.
+fn raised_settings(
+    wal: Option<&HotStandbyParameters>,
+    backup: Option<HotStandbyParameters>,
+) -> Vec<(String, String)> {
+    let Some(wal) = wal else {
+        return Vec::new();
+    };
+    let needed = backup.map_or(*wal, |b| wal.max(&b));
+    let base = backup.map(|b| b.settings());
+    needed
+        .settings()
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, v))| base.map_or(true, |b| *v > b[*i].1))
+        .map(|(_, (k, v))| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl RestorePlan {

@@ -100,6 +100,9 @@ pub enum Step {
         file: PathBuf,
         /// Parameter and quoted value.
         settings: Vec<(String, String)>,
+        /// Settings raised to what the WAL up to the restore point needs (kept after
+        /// restore-finish), parameter and value.
+        raised: Vec<(String, String)>,
     },
     /// Create an empty signal file (`recovery.signal`).
     CreateSignal {
@@ -180,9 +183,26 @@ impl fmt::Display for Step {
                 backup.display(),
                 data_dir.display()
             ),
-            Step::WriteRecoverySettings { file, settings } => {
-                let list: Vec<String> = settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                write!(f, "write into {}: {}", file.display(), list.join("; "))
+            Step::WriteRecoverySettings {
+                file,
+                settings,
+                raised,
+            } => {
+                let list = |l: &[(String, String)]| -> String {
+                    l.iter()
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                write!(f, "write into {}: {}", file.display(), list(settings))?;
+                if !raised.is_empty() {
+                    write!(
+                        f,
+                        "; raise {} (the WAL up to the restore point needs them; kept after restore-finish)",
+                        list(raised)
+                    )?;
+                }
+                Ok(())
             }
             Step::CreateSignal { path } => write!(f, "create {}", path.display()),
             Step::Start { wait: true } => write!(f, "start the server"),
@@ -361,9 +381,13 @@ impl Step {
                 .extract_backup(node, backup, data_dir)
                 .await
                 .map(|_| None),
-            Step::WriteRecoverySettings { file, settings } => {
+            Step::WriteRecoverySettings {
+                file,
+                settings,
+                raised,
+            } => {
                 let old = backend.read_file(node, file).await?.unwrap_or_default();
-                let new = recovery_conf::apply(&old, settings);
+                let new = recovery_conf::apply(&old, settings, raised);
                 backend
                     .write_file(node, file, new.as_bytes())
                     .await
@@ -464,13 +488,22 @@ async fn base_backup(
         backend,
         node,
         "read server settings",
-        "SELECT current_setting('server_version'), setting::bigint, (SELECT system_identifier FROM pg_control_system()) \
-         FROM pg_settings WHERE name = 'wal_segment_size'",
+        "SELECT current_setting('server_version'), setting::bigint, (SELECT system_identifier FROM pg_control_system()), \
+         r.max_connections, r.max_worker_processes, r.max_wal_senders, r.max_prepared_xacts, r.max_locks_per_xact \
+         FROM pg_settings, pg_control_recovery() r WHERE name = 'wal_segment_size'",
         &[],
     )
     .await?;
     let (pg_version, seg_size, system_id): (String, i64, i64) =
         (row.get(0), row.get(1), row.get(2));
+    let setting = |i: usize| u32::try_from(row.get::<_, i32>(i)).unwrap_or(0);
+    let hot_standby = crate::wal::HotStandbyParameters {
+        max_connections: setting(3),
+        max_worker_processes: setting(4),
+        max_wal_senders: setting(5),
+        max_prepared_xacts: setting(6),
+        max_locks_per_xact: setting(7),
+    };
     let start_time = Utc::now();
     // pg_basebackup fills an existing empty folder; the backup's folder above is not its to write.
     backend.create_dir(node, folder).await?;
@@ -508,6 +541,7 @@ async fn base_backup(
         bytes: files.bytes,
         // A uint64 shown through a signed bigint: the bits are the identifier.
         system_identifier: Some(system_id as u64),
+        hot_standby: Some(hot_standby),
     };
     Catalog::new(backend.config()).write_node_manifest(&node_backup)?;
     Ok(StepOutput::Backup(node_backup))

@@ -82,6 +82,7 @@ fn backup(end_time: DateTime<Utc>) -> Backup {
                 pg_version: "15.18".into(),
                 bytes: 1,
                 system_identifier: None,
+                hot_standby: None,
             })
             .collect(),
     }
@@ -235,12 +236,11 @@ fn restore_plan_steps_per_node() {
     let catalog = Catalog::new(&c);
     let mut obs = all(true);
     obs[2].server = ServerState::Stopped;
-    let plan = RestorePlan::build(
+    let plan = restore_plan(
         &c,
         &obs,
         &backup(t(10)),
         &point(0x3000000, t(20)),
-        &catalog,
         &data_dirs(&c),
         None,
         t(30),
@@ -300,12 +300,11 @@ fn restore_plan_steps_per_node() {
 fn restore_plan_refuses_a_point_before_the_backup_end() {
     let c = config();
     let catalog = Catalog::new(&c);
-    let err = RestorePlan::build(
+    let err = restore_plan(
         &c,
         &all(true),
         &backup(t(10)),
         &point(0x2000000, t(20)),
-        &catalog,
         &data_dirs(&c),
         None,
         t(30),
@@ -320,12 +319,11 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     for n in &mut rp.nodes {
         n.lsn = None;
     }
-    assert!(RestorePlan::build(
+    assert!(restore_plan(
         &c,
         &all(true),
         &backup(t(10)),
         &rp,
-        &catalog,
         &data_dirs(&c),
         None,
         t(30)
@@ -333,12 +331,11 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     .is_err());
     let mut short = backup(t(10));
     short.nodes.pop();
-    let err = RestorePlan::build(
+    let err = restore_plan(
         &c,
         &all(true),
         &short,
         &point(0x3000000, t(20)),
-        &catalog,
         &data_dirs(&c),
         None,
         t(30),
@@ -351,12 +348,11 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     let mut extra = long.nodes[2].clone();
     extra.node = "worker3".into();
     long.nodes.push(extra);
-    let err = RestorePlan::build(
+    let err = restore_plan(
         &c,
         &all(true),
         &long,
         &point(0x3000000, t(20)),
-        &catalog,
         &data_dirs(&c),
         None,
         t(30),
@@ -369,6 +365,31 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     );
 }
 
+/// A restore plan with no WAL parameter changes.
+fn restore_plan(
+    c: &ClusterConfig,
+    obs: &[NodeObservation],
+    backup: &Backup,
+    point: &RestorePoint,
+    existing: &HashSet<PathBuf>,
+    previous: Option<&RestoreState>,
+    now: DateTime<Utc>,
+) -> Result<RestorePlan> {
+    RestorePlan::build(
+        c,
+        obs,
+        &Catalog::new(c),
+        &RestoreInputs {
+            backup,
+            restore_point: point,
+            wal_parameters: &Default::default(),
+            existing,
+            previous,
+        },
+        now,
+    )
+}
+
 /// Every node's data directory, as if all exist.
 fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
     c.nodes().map(|n| c.data_dir(n)).collect()
@@ -378,12 +399,11 @@ fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
 fn a_restore_started_again_resumes_from_what_the_disk_holds() {
     let c = config();
     let catalog = Catalog::new(&c);
-    let first = RestorePlan::build(
+    let first = restore_plan(
         &c,
         &all(true),
         &backup(t(10)),
         &point(0x3000000, t(20)),
-        &catalog,
         &data_dirs(&c),
         None,
         t(30),
@@ -402,12 +422,11 @@ fn a_restore_started_again_resumes_from_what_the_disk_holds() {
     for o in &mut obs {
         o.server = ServerState::Stopped;
     }
-    let again = RestorePlan::build(
+    let again = restore_plan(
         &c,
         &obs,
         &backup(t(10)),
         &point(0x3000000, t(20)),
-        &catalog,
         &existing,
         Some(&first.state),
         t(90),
@@ -447,12 +466,11 @@ fn a_restore_started_again_resumes_from_what_the_disk_holds() {
     }
     // Both gone: the old data cannot be found, so nothing is done.
     existing.remove(&aside("worker2"));
-    let err = RestorePlan::build(
+    let err = restore_plan(
         &c,
         &obs,
         &backup(t(10)),
         &point(0x3000000, t(20)),
-        &catalog,
         &existing,
         Some(&first.state),
         t(90),

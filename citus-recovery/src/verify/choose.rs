@@ -132,6 +132,7 @@ mod tests {
             pg_version: "15".into(),
             bytes: 0,
             system_identifier: None,
+            hot_standby: None,
         }
     }
 

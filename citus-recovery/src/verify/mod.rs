@@ -13,7 +13,7 @@ pub mod choose;
 pub mod listing;
 pub mod manifest;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -22,7 +22,10 @@ use serde::Serialize;
 use crate::catalog::{Backup, Catalog, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
-use crate::wal::{self, ContinuityOptions, RestorePointRecord, TimeLineId, TimelineHistory};
+use crate::wal::{
+    self, ContinuityOptions, HotStandbyParameters, Lsn, RestorePointRecord, TimeLineId,
+    TimelineHistory,
+};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,6 +51,10 @@ pub struct VerifyReport {
     pub restore_point: String,
     /// The restore point as found in each node's archive: what recovery will stop at.
     pub target: RestorePoint,
+    /// Per node, the highest hot-standby settings the WAL from the backup to the restore point
+    /// asks for (`XLOG_PARAMETER_CHANGE` records); absent where it changes none. Recovery pauses
+    /// early unless the restored server's settings are at least these.
+    pub wal_parameters: BTreeMap<String, HotStandbyParameters>,
     /// Every check, in order.
     pub checks: Vec<Check>,
 }
@@ -110,27 +117,73 @@ struct NodeArchive {
     error: Option<String>,
 }
 
+/// Where to look for a restore point on one node: from the oldest backup that may be restored
+/// on (so segments before it are never read), or straight at the segment recorded when the
+/// library made the point.
+#[derive(Clone)]
+struct Search {
+    dir: PathBuf,
+    from: Option<(TimeLineId, Lsn)>,
+    recorded_segment: Option<String>,
+}
+
+/// How many segments before the recorded one are read to find a point the library made.
+const LOCATE_BACK: usize = 4;
+
+fn search_node(
+    search: &Search,
+    point: &str,
+) -> std::result::Result<Vec<RestorePointRecord>, String> {
+    if let Some(segment) = &search.recorded_segment {
+        if let Ok(Some(r)) = wal::locate_restore_point(&search.dir, point, segment, LOCATE_BACK) {
+            if !matches!(search.from, Some((_, start)) if r.lsn < start) {
+                return Ok(vec![r]);
+            }
+        }
+    }
+    let found = match search.from {
+        Some((tli, start)) => {
+            wal::find_restore_points_from(&search.dir, tli, start, &wal::ScanOptions::default())
+        }
+        None => wal::find_restore_points(&search.dir),
+    };
+    found
+        .map(|all| all.into_iter().filter(|r| r.name == point).collect())
+        .map_err(|e| e.to_string())
+}
+
 /// Reads every node's archive for records of `point` (all at once, off the async threads).
 async fn read_archives(
     config: &ClusterConfig,
     point: &str,
+    backups: &[&Backup],
+    recorded: Option<&RestorePoint>,
 ) -> Result<HashMap<String, NodeArchive>> {
     let mut tasks = Vec::new();
     for node in config.nodes() {
-        let (name, dir, point) = (
-            node.name.clone(),
-            config.archive_dir(node),
-            point.to_string(),
-        );
+        let from = backups
+            .iter()
+            .filter_map(|b| b.node(&node.name))
+            .map(|p| (p.timeline, p.start_lsn))
+            .min_by_key(|(_, lsn)| *lsn);
+        let search = Search {
+            dir: config.archive_dir(node),
+            from,
+            recorded_segment: recorded
+                .and_then(|r| r.node(&node.name))
+                .map(|n| n.segment.clone())
+                .filter(|s| !s.is_empty()),
+        };
+        let (name, point) = (node.name.clone(), point.to_string());
         tasks.push(tokio::task::spawn_blocking(move || {
-            let (records, error) = match wal::find_restore_points(&dir) {
-                Ok(all) => (all.into_iter().filter(|r| r.name == point).collect(), None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
+            let (records, error) = match search_node(&search, &point) {
+                Ok(records) => (records, None),
+                Err(e) => (Vec::new(), Some(e)),
             };
             (
                 name,
                 NodeArchive {
-                    dir,
+                    dir: search.dir,
                     records,
                     error,
                 },
@@ -159,9 +212,15 @@ pub async fn verify(
     backup: Option<&str>,
     point: &str,
 ) -> Result<VerifyReport> {
-    let archives = read_archives(config, point).await?;
     let recorded = catalog.restore_points()?;
     let in_record = recorded.iter().find(|r| r.name == point);
+    let given = backup.map(|name| catalog.backup(name)).transpose()?;
+    let all_backups = catalog.backups()?;
+    let candidates: Vec<&Backup> = match &given {
+        Some(b) => vec![b],
+        None => all_backups.iter().collect(),
+    };
+    let archives = read_archives(config, point, &candidates, in_record).await?;
     if in_record.is_none() && archives.values().all(|a| a.records.is_empty()) {
         let mut known: Vec<String> = recorded
             .iter()
@@ -188,10 +247,10 @@ pub async fn verify(
         .map(|(n, a)| (n.clone(), a.dir.clone()))
         .collect();
     let histories = |node: &str, tli: TimeLineId| dirs.get(node).and_then(|d| load_history(d, tli));
-    let (backup, chosen_because) = match backup {
-        Some(name) => (catalog.backup(name)?, None),
+    let (backup, chosen_because) = match given {
+        Some(b) => (b, None),
         None => {
-            let backups = catalog.backups()?;
+            let backups = all_backups;
             let records: HashMap<String, Vec<RestorePointRecord>> = archives
                 .iter()
                 .map(|(n, a)| (n.clone(), a.records.clone()))
@@ -211,6 +270,7 @@ pub async fn verify(
 
     let mut checks = Vec::new();
     let mut target_nodes = Vec::new();
+    let mut raised = BTreeMap::new();
     let mut tar_checks = Vec::new();
     for node in config.nodes() {
         let folder = catalog.node_backup_dir(&backup.name, &node.name);
@@ -261,6 +321,32 @@ pub async fn verify(
                         .join("; "),
                     catalog.node_backup_dir(&backup.name, &node.name).display()
                 )
+            },
+        );
+        let folder = catalog.node_backup_dir(&backup.name, &node.name);
+        let (tar, tli, start, end) = (
+            folder.join("pg_wal.tar"),
+            part.timeline,
+            part.start_lsn,
+            part.end_lsn,
+        );
+        let backup_wal =
+            tokio::task::spawn_blocking(move || wal::check_backup_wal(&tar, tli, start, end))
+                .await
+                .map_err(|e| Error::State(format!("checking a backup's WAL failed: {e}")))?;
+        check(
+            "backup WAL",
+            backup_wal.is_ok(),
+            match backup_wal {
+                Ok(r) => format!(
+                    "pg_wal.tar: {} segment(s), {} records intact from {start} to {end}",
+                    r.segments.len(),
+                    r.records
+                ),
+                Err(e) => format!(
+                    "pg_wal.tar in {}: {e}; the backup is damaged: choose another backup",
+                    folder.display()
+                ),
             },
         );
         let archive = &archives[&node.name];
@@ -337,6 +423,20 @@ pub async fn verify(
         })
         .await
         .map_err(|e| Error::State(format!("checking WAL failed: {e}")))?;
+        if let Ok(r) = &continuity {
+            if let Some(p) = r.parameter_max {
+                raised.insert(node.name.clone(), p);
+            }
+            if let Some(lsn) = r.tablespace_creates.first() {
+                check(
+                    "tablespaces",
+                    false,
+                    format!(
+                        "a tablespace was created at {lsn}, after the backup: replaying that would write into the tablespace's original folder, which the live cluster uses; take a new backup and restore from it"
+                    ),
+                );
+            }
+        }
         check(
             "WAL continuity",
             continuity.is_ok(),
@@ -367,6 +467,7 @@ pub async fn verify(
         backup: backup.name.clone(),
         chosen_because,
         restore_point: point.into(),
+        wal_parameters: raised,
         target: RestorePoint {
             name: point.into(),
             time,

@@ -159,7 +159,7 @@ pub async fn restore(
             ("hot_standby", "on".into()),
         ]
         .map(|(k, v)| (k.to_string(), quote_value(&v)));
-        let text = recovery_conf::apply(&std::fs::read_to_string(&conf)?, &settings);
+        let text = recovery_conf::apply(&std::fs::read_to_string(&conf)?, &settings, &[]);
         citus_recovery::files::write_atomic(&conf, text.as_bytes(), 0o600, &env.user)?;
         citus_recovery::files::write_atomic(&data.join("recovery.signal"), b"", 0o600, &env.user)?;
         local
