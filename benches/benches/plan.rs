@@ -2,6 +2,7 @@
 //! dry run prints it.
 
 use citus_recovery::catalog::Catalog;
+use citus_recovery::plan::RestoreInputs;
 use citus_recovery::{
     ArchivePlan, BasebackupPlan, FinishPlan, Plan, RestorePlan, RestorePointPlan,
 };

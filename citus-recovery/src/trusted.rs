@@ -76,8 +76,9 @@ fn check_folder(dir: &Path, must_be_mine: bool) -> Result<()> {
             ),
         ));
     }
-    let sticky = meta.mode() & 0o1000 != 0;
-    if meta.mode() & 0o022 != 0 && !(sticky && !must_be_mine) {
+    // A sticky folder above ours (such as /tmp) is fine: others cannot rename our entries.
+    let sticky_above = meta.mode() & 0o1000 != 0 && !must_be_mine;
+    if meta.mode() & 0o022 != 0 && !sticky_above {
         return Err(untrusted(
             dir,
             format!(

@@ -233,7 +233,6 @@ fn restore_point_plan_citus_and_plain() {
 #[test]
 fn restore_plan_steps_per_node() {
     let c = config();
-    let catalog = Catalog::new(&c);
     let mut obs = all(true);
     obs[2].server = ServerState::Stopped;
     let plan = restore_plan(
@@ -299,7 +298,6 @@ fn restore_plan_steps_per_node() {
 #[test]
 fn restore_plan_refuses_a_point_before_the_backup_end() {
     let c = config();
-    let catalog = Catalog::new(&c);
     let err = restore_plan(
         &c,
         &all(true),
@@ -398,7 +396,6 @@ fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
 #[test]
 fn a_restore_started_again_resumes_from_what_the_disk_holds() {
     let c = config();
-    let catalog = Catalog::new(&c);
     let first = restore_plan(
         &c,
         &all(true),
