@@ -109,8 +109,12 @@ impl Cluster {
     /// Every restore point in any node's WAL archive or in the record, with the nodes that hold
     /// it: the truth, read from the archives, not only what the library recorded.
     pub async fn archived_restore_points(&self) -> Result<Vec<ArchivedRestorePoint>> {
-        crate::verify::listing::archived_restore_points(self.config(), &self.list_restore_points()?)
-            .await
+        crate::verify::listing::archived_restore_points(
+            self.config(),
+            &self.list_restore_points()?,
+            &self.list_backups()?,
+        )
+        .await
     }
 
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.

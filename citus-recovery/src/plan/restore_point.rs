@@ -163,6 +163,17 @@ impl RestorePointPlan {
                         "it reported no result",
                     )
                 })?;
+            // Citus returns only the coordinator's LSN, and the server's is the record's end:
+            // read the record's start from the few segments just archived, so that verify, list
+            // and restore-start never have to scan the archive for a point the library made.
+            let (dir, name, last) = (config.archive_dir(node), self.name.clone(), segment.clone());
+            let located = tokio::task::spawn_blocking(move || {
+                crate::wal::locate_restore_point(&dir, &name, &last, 4)
+            })
+            .await
+            .ok()
+            .and_then(|r| r.ok().flatten());
+            let lsn = located.map(|r| r.lsn).or(lsn);
             nodes.push(NodeRestorePoint {
                 node: node.name.clone(),
                 lsn,

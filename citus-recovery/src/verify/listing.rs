@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::RestorePoint;
+use crate::catalog::{Backup, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::wal::{self, Lsn, TimeLineId};
@@ -69,16 +69,30 @@ impl fmt::Display for ArchivedRestorePoint {
     }
 }
 
-/// Every restore point in any node's archive or in the record, oldest first.
+/// Every restore point in any node's archive or in the record, oldest first. Each archive is
+/// read from the start of the oldest complete backup on (points before it cannot be restored
+/// to), so the work does not grow with the archive's age; without a backup, all of it.
 pub async fn archived_restore_points(
     config: &ClusterConfig,
     recorded: &[RestorePoint],
+    backups: &[Backup],
 ) -> Result<Vec<ArchivedRestorePoint>> {
     let mut tasks = Vec::new();
     for node in config.nodes() {
         let (name, dir) = (node.name.clone(), config.archive_dir(node));
+        let from = backups
+            .iter()
+            .filter_map(|b| b.node(&node.name))
+            .map(|p| (p.timeline, p.start_lsn))
+            .min_by_key(|(_, lsn)| *lsn);
         tasks.push(tokio::task::spawn_blocking(move || {
-            (name, dir.clone(), wal::find_restore_points(&dir))
+            let found = match from {
+                Some((tli, start)) => {
+                    wal::find_restore_points_from(&dir, tli, start, &wal::ScanOptions::default())
+                }
+                None => wal::find_restore_points(&dir),
+            };
+            (name, dir, found)
         }));
     }
     let mut by_name: BTreeMap<String, ArchivedRestorePoint> = BTreeMap::new();
