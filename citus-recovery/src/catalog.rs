@@ -332,6 +332,11 @@ async fn write_json<T: Serialize>(
     let mut text = serde_json::to_vec_pretty(value).expect("plain data serializes");
     text.push(b'\n');
     backend
-        .write_file(&backend.config().coordinator, path, &text)
+        .write_file(
+            &backend.config().coordinator,
+            path,
+            &text,
+            crate::backend::FileSync::Now,
+        )
         .await
 }

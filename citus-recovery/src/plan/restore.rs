@@ -251,7 +251,12 @@ impl RestorePlan {
             .create_dir(&config.coordinator, &config.cluster_base_folder)
             .await?;
         backend
-            .write_file(&config.coordinator, &RestoreState::path(config), &text)
+            .write_file(
+                &config.coordinator,
+                &RestoreState::path(config),
+                &text,
+                crate::backend::FileSync::Now,
+            )
             .await?;
         let outputs = match run_phases(backend, &self.phases, opts).await {
             Ok(outputs) => outputs,

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::recovery_conf;
-use crate::backend::{ClusterBackend, StartWait};
+use crate::backend::{ClusterBackend, FileSync, StartWait};
 use crate::catalog::{Catalog, NodeBackup};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -349,18 +349,26 @@ impl Step {
             Step::Stop => backend.stop(node).await.map(|_| None),
             Step::MoveAside { from, to } => backend.rename(node, from, to).await.map(|_| None),
             Step::Extract { backup, data_dir } => backend
-                .extract_backup(node, backup, data_dir)
+                .extract_backup(node, backup, data_dir, &[])
                 .await
                 .map(|_| None),
             Step::WriteRecoverySettings { file, settings } => {
                 let old = backend.read_file(node, file).await?.unwrap_or_default();
                 let new = recovery_conf::apply(&old, settings);
                 backend
-                    .write_file(node, file, new.as_bytes())
+                    .write_file(node, file, new.as_bytes(), FileSync::Later)
                     .await
                     .map(|_| None)
             }
-            Step::CreateSignal { path } => backend.write_file(node, path, b"").await.map(|_| None),
+            Step::CreateSignal { path } => {
+                backend.write_file(node, path, b"", FileSync::Later).await?;
+                // TEMP: plan owner moves this into its own step
+                let data_dir = path.parent().unwrap_or(std::path::Path::new("/"));
+                backend
+                    .install_control_file(node, data_dir, &[])
+                    .await
+                    .map(|_| None)
+            }
             Step::Start { wait } => {
                 let wait = if *wait {
                     StartWait::UntilReady
@@ -387,7 +395,9 @@ impl Step {
                 if let Some(old) = backend.read_file(node, file).await? {
                     if recovery_conf::has_block(&old) {
                         let new = recovery_conf::strip_block(&old);
-                        backend.write_file(node, file, new.as_bytes()).await?;
+                        backend
+                            .write_file(node, file, new.as_bytes(), FileSync::Now)
+                            .await?;
                     }
                 }
                 run_sql(backend, node, "reload", "SELECT pg_reload_conf()")
