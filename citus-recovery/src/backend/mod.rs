@@ -124,7 +124,8 @@ pub trait ClusterBackend: Send + Sync {
     ) -> Result<BackupFiles>;
 
     /// Extracts the base backup in `backup` into `data_dir`, which must not exist (its parent
-    /// must); the result belongs to the servers' user, the data directory has mode 0700.
+    /// must, writable by the servers' user, as must the parent of each tablespace location); the
+    /// result belongs to the servers' user, the data directory has mode 0700.
     ///
     /// `base.tar` goes into `data_dir`, `pg_wal.tar` into its `pg_wal`, and each `<oid>.tar` into
     /// the location `tablespaces` gives for that oid (a new folder); the backup's set of
