@@ -9,7 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use citus_recovery::backend::{FileSync, TablespaceTarget, PENDING_CONTROL_FILE};
-use citus_recovery::ClusterBackend;
 use common::{TestCluster, PG_BIN};
 
 /// Every file below `dir`: its modification time and contents.
