@@ -410,6 +410,7 @@ fn unpack(
     let read_err = |e: std::io::Error| Error::io("read", tar_path, e);
     let mut dirs: Vec<DirTimes> = Vec::new();
     let mut map_seen = false;
+    let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries().map_err(read_err)? {
         let mut entry = entry.map_err(read_err)?;
         let raw = entry.path_bytes().into_owned();
@@ -487,9 +488,14 @@ fn unpack(
             |e: std::io::Error| Error::io(format!("write entry {:?} of", shown(&raw)), tar_path, e);
         match rewritten {
             Some(bytes) => std::io::Write::write_all(&mut out, &bytes).map_err(write_err)?,
-            None => {
-                std::io::copy(&mut entry, &mut out).map_err(write_err)?;
-            }
+            None => loop {
+                // Large reads and writes: a WAL segment is 16 MiB.
+                let n = entry.read(&mut buf).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                std::io::Write::write_all(&mut out, &buf[..n]).map_err(write_err)?;
+            },
         }
         finish_node(out.as_raw_fd(), mode, mtime).map_err(|e| write_err(io_err(e)))?;
     }

@@ -24,6 +24,11 @@ use crate::files::OsUser;
 pub(super) fn io_err(errno: Errno) -> std::io::Error {
     if errno == Errno::ELOOP {
         std::io::Error::other("it is a symbolic link, which is never followed")
+    } else if errno == Errno::EACCES {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "permission denied to the servers' OS user, which does all file work on a node's host; give it access to this folder",
+        )
     } else {
         std::io::Error::from(errno)
     }
@@ -344,24 +349,42 @@ fn create_as_root(
     user: &OsUser,
 ) -> std::result::Result<OwnedFd, String> {
     let parent_fd = open_root_only(parent)?;
-    match nix::sys::stat::mkdirat(
+    // Made under a temporary name and handed over before it gets its real name, so that nobody
+    // (another node's call at the same moment) ever sees it owned by root.
+    let tmp = temp_name(name);
+    nix::sys::stat::mkdirat(
         Some(parent_fd.as_raw_fd()),
-        name,
+        tmp.as_os_str(),
         Mode::from_bits_truncate(0o700),
-    ) {
-        Ok(()) => {}
-        Err(Errno::EEXIST) => return Ok(parent_fd),
-        Err(e) => return Err(format!("root cannot create it either: {e}")),
-    }
-    nix::unistd::fchownat(
+    )
+    .map_err(|e| format!("root cannot create it either: {e}"))?;
+    let placed = nix::unistd::fchownat(
         Some(parent_fd.as_raw_fd()),
-        name,
+        tmp.as_os_str(),
         Some(nix::unistd::Uid::from_raw(user.uid)),
         Some(nix::unistd::Gid::from_raw(user.gid)),
         AtFlags::AT_SYMLINK_NOFOLLOW,
     )
-    .map_err(|e| format!("root cannot hand it over: {e}"))?;
-    Ok(parent_fd)
+    .map_err(|e| format!("root cannot hand it over: {e}"))
+    .and_then(|()| {
+        match nix::fcntl::renameat2(
+            Some(parent_fd.as_raw_fd()),
+            tmp.as_os_str(),
+            Some(parent_fd.as_raw_fd()),
+            name,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            // Created meanwhile by someone else: theirs is used.
+            Ok(()) | Err(Errno::EEXIST) => Ok(()),
+            Err(e) => Err(format!("root cannot rename it into place: {e}")),
+        }
+    });
+    let _ = nix::unistd::unlinkat(
+        Some(parent_fd.as_raw_fd()),
+        tmp.as_os_str(),
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    );
+    placed.map(|()| parent_fd)
 }
 
 /// Opens `dir` walking from `/` without following links, when every folder on the way belongs to

@@ -478,3 +478,28 @@ fn create_dir_hands_new_folders_to_the_user_and_never_follows_a_link() {
     assert!(node_fs::create_dir(&through, &user).is_err());
     assert!(!Path::new("/etc/citus-recovery-test-must-not-exist").exists());
 }
+
+#[test]
+fn create_dir_from_many_threads_at_once_hands_over_the_shared_parent() {
+    for _ in 0..20 {
+        let place = Place::new();
+        let user = postgres();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (dir, user) = (place.path(&format!("shared/node{i}")), user.clone());
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    node_fs::create_dir(&dir, &user)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let meta = std::fs::symlink_metadata(place.path("shared")).unwrap();
+        assert_eq!((meta.uid(), meta.mode() & 0o7777), (user.uid, 0o700));
+        assert_eq!(std::fs::read_dir(place.path("shared")).unwrap().count(), 6);
+    }
+}
