@@ -112,6 +112,7 @@ pub fn backup(config: &ClusterConfig, name: &str) -> Backup {
                 bytes: 1 << 30,
                 system_identifier: None,
                 hot_standby: None,
+                tablespaces: Vec::new(),
             })
             .collect(),
     }

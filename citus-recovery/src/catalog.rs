@@ -62,6 +62,9 @@ pub struct NodeBackup {
     /// began): a restored server never gets lower ones. `None` for older backups.
     #[serde(default)]
     pub hot_standby: Option<crate::wal::HotStandbyParameters>,
+    /// The oids of the user tablespaces backed up (one `<oid>.tar` each).
+    #[serde(default)]
+    pub tablespaces: Vec<u32>,
 }
 
 /// A complete base backup of the whole cluster.

@@ -2,6 +2,9 @@
 //!
 //! Server-side programs (`initdb`, `pg_ctl`, `pg_basebackup`) run as the configured OS user,
 //! switching user when the library runs as root, because PostgreSQL refuses to run as root.
+//! File work on a node's host runs on a blocking thread that has taken the servers' user's
+//! filesystem identity ([`as_user::as_user`]), and never follows a path's last component when it
+//! is a link ([`node_fs`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,12 +13,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{BackupFiles, ClusterBackend, ServerState, StartWait};
+use super::{BackupFiles, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
-use crate::files::{self, OsUser};
+use crate::files::OsUser;
 
+mod as_user;
 mod extract;
+mod node_fs;
+
+pub use extract::PENDING_CONTROL_FILE;
 
 /// How long `pg_ctl` may wait for a start or a stop.
 const PG_CTL_TIMEOUT_SECS: u32 = 600;
@@ -62,6 +69,20 @@ impl LocalBackend {
     /// The PostgreSQL bin folder in use.
     pub fn bin_dir(&self) -> &Path {
         &self.bin_dir
+    }
+
+    /// Runs file work `f` on a blocking thread as the servers' user; a failure that names no node
+    /// is given `node` and `action`.
+    async fn on_host<T: Send + 'static>(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let user = self.user.clone();
+        tokio::task::spawn_blocking(move || as_user::as_user(&user, f))
+            .await
+            .map_err(|e| Error::node(&node.name, action, e.to_string()))?
     }
 
     /// A command for a PostgreSQL program, run as the servers' user.
@@ -284,9 +305,18 @@ impl ClusterBackend for LocalBackend {
             extra.push_str(&format!("{key} = {value}\n"));
         }
         let conf = data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| Error::io("read", &conf, e))?;
-        text.push_str(&extra);
-        files::write_atomic(&conf, text.as_bytes(), 0o600, &self.user)
+        self.on_host(node, "write postgresql.conf", move || {
+            let mut text = node_fs::read_file(&conf)?.ok_or_else(|| {
+                Error::io(
+                    "read",
+                    &conf,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "initdb wrote none"),
+                )
+            })?;
+            text.push_str(&extra);
+            node_fs::write_file(&conf, text.as_bytes(), FileSync::Now)
+        })
+        .await
     }
 
     async fn start(&self, node: &NodeConfig, wait: StartWait) -> Result<()> {
@@ -362,15 +392,29 @@ impl ClusterBackend for LocalBackend {
             .arg("--status-interval=1")
             .arg("--no-password");
         self.run_supervised(node, "pg_basebackup", cmd).await?;
-        let mut bytes = 0;
-        let entries = std::fs::read_dir(folder).map_err(|e| Error::io("list", folder, e))?;
-        for entry in entries.flatten() {
-            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-        Ok(BackupFiles {
-            folder: folder.to_path_buf(),
-            bytes,
+        let folder = folder.to_path_buf();
+        self.on_host(node, "list the backup", move || {
+            let (mut bytes, mut tablespaces) = (0, Vec::new());
+            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("look at", entry.path(), e))?;
+                bytes += meta.len();
+                use std::os::unix::ffi::OsStrExt;
+                if let Some(oid) = extract::tablespace_oid(entry.file_name().as_bytes()) {
+                    tablespaces.push(oid);
+                }
+            }
+            tablespaces.sort_unstable();
+            Ok(BackupFiles {
+                folder,
+                bytes,
+                tablespaces,
+            })
         })
+        .await
     }
 
     async fn extract_backup(
@@ -378,75 +422,101 @@ impl ClusterBackend for LocalBackend {
         node: &NodeConfig,
         backup: &Path,
         data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
-        let (backup, data_dir, user) = (
+        let (backup, data_dir, tablespaces) = (
             backup.to_path_buf(),
             data_dir.to_path_buf(),
-            self.user.clone(),
+            tablespaces.to_vec(),
         );
-        tokio::task::spawn_blocking(move || extract::extract_backup(&backup, &data_dir, &user))
-            .await
-            .map_err(|e| Error::node(&node.name, "extract backup", e.to_string()))?
-            .map_err(|e| match e {
-                Error::Node { .. } => e,
-                other => Error::node(&node.name, "extract backup", other.to_string()),
-            })
+        self.on_host(node, "extract backup", move || {
+            extract::extract_backup(&backup, &data_dir, &tablespaces)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Node { .. } => e,
+            other => Error::node(&node.name, "extract backup", other.to_string()),
+        })
     }
 
-    async fn create_dir(&self, _node: &NodeConfig, path: &Path) -> Result<()> {
+    async fn install_control_file(
+        &self,
+        node: &NodeConfig,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        let (data_dir, tablespaces) = (data_dir.to_path_buf(), tablespaces.to_vec());
+        self.on_host(node, "install pg_control", move || {
+            extract::install_control_file(&data_dir, &tablespaces)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Node { .. } => e,
+            other => Error::node(&node.name, "install pg_control", other.to_string()),
+        })
+    }
+
+    async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
         self.user.check_reachable(path)?;
-        files::create_dir_owned(path, 0o700, &self.user)
-    }
-
-    async fn exists(&self, _node: &NodeConfig, path: &Path) -> Result<bool> {
-        Ok(tokio::fs::symlink_metadata(path).await.is_ok())
-    }
-
-    async fn rename(&self, _node: &NodeConfig, from: &Path, to: &Path) -> Result<()> {
-        if tokio::fs::symlink_metadata(to).await.is_ok() {
-            return Err(Error::io(
-                "rename onto",
-                to,
-                std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "the target exists already",
-                ),
-            ));
-        }
-        tokio::fs::rename(from, to)
+        let (path, user) = (path.to_path_buf(), self.user.clone());
+        // create_dir switches identity itself: it may need root for a root-only parent.
+        tokio::task::spawn_blocking(move || node_fs::create_dir(&path, &user))
             .await
-            .map_err(|e| Error::io(format!("rename {} to", from.display()), to, e))?;
-        if let Some(parent) = to.parent() {
-            files::sync_dir(parent)?;
-        }
-        Ok(())
+            .map_err(|e| Error::node(&node.name, "create folder", e.to_string()))?
     }
 
-    async fn read_file(&self, _node: &NodeConfig, path: &Path) -> Result<Option<String>> {
-        match tokio::fs::read_to_string(path).await {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", path, e)),
-        }
-    }
-
-    async fn write_file(&self, _node: &NodeConfig, path: &Path, contents: &[u8]) -> Result<()> {
-        files::write_atomic(path, contents, 0o600, &self.user)
-    }
-
-    async fn remove_file(&self, _node: &NodeConfig, path: &Path) -> Result<()> {
-        tokio::fs::remove_file(path)
+    async fn exists(&self, node: &NodeConfig, path: &Path) -> Result<bool> {
+        let path = path.to_path_buf();
+        self.on_host(node, "look at a path", move || node_fs::exists(&path))
             .await
-            .map_err(|e| Error::io("remove", path, e))
+    }
+
+    async fn rename(&self, node: &NodeConfig, from: &Path, to: &Path) -> Result<()> {
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        self.on_host(node, "rename", move || node_fs::rename(&from, &to))
+            .await
+    }
+
+    async fn read_file(&self, node: &NodeConfig, path: &Path) -> Result<Option<String>> {
+        let path = path.to_path_buf();
+        self.on_host(node, "read a file", move || node_fs::read_file(&path))
+            .await
+    }
+
+    async fn write_file(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+        contents: &[u8],
+        sync: FileSync,
+    ) -> Result<()> {
+        let (path, contents) = (path.to_path_buf(), contents.to_vec());
+        self.on_host(node, "write a file", move || {
+            node_fs::write_file(&path, &contents, sync)
+        })
+        .await
+    }
+
+    async fn remove_file(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        let path = path.to_path_buf();
+        self.on_host(node, "remove a file", move || node_fs::remove_file(&path))
+            .await
     }
 
     async fn log_tail(&self, node: &NodeConfig, lines: usize) -> String {
         let log = self.config.log_file(node);
-        match tokio::fs::read_to_string(&log).await {
-            Ok(text) => {
+        let path = log.clone();
+        match self
+            .on_host(node, "read the server log", move || {
+                node_fs::read_file(&path)
+            })
+            .await
+        {
+            Ok(Some(text)) => {
                 let all: Vec<&str> = text.lines().collect();
                 all[all.len().saturating_sub(lines)..].join("\n")
             }
+            Ok(None) => format!("({} does not exist)", log.display()),
             Err(e) => format!("(cannot read {}: {e})", log.display()),
         }
     }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::Result;
 
-pub use local::LocalBackend;
+pub use local::{LocalBackend, PENDING_CONTROL_FILE};
 
 /// Whether a node's server is running, as its data directory and process tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -56,6 +56,31 @@ pub struct BackupFiles {
     pub folder: PathBuf,
     /// Total bytes written.
     pub bytes: u64,
+    /// The oids of the user tablespaces it holds (one `<oid>.tar` each), in ascending order.
+    pub tablespaces: Vec<u32>,
+}
+
+/// A tablespace of a backup and the new folder it is restored into.
+///
+/// `oid` names the backup's `<oid>.tar`; `location` is a folder that must not exist yet (its
+/// parent must), never the live tablespace's folder: the restored `tablespace_map` points there,
+/// so WAL replay writes only into the copy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TablespaceTarget {
+    /// The tablespace's oid.
+    pub oid: u32,
+    /// The new folder it is extracted into.
+    pub location: PathBuf,
+}
+
+/// How durable [`ClusterBackend::write_file`] makes a file before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSync {
+    /// Synced before returning: the file, then its folder after the rename.
+    Now,
+    /// Renamed into place atomically but not synced: the caller syncs the whole data directory
+    /// later ([`ClusterBackend::install_control_file`] does).
+    Later,
 }
 
 /// The nodes as the plans see them.
@@ -63,6 +88,11 @@ pub struct BackupFiles {
 /// Contract: every method works on one node (or one path on that node's host) and is safe to call
 /// for several nodes at once. Paths are the ones the config gives (`data_dir`, `archive_dir`);
 /// files and folders a backend creates belong to the servers' OS user. Errors name the node.
+///
+/// Every file operation on a node's host is done with the servers' user's rights (never root's,
+/// so a link or file that user planted cannot lead the library anywhere that user could not go
+/// itself), and the last component of a path is never followed when it is a symbolic link: that
+/// is an error naming the path.
 #[async_trait]
 pub trait ClusterBackend: Send + Sync {
     /// The validated configuration this backend serves.
@@ -93,25 +123,63 @@ pub trait ClusterBackend: Send + Sync {
         label: &str,
     ) -> Result<BackupFiles>;
 
-    /// Extracts the base backup in `backup` into `data_dir` (which must not exist): the result is
-    /// owned by the servers' user with mode 0700, `global/pg_control` written last.
-    async fn extract_backup(&self, node: &NodeConfig, backup: &Path, data_dir: &Path)
-        -> Result<()>;
+    /// Extracts the base backup in `backup` into `data_dir`, which must not exist (its parent
+    /// must, writable by the servers' user, as must the parent of each tablespace location); the
+    /// result belongs to the servers' user, the data directory has mode 0700.
+    ///
+    /// `base.tar` goes into `data_dir`, `pg_wal.tar` into its `pg_wal`, and each `<oid>.tar` into
+    /// the location `tablespaces` gives for that oid (a new folder); the backup's set of
+    /// `<oid>.tar` files must equal `tablespaces`, and the restored `tablespace_map` names the new
+    /// locations. Only regular files and folders are written (never through a link); any other
+    /// entry, a hard link, a path leaving its folder or a setuid/setgid/sticky mode is an error
+    /// naming the tar and the entry. Nothing is synced, and `global/pg_control` is written under
+    /// the name [`PENDING_CONTROL_FILE`] so that the directory cannot start until
+    /// [`Self::install_control_file`].
+    async fn extract_backup(
+        &self,
+        node: &NodeConfig,
+        backup: &Path,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()>;
 
-    /// Creates a folder (and missing parents) on the node's host, owned by the servers' user.
+    /// Makes an extracted data directory startable, as its last step: syncs every filesystem
+    /// holding `data_dir` or a tablespace location, renames [`PENDING_CONTROL_FILE`] to
+    /// `global/pg_control` (never replacing one), and syncs `global/`. Idempotent: with no pending
+    /// file and a `pg_control` in place it only syncs `global/`; with neither it is an error.
+    async fn install_control_file(
+        &self,
+        node: &NodeConfig,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()>;
+
+    /// Creates a folder (and missing parents) on the node's host, owned by the servers' user,
+    /// mode 0700. A missing folder is created as that user, or, inside a folder only root can
+    /// change, by root and handed to the user. An existing folder is accepted; an existing link
+    /// or file is an error.
     async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()>;
 
-    /// Whether a path exists on the node's host.
+    /// Whether a path exists on the node's host (a link counts, and is not followed).
     async fn exists(&self, node: &NodeConfig, path: &Path) -> Result<bool>;
 
-    /// Renames a file or folder on the node's host (never copies, never deletes).
+    /// Renames a file or folder on the node's host (never copies, never deletes, never replaces
+    /// an existing `to`), then syncs the folders of both names.
     async fn rename(&self, node: &NodeConfig, from: &Path, to: &Path) -> Result<()>;
 
-    /// Reads a text file on the node's host; `None` when it does not exist.
+    /// Reads a text file on the node's host; `None` when it does not exist. A link is an error.
     async fn read_file(&self, node: &NodeConfig, path: &Path) -> Result<Option<String>>;
 
-    /// Writes a file on the node's host atomically, owned by the servers' user, mode 0600.
-    async fn write_file(&self, node: &NodeConfig, path: &Path, contents: &[u8]) -> Result<()>;
+    /// Writes a file on the node's host atomically (a temporary file renamed over `path`),
+    /// owned by the servers' user, mode 0600; `sync` says whether it is durable on return. An
+    /// existing `path` that is a link is an error.
+    async fn write_file(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+        contents: &[u8],
+        sync: FileSync,
+    ) -> Result<()>;
 
     /// Removes a file on the node's host (only the library's own bookkeeping files are removed).
     async fn remove_file(&self, node: &NodeConfig, path: &Path) -> Result<()>;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::archive::find;
 use super::recovery_conf::{self, quote_value};
 use super::{run_phases, AbortPlan, NodePlan, Phase, RunOptions, Step, StepOutput};
-use crate::backend::{ClusterBackend, ServerState};
+use crate::backend::{ClusterBackend, ServerState, TablespaceTarget};
 use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -73,6 +73,15 @@ pub fn failed_restore_dir(config: &ClusterConfig, node: &str, stamp: &str) -> Pa
     config
         .cluster_base_folder
         .join(format!("{node}.failed-restore-{stamp}"))
+}
+
+/// Where restore-start puts a tablespace of the backup:
+/// `<clusterBaseFolder>/<node>.tablespaces-<stamp>/<oid>`, a new folder for every attempt.
+pub fn tablespace_dir(config: &ClusterConfig, node: &str, stamp: &str, oid: u32) -> PathBuf {
+    config
+        .cluster_base_folder
+        .join(format!("{node}.tablespaces-{stamp}"))
+        .join(oid.to_string())
 }
 
 impl RestoreState {
@@ -339,9 +348,20 @@ impl RestorePlan {
                 }
             };
             let archive = config.archive_dir(node);
+            // Each attempt restores tablespaces into new folders of its own: never the live
+            // tablespace, never what an earlier attempt left.
+            let tablespaces: Vec<TablespaceTarget> = part
+                .tablespaces
+                .iter()
+                .map(|&oid| TablespaceTarget {
+                    oid,
+                    location: tablespace_dir(config, &node.name, &attempt, oid),
+                })
+                .collect();
             steps.push(Step::Extract {
                 backup: catalog.node_backup_dir(&backup.name, &node.name),
                 data_dir: data_dir.clone(),
+                tablespaces: tablespaces.clone(),
             });
             steps.push(Step::WriteRecoverySettings {
                 file: data_dir.join("postgresql.auto.conf"),
@@ -367,6 +387,10 @@ impl RestorePlan {
             });
             steps.push(Step::CreateSignal {
                 path: data_dir.join("recovery.signal"),
+            });
+            steps.push(Step::InstallControlFile {
+                data_dir: data_dir.clone(),
+                tablespaces,
             });
             steps.push(Step::Start { wait: false });
             steps.push(Step::WaitPaused {

@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::recovery_conf;
-use crate::backend::{ClusterBackend, StartWait};
+use crate::backend::{ClusterBackend, FileSync, StartWait, TablespaceTarget};
 use crate::catalog::{Catalog, NodeBackup};
 use crate::config::NodeConfig;
 use crate::error::{Error, Result};
@@ -87,12 +87,15 @@ pub enum Step {
         /// Where to.
         to: PathBuf,
     },
-    /// Extract a base backup into a new data directory.
+    /// Extract a base backup into a new data directory, every tablespace into a new folder of
+    /// its own; `global/pg_control` is held back under a temporary name.
     Extract {
         /// The node's backup folder.
         backup: PathBuf,
         /// The new data directory.
         data_dir: PathBuf,
+        /// The backup's tablespaces and the new folders they go to.
+        tablespaces: Vec<TablespaceTarget>,
     },
     /// Put recovery settings into `postgresql.auto.conf`.
     WriteRecoverySettings {
@@ -108,6 +111,15 @@ pub enum Step {
     CreateSignal {
         /// The file.
         path: PathBuf,
+    },
+    /// Make everything extracted and written durable (one `syncfs` per file system), then put
+    /// `global/pg_control` in place: a directory without it cannot start, so a crash at any
+    /// earlier moment can never start a server without its recovery settings.
+    InstallControlFile {
+        /// The new data directory.
+        data_dir: PathBuf,
+        /// The tablespaces' new folders.
+        tablespaces: Vec<TablespaceTarget>,
     },
     /// Start the server.
     Start {
@@ -177,11 +189,39 @@ impl fmt::Display for Step {
                 from.display(),
                 to.display()
             ),
-            Step::Extract { backup, data_dir } => write!(
+            Step::Extract {
+                backup,
+                data_dir,
+                tablespaces,
+            } => {
+                write!(
+                    f,
+                    "extract {}/{{base.tar,pg_wal.tar}} into {} as the servers' user (mode 0700, global/pg_control held back)",
+                    backup.display(),
+                    data_dir.display()
+                )?;
+                for t in tablespaces {
+                    write!(
+                        f,
+                        ", {}.tar into {} (tablespace_map rewritten)",
+                        t.oid,
+                        t.location.display()
+                    )?;
+                }
+                Ok(())
+            }
+            Step::InstallControlFile {
+                data_dir,
+                tablespaces,
+            } => write!(
                 f,
-                "extract {}/{{base.tar,pg_wal.tar}} into {} (mode 0700, pg_control last)",
-                backup.display(),
-                data_dir.display()
+                "sync {}{} to disk, then put global/pg_control in place",
+                data_dir.display(),
+                if tablespaces.is_empty() {
+                    ""
+                } else {
+                    " and the tablespace folders"
+                }
             ),
             Step::WriteRecoverySettings {
                 file,
@@ -377,8 +417,19 @@ impl Step {
             }
             Step::Stop => backend.stop(node).await.map(|_| None),
             Step::MoveAside { from, to } => backend.rename(node, from, to).await.map(|_| None),
-            Step::Extract { backup, data_dir } => backend
-                .extract_backup(node, backup, data_dir)
+            Step::Extract {
+                backup,
+                data_dir,
+                tablespaces,
+            } => backend
+                .extract_backup(node, backup, data_dir, tablespaces)
+                .await
+                .map(|_| None),
+            Step::InstallControlFile {
+                data_dir,
+                tablespaces,
+            } => backend
+                .install_control_file(node, data_dir, tablespaces)
                 .await
                 .map(|_| None),
             Step::WriteRecoverySettings {
@@ -389,11 +440,14 @@ impl Step {
                 let old = backend.read_file(node, file).await?.unwrap_or_default();
                 let new = recovery_conf::apply(&old, settings, raised);
                 backend
-                    .write_file(node, file, new.as_bytes())
+                    .write_file(node, file, new.as_bytes(), FileSync::Later)
                     .await
                     .map(|_| None)
             }
-            Step::CreateSignal { path } => backend.write_file(node, path, b"").await.map(|_| None),
+            Step::CreateSignal { path } => backend
+                .write_file(node, path, b"", FileSync::Later)
+                .await
+                .map(|_| None),
             Step::Start { wait } => {
                 let wait = if *wait {
                     StartWait::UntilReady
@@ -420,7 +474,9 @@ impl Step {
                 if let Some(old) = backend.read_file(node, file).await? {
                     if recovery_conf::has_block(&old) {
                         let new = recovery_conf::strip_block(&old);
-                        backend.write_file(node, file, new.as_bytes()).await?;
+                        backend
+                            .write_file(node, file, new.as_bytes(), FileSync::Now)
+                            .await?;
                     }
                 }
                 run_sql(backend, node, "reload", "SELECT pg_reload_conf()")
@@ -542,6 +598,7 @@ async fn base_backup(
         // A uint64 shown through a signed bigint: the bits are the identifier.
         system_identifier: Some(system_id as u64),
         hot_standby: Some(hot_standby),
+        tablespaces: files.tablespaces.clone(),
     };
     Catalog::new(backend.config()).write_node_manifest(&node_backup)?;
     Ok(StepOutput::Backup(node_backup))

@@ -83,6 +83,7 @@ fn backup(end_time: DateTime<Utc>) -> Backup {
                 bytes: 1,
                 system_identifier: None,
                 hot_standby: None,
+                tablespaces: Vec::new(),
             })
             .collect(),
     }

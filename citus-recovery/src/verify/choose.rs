@@ -133,6 +133,7 @@ mod tests {
             bytes: 0,
             system_identifier: None,
             hot_standby: None,
+            tablespaces: Vec::new(),
         }
     }
 

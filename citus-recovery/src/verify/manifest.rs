@@ -2,7 +2,9 @@
 //!
 //! `pg_verifybackup` in PostgreSQL 15 verifies plain-format backups only (tar support came in 18),
 //! so the tar's entries are checked here the way it would check files: every file the manifest
-//! lists is present with the listed size and CRC32C, and no unlisted file is present.
+//! lists is present with the listed size and CRC32C, and no unlisted file is present. `base.tar`
+//! holds the data directory; each `<oid>.tar` holds a user tablespace, whose files the manifest
+//! lists as `pg_tblspc/<oid>/<entry>`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -48,12 +50,18 @@ pub struct TarCheck {
     pub problems: Vec<String>,
 }
 
-/// Checks `<folder>/base.tar` against `<folder>/backup_manifest`. An unreadable manifest or tar is
-/// a problem in the result, not an error: the caller reports it with the node.
+/// Checks `<folder>/base.tar` and every `<folder>/<oid>.tar` against `<folder>/backup_manifest`,
+/// and that every file the manifest lists is in one of them. Files are opened without following
+/// links. An unreadable manifest or tar is a problem in the result, not an error: the caller
+/// reports it with the node.
 pub fn check_tar_backup(folder: &Path) -> TarCheck {
     let mut check = TarCheck::default();
     let manifest_path = folder.join("backup_manifest");
-    let manifest: Manifest = match std::fs::read(&manifest_path)
+    let manifest: Manifest = match open_no_follow(&manifest_path)
+        .and_then(|mut f| {
+            let mut bytes = Vec::new();
+            f.read_to_end(&mut bytes).map(|_| bytes)
+        })
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -71,28 +79,83 @@ pub fn check_tar_backup(folder: &Path) -> TarCheck {
         .filter(|f| !IGNORED.contains(&f.path.as_str()))
         .map(|f| (f.path.clone(), f))
         .collect();
-    let tar_path = folder.join("base.tar");
-    if let Err(e) = read_tar(&tar_path, &mut expected, &mut check) {
-        check.problems.push(format!("{}: {e}", tar_path.display()));
-        return check;
+    let mut tars = vec![(folder.join("base.tar"), String::new())];
+    match tablespace_tars(folder) {
+        Ok(oids) => {
+            for oid in oids {
+                tars.push((
+                    folder.join(format!("{oid}.tar")),
+                    format!("pg_tblspc/{oid}/"),
+                ));
+            }
+        }
+        Err(e) => check.problems.push(format!("{}: {e}", folder.display())),
+    }
+    for (tar_path, prefix) in &tars {
+        if let Err(e) = read_tar(tar_path, prefix, &mut expected, &mut check) {
+            check.problems.push(format!("{}: {e}", tar_path.display()));
+        }
     }
     let mut missing: Vec<&String> = expected.keys().collect();
     missing.sort();
     for path in missing {
         check.problems.push(format!(
-            "{path} is in the manifest but not in {}",
-            tar_path.display()
+            "{path} is in the manifest but in no tar of {}",
+            folder.display()
         ));
     }
     check
 }
 
+/// The oids of the `<oid>.tar` files in `folder`, ascending.
+fn tablespace_tars(folder: &Path) -> std::io::Result<Vec<u32>> {
+    let mut oids = Vec::new();
+    for entry in std::fs::read_dir(folder)? {
+        let name = entry?.file_name();
+        let Some(digits) = name.to_str().and_then(|n| n.strip_suffix(".tar")) else {
+            continue;
+        };
+        if !digits.is_empty()
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            if let Ok(oid) = digits.parse() {
+                oids.push(oid);
+            }
+        }
+    }
+    oids.sort_unstable();
+    Ok(oids)
+}
+
+/// Opens a regular file for reading, refusing a link as its last component.
+fn open_no_follow(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                std::io::Error::other("it is a symbolic link, which is never followed")
+            } else {
+                e
+            }
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    Ok(file)
+}
+
+/// Checks one tar's files, whose manifest paths are `prefix` followed by the entry's name.
 fn read_tar(
     tar_path: &Path,
+    prefix: &str,
     expected: &mut HashMap<String, ManifestFile>,
     check: &mut TarCheck,
 ) -> std::io::Result<()> {
-    let file = File::open(tar_path)?;
+    let file = open_no_follow(tar_path)?;
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let mut buf = vec![0u8; 1 << 20];
     for entry in archive.entries()? {
@@ -100,10 +163,11 @@ fn read_tar(
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let path = entry.path()?.to_string_lossy().into_owned();
-        if IGNORED.contains(&path.as_str()) {
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if prefix.is_empty() && IGNORED.contains(&name.as_str()) {
             continue;
         }
+        let path = format!("{prefix}{name}");
         let Some(want) = expected.remove(&path) else {
             check.problems.push(format!(
                 "{path} is in {} but not in the manifest",
@@ -153,7 +217,15 @@ mod tests {
 
     fn backup(files: &[(&str, &[u8])], manifest_files: serde_json::Value) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let mut builder = tar::Builder::new(File::create(dir.path().join("base.tar")).unwrap());
+        write_tar(&dir.path().join("base.tar"), files);
+        let manifest =
+            serde_json::json!({"PostgreSQL-Backup-Manifest-Version": 1, "Files": manifest_files});
+        std::fs::write(dir.path().join("backup_manifest"), manifest.to_string()).unwrap();
+        dir
+    }
+
+    fn write_tar(path: &Path, files: &[(&str, &[u8])]) {
+        let mut builder = tar::Builder::new(File::create(path).unwrap());
         for (path, data) in files {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
@@ -162,10 +234,63 @@ mod tests {
             builder.append_data(&mut header, path, *data).unwrap();
         }
         builder.finish().unwrap();
-        let manifest =
-            serde_json::json!({"PostgreSQL-Backup-Manifest-Version": 1, "Files": manifest_files});
-        std::fs::write(dir.path().join("backup_manifest"), manifest.to_string()).unwrap();
+    }
+
+    /// A backup with one tablespace 16384 holding `PG_15_202209061/5/16385` = "15\n".
+    fn with_tablespace(content: &[u8]) -> tempfile::TempDir {
+        let dir = backup(
+            &[("PG_VERSION", b"15\n")],
+            serde_json::json!([
+                {"Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "8a744722"},
+                {"Path": "pg_tblspc/16384/PG_15_202209061/5/16385", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "8a744722"}
+            ]),
+        );
+        write_tar(
+            &dir.path().join("16384.tar"),
+            &[("PG_15_202209061/5/16385", content)],
+        );
         dir
+    }
+
+    #[test]
+    fn tablespace_tars_are_checked_under_their_manifest_path() {
+        let dir = with_tablespace(b"15\n");
+        let check = check_tar_backup(dir.path());
+        assert_eq!(check.problems, Vec::<String>::new());
+        assert_eq!(check.files, 2);
+    }
+
+    #[test]
+    fn a_corrupt_byte_in_a_tablespace_tar_fails() {
+        let dir = with_tablespace(b"16\n");
+        let problems = check_tar_backup(dir.path()).problems.join("\n");
+        assert!(
+            problems.contains("pg_tblspc/16384/PG_15_202209061/5/16385 has checksum"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_missing_tablespace_tar_fails() {
+        let dir = with_tablespace(b"15\n");
+        std::fs::remove_file(dir.path().join("16384.tar")).unwrap();
+        let problems = check_tar_backup(dir.path()).problems.join("\n");
+        assert!(
+            problems.contains(
+                "pg_tblspc/16384/PG_15_202209061/5/16385 is in the manifest but in no tar"
+            ),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn a_linked_tar_is_not_followed() {
+        let dir = with_tablespace(b"15\n");
+        let elsewhere = dir.path().join("elsewhere.tar");
+        std::fs::rename(dir.path().join("16384.tar"), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("16384.tar")).unwrap();
+        let problems = check_tar_backup(dir.path()).problems.join("\n");
+        assert!(problems.contains("symbolic link"), "{problems}");
     }
 
     #[test]
@@ -201,7 +326,7 @@ mod tests {
             "{problems}"
         );
         assert!(
-            problems.contains("global/pg_control is in the manifest but not in"),
+            problems.contains("global/pg_control is in the manifest but in no tar of"),
             "{problems}"
         );
     }

@@ -181,7 +181,7 @@ pub async fn extract_library(env: &Env, local: &Local, backup: &str, dest: &Path
         local
             .cluster
             .backend()
-            .extract_backup(node, &source, &dest.join(&node.name))
+            .extract_backup(node, &source, &dest.join(&node.name), &[])
             .await?;
         Result::Ok(())
     }))
