@@ -211,7 +211,7 @@ impl TestCluster {
         let t = TestCluster::new(workers);
         t.cluster.create(true).await.expect("create");
         t.cluster
-            .prepare_archiving(true)
+            .prepare_archiving(true, false)
             .await
             .expect("prepare archiving");
         t.cluster
