@@ -79,6 +79,33 @@ async fn another_tools_archive_command_is_refused_then_replaced_when_asked() {
         "no archive folder was created"
     );
 
+    // The command-line tool: refused with the fix, and the plan with --replace-existing.
+    let tool = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_citus-recovery"))
+            .arg("--config")
+            .arg(t.config_file())
+            .args(args)
+            .env_remove("CITUS_RECOVERY_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let refused = tool(&["prepare-archiving", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node worker1: archive_command is set to '/bin/true'")
+            && stderr.contains("--replace-existing"),
+        "{stderr}"
+    );
+    let dry = tool(&["prepare-archiving", "--dry-run", "--replace-existing"]);
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+
     let plan = c.plan_prepare_archiving(true, true).await.unwrap();
     let sentence = "replaces archive_command '/bin/true' (another tool's WAL stream stops)";
     assert!(
@@ -88,6 +115,10 @@ async fn another_tools_archive_command_is_refused_then_replaced_when_asked() {
         "{plan}"
     );
     assert!(plan.notes.iter().any(|n| n.contains(sentence)), "{plan}");
+    assert!(
+        stdout.contains(&format!("archive_command = ''; {sentence}")),
+        "{stdout}"
+    );
     c.prepare_archiving(true, true).await.expect("replace");
     assert_eq!(
         settings(&t, "worker1").await,
