@@ -25,7 +25,7 @@ fn build(c: &mut Criterion) {
         group.bench_with_input(
             BenchmarkId::new("prepare-archiving", workers),
             &(),
-            |b, _| b.iter(|| ArchivePlan::build(&config, black_box(&fresh), true).unwrap()),
+            |b, _| b.iter(|| ArchivePlan::build(&config, black_box(&fresh), true, false).unwrap()),
         );
         group.bench_with_input(BenchmarkId::new("basebackup", workers), &(), |b, _| {
             b.iter(|| {

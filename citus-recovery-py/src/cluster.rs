@@ -83,18 +83,33 @@ impl PyCluster {
         run(py, || self.0.status()).map(PyClusterStatus)
     }
 
-    /// Plans `prepare_archiving`; changes nothing.
-    #[pyo3(signature = (restart = true))]
-    fn plan_prepare_archiving(&self, py: Python<'_>, restart: bool) -> PyResult<Py<PyArchivePlan>> {
-        let plan = run(py, || self.0.plan_prepare_archiving(restart))?;
+    /// Plans `prepare_archiving`; changes nothing. Archiving another tool set up is refused
+    /// (`ArchivingInUseError`) unless `replace_existing`.
+    #[pyo3(signature = (restart = true, replace_existing = false))]
+    fn plan_prepare_archiving(
+        &self,
+        py: Python<'_>,
+        restart: bool,
+        replace_existing: bool,
+    ) -> PyResult<Py<PyArchivePlan>> {
+        let plan = run(py, || {
+            self.0.plan_prepare_archiving(restart, replace_existing)
+        })?;
         plans::wrap(py, plan, PyArchivePlan)
     }
 
     /// Turns on WAL archiving on every node; with `restart`, restarts the nodes whose
-    /// `wal_level` or `archive_mode` changed.
-    #[pyo3(signature = (restart = true))]
-    fn prepare_archiving(&self, py: Python<'_>, restart: bool) -> PyResult<PyArchiveReport> {
-        run(py, || self.0.prepare_archiving(restart)).map(PyArchiveReport)
+    /// `wal_level` or `archive_mode` changed. Archiving another tool set up (`archive_command`,
+    /// another `archive_library` or archive folder) raises `ArchivingInUseError` and changes
+    /// nothing, unless `replace_existing`: then it is taken over and that tool's WAL stream stops.
+    #[pyo3(signature = (restart = true, replace_existing = false))]
+    fn prepare_archiving(
+        &self,
+        py: Python<'_>,
+        restart: bool,
+        replace_existing: bool,
+    ) -> PyResult<PyArchiveReport> {
+        run(py, || self.0.prepare_archiving(restart, replace_existing)).map(PyArchiveReport)
     }
 
     /// Plans `basebackup`; changes nothing.

@@ -9,6 +9,7 @@
 //! | `Node`, `Sql`, `Several`                | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
 //! | `PreflightFailed`                       | `VerifyError` (`.backup`, `.restore_point`, `.failures`) |
 //! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
+//! | `ArchivingInUse`                        | `ArchivingInUseError` (`.node`, `.setting`, `.current`) |
 //! | anything else                           | `CitusRecoveryError`                             |
 //!
 //! The message is always the core error's own text. Every exception has `.rollback`: `None`,
@@ -61,6 +62,13 @@ create_exception!(
     "A check before restore-start failed, so nothing was changed (`.backup`, `.restore_point`, `.failures`)."
 );
 
+create_exception!(
+    citus_recovery,
+    ArchivingInUseError,
+    CitusRecoveryError,
+    "WAL archiving on a node belongs to something else (another backup tool), so prepare_archiving changed nothing; pass replace_existing=True to take it over (`.node`, `.setting`, `.current`)."
+);
+
 /// `InvalidArgumentError(CitusRecoveryError, ValueError)`: made with `type()` because
 /// `create_exception!` takes a single base class.
 static INVALID_ARGUMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -103,6 +111,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("NodeError", py.get_type::<NodeError>())?;
     m.add("VerifyError", py.get_type::<VerifyError>())?;
+    m.add("ArchivingInUseError", py.get_type::<ArchivingInUseError>())?;
     // A class attribute, so `.rollback` is there (None) on every error.
     py.get_type::<CitusRecoveryError>()
         .setattr("rollback", py.None())?;
@@ -213,6 +222,19 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 ("backup", backup.into_pyobject(py)?.into_any()),
                 ("restore_point", restore_point.into_pyobject(py)?.into_any()),
                 ("failures", PyList::new(py, failures)?.into_any()),
+            ],
+        )?,
+        Error::ArchivingInUse {
+            node,
+            setting,
+            current,
+        } => instance(
+            &py.get_type::<ArchivingInUseError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("setting", setting.into_pyobject(py)?.into_any()),
+                ("current", current.into_pyobject(py)?.into_any()),
             ],
         )?,
         Error::RestoreFailed { failure, rollback } => {

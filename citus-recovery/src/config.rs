@@ -5,6 +5,7 @@
 //! every error names the field (and the JSON position where there is one) and the fix.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, Ipv6Addr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +155,16 @@ impl ClusterConfig {
                 "give the cluster a name".into(),
             ));
         }
+        check_text(&raw.cluster_name).map_err(|p| err("clusterName", p, CONTROL_FIX.into()))?;
+        for (field, value) in [
+            ("osUser", &raw.os_user),
+            ("backupToRestore", &raw.backup_to_restore),
+            ("restorePoint", &raw.restore_point),
+        ] {
+            if let Some(value) = value {
+                check_text(value).map_err(|p| err(field, p, CONTROL_FIX.into()))?;
+            }
+        }
         if raw.worker_count != raw.worker_nodes.len() {
             return Err(err(
                 "workerCount",
@@ -173,6 +184,13 @@ impl ClusterConfig {
                     "use letters, digits, '_', '-' or '.' (it becomes a folder name)".into(),
                 )
             })?;
+            check_node_name_is_free(&raw.name).map_err(|p| {
+                err(
+                    &format!("{field}.name"),
+                    p,
+                    "rename the node: the library keeps its own files (<node>.log, <node>.before-restore-<time>, catalog and lock files) beside the nodes' folders".into(),
+                )
+            })?;
             for (key, value) in [
                 ("hostname", &raw.hostname),
                 ("username", &raw.username),
@@ -185,6 +203,8 @@ impl ClusterConfig {
                         format!("give the node a {key}"),
                     ));
                 }
+                check_text(value)
+                    .map_err(|p| err(&format!("{field}.{key}"), p, CONTROL_FIX.into()))?;
             }
             if raw.port == 0 {
                 return Err(err(
@@ -215,7 +235,7 @@ impl ClusterConfig {
             .collect::<Result<Vec<_>>>()?;
 
         let mut names = HashSet::new();
-        let mut ports = HashSet::new();
+        let mut hosts: Vec<(HostKey, u16, String)> = Vec::new();
         for (i, n) in std::iter::once(&coordinator).chain(&workers).enumerate() {
             let field = if i == 0 {
                 "coordinatorNode".to_string()
@@ -229,13 +249,21 @@ impl ClusterConfig {
                     "give every node its own name".into(),
                 ));
             }
-            if !ports.insert((n.hostname.as_str(), n.port)) {
+            let key = HostKey::of(&n.hostname);
+            if let Some((_, _, other)) = hosts
+                .iter()
+                .find(|(k, port, _)| *port == n.port && k.same_host(&key))
+            {
                 return Err(err(
                     &format!("{field}.port"),
-                    format!("{}:{} is used by another node", n.hostname, n.port),
+                    format!(
+                        "{}:{} is used by another node ({other}; localhost, 127.0.0.1, ::1 and names that resolve to the same address are one host)",
+                        n.hostname, n.port
+                    ),
                     "give every node on a host its own port".into(),
                 ));
             }
+            hosts.push((key, n.port, format!("{}:{}", n.hostname, n.port)));
         }
 
         let folders = [
@@ -252,6 +280,7 @@ impl ClusterConfig {
                         .into(),
                 ));
             }
+            check_path(folder).map_err(|(p, fix)| err(field, p, fix.into()))?;
         }
         if let Some(dir) = &raw.pg_bin_dir {
             if !dir.is_absolute() {
@@ -261,30 +290,50 @@ impl ClusterConfig {
                     "use an absolute path such as /usr/lib/postgresql/15/bin".into(),
                 ));
             }
+            check_path(dir).map_err(|(p, fix)| err("pgBinDir", p, fix.into()))?;
         }
+        // Compared as resolved (symlinks followed as far as the path exists), so a folder reached
+        // through a link into a data directory is seen for what it is.
         let data_dirs: Vec<(String, PathBuf)> = std::iter::once(&coordinator)
             .chain(&workers)
             .map(|n| (n.name.clone(), raw.cluster_base_folder.join(&n.name)))
             .collect();
+        let shown = |given: &Path, real: &Path| {
+            if given == real {
+                given.display().to_string()
+            } else {
+                format!("{} (resolved: {})", given.display(), real.display())
+            }
+        };
         for (field, folder) in &folders[1..] {
+            let real = resolve(folder);
             for (node, data_dir) in &data_dirs {
-                if folder.starts_with(data_dir) || data_dir.starts_with(folder) {
+                let real_data = resolve(data_dir);
+                if real.starts_with(&real_data) || real_data.starts_with(&real) {
                     return Err(err(
                         field,
                         format!(
-                            "{} overlaps the data directory of node {node} ({})",
-                            folder.display(),
-                            data_dir.display()
+                            "{} overlaps the data directory of node {node}, {}",
+                            shown(folder, &real),
+                            shown(data_dir, &real_data)
                         ),
-                        "keep archives and backups outside every data directory: a restore moves the data directory aside".into(),
+                        "keep archives and backups outside every data directory, and no data directory inside them: a restore moves the data directory aside".into(),
                     ));
                 }
             }
         }
-        if raw.archive_base_folder == raw.backup_base_folder {
+        let (archive, backup) = (
+            resolve(&raw.archive_base_folder),
+            resolve(&raw.backup_base_folder),
+        );
+        if archive == backup {
             return Err(err(
                 "backupBaseFolder",
-                "is the same folder as archiveBaseFolder".into(),
+                format!(
+                    "{} is the same folder as archiveBaseFolder {}",
+                    shown(&raw.backup_base_folder, &backup),
+                    shown(&raw.archive_base_folder, &archive)
+                ),
                 "give backups and WAL archives folders of their own".into(),
             ));
         }
@@ -350,6 +399,146 @@ fn check_node_name(name: &str) -> std::result::Result<(), String> {
         return Err(format!("{name:?} contains {c:?}"));
     }
     Ok(())
+}
+
+/// The fix for a control character in a name or path.
+const CONTROL_FIX: &str =
+    "remove the control character (a newline, tab or other invisible character): it would break the server configuration and the commands built from it";
+
+/// Refuses control characters (newlines included) in a name.
+fn check_text(value: &str) -> std::result::Result<(), String> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("{value:?} contains the control character {c:?}")),
+        None => Ok(()),
+    }
+}
+
+/// Refuses `.` and `..` components and control characters in a path: folders are compared and
+/// put into server settings and shell commands as written.
+fn check_path(path: &Path) -> std::result::Result<(), (String, &'static str)> {
+    let text = path.to_string_lossy();
+    check_text(&text).map_err(|p| (p, CONTROL_FIX))?;
+    // Path::components drops inner `.` components, so the text is split instead.
+    if let Some(part) = text.split('/').find(|p| *p == "." || *p == "..") {
+        return Err((
+            format!("{} has a {part:?} component", path.display()),
+            "write the folder without . and .. components (the path it means, from the root)",
+        ));
+    }
+    Ok(())
+}
+
+/// The path with the longest prefix that exists resolved (symlinks followed, by
+/// `canonicalize`) and the rest appended as written.
+fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(rest.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// Catalog, state and lock files the library keeps in clusterBaseFolder and backupBaseFolder.
+const LIBRARY_FILES: [&str; 5] = [
+    "restore-points.json",
+    "citus-recovery-backup.json",
+    "citus-recovery-node.json",
+    "citus-recovery-restore.json",
+    "citus-recovery.lock",
+];
+
+/// Refuses a node name that could be taken for one of the library's own files or folders
+/// beside the nodes' folders: `<node>.log`, `<node>.before-restore-<time>`, the catalog.
+fn check_node_name_is_free(name: &str) -> std::result::Result<(), String> {
+    if let Some(end) = [".log", ".json", ".lock"]
+        .into_iter()
+        .find(|end| name.ends_with(end))
+    {
+        return Err(format!(
+            "{name:?} ends in {end}, as the library's own files do"
+        ));
+    }
+    if let Some(part) = [".before-restore-", ".failed-restore-", ".tablespaces-"]
+        .into_iter()
+        .find(|part| name.contains(part))
+    {
+        return Err(format!(
+            "{name:?} contains {part:?}, as the folders a restore keeps beside a data directory do"
+        ));
+    }
+    if LIBRARY_FILES.contains(&name) {
+        return Err(format!(
+            "{name:?} is the name of one of the library's own files"
+        ));
+    }
+    Ok(())
+}
+
+/// What a host name stands for, to tell two names of one host apart from two hosts.
+#[derive(Debug)]
+struct HostKey {
+    /// The name, lowercased.
+    name: String,
+    /// Its addresses, loopback ones as `None` (localhost, 127.0.0.1 and ::1 are one host).
+    addresses: Vec<Option<IpAddr>>,
+}
+
+impl HostKey {
+    /// The key of `host`: IP addresses as they are, `localhost` as loopback, other names
+    /// resolved only when `/etc/hosts` lists them, so validation never waits for the network.
+    fn of(host: &str) -> Self {
+        let name = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_ascii_lowercase();
+        let loopback = |ip: IpAddr| {
+            if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(Ipv6Addr::LOCALHOST) {
+                None
+            } else {
+                Some(ip)
+            }
+        };
+        let addresses = if let Ok(ip) = name.parse::<IpAddr>() {
+            vec![loopback(ip)]
+        } else if name == "localhost" || name.ends_with(".localhost") {
+            vec![None]
+        } else if in_etc_hosts(&name) {
+            (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| loopback(a.ip())).collect())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        HostKey { name, addresses }
+    }
+
+    /// Whether both stand for one host.
+    fn same_host(&self, other: &HostKey) -> bool {
+        self.name == other.name || self.addresses.iter().any(|a| other.addresses.contains(a))
+    }
+}
+
+/// Whether `/etc/hosts` lists `name` (lowercased), so resolving it needs no network.
+fn in_etc_hosts(name: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string("/etc/hosts") else {
+        return false;
+    };
+    text.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        line.split_whitespace()
+            .skip(1)
+            .any(|n| n.eq_ignore_ascii_case(name))
+    })
 }
 
 #[cfg(test)]

@@ -197,6 +197,18 @@ pub enum Error {
     /// Several nodes failed; each error names its node.
     #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
     Several(Vec<Error>),
+
+    /// WAL archiving on a node is set up by something else (another backup tool), and
+    /// prepare-archiving was not told to replace it; nothing was changed.
+    #[error("node {node}: {setting} is set to '{current}' by something other than this cluster's citus-recovery config, so nothing was changed; fix: if that setting is unused, reset it (ALTER SYSTEM RESET {setting}; SELECT pg_reload_conf()), or run prepare-archiving with --replace-existing (Python: replace_existing=True) if you really mean to take over WAL archiving from that tool, which stops its WAL stream")]
+    ArchivingInUse {
+        /// The node's name from the config.
+        node: String,
+        /// The setting found (`archive_command`, `archive_library`, `basic_archive.archive_directory`).
+        setting: String,
+        /// Its current value, with anything that looks like a password, key or token masked.
+        current: String,
+    },
 }
 
 fn join_lines_str(lines: &[String]) -> String {

@@ -20,7 +20,7 @@
 //!
 //! # async fn demo() -> citus_recovery::Result<()> {
 //! let cluster = Cluster::from_config_file("cluster-config.json")?;
-//! cluster.prepare_archiving(true).await?;
+//! cluster.prepare_archiving(true, false).await?;
 //! let backup = cluster.basebackup(None).await?;
 //! let point = cluster.create_restore_point(Some("before-migration")).await?;
 //! // ... later, on the worst day of the year:

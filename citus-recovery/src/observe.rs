@@ -35,7 +35,8 @@ pub struct NodeObservation {
     pub lsn: Option<String>,
     /// The current timeline, when it answers and is not in recovery.
     pub timeline: Option<u32>,
-    /// The settings in [`ARCHIVE_SETTINGS`] that are set (a module's are absent until loaded).
+    /// The settings in [`ARCHIVE_SETTINGS`] that are set (a module's are absent until loaded);
+    /// `archive_command` as configured, also while archiving is off.
     pub settings: BTreeMap<String, String>,
     /// The created Citus extension's version, `None` where it is not created.
     pub citus_version: Option<String>,
@@ -204,7 +205,9 @@ async fn ask(
     let names: Vec<String> = ARCHIVE_SETTINGS.iter().map(|s| s.to_string()).collect();
     for row in client
         .query(
-            "SELECT n, current_setting(n, true) FROM unnest($1::text[]) AS n WHERE current_setting(n, true) IS NOT NULL",
+            // archive_command shows as "(disabled)" while archive_mode is off: read what is set.
+            "SELECT n, CASE WHEN n = 'archive_command' THEN (SELECT s.reset_val FROM pg_settings s WHERE s.name = n) ELSE current_setting(n, true) END \
+             FROM unnest($1::text[]) AS n WHERE current_setting(n, true) IS NOT NULL",
             &[&names],
         )
         .await

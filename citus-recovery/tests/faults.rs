@@ -141,7 +141,7 @@ async fn a_node_that_will_not_start_rolls_every_node_back() {
     let t = TestCluster::new(2);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     // The setting lands in worker2's postgresql.auto.conf and so in the backup, but takes effect
     // only at the next start: the restored worker2 cannot start, the live one can.
     t.sql(
@@ -237,7 +237,7 @@ async fn a_base_backup_killed_half_way_is_never_offered() {
     let t = TestCluster::new(1);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     // Enough data that the backup takes a moment.
     t.sql("coordinator", "CREATE TABLE big AS SELECT g AS id, repeat('x', 200) AS pad FROM generate_series(1, 1500000) g")
         .await
@@ -317,7 +317,7 @@ async fn the_archive_accepts_a_segment_again_only_with_identical_content() {
     let t = TestCluster::new(0);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     let node = t.config().coordinator.clone();
     let data = t.config().data_dir(&node);
     let archive = t.config().archive_dir(&node);
@@ -395,7 +395,7 @@ async fn a_missing_wal_segment_stops_restore_before_anything_changes() {
     let t = TestCluster::new(1);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     c.basebackup(Some("base")).await.unwrap();
     t.insert_everywhere(FIRST, true).await;
     // A segment of its own between the backup and the restore point, on worker1.
@@ -478,7 +478,7 @@ async fn the_backup_is_chosen_by_lsn_and_never_the_newest_by_default() {
     let t = TestCluster::new(1);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     t.insert_everywhere(10, true).await;
     c.create_restore_point(Some("early")).await.unwrap();
     c.basebackup(Some("b1")).await.unwrap();
@@ -525,7 +525,7 @@ async fn a_citus_worker_missing_from_the_config_is_refused() {
     let t = TestCluster::new(2);
     skip_unless_citus!(t);
     t.cluster.create(false).await.unwrap();
-    t.cluster.prepare_archiving(true).await.unwrap();
+    t.cluster.prepare_archiving(true, false).await.unwrap();
     // The same cluster seen through a config that lacks worker2.
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.config_file()).unwrap()).unwrap();
@@ -565,7 +565,7 @@ async fn a_failing_archive_is_reported_not_waited_on_forever() {
     let t = TestCluster::new(0);
     let c = &t.cluster;
     c.create(true).await.unwrap();
-    c.prepare_archiving(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
     // The server's user can no longer write into its archive folder.
     let archive = t.config().archive_dir(&t.config().coordinator);
     use std::os::unix::fs::PermissionsExt;

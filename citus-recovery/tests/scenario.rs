@@ -17,14 +17,17 @@ async fn plain_nodes_restore_to_the_restore_point() {
     let t = TestCluster::new(2);
     let c = &t.cluster;
     c.create(true).await.expect("create");
-    let report = c.prepare_archiving(true).await.expect("prepare archiving");
+    let report = c
+        .prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
     assert_eq!(
         report.restarted.len(),
         3,
         "archive_mode needs a restart on every node"
     );
     assert!(c
-        .plan_prepare_archiving(true)
+        .plan_prepare_archiving(true, false)
         .await
         .unwrap()
         .notes
@@ -195,7 +198,9 @@ async fn citus_distributed_table_restores_to_the_restore_point() {
         status.nodes.iter().all(|n| n.citus_version.is_some()),
         "{status}"
     );
-    c.prepare_archiving(true).await.expect("prepare archiving");
+    c.prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
     c.basebackup(Some("citus")).await.expect("base backup");
     t.sql("coordinator", &format!("CREATE TABLE xx(id int); SELECT create_distributed_table('xx', 'id'); INSERT INTO xx SELECT generate_series(1, {FIRST})"))
         .await

@@ -107,7 +107,7 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<bool, Error> {
 
     progress("2. preparing archiving, taking a base backup");
     timings
-        .time("prepare archiving", cluster.prepare_archiving(true))
+        .time("prepare archiving", cluster.prepare_archiving(true, false))
         .await?;
     let backup = timings
         .time("base backup", cluster.basebackup(Some("before-inserts")))

@@ -50,6 +50,7 @@ __all__ = [
     "Check",
     "VerifyError",
     "VerifyReport",
+    "ArchivingInUseError",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -103,6 +104,17 @@ class VerifyError(CitusRecoveryError):
     restore_point: str
     failures: List[str]
     """Each failed check, naming the node, the file or segment, and what to do."""
+
+class ArchivingInUseError(CitusRecoveryError):
+    """WAL archiving on a node belongs to something else (another backup tool), so
+    ``prepare_archiving`` changed nothing; ``replace_existing=True`` takes it over, which stops
+    that tool's WAL stream."""
+
+    node: str
+    setting: str
+    """``archive_command``, ``archive_library`` or ``basic_archive.archive_directory``."""
+    current: str
+    """Its value, with anything that looks like a password, key or token masked."""
 
 class NodeError(CitusRecoveryError):
     """Work on one or more nodes failed."""
@@ -466,8 +478,14 @@ class Cluster:
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def status(self) -> ClusterStatus: ...
-    def plan_prepare_archiving(self, restart: bool = True) -> ArchivePlan: ...
-    def prepare_archiving(self, restart: bool = True) -> ArchiveReport: ...
+    def plan_prepare_archiving(
+        self, restart: bool = True, replace_existing: bool = False
+    ) -> ArchivePlan: ...
+    def prepare_archiving(
+        self, restart: bool = True, replace_existing: bool = False
+    ) -> ArchiveReport:
+        """Turns on WAL archiving on every node. Archiving another tool set up raises
+        ``ArchivingInUseError`` unless ``replace_existing``."""
     def plan_basebackup(self, name: Optional[str] = None) -> BasebackupPlan: ...
     def basebackup(self, name: Optional[str] = None) -> Backup: ...
     def plan_restore_point(self, name: Optional[str] = None) -> RestorePointPlan: ...

@@ -46,6 +46,10 @@ enum Command {
         /// Do not restart nodes whose wal_level or archive_mode change; only say so.
         #[arg(long)]
         no_restart: bool,
+        /// Take over WAL archiving that another tool set up (archive_command, another
+        /// archive_library or archive folder): that tool's WAL stream stops.
+        #[arg(long)]
+        replace_existing: bool,
     },
     /// Take a base backup of every node at once.
     Basebackup {
@@ -140,12 +144,15 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
     let dry = args.dry_run;
     match &args.command {
         Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,
-        Command::PrepareArchiving { no_restart } => {
-            let restart = !no_restart;
+        Command::PrepareArchiving {
+            no_restart,
+            replace_existing,
+        } => {
+            let (restart, replace) = (!no_restart, *replace_existing);
             if dry {
-                return out.plan(&cluster.plan_prepare_archiving(restart).await?);
+                return out.plan(&cluster.plan_prepare_archiving(restart, replace).await?);
             }
-            out.report(&cluster.prepare_archiving(restart).await?)
+            out.report(&cluster.prepare_archiving(restart, replace).await?)
         }
         Command::Basebackup { name } => {
             let name = name.as_deref();

@@ -122,16 +122,29 @@ impl Cluster {
         RestoreState::load(self.config())
     }
 
-    /// Plans `prepare-archiving`; with `restart`, nodes that need it are restarted.
-    pub async fn plan_prepare_archiving(&self, restart: bool) -> Result<ArchivePlan> {
+    /// Plans `prepare-archiving`; with `restart`, nodes that need it are restarted. Archiving
+    /// that another tool set up (`archive_command`, another `archive_library` or archive folder)
+    /// is refused with [`Error::ArchivingInUse`] unless `replace_existing`; then the plan says
+    /// what it replaces.
+    pub async fn plan_prepare_archiving(
+        &self,
+        restart: bool,
+        replace_existing: bool,
+    ) -> Result<ArchivePlan> {
         let observed = observe::cluster(self.backend()).await?;
-        ArchivePlan::build(self.config(), &observed, restart)
+        ArchivePlan::build(self.config(), &observed, restart, replace_existing)
     }
 
-    /// Prepares WAL archiving on every node.
-    pub async fn prepare_archiving(&self, restart: bool) -> Result<ArchiveReport> {
+    /// Prepares WAL archiving on every node (see [`Cluster::plan_prepare_archiving`]).
+    pub async fn prepare_archiving(
+        &self,
+        restart: bool,
+        replace_existing: bool,
+    ) -> Result<ArchiveReport> {
         let _lock = self.lock("prepare-archiving")?;
-        let plan = self.plan_prepare_archiving(restart).await?;
+        let plan = self
+            .plan_prepare_archiving(restart, replace_existing)
+            .await?;
         plan.execute(self.backend(), &self.options).await
     }
 

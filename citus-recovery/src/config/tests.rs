@@ -228,6 +228,241 @@ fn every_rule_names_its_field() {
     }
 }
 
+/// Asserts that `v` is refused with a config error naming `field`, with `word` in the problem.
+fn assert_refused(what: &str, v: &Value, field: &str, word: &str) {
+    match parse(v) {
+        Err(Error::Config {
+            field: f,
+            problem,
+            fix,
+            ..
+        }) => {
+            assert_eq!(f, field, "{what}: wrong field ({problem})");
+            assert!(problem.contains(word), "{what}: {problem:?} lacks {word:?}");
+            assert!(!fix.is_empty(), "{what}: no fix given");
+        }
+        other => panic!("{what}: expected a config error, got {other:?}"),
+    }
+}
+
+/// Paths: no `.` or `..` component, no control character; each row also names the value.
+#[test]
+fn paths_without_dot_components_or_control_characters() {
+    let cases = [
+        (
+            "clusterBaseFolder",
+            "/srv/./citus/cluster",
+            "\".\" component",
+        ),
+        (
+            "archiveBaseFolder",
+            "/srv/citus/archive/.",
+            "\".\" component",
+        ),
+        // `..` would also reach into a data directory unseen by a plain prefix comparison.
+        (
+            "backupBaseFolder",
+            "/srv/citus/backup/../cluster/worker1/b",
+            "\"..\" component",
+        ),
+        (
+            "pgBinDir",
+            "/usr/lib/postgresql/15/bin/..",
+            "\"..\" component",
+        ),
+        (
+            "archiveBaseFolder",
+            "/srv/citus/arch\nive",
+            "control character",
+        ),
+        (
+            "backupBaseFolder",
+            "/srv/citus/back\tup",
+            "control character",
+        ),
+        (
+            "clusterBaseFolder",
+            "/srv/citus/cluster\u{1b}",
+            "control character",
+        ),
+    ];
+    for (field, value, word) in cases {
+        let mut v = sample();
+        v[field] = json!(value);
+        assert_refused(value, &v, field, word);
+        let Err(Error::Config { problem, .. }) = parse(&v) else {
+            unreachable!()
+        };
+        assert!(
+            problem.contains(value) || problem.contains(&format!("{value:?}")),
+            "{problem:?} does not name {value:?}"
+        );
+    }
+}
+
+/// Names: no control characters (a newline in a host name ends up in the server settings).
+#[test]
+fn names_without_control_characters() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(Edit, &str)> = vec![
+        (|v| v["clusterName"] = json!("demo\nx"), "clusterName"),
+        (
+            |v| v["workerNodes"][0]["hostname"] = json!("localhost\n"),
+            "workerNodes[0].hostname",
+        ),
+        (
+            |v| v["coordinatorNode"]["username"] = json!("post\tgres"),
+            "coordinatorNode.username",
+        ),
+        (
+            |v| v["workerNodes"][1]["dbname"] = json!("postgres\r"),
+            "workerNodes[1].dbname",
+        ),
+        (|v| v["osUser"] = json!("pg\nowner"), "osUser"),
+        (|v| v["restorePoint"] = json!("a\nb"), "restorePoint"),
+        (
+            |v| v["backupToRestore"] = json!("a\u{7}"),
+            "backupToRestore",
+        ),
+    ];
+    for (edit, field) in cases {
+        let mut v = sample();
+        edit(&mut v);
+        assert_refused(field, &v, field, "control character");
+    }
+}
+
+/// Node names that the library's own files beside the node folders could be taken for.
+#[test]
+fn node_names_that_collide_with_the_librarys_files() {
+    for name in [
+        "worker1.log",
+        "w.json",
+        "w.lock",
+        "coordinator.before-restore-20261126T000000Z",
+        "w.failed-restore-x",
+        "w.tablespaces-1",
+        "restore-points.json",
+        "citus-recovery.lock",
+    ] {
+        let mut v = sample();
+        v["workerNodes"][1]["name"] = json!(name);
+        assert_refused(name, &v, "workerNodes[1].name", name);
+    }
+    // Dots elsewhere stay fine.
+    let mut v = sample();
+    v["workerNodes"][1]["name"] = json!("worker.2.logs");
+    parse(&v).unwrap();
+}
+
+/// localhost, 127.0.0.1 and ::1 are one host; so is a name /etc/hosts maps to them.
+#[test]
+fn one_host_under_several_names() {
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit)> = vec![
+        ("127.0.0.1 and localhost", |v| {
+            v["workerNodes"][0]["hostname"] = json!("127.0.0.1");
+            v["workerNodes"][0]["port"] = json!(9700);
+        }),
+        ("::1 and 127.0.0.1", |v| {
+            v["coordinatorNode"]["hostname"] = json!("::1");
+            v["workerNodes"][0]["hostname"] = json!("127.0.0.1");
+            v["workerNodes"][0]["port"] = json!(9700);
+        }),
+        ("LOCALHOST and localhost", |v| {
+            v["workerNodes"][1]["hostname"] = json!("LOCALHOST");
+            v["workerNodes"][1]["port"] = json!(9701);
+        }),
+        ("[::1] and localhost", |v| {
+            v["workerNodes"][1]["hostname"] = json!("[::1]");
+            v["workerNodes"][1]["port"] = json!(9701);
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut v = sample();
+        edit(&mut v);
+        let field = if what.starts_with("127") || what.starts_with("::1") {
+            "workerNodes[0].port"
+        } else {
+            "workerNodes[1].port"
+        };
+        assert_refused(what, &v, field, "used by another node");
+    }
+    // Other hosts may use the same port.
+    let mut v = sample();
+    v["workerNodes"][0]["hostname"] = json!("10.0.0.2");
+    v["workerNodes"][0]["port"] = json!(9700);
+    v["workerNodes"][1]["hostname"] = json!("10.0.0.3");
+    v["workerNodes"][1]["port"] = json!(9700);
+    parse(&v).unwrap();
+
+    // A name /etc/hosts maps to 127.0.0.1 or ::1 (resolved without the network).
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let alias = hosts.lines().find_map(|l| {
+        let mut words = l.split('#').next()?.split_whitespace();
+        let ip = words.next()?;
+        if ip != "127.0.0.1" && ip != "::1" {
+            return None;
+        }
+        words
+            .find(|w| !w.eq_ignore_ascii_case("localhost"))
+            .map(str::to_string)
+    });
+    match alias {
+        Some(alias) => {
+            let mut v = sample();
+            v["workerNodes"][0]["hostname"] = json!(alias);
+            v["workerNodes"][0]["port"] = json!(9700);
+            assert_refused(&alias, &v, "workerNodes[0].port", "used by another node");
+        }
+        None => eprintln!("NOTE: /etc/hosts has no loopback alias; that case was not tried"),
+    }
+}
+
+/// Folders compared after resolving symlinks as far as the path exists.
+#[test]
+fn folders_reached_through_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    std::fs::create_dir_all(root.join("cluster/worker1")).unwrap();
+    std::fs::create_dir_all(root.join("archive")).unwrap();
+    std::os::unix::fs::symlink(root.join("cluster/worker1"), root.join("into-worker1")).unwrap();
+    std::os::unix::fs::symlink(root.join("cluster"), root.join("cluster-link")).unwrap();
+    std::os::unix::fs::symlink(root.join("archive"), root.join("archive-link")).unwrap();
+    let with = |cluster: &str, archive: &str, backup: &str| {
+        let mut v = sample();
+        v["clusterBaseFolder"] = json!(root.join(cluster));
+        v["archiveBaseFolder"] = json!(root.join(archive));
+        v["backupBaseFolder"] = json!(root.join(backup));
+        v
+    };
+    parse(&with("cluster", "archive", "backup")).unwrap();
+    assert_refused(
+        "archive folder through a link into a data directory",
+        &with("cluster", "into-worker1/archive", "backup"),
+        "archiveBaseFolder",
+        "overlaps the data directory of node worker1",
+    );
+    assert_refused(
+        "backup folder inside a data directory reached through the cluster folder's link",
+        &with("cluster-link", "archive", "cluster/worker1/backups"),
+        "backupBaseFolder",
+        "resolved",
+    );
+    assert_refused(
+        "a data directory inside the backup folder, through a link",
+        &with("cluster", "archive", "cluster-link"),
+        "backupBaseFolder",
+        "overlaps",
+    );
+    assert_refused(
+        "archive and backup one folder through a link",
+        &with("cluster", "archive", "archive-link"),
+        "backupBaseFolder",
+        "same folder",
+    );
+}
+
 #[test]
 fn invalid_json_gives_the_position() {
     let err = ClusterConfig::from_json_str("{\n  \"clusterName\": \"demo\",\n  oops\n}", None)

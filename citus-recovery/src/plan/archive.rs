@@ -5,13 +5,14 @@
 //! on a different one, which is what a trustworthy archive needs and `cp` does not give.
 
 use std::fmt;
+use std::path::Path;
 
 use serde::Serialize;
 
-use super::{run_phases, NodePlan, Parameter, Phase, RunOptions, Step};
+use super::{recovery_conf, run_phases, NodePlan, Parameter, Phase, Plan, RunOptions, Step};
 use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observe::NodeObservation;
 
 /// Parameters that take effect only at a server restart.
@@ -24,8 +25,32 @@ pub struct ArchivePlan {
     pub phases: Vec<Phase>,
     /// Nodes that need a restart the plan does not do (`restart` was false), with the reasons.
     pub restart_pending: Vec<(String, Vec<String>)>,
+    /// Archiving settings of another tool the plan replaces (only with `replace_existing`).
+    pub replaces: Vec<ReplacedSetting>,
     /// Remarks.
     pub notes: Vec<String>,
+}
+
+/// An archiving setting that belongs to something else, replaced by the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplacedSetting {
+    /// The node.
+    pub node: String,
+    /// The setting (`archive_command`, `archive_library`, `basic_archive.archive_directory`).
+    pub setting: String,
+    /// Its value now, with anything that looks like a password, key or token masked.
+    pub current: String,
+}
+
+impl ReplacedSetting {
+    /// `replaces archive_command '...' (another tool's WAL stream stops)`.
+    pub fn sentence(&self) -> String {
+        format!(
+            "replaces {} {} (another tool's WAL stream stops)",
+            self.setting,
+            recovery_conf::quote_value(&self.current)
+        )
+    }
 }
 
 /// What `prepare-archiving` did.
@@ -57,18 +82,40 @@ impl fmt::Display for ArchiveReport {
 impl ArchivePlan {
     /// Builds the plan from the config and the observed nodes (all must be running). With
     /// `restart`, nodes whose `wal_level` or `archive_mode` change are restarted.
+    ///
+    /// Archiving set up by something else (an `archive_library` other than `basic_archive`, an
+    /// `archive_command`, or `basic_archive.archive_directory` pointing elsewhere) is refused
+    /// with [`Error::ArchivingInUse`] unless `replace_existing`; then the plan says what it
+    /// replaces, in the node's step and in a note.
     pub fn build(
         config: &ClusterConfig,
         observed: &[NodeObservation],
         restart: bool,
+        replace_existing: bool,
     ) -> Result<Self> {
         let mut nodes = Vec::new();
         let mut restart_pending = Vec::new();
+        let mut replaces = Vec::new();
         for node in config.nodes() {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;
             let archive = config.archive_dir(node);
             let current = |name: &str| obs.settings.get(name).cloned().unwrap_or_default();
+            for (setting, value) in foreign_settings(obs, &archive) {
+                let found = ReplacedSetting {
+                    node: node.name.clone(),
+                    setting: setting.to_string(),
+                    current: redact(&value),
+                };
+                if !replace_existing {
+                    return Err(Error::ArchivingInUse {
+                        node: found.node,
+                        setting: found.setting,
+                        current: found.current,
+                    });
+                }
+                replaces.push(found);
+            }
             let mut wanted = Vec::new();
             if !matches!(current("wal_level").as_str(), "replica" | "logical") {
                 wanted.push(("wal_level", "replica".to_string()));
@@ -79,13 +126,12 @@ impl ArchivePlan {
             if current("archive_library") != "basic_archive" {
                 wanted.push(("archive_library", "basic_archive".to_string()));
             }
-            let dir = archive.to_string_lossy().to_string();
-            if current("basic_archive.archive_directory") != dir {
+            if Path::new(&current("basic_archive.archive_directory")) != archive {
+                let dir = archive.to_string_lossy().to_string();
                 wanted.push(("basic_archive.archive_directory", dir));
             }
-            // archive_library wins over archive_command; clear it so nobody is misled.
-            if !current("archive_command").is_empty() && current("archive_command") != "(disabled)"
-            {
+            // PostgreSQL 16 refuses both set at once, and a leftover command misleads.
+            if command_set(&current("archive_command")) {
                 wanted.push(("archive_command", String::new()));
             }
             let mut steps = vec![Step::CreateFolder { path: archive }];
@@ -118,7 +164,10 @@ impl ArchivePlan {
                 steps,
             });
         }
-        let mut notes = Vec::new();
+        let mut notes: Vec<String> = replaces
+            .iter()
+            .map(|r| format!("node {}: {}", r.node, r.sentence()))
+            .collect();
         for (node, because) in &restart_pending {
             notes.push(format!(
                 "node {node} needs a restart for {} before archiving works: run prepare-archiving without --no-restart, or `citus-recovery cluster stop` and `cluster start`",
@@ -134,8 +183,28 @@ impl ArchivePlan {
                 nodes,
             }],
             restart_pending,
+            replaces,
             notes,
         })
+    }
+
+    /// The sentences saying what this node's `ALTER SYSTEM` step replaces, if anything.
+    fn replaced_on(&self, node: &str) -> Vec<String> {
+        self.replaces
+            .iter()
+            .filter(|r| r.node == node)
+            .map(ReplacedSetting::sentence)
+            .collect()
+    }
+
+    /// A step as the dry run prints it: the `ALTER SYSTEM` step also says what it replaces.
+    fn step_text(&self, node: &str, step: &Step) -> String {
+        let replaced = self.replaced_on(node);
+        if matches!(step, Step::SetParameters { .. }) && !replaced.is_empty() {
+            format!("{step}; {}", replaced.join("; "))
+        } else {
+            step.to_string()
+        }
     }
 
     /// Runs the plan.
@@ -166,6 +235,345 @@ pub(super) fn find<'a>(observed: &'a [NodeObservation], node: &str) -> &'a NodeO
         .expect("every config node is observed")
 }
 
-super::plan_impls!(ArchivePlan, "prepare-archiving", |_p| {
-    "plan: prepare-archiving"
-});
+/// Whether an `archive_command` value is set (PostgreSQL shows `(disabled)` while archiving is off).
+fn command_set(value: &str) -> bool {
+    !value.trim().is_empty() && value != "(disabled)"
+}
+
+/// The archiving settings of `obs` that are not this config's: each setting and its value.
+fn foreign_settings(obs: &NodeObservation, archive: &Path) -> Vec<(&'static str, String)> {
+    let get = |name: &str| obs.settings.get(name).cloned().unwrap_or_default();
+    let mut found = Vec::new();
+    let library = get("archive_library");
+    if !library.is_empty() && library != "basic_archive" {
+        found.push(("archive_library", library));
+    }
+    let command = get("archive_command");
+    if command_set(&command) {
+        found.push(("archive_command", command));
+    }
+    let dir = get("basic_archive.archive_directory");
+    if !dir.is_empty() && Path::new(&dir) != archive {
+        found.push(("basic_archive.archive_directory", dir));
+    }
+    found
+}
+
+/// Masks what looks like a secret in a setting's value (`PGPASSWORD=...`, `--secret-key ...`,
+/// `user:password@host`), so errors, plans and logs never carry it.
+pub fn redact(value: &str) -> String {
+    const SECRET_WORDS: [&str; 6] = ["pass", "secret", "key", "token", "credential", "auth"];
+    let secret = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        SECRET_WORDS.iter().any(|w| name.contains(w))
+    };
+    let mut out = Vec::new();
+    let mut mask_next = false;
+    for word in value.split(' ') {
+        if mask_next && !word.is_empty() {
+            out.push("***".to_string());
+            mask_next = false;
+            continue;
+        }
+        if let Some((name, _)) = word.split_once('=') {
+            if secret(name) {
+                out.push(format!("{name}=***"));
+                continue;
+            }
+        }
+        if word.starts_with('-') && secret(word) {
+            // `--password x`: the value is the next word.
+            mask_next = true;
+        }
+        // `scheme://user:password@host`
+        match (word.find("://"), word.find('@')) {
+            (Some(s), Some(at)) if at > s && word[s + 3..at].contains(':') => {
+                let colon = s + 3 + word[s + 3..at].find(':').unwrap_or(0);
+                out.push(format!("{}:***{}", &word[..colon], &word[at..]));
+            }
+            _ => out.push(word.to_string()),
+        }
+    }
+    out.join(" ")
+}
+
+impl Plan for ArchivePlan {
+    fn command(&self) -> &'static str {
+        "prepare-archiving"
+    }
+
+    fn phases(&self) -> &[Phase] {
+        &self.phases
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    fn step_lines(&self) -> Vec<String> {
+        self.phases
+            .iter()
+            .flat_map(|p| &p.nodes)
+            .flat_map(|n| {
+                n.steps
+                    .iter()
+                    .map(move |s| format!("{}: {}", n.node, self.step_text(&n.node, s)))
+            })
+            .collect()
+    }
+}
+
+/// The dry-run text: as every plan prints (`write_plan`), with what the `ALTER SYSTEM` step
+/// replaces.
+impl fmt::Display for ArchivePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan: prepare-archiving")?;
+        for (i, phase) in self.phases.iter().enumerate() {
+            let together = if phase.nodes.len() > 1 {
+                " (nodes at once)"
+            } else {
+                ""
+            };
+            writeln!(f, "phase {}: {}{together}", i + 1, phase.title)?;
+            for node in &phase.nodes {
+                writeln!(f, "  {}:", node.node)?;
+                for (n, step) in node.steps.iter().enumerate() {
+                    writeln!(f, "    {}. {}", n + 1, self.step_text(&node.node, step))?;
+                }
+            }
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::backend::ServerState;
+
+    fn config() -> ClusterConfig {
+        let json = serde_json::json!({
+            "clusterName": "demo", "workerCount": 1,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [{"name": "worker1", "hostname": "localhost", "port": 9701, "username": "postgres", "dbname": "postgres"}],
+            "clusterBaseFolder": "/nonexistent/cluster", "archiveBaseFolder": "/nonexistent/archive", "backupBaseFolder": "/nonexistent/backup"
+        });
+        ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
+    }
+
+    /// A running node archiving into this config's folder, with `edits` applied to its settings.
+    fn node(name: &str, edits: &[(&str, &str)]) -> NodeObservation {
+        let mut settings: BTreeMap<String, String> = [
+            ("wal_level", "replica".to_string()),
+            ("archive_mode", "on".to_string()),
+            ("archive_library", "basic_archive".to_string()),
+            ("archive_command", String::new()),
+            (
+                "basic_archive.archive_directory",
+                format!("/nonexistent/archive/{name}"),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in edits {
+            settings.insert(k.to_string(), v.to_string());
+        }
+        NodeObservation {
+            node: name.into(),
+            server: ServerState::Running,
+            in_recovery: Some(false),
+            pause_state: None,
+            lsn: Some("0/3000000".into()),
+            timeline: Some(1),
+            settings,
+            citus_version: None,
+            server_version: Some("15.18".into()),
+            citus_nodes: None,
+            error: None,
+        }
+    }
+
+    fn worker_with(edits: &[(&str, &str)]) -> Vec<NodeObservation> {
+        vec![node("coordinator", &[]), node("worker1", edits)]
+    }
+
+    /// Changes to a node's settings.
+    type Edits<'a> = &'a [(&'a str, &'a str)];
+
+    /// Each case: the worker's settings, then the setting and value the refusal must name.
+    #[test]
+    fn another_tools_archiving_is_refused_and_replaced_only_when_asked() {
+        let c = config();
+        let cases: [(Edits, &str, &str); 5] = [
+            (
+                &[("archive_library", ""), ("archive_command", "/bin/true")],
+                "archive_command",
+                "/bin/true",
+            ),
+            (
+                // Shown as "(disabled)" only when read through SHOW with archive_mode off.
+                &[
+                    ("archive_mode", "off"),
+                    ("archive_library", ""),
+                    (
+                        "archive_command",
+                        "pgbackrest --stanza=main archive-push %p",
+                    ),
+                ],
+                "archive_command",
+                "pgbackrest --stanza=main archive-push %p",
+            ),
+            (
+                &[("archive_library", "pgbackrest_archive")],
+                "archive_library",
+                "pgbackrest_archive",
+            ),
+            (
+                &[("basic_archive.archive_directory", "/mnt/other-archive")],
+                "basic_archive.archive_directory",
+                "/mnt/other-archive",
+            ),
+            (
+                &[
+                    ("archive_library", ""),
+                    ("archive_command", "PGPASSWORD=hunter2 push %p"),
+                ],
+                "archive_command",
+                "PGPASSWORD=*** push %p",
+            ),
+        ];
+        for (edits, setting, current) in cases {
+            let obs = worker_with(edits);
+            match ArchivePlan::build(&c, &obs, true, false) {
+                Err(Error::ArchivingInUse {
+                    node,
+                    setting: s,
+                    current: v,
+                }) => {
+                    assert_eq!(node, "worker1");
+                    assert_eq!(s, setting);
+                    assert_eq!(v, current);
+                    let text = Error::ArchivingInUse {
+                        node,
+                        setting: s,
+                        current: v,
+                    }
+                    .to_string();
+                    assert!(text.contains("--replace-existing"), "{text}");
+                    assert!(text.contains("worker1"), "{text}");
+                    assert!(!text.contains("hunter2"), "{text}");
+                }
+                other => panic!("{edits:?}: expected ArchivingInUse, got {other:?}"),
+            }
+            let plan = ArchivePlan::build(&c, &obs, true, true).unwrap();
+            let sentence = format!(
+                "replaces {setting} {} (another tool's WAL stream stops)",
+                recovery_conf::quote_value(current)
+            );
+            let lines = plan.step_lines();
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with("worker1: ALTER SYSTEM SET") && l.contains(&sentence)),
+                "{lines:#?}"
+            );
+            assert!(plan.to_string().contains(&sentence), "{plan}");
+            assert!(
+                plan.notes
+                    .iter()
+                    .any(|n| n == &format!("node worker1: {sentence}")),
+                "{:?}",
+                plan.notes
+            );
+            assert!(!plan.to_string().contains("hunter2"));
+            assert!(!plan.to_json().contains("hunter2"));
+            assert_eq!(
+                plan.phases[0].nodes[0].steps.len(),
+                1,
+                "the coordinator is ours already: {plan}"
+            );
+            let Step::SetParameters { parameters } = &plan.phases[0].nodes[1].steps[1] else {
+                panic!("{plan}")
+            };
+            let set = |n: &str| {
+                parameters
+                    .iter()
+                    .find(|p| p.name == n)
+                    .map(|p| p.value.as_str())
+            };
+            match setting {
+                "archive_command" => assert_eq!(set("archive_command"), Some("")),
+                "archive_library" => assert_eq!(set("archive_library"), Some("basic_archive")),
+                _ => assert_eq!(
+                    set("basic_archive.archive_directory"),
+                    Some("/nonexistent/archive/worker1")
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn our_own_settings_need_no_change() {
+        let c = config();
+        for edits in [
+            &[][..],
+            &[("archive_command", "(disabled)")][..],
+            // A trailing slash is the same folder.
+            &[(
+                "basic_archive.archive_directory",
+                "/nonexistent/archive/worker1/",
+            )][..],
+        ] {
+            let plan = ArchivePlan::build(&c, &worker_with(edits), true, false).unwrap();
+            assert!(
+                plan.phases[0].nodes.iter().all(|n| n.steps.len() == 1),
+                "no SetParameters step: {plan}"
+            );
+            assert!(plan.replaces.is_empty());
+            let again = ArchivePlan::build(&c, &worker_with(edits), true, true).unwrap();
+            assert_eq!(
+                plan, again,
+                "replace_existing changes nothing when it is ours"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fresh_node_is_not_someone_elses() {
+        let c = config();
+        let fresh = worker_with(&[
+            ("archive_mode", "off"),
+            ("archive_library", ""),
+            ("archive_command", ""),
+        ]);
+        let mut fresh = fresh;
+        fresh[1].settings.remove("basic_archive.archive_directory");
+        let plan = ArchivePlan::build(&c, &fresh, true, false).unwrap();
+        assert!(plan.replaces.is_empty());
+        assert_eq!(plan.phases[0].nodes[1].steps.len(), 4, "{plan}");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        for (value, masked) in [
+            ("cp %p /a/%f", "cp %p /a/%f"),
+            (
+                "AWS_SECRET_ACCESS_KEY=abc aws s3 cp %p s3://b/%f",
+                "AWS_SECRET_ACCESS_KEY=*** aws s3 cp %p s3://b/%f",
+            ),
+            ("tool --password hunter2 %p", "tool --password *** %p"),
+            (
+                "curl -T %p https://user:pw@host/%f",
+                "curl -T %p https://user:***@host/%f",
+            ),
+        ] {
+            assert_eq!(redact(value), masked);
+        }
+    }
+}

@@ -23,7 +23,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
 pub use abort::{AbortPlan, AbortReport, NodeAbort};
-pub use archive::{ArchivePlan, ArchiveReport};
+pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
 pub use basebackup::BasebackupPlan;
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{

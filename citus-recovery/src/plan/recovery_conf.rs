@@ -95,11 +95,19 @@ pub fn has_block(conf: &str) -> bool {
 }
 
 /// The `restore_command` reading one node's archive folder. Exit codes follow what PostgreSQL and
-/// pgBackRest expect: 0 restored, 1 not in the archive (a normal part of recovery), 200 for any
-/// other failure, because above 125 makes PostgreSQL abort recovery instead of promoting early.
+/// pgBackRest expect: 0 restored, 1 not in the archive (a normal part of recovery: PostgreSQL
+/// takes it as the end of the WAL), and above 125 for anything else, which makes PostgreSQL abort
+/// recovery instead of ending it early: 201 when the folder is not a directory the servers' user
+/// can read and search, 200 when the copy fails.
+///
+/// PostgreSQL replaces `%f`, `%p`, `%r` and `%%` anywhere in the command, so every `%` of the
+/// folder is doubled.
 pub fn restore_command(archive_dir: &std::path::Path) -> String {
-    let dir = shell_quote(&archive_dir.to_string_lossy());
-    format!("f={dir}/%f; if [ ! -e \"$f\" ]; then exit 1; fi; cp \"$f\" \"%p\" || exit 200")
+    let dir = shell_quote(&archive_dir.to_string_lossy()).replace('%', "%%");
+    format!(
+        "d={dir}; if [ ! -d \"$d\" ] || [ ! -r \"$d\" ] || [ ! -x \"$d\" ]; then echo \"restore_command: cannot read the WAL archive folder $d\" >&2; exit 201; fi; \
+         f=\"$d/%f\"; if [ ! -e \"$f\" ]; then exit 1; fi; cp \"$f\" \"%p\" || exit 200"
+    )
 }
 
 /// Quotes a string for a POSIX shell.
@@ -164,43 +172,133 @@ mod tests {
 
     #[test]
     fn restore_command_quotes_the_folder() {
-        let cmd = restore_command(std::path::Path::new("/a b/it's"));
-        assert_eq!(
-            cmd,
-            "f='/a b/it'\\''s'/%f; if [ ! -e \"$f\" ]; then exit 1; fi; cp \"$f\" \"%p\" || exit 200"
-        );
+        let cmd = restore_command(std::path::Path::new("/a b/it's 100%"));
+        assert!(cmd.starts_with("d='/a b/it'\\''s 100%%'; "), "{cmd}");
+    }
+
+    /// What PostgreSQL does to the command before running it (`BuildRestoreCommand`): `%f`, `%p`
+    /// and `%r` replaced, `%%` made one `%`, any other `%` kept.
+    fn substitute(cmd: &str, file: &str, dest: &str) -> String {
+        let mut out = String::new();
+        let mut chars = cmd.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                out.push(c);
+                continue;
+            }
+            match chars.peek() {
+                Some('f') => out.push_str(file),
+                Some('p') => out.push_str(dest),
+                Some('r') => out.push_str("000000010000000000000001"),
+                Some('%') => out.push('%'),
+                _ => {
+                    out.push('%');
+                    continue;
+                }
+            }
+            chars.next();
+        }
+        out
+    }
+
+    /// Runs the restore command of `archive` as PostgreSQL would, as the servers' user when we
+    /// are root (root reads every folder, so permissions are only tested as another user).
+    fn run(archive: &std::path::Path, file: &str, dest: &std::path::Path) -> Option<i32> {
+        let cmd = substitute(&restore_command(archive), file, &dest.to_string_lossy());
+        let mut command = if nix::unistd::Uid::effective().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c"]);
+            c
+        } else {
+            let mut c = std::process::Command::new("sh");
+            c.arg("-c");
+            c
+        };
+        command
+            .arg(cmd)
+            .current_dir("/")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    }
+
+    /// A folder the servers' user owns (when we are root), inside a world-searchable temp dir.
+    fn scratch() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        dir
+    }
+
+    fn make_archive(parent: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let archive = parent.join(name);
+        std::fs::create_dir(&archive).unwrap();
+        std::fs::write(archive.join("000000010000000000000001"), b"wal").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for p in [archive.clone(), archive.join("000000010000000000000001")] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        archive
     }
 
     #[test]
     fn restore_command_exit_codes() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("000000010000000000000001"), b"wal").unwrap();
-        let run = |file: &str, dest: &std::path::Path| {
-            let cmd = restore_command(dir.path())
-                .replace("%f", file)
-                .replace("%p", &dest.to_string_lossy());
-            std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .status()
-                .unwrap()
-                .code()
-        };
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch();
+        // %, %f, %%, spaces and a quote in the folder name: all kept literally.
+        for name in ["plain", "100% sure it's a %f and %% b"] {
+            let archive = make_archive(dir.path(), name);
+            let out = dir.path().join(format!("restored {name}"));
+            assert_eq!(
+                run(&archive, "000000010000000000000001", &out),
+                Some(0),
+                "{name}"
+            );
+            assert_eq!(std::fs::read(&out).unwrap(), b"wal");
+            assert_eq!(
+                run(&archive, "000000010000000000000002", &out),
+                Some(1),
+                "{name}: a missing file is the only exit 1"
+            );
+            assert_eq!(
+                run(
+                    &archive,
+                    "000000010000000000000001",
+                    &dir.path().join("no/such/folder/x")
+                ),
+                Some(200),
+                "{name}: a failing copy must abort recovery"
+            );
+        }
+        let archive = make_archive(dir.path(), "locked");
         let out = dir.path().join("restored");
-        assert_eq!(run("000000010000000000000001", &out), Some(0));
-        assert_eq!(std::fs::read(&out).unwrap(), b"wal");
         assert_eq!(
-            run("000000010000000000000002", &out),
-            Some(1),
-            "missing file: exit 1"
+            run(
+                &dir.path().join("no such folder"),
+                "000000010000000000000001",
+                &out
+            ),
+            Some(201),
+            "a missing archive folder is not the end of the WAL"
         );
         assert_eq!(
             run(
+                &archive.join("000000010000000000000001"),
                 "000000010000000000000001",
-                &dir.path().join("no/such/folder/x")
+                &out
             ),
-            Some(200),
-            "a failing copy must abort recovery"
+            Some(201),
+            "a file is not an archive folder"
         );
+        for (mode, what) in [(0o311, "unreadable"), (0o644, "not searchable")] {
+            std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(
+                run(&archive, "000000010000000000000002", &out),
+                Some(201),
+                "an {what} archive folder is not the end of the WAL"
+            );
+        }
+        std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 }

@@ -109,7 +109,7 @@ fn point(lsn: u64, time: DateTime<Utc>) -> RestorePoint {
 #[test]
 fn archive_plan_sets_only_what_differs_and_restarts() {
     let c = config();
-    let plan = ArchivePlan::build(&c, &all(false), true).unwrap();
+    let plan = ArchivePlan::build(&c, &all(false), true, false).unwrap();
     let steps = &plan.phases[0].nodes[1].steps;
     assert!(
         matches!(&steps[0], Step::CreateFolder { path } if path == Path::new("/nonexistent/archive/worker1"))
@@ -129,7 +129,7 @@ fn archive_plan_sets_only_what_differs_and_restarts() {
     assert!(matches!(&steps[3], Step::Restart { because } if because == &["archive_mode"]));
     assert!(plan.restart_pending.is_empty());
 
-    let no_restart = ArchivePlan::build(&c, &all(false), false).unwrap();
+    let no_restart = ArchivePlan::build(&c, &all(false), false, false).unwrap();
     assert_eq!(no_restart.restart_pending.len(), 3);
     assert!(
         no_restart.notes[0].contains("needs a restart for archive_mode"),
@@ -137,7 +137,7 @@ fn archive_plan_sets_only_what_differs_and_restarts() {
         no_restart.notes
     );
 
-    let done = ArchivePlan::build(&c, &all(true), true).unwrap();
+    let done = ArchivePlan::build(&c, &all(true), true, false).unwrap();
     assert!(
         done.phases[0].nodes.iter().all(|n| n.steps.len() == 1),
         "{done}"
@@ -150,14 +150,14 @@ fn archive_plan_keeps_logical_and_needs_running_nodes() {
     let c = config();
     let mut obs = all(true);
     obs[0].settings.insert("wal_level".into(), "logical".into());
-    let plan = ArchivePlan::build(&c, &obs, true).unwrap();
+    let plan = ArchivePlan::build(&c, &obs, true, false).unwrap();
     assert_eq!(
         plan.phases[0].nodes[0].steps.len(),
         1,
         "logical is kept: {plan}"
     );
     obs[2].server = ServerState::Stopped;
-    let err = ArchivePlan::build(&c, &obs, true).unwrap_err();
+    let err = ArchivePlan::build(&c, &obs, true, false).unwrap_err();
     assert!(
         err.to_string().contains("node worker2 is not running"),
         "{err}"

@@ -61,6 +61,52 @@ pub fn config_json(dir: &Path, workers: usize) -> String {
     .to_string()
 }
 
+/// A config for `workers` workers whose cluster, archive and backup folders are the given paths
+/// inside `dir` (they may hold spaces, quotes and `%`).
+pub fn config_json_with_folders(
+    dir: &Path,
+    workers: usize,
+    cluster: &str,
+    archive: &str,
+    backup: &str,
+) -> String {
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config_json(dir, workers)).expect("config JSON");
+    config["clusterBaseFolder"] = serde_json::json!(dir.join(cluster));
+    config["archiveBaseFolder"] = serde_json::json!(dir.join(archive));
+    config["backupBaseFolder"] = serde_json::json!(dir.join(backup));
+    config.to_string()
+}
+
+/// Stops every server whose data directory is in `cluster_dir` (`pg_ctl stop -m immediate`),
+/// for clusters whose folder is not the default one `Drop` looks at.
+pub fn stop_servers_in(cluster_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(cluster_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.path().join("postmaster.pid").exists() {
+            let mut cmd = if nix::unistd::Uid::effective().is_root() {
+                let mut c = std::process::Command::new("runuser");
+                c.args(["-u", "postgres", "--"])
+                    .arg(Path::new(PG_BIN).join("pg_ctl"));
+                c
+            } else {
+                std::process::Command::new(Path::new(PG_BIN).join("pg_ctl"))
+            };
+            let _ = cmd
+                .arg("stop")
+                .arg("-D")
+                .arg(entry.path())
+                .args(["-m", "immediate", "-w"])
+                .current_dir("/")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// A temporary folder the servers' OS user can reach, and a cluster config inside it.
 pub struct TestCluster {
     /// The cluster.
@@ -82,6 +128,32 @@ impl TestCluster {
         )
         .unwrap();
         let text = config_json(dir.path(), workers);
+        std::fs::write(dir.path().join("cluster-config.json"), &text).unwrap();
+        let config = ClusterConfig::from_json_str(&text, None).expect("valid config");
+        let backend = LocalBackend::new(config).expect("backend");
+        let cluster = Cluster::with_backend(Arc::new(backend))
+            .expect("cluster")
+            .with_options(RunOptions {
+                wait_timeout: Duration::from_secs(300),
+                ..RunOptions::default()
+            });
+        TestCluster { cluster, dir }
+    }
+
+    /// Like [`TestCluster::new`], with the cluster, archive and backup folders at these paths
+    /// inside the temporary folder. `Drop` does not see servers outside `<dir>/cluster`: stop
+    /// them with [`stop_servers_in`].
+    pub fn with_folders(workers: usize, cluster: &str, archive: &str, backup: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("citus-recovery-test-")
+            .tempdir()
+            .expect("temporary folder");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let text = config_json_with_folders(dir.path(), workers, cluster, archive, backup);
         std::fs::write(dir.path().join("cluster-config.json"), &text).unwrap();
         let config = ClusterConfig::from_json_str(&text, None).expect("valid config");
         let backend = LocalBackend::new(config).expect("backend");
@@ -211,7 +283,7 @@ impl TestCluster {
         let t = TestCluster::new(workers);
         t.cluster.create(true).await.expect("create");
         t.cluster
-            .prepare_archiving(true)
+            .prepare_archiving(true, false)
             .await
             .expect("prepare archiving");
         t.cluster

@@ -135,7 +135,7 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
     };
 
     let lib = Local::create(env, root, "library", args.workers, args.scale).await?;
-    lib.cluster.prepare_archiving(true).await?;
+    lib.cluster.prepare_archiving(true, false).await?;
     let pgbr = match pgbackrest_missing {
         None => {
             let local = Local::create(env, root, "pgbackrest", args.workers, args.scale).await?;
@@ -159,7 +159,7 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
         for &workers in &args.scaling {
             let name = format!("scaling-{workers}");
             let local = Local::create(env, root, &name, workers, args.scaling_scale).await?;
-            local.cluster.prepare_archiving(true).await?;
+            local.cluster.prepare_archiving(true, false).await?;
             let opts = Options {
                 full: false,
                 reps: args.scaling_reps.max(1),
