@@ -76,7 +76,9 @@ async fn restore_start_killed_at_any_moment_never_leaves_a_wrong_primary() {
     let t = TestCluster::new(1);
     let c = &t.cluster;
     c.create(true).await.expect("create");
-    c.prepare_archiving(true).await.expect("prepare archiving");
+    c.prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
     for node in t.node_names() {
         t.sql(
             &node,

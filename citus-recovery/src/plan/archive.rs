@@ -385,17 +385,12 @@ mod tests {
             settings.insert(k.to_string(), v.to_string());
         }
         NodeObservation {
-            node: name.into(),
-            server: ServerState::Running,
             in_recovery: Some(false),
-            pause_state: None,
             lsn: Some("0/3000000".into()),
             timeline: Some(1),
             settings,
-            citus_version: None,
             server_version: Some("15.18".into()),
-            citus_nodes: None,
-            error: None,
+            ..NodeObservation::new(name, ServerState::Running)
         }
     }
 

@@ -256,6 +256,7 @@ fn restore_plan_steps_per_node() {
                 Step::Extract { .. } => "extract",
                 Step::WriteRecoverySettings { .. } => "settings",
                 Step::CreateSignal { .. } => "signal",
+                Step::InstallControlFile { .. } => "control",
                 Step::Start { wait: false } => "start",
                 Step::WaitPaused { .. } => "wait",
                 _ => "other",
@@ -264,11 +265,11 @@ fn restore_plan_steps_per_node() {
     };
     assert_eq!(
         kinds(0),
-        ["stop", "aside", "extract", "settings", "signal", "start", "wait"]
+        ["stop", "aside", "extract", "settings", "signal", "control", "start", "wait"]
     );
     assert_eq!(
         kinds(2),
-        ["aside", "extract", "settings", "signal", "start", "wait"],
+        ["aside", "extract", "settings", "signal", "control", "start", "wait"],
         "a stopped node is not stopped again"
     );
     let aside = plan.state.nodes[1].moved_aside_to.as_ref().unwrap();
