@@ -104,8 +104,9 @@ pub fn find_restore_points_from(
 
 /// [`scan_archive`] from a backup on: reads only the segments of timeline `timeline` and of
 /// the later timelines, from the one holding `start` on. Segments before it are never opened
-/// (not even to learn the segment size: that is read from the newest segment), so damage
-/// there does not matter, and the work does not grow with the archive's age. Only restore
+/// (not even to learn the segment size: that is read from the newest segment with a valid
+/// header, or given in `options`), so damage there does not matter, and the work does not grow
+/// with the archive's age (only the folder listing does). Only restore
 /// points starting at or after `start` are returned.
 ///
 /// Later timelines are read whether or not they descend from `timeline`: each restore point

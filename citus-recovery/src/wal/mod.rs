@@ -28,8 +28,9 @@ pub mod pages;
 pub mod reader;
 pub mod record;
 pub mod segment;
-#[cfg(test)]
-mod synthetic;
+#[cfg(any(test, feature = "synthetic-wal"))]
+#[doc(hidden)]
+pub mod synthetic;
 #[cfg(test)]
 mod synthetic_tests;
 

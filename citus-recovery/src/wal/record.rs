@@ -41,7 +41,7 @@ pub const POSTGRES_EPOCH_UNIX_SECS: i64 = 946_684_800;
 
 // Block and data header IDs and flags.
 const XLR_MAX_BLOCK_ID: u8 = 32;
-const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
+pub(crate) const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
 const XLR_BLOCK_ID_DATA_LONG: u8 = 254;
 const XLR_BLOCK_ID_ORIGIN: u8 = 253;
 const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
@@ -330,30 +330,7 @@ pub fn decode_parameter_change(body: &[u8]) -> Result<ParameterChange, String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    /// A restore point record body (short data header + xl_restore_point).
-    pub(crate) fn restore_point_body(name: &str, micros: i64) -> Vec<u8> {
-        let mut b = vec![XLR_BLOCK_ID_DATA_SHORT, RESTORE_POINT_SIZE as u8];
-        b.extend_from_slice(&micros.to_le_bytes());
-        let mut n = [0u8; RESTORE_POINT_NAME_SIZE];
-        n[..name.len()].copy_from_slice(name.as_bytes());
-        b.extend_from_slice(&n);
-        b
-    }
-
-    /// A full record: header with a correct CRC, then `body`.
-    pub(crate) fn record(rmid: u8, info: u8, prev: u64, body: &[u8]) -> Vec<u8> {
-        let mut h = [0u8; RECORD_HEADER_SIZE];
-        h[..4].copy_from_slice(&((RECORD_HEADER_SIZE + body.len()) as u32).to_le_bytes());
-        h[8..16].copy_from_slice(&prev.to_le_bytes());
-        h[16] = info;
-        h[17] = rmid;
-        let crc = record_crc(&h, body);
-        h[20..].copy_from_slice(&crc.to_le_bytes());
-        let mut r = h.to_vec();
-        r.extend_from_slice(body);
-        r
-    }
+    use crate::wal::synthetic::{record, restore_point_body};
 
     #[test]
     fn header_fields_and_crc() {

@@ -279,7 +279,31 @@ fn timelines_follow_the_history() {
             "000000020000000000000003"
         ]
     );
+    // Located from timeline 2's last segment: segment 2 is read on timeline 2 (its copy holds
+    // timeline 1's WAL up to the switch), segment 1 on timeline 1, as the history says.
+    let last = "000000020000000000000003";
+    let r = locate_restore_point(dir.path(), "t1-b", last, 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.timeline, r.segment.as_str()),
+        (2, "000000020000000000000002")
+    );
+    let r = locate_restore_point(dir.path(), "t1-a", last, 2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.timeline, r.segment.as_str()),
+        (1, "000000010000000000000001")
+    );
+    let r = locate_restore_point(dir.path(), "t2", last, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.end_lsn, t2.1);
     std::fs::remove_file(dir.path().join("000000020000000000000002")).unwrap();
+    assert!(locate_restore_point(dir.path(), "t1-a", last, 2)
+        .unwrap()
+        .is_none());
     let e = check_continuity(
         dir.path(),
         None,
