@@ -141,15 +141,23 @@ fn search_node(
             }
         }
     }
-    let found = match search.from {
-        Some((tli, start)) => {
-            wal::find_restore_points_from(&search.dir, tli, start, &wal::ScanOptions::default())
-        }
-        None => wal::find_restore_points(&search.dir),
-    };
-    found
-        .map(|all| all.into_iter().filter(|r| r.name == point).collect())
-        .map_err(|e| e.to_string())
+    let options = wal::ScanOptions::default();
+    let scan = match search.from {
+        Some((tli, start)) => wal::scan_archive_from(&search.dir, tli, start, &options),
+        None => wal::scan_archive(&search.dir, &options),
+    }
+    .map_err(|e| e.to_string())?;
+    let records: Vec<RestorePointRecord> = scan
+        .restore_points
+        .into_iter()
+        .filter(|r| r.name == point)
+        .collect();
+    // Damage after the point does not block a restore (the continuity check reads up to it);
+    // with no point found, damage may be what hides it.
+    match scan.problems.first() {
+        Some(problem) if records.is_empty() => Err(problem.to_string()),
+        _ => Ok(records),
+    }
 }
 
 /// Reads every node's archive for records of `point` (all at once, off the async threads).
