@@ -10,6 +10,10 @@
 //! | `PreflightFailed`                       | `VerifyError` (`.backup`, `.restore_point`, `.failures`) |
 //! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
 //! | `ArchivingInUse`                        | `ArchivingInUseError` (`.node`, `.setting`, `.current`) |
+//! | `UntrustedFile`                         | `UntrustedFileError` (`.path`, `.problem`, `.fix`) |
+//! | `RestoreInProgress`                     | `RestoreInProgressError` (`.backup`, `.restore_point`, `.started`, `.fix`) |
+//! | `Identity`                              | `IdentityError` (`.node`, `.problem`, `.fix`)    |
+//! | `NotAtTarget`                           | `NotAtTargetError` (`.node`, `.restore_point`, `.replay_lsn`, `.target_lsn`, `.cause`) |
 //! | anything else                           | `CitusRecoveryError`                             |
 //!
 //! The message is always the core error's own text. Every exception has `.rollback`: `None`,
@@ -69,6 +73,34 @@ create_exception!(
     "WAL archiving on a node belongs to something else (another backup tool), so prepare_archiving changed nothing; pass replace_existing=True to take it over (`.node`, `.setting`, `.current`)."
 );
 
+create_exception!(
+    citus_recovery,
+    UntrustedFileError,
+    CitusRecoveryError,
+    "A file or folder of the library's own (catalog, restore state, lock) could have been changed by someone other than the user running it, so it was not trusted; nothing was changed (`.path`, `.problem`, `.fix`)."
+);
+
+create_exception!(
+    citus_recovery,
+    RestoreInProgressError,
+    CitusRecoveryError,
+    "A restore is under way and the command must not run now; nothing was changed (`.backup`, `.restore_point`, `.started`, `.fix`)."
+);
+
+create_exception!(
+    citus_recovery,
+    IdentityError,
+    CitusRecoveryError,
+    "A node's server is not the one its backup was taken of, or a backup does not fit the config's nodes; nothing was changed (`.node`, `.problem`, `.fix`)."
+);
+
+create_exception!(
+    citus_recovery,
+    NotAtTargetError,
+    CitusRecoveryError,
+    "Recovery paused before the restore point (for instance for a setting the WAL raised) (`.node`, `.restore_point`, `.replay_lsn`, `.target_lsn`, `.cause`)."
+);
+
 /// `InvalidArgumentError(CitusRecoveryError, ValueError)`: made with `type()` because
 /// `create_exception!` takes a single base class.
 static INVALID_ARGUMENT: GILOnceCell<Py<PyType>> = GILOnceCell::new();
@@ -112,6 +144,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NodeError", py.get_type::<NodeError>())?;
     m.add("VerifyError", py.get_type::<VerifyError>())?;
     m.add("ArchivingInUseError", py.get_type::<ArchivingInUseError>())?;
+    m.add("UntrustedFileError", py.get_type::<UntrustedFileError>())?;
+    m.add(
+        "RestoreInProgressError",
+        py.get_type::<RestoreInProgressError>(),
+    )?;
+    m.add("IdentityError", py.get_type::<IdentityError>())?;
+    m.add("NotAtTargetError", py.get_type::<NotAtTargetError>())?;
     // A class attribute, so `.rollback` is there (None) on every error.
     py.get_type::<CitusRecoveryError>()
         .setattr("rollback", py.None())?;
@@ -235,6 +274,56 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 ("node", node.into_pyobject(py)?.into_any()),
                 ("setting", setting.into_pyobject(py)?.into_any()),
                 ("current", current.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::UntrustedFile { path, problem, fix } => instance(
+            &py.get_type::<UntrustedFileError>(),
+            message,
+            [
+                ("path", path.to_string_lossy().into_pyobject(py)?.into_any()),
+                ("problem", problem.into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::RestoreInProgress {
+            backup,
+            restore_point,
+            started,
+            fix,
+        } => instance(
+            &py.get_type::<RestoreInProgressError>(),
+            message,
+            [
+                ("backup", backup.into_pyobject(py)?.into_any()),
+                ("restore_point", restore_point.into_pyobject(py)?.into_any()),
+                ("started", started.into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::Identity { node, problem, fix } => instance(
+            &py.get_type::<IdentityError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("problem", problem.into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::NotAtTarget {
+            node,
+            restore_point,
+            replay_lsn,
+            target_lsn,
+            cause,
+        } => instance(
+            &py.get_type::<NotAtTargetError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("restore_point", restore_point.into_pyobject(py)?.into_any()),
+                ("replay_lsn", replay_lsn.into_pyobject(py)?.into_any()),
+                ("target_lsn", target_lsn.into_pyobject(py)?.into_any()),
+                ("cause", cause.into_pyobject(py)?.into_any()),
             ],
         )?,
         Error::RestoreFailed { failure, rollback } => {

@@ -301,3 +301,19 @@ def test_failed_restore_start_is_rolled_back_and_says_so(test_cluster: TestClust
     assert c.restore_state() is None
     for node in t.nodes:
         assert t.count(node) == 15
+
+
+def test_a_catalog_file_others_can_write_is_not_trusted(archived_cluster: TestCluster) -> None:
+    c = archived_cluster.cluster
+    record = archived_cluster.folder / "backup" / "restore-points.json"
+    assert record.stat().st_uid == os.geteuid(), "the catalog is the invoking user's"
+    assert record.stat().st_mode & 0o777 == 0o600
+    record.chmod(0o666)
+    try:
+        with pytest.raises(citus_recovery.UntrustedFileError) as raised:
+            c.list_restore_points()
+        assert raised.value.path == str(record)
+        assert "chmod 600" in raised.value.fix
+    finally:
+        record.chmod(0o600)
+    assert [rp.name for rp in c.list_restore_points()][:1] == ["rp1"]

@@ -58,8 +58,9 @@ pub struct NodeBackup {
     /// place. `None` for backups made before it was recorded.
     #[serde(default)]
     pub system_identifier: Option<u64>,
-    /// The hot-standby settings in the backup's `pg_control` (`pg_control_recovery()` when it
-    /// began): a restored server never gets lower ones. `None` for older backups.
+    /// The hot-standby settings of the server when the backup began (the running server's
+    /// values are those its `pg_control` records): a restored server never gets lower ones.
+    /// `None` for older backups.
     #[serde(default)]
     pub hot_standby: Option<crate::wal::HotStandbyParameters>,
     /// The oids of the user tablespaces backed up (one `<oid>.tar` each).

@@ -295,7 +295,8 @@ impl Error {
             Error::Node { node, .. }
             | Error::Sql { node, .. }
             | Error::Identity { node, .. }
-            | Error::NotAtTarget { node, .. } => Some(node),
+            | Error::NotAtTarget { node, .. }
+            | Error::ArchivingInUse { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

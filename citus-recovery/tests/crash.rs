@@ -15,7 +15,7 @@ use citus_recovery::Error;
 use common::{TestCluster, FIRST, PG_BIN, SECOND};
 
 /// Rows of padding per node, so extraction and sync take seconds.
-const BIG_ROWS: i64 = 600_000;
+const BIG_ROWS: i64 = 1_500_000;
 
 /// Starts a server straight through `pg_ctl` as `postgres`, as an init system would after a
 /// crash; `Ok(false)` when PostgreSQL refuses to start that directory.
@@ -46,20 +46,38 @@ fn start_directly(data_dir: &Path, log: &Path) -> bool {
 }
 
 /// After a kill: whatever starts must be either the untouched old data or a server still in
-/// recovery (it heads for the restore point); never a primary with the backup's data.
+/// recovery (it heads for the restore point); never a primary with the backup's data. A server
+/// still shutting down (the killed command had asked it to) is waited for, then started.
 async fn assert_no_primary_from_the_backup(t: &TestCluster, moment: &str) {
     for node in t.node_names() {
         let n = t.config().node(&node).unwrap().clone();
-        start_directly(&t.config().data_dir(&n), &t.config().log_file(&n));
-        let Ok(rows) = t.sql(&node, "SELECT pg_is_in_recovery()::text").await else {
-            continue; // refused to start: safe
+        let data_dir = t.config().data_dir(&n);
+        let mut client = None;
+        for _ in 0..120 {
+            if let Ok(c) = t.cluster.backend().connect(&n).await {
+                client = Some(c);
+                break;
+            }
+            if !data_dir.join("postmaster.pid").exists()
+                && !start_directly(&data_dir, &t.config().log_file(&n))
+            {
+                break; // PostgreSQL refuses to start this directory: safe
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let Some(client) = client else {
+            continue;
         };
-        if rows[0] == "true" {
+        let row = client
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .unwrap();
+        if row.get::<_, bool>(0) {
             continue; // recovering towards the point: safe
         }
         // At the backup's end the table did not exist yet.
-        let count = match t.sql(&node, "SELECT count(*) FROM xx").await {
-            Ok(rows) => rows[0].parse().unwrap(),
+        let count: i64 = match client.query_one("SELECT count(*) FROM xx", &[]).await {
+            Ok(row) => row.get(0),
             Err(_) => -1,
         };
         assert_eq!(
@@ -130,7 +148,7 @@ async fn restore_start_killed_at_any_moment_never_leaves_a_wrong_primary() {
     assert_eq!(t.counts().await, vec![FIRST + SECOND; 2]);
     eprintln!("an uninterrupted restore-start takes {full:?}");
 
-    let kills = 7;
+    let kills = 8;
     let mut resumed = 0;
     for i in 1..=kills {
         let at = full.mul_f64(i as f64 / (kills + 1) as f64);

@@ -51,6 +51,10 @@ __all__ = [
     "VerifyError",
     "VerifyReport",
     "ArchivingInUseError",
+    "UntrustedFileError",
+    "RestoreInProgressError",
+    "IdentityError",
+    "NotAtTargetError",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +119,44 @@ class ArchivingInUseError(CitusRecoveryError):
     """``archive_command``, ``archive_library`` or ``basic_archive.archive_directory``."""
     current: str
     """Its value, with anything that looks like a password, key or token masked."""
+
+class UntrustedFileError(CitusRecoveryError):
+    """A file or folder of the library's own (catalog, restore state, lock) could have been
+    changed by someone other than the user running the tool, so it was not trusted; nothing was
+    changed."""
+
+    path: str
+    problem: str
+    fix: str
+
+class RestoreInProgressError(CitusRecoveryError):
+    """A restore is under way (``restore_start`` began, nothing ended it) and the command must
+    not run now; nothing was changed."""
+
+    backup: str
+    restore_point: str
+    started: str
+    """When ``restore_start`` began (RFC 3339)."""
+    fix: str
+
+class IdentityError(CitusRecoveryError):
+    """A node's server is not the one its backup was taken of (``system_identifier``), or the
+    backup was taken of other nodes than the config has; nothing was changed."""
+
+    node: str
+    problem: str
+    fix: str
+
+class NotAtTargetError(CitusRecoveryError):
+    """Recovery paused before the restore point (for instance where the WAL raised a setting
+    above the restored server's value); ``restore_start`` rolls the nodes back."""
+
+    node: str
+    restore_point: str
+    replay_lsn: str
+    target_lsn: str
+    cause: str
+    """The server log's lines that say why."""
 
 class NodeError(CitusRecoveryError):
     """Work on one or more nodes failed."""

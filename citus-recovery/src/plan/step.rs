@@ -545,8 +545,10 @@ async fn base_backup(
         node,
         "read server settings",
         "SELECT current_setting('server_version'), setting::bigint, (SELECT system_identifier FROM pg_control_system()), \
-         r.max_connections, r.max_worker_processes, r.max_wal_senders, r.max_prepared_xacts, r.max_locks_per_xact \
-         FROM pg_settings, pg_control_recovery() r WHERE name = 'wal_segment_size'",
+         current_setting('max_connections')::int, current_setting('max_worker_processes')::int, \
+         current_setting('max_wal_senders')::int, current_setting('max_prepared_transactions')::int, \
+         current_setting('max_locks_per_transaction')::int \
+         FROM pg_settings WHERE name = 'wal_segment_size'",
         &[],
     )
     .await?;
