@@ -77,12 +77,12 @@ async fn settings_raised_after_the_backup_are_raised_in_the_restored_copy() {
     let c = &t.cluster;
     // After the backup: a worker gets more connections and prepared transactions (as Citus
     // needs), restarts, writes, then a restore point. Replay meets PARAMETER_CHANGE records.
-    t.sql(
-        "worker1",
-        "ALTER SYSTEM SET max_connections = 150; ALTER SYSTEM SET max_prepared_transactions = 40",
-    )
-    .await
-    .unwrap();
+    for set in [
+        "ALTER SYSTEM SET max_connections = 150",
+        "ALTER SYSTEM SET max_prepared_transactions = 40",
+    ] {
+        t.sql("worker1", set).await.unwrap();
+    }
     c.stop().await.unwrap();
     c.start().await.unwrap();
     t.insert_everywhere(7, false).await;
@@ -236,4 +236,82 @@ async fn a_tablespace_on_a_worker_is_restored_beside_it_and_the_live_one_is_unto
         before,
         "replay and writes never touched the live folder"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_the_backups_wal_and_only_the_archive_it_needs() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(1);
+    let c = &t.cluster;
+    c.create(true).await.unwrap();
+    c.prepare_archiving(true, false).await.unwrap();
+    // Segments archived before the backup.
+    t.insert_everywhere(FIRST, true).await;
+    for _ in 0..3 {
+        t.insert_everywhere(100, false).await;
+        for node in t.node_names() {
+            t.sql(&node, "SELECT pg_switch_wal()").await.unwrap();
+        }
+    }
+    c.basebackup(Some("base")).await.unwrap();
+    c.create_restore_point(Some("rp")).await.unwrap();
+    assert!(c.verify(Some("base"), Some("rp")).await.unwrap().ok());
+
+    // Damage before the backup's start does not matter: it is never read.
+    let archive = t.config().archive_dir(&t.config().coordinator);
+    let mut segments: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.len() == 24)
+        .collect();
+    segments.sort();
+    let oldest = archive.join(&segments[0]);
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    bytes[100..200].fill(0xAB);
+    std::fs::write(&oldest, &bytes).unwrap();
+    let report = c.verify(Some("base"), Some("rp")).await.unwrap();
+    assert!(report.ok(), "{report}");
+
+    // A flipped byte inside a record of pg_wal.tar fails verify and restore-start.
+    let backup = c.catalog().backup("base").unwrap();
+    let part = backup.node("coordinator").unwrap();
+    let tar_path = c
+        .catalog()
+        .node_backup_dir("base", "coordinator")
+        .join("pg_wal.tar");
+    let segment = citus_recovery::wal::segment_file_name(
+        part.timeline,
+        part.start_lsn,
+        citus_recovery::wal::DEFAULT_SEGMENT_SIZE,
+    );
+    let offset = {
+        let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+        let entry = archive
+            .entries_with_seek()
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().unwrap().to_string_lossy().ends_with(&segment))
+            .expect("the backup's first segment is in pg_wal.tar");
+        entry.raw_file_position()
+            + part.start_lsn.0 % citus_recovery::wal::DEFAULT_SEGMENT_SIZE
+            + 30 // inside the first record's data, past its 24-byte header
+    };
+    let mut tar_bytes = std::fs::read(&tar_path).unwrap();
+    tar_bytes[offset as usize] ^= 0x55;
+    std::fs::write(&tar_path, &tar_bytes).unwrap();
+    let report = c.verify(Some("base"), Some("rp")).await.unwrap();
+    let failure = report
+        .checks
+        .iter()
+        .find(|ch| !ch.ok)
+        .expect("a failed check");
+    assert_eq!(failure.check, "backup WAL", "{report}");
+    assert!(failure.detail.contains(&segment), "{}", failure.detail);
+    let before = t.snapshot();
+    assert!(matches!(
+        c.restore_start(Some("base"), Some("rp")).await,
+        Err(Error::PreflightFailed { .. })
+    ));
+    assert_eq!(t.snapshot(), before, "nothing touched");
 }

@@ -368,9 +368,9 @@ impl ClusterBackend for LocalBackend {
         folder: &Path,
         label: &str,
     ) -> Result<BackupFiles> {
-        if let Some(parent) = folder.parent() {
-            self.create_dir(node, parent).await?;
-        }
+        // pg_basebackup fills an existing empty folder; the folder above it may be the
+        // invoking user's (the catalog's), where the servers' user cannot create entries.
+        self.create_dir(node, folder).await?;
         let mut cmd = self.client_program("pg_basebackup");
         cmd.arg("-h")
             .arg(&node.hostname)

@@ -114,7 +114,8 @@ pub trait ClusterBackend: Send + Sync {
     /// Stops the node's server (fast shutdown), waiting until it is down.
     async fn stop(&self, node: &NodeConfig) -> Result<()>;
 
-    /// Takes a base backup of the node into `folder` (which must not exist yet): tar format,
+    /// Takes a base backup of the node into `folder` (made by the servers' user when missing; it
+    /// must be empty; missing parents are made too): tar format,
     /// WAL streamed, fast checkpoint, with PostgreSQL's `backup_manifest`.
     async fn base_backup(
         &self,

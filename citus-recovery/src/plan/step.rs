@@ -421,10 +421,15 @@ impl Step {
                 backup,
                 data_dir,
                 tablespaces,
-            } => backend
-                .extract_backup(node, backup, data_dir, tablespaces)
-                .await
-                .map(|_| None),
+            } => {
+                for parent in tablespaces.iter().filter_map(|t| t.location.parent()) {
+                    backend.create_dir(node, parent).await?;
+                }
+                backend
+                    .extract_backup(node, backup, data_dir, tablespaces)
+                    .await
+                    .map(|_| None)
+            }
             Step::InstallControlFile {
                 data_dir,
                 tablespaces,
@@ -563,8 +568,6 @@ async fn base_backup(
         max_locks_per_xact: setting(7),
     };
     let start_time = Utc::now();
-    // pg_basebackup fills an existing empty folder; the backup's folder above is not its to write.
-    backend.create_dir(node, folder).await?;
     let files = backend.base_backup(node, folder, backup).await?;
     let manifest_path = folder.join("backup_manifest");
     let manifest = backend
