@@ -155,6 +155,10 @@ def test_a_transfer_workload_restores_exactly_to_every_citus_restore_point(
         f"INSERT INTO accounts SELECT g, {OPENING} FROM generate_series(1, {ACCOUNTS}) g",
     ]:
         t.sql("coordinator", sql)
+    # Keep Citus' record of every 2PC commit (pg_dist_transaction), to show the transfers used
+    # it. Not in the backup (ALTER SYSTEM writes no WAL), so restored clusters run as usual.
+    t.sql("coordinator", "ALTER SYSTEM SET citus.recover_2pc_interval = -1")
+    t.sql("coordinator", "SELECT pg_reload_conf()")
     placement = t.sql(
         "coordinator",
         f"SELECT a.id, s.nodeport FROM generate_series(1, {ACCOUNTS}) a(id) "
@@ -216,6 +220,12 @@ def test_a_transfer_workload_restores_exactly_to_every_citus_restore_point(
             thread.join()
     assert not errors, errors
     done = check_ledger(t, "after the workload")
+    # Every transfer was committed with 2PC on both workers: one record per worker.
+    records, groups = t.sql(
+        "coordinator",
+        "SELECT count(*), count(DISTINCT groupid) FROM pg_dist_transaction WHERE groupid <> 0",
+    )[0].split("|")
+    assert int(records) >= 2 * sum(done) and groups == "2", (records, groups, done)
     print(f"workload: {done} transfers per task; points {[(p[1], p[2]) for p in points]}")
 
     for name, certainly, possibly, branches in points:
@@ -230,6 +240,7 @@ def test_a_transfer_workload_restores_exactly_to_every_citus_restore_point(
             )
         for node in t.nodes:
             assert t.count(node, "branches") == branches, f"{node}'s reference table at {name}"
+            assert t.count(node, "pg_prepared_xacts") == 0, f"a transaction in doubt on {node}"
         c.restore_finish()
 
         # The restored cluster answers distributed queries and takes distributed writes.

@@ -267,6 +267,17 @@ async fn a_transfer_workload_restores_exactly_to_every_citus_restore_point() {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
+    // Keep Citus' record of every 2PC commit (pg_dist_transaction), to show the transfers used
+    // it. Not in the backup (ALTER SYSTEM writes no WAL), so restored clusters run as usual.
+    t.sql(
+        "coordinator",
+        "ALTER SYSTEM SET citus.recover_2pc_interval = -1",
+    )
+    .await
+    .unwrap();
+    t.sql("coordinator", "SELECT pg_reload_conf()")
+        .await
+        .unwrap();
     // Which worker holds each account.
     let placement = t
         .sql(
@@ -354,6 +365,19 @@ async fn a_transfer_workload_restores_exactly_to_every_citus_restore_point() {
         task.await.expect("transfer task");
     }
     let done = Ledger::read(&t).await.check("after the workload");
+    // Every transfer was committed with 2PC on both workers: one record per worker.
+    let records = t
+        .sql(
+            "coordinator",
+            "SELECT count(*) || ' ' || count(DISTINCT groupid) FROM pg_dist_transaction WHERE groupid <> 0",
+        )
+        .await
+        .unwrap();
+    let (records, groups) = records[0].split_once(' ').unwrap();
+    assert!(
+        records.parse::<u64>().unwrap() >= 2 * done.iter().sum::<u64>() && groups == "2",
+        "pg_dist_transaction has {records} records on {groups} workers for {done:?} transfers"
+    );
     eprintln!(
         "workload: {done:?} transfers per task, points {:?}, {:.1}s so far",
         points.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>(),
@@ -392,6 +416,13 @@ async fn a_transfer_workload_restores_exactly_to_every_citus_restore_point() {
             );
         }
         assert_eq!(t.count("coordinator", "branches").await, *branches as i64);
+        for node in t.node_names() {
+            assert_eq!(
+                t.count(&node, "pg_prepared_xacts").await,
+                0,
+                "no transaction is in doubt on {node} at {name}"
+            );
+        }
         for w in ["worker1", "worker2"] {
             assert_eq!(
                 t.count(w, "branches").await,
