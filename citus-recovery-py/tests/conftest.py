@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, NoReturn, Optional
 
 import pytest
 
@@ -34,6 +34,49 @@ def skip_reason() -> Optional[str]:
         except subprocess.CalledProcessError:
             return "running as root and there is no `postgres` OS user to run the servers"
     return None
+
+
+def required(switch: str) -> bool:
+    """Whether the environment makes a missing prerequisite a failure (CI sets these switches:
+    CITUS_RECOVERY_REQUIRE_POSTGRES, CITUS_RECOVERY_REQUIRE_CITUS) rather than a skip."""
+    return os.environ.get(switch, "") not in ("", "0")
+
+
+def skip_or_fail(reason: str, switch: str) -> NoReturn:
+    """Skips the test saying why; fails it instead when `switch` is set, so that a missing
+    prerequisite can never pass as a skipped test."""
+    if required(switch):
+        pytest.fail(f"{reason}, and {switch} is set: this test must run here")
+    print(f"SKIPPED: {reason}")
+    pytest.skip(f"{reason} ({switch}=1 makes this a failure)")
+
+
+def citus_missing_reason() -> Optional[str]:
+    """Why Citus cannot be used with the PostgreSQL in PG_BIN, if it cannot (the files the
+    library itself looks for)."""
+    try:
+        out = subprocess.run(
+            [str(PG_BIN / "pg_config"), "--pkglibdir", "--sharedir"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        lib, share = Path(out[0]), Path(out[1])
+    except (OSError, subprocess.CalledProcessError, IndexError):
+        lib, share = PG_BIN.parent / "lib", Path("/usr/share/postgresql/15")
+    if (lib / "citus.so").is_file() and (share / "extension" / "citus.control").is_file():
+        return None
+    return (
+        f"the Citus extension is not installed for the PostgreSQL in {PG_BIN} "
+        "(install it with `bash ../shared/citus/install.sh` from the repository root)"
+    )
+
+
+def skip_unless_citus() -> None:
+    """Skips the test when Citus is not installed; fails it with CITUS_RECOVERY_REQUIRE_CITUS."""
+    reason = citus_missing_reason()
+    if reason:
+        skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_CITUS")
 
 
 def free_ports(n: int) -> List[int]:
@@ -167,7 +210,7 @@ def open_cluster(workers: int = 2) -> TestCluster:
     """A cluster config in a new folder; nothing is created yet."""
     reason = skip_reason()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_POSTGRES")
     folder = new_folder()
     config = make_config(folder, workers)
     return TestCluster(citus_recovery.Cluster(config), config, folder)
@@ -210,8 +253,9 @@ def cli_binary() -> Optional[Path]:
     given = os.environ.get("CITUS_RECOVERY_BIN")
     if given:
         return Path(given)
+    target = REPO_ROOT / os.environ.get("CARGO_TARGET_DIR", "target")  # an absolute one wins
     for profile in ("debug", "release"):
-        path = REPO_ROOT / "target" / profile / "citus-recovery"
+        path = target / profile / "citus-recovery"
         if path.is_file():
             return path
     return None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import citus_recovery
-from conftest import TestCluster
+from conftest import TestCluster, skip_unless_citus
 
 FIRST = 3000
 SECOND = 2000
@@ -152,17 +152,12 @@ def test_restore_abort_puts_the_old_data_back(test_cluster: TestCluster) -> None
 
 
 def test_citus_distributed_table_restores_to_the_restore_point(test_cluster: TestCluster) -> None:
+    skip_unless_citus()
     t = test_cluster
     c = t.cluster
-    c.create()  # Citus when it is installed, plain nodes otherwise
+    c.create()  # Citus, as it is installed
     status = c.status()
-    if not all(n.citus_version for n in status.nodes):
-        reason = (
-            "the Citus extension is not installed for the PostgreSQL in use "
-            "(cluster.status() shows no citus version); the Citus scenario needs it"
-        )
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
+    assert all(n.citus_version for n in status.nodes), str(status)
 
     c.prepare_archiving()
     backup = c.basebackup("citus")

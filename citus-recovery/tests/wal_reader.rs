@@ -42,7 +42,11 @@ fn skip_reason() -> Option<String> {
 macro_rules! skip_unless_possible {
     () => {
         if let Some(reason) = skip_reason() {
-            eprintln!("skipping: {reason}");
+            // CI sets the switch: there, a missing PostgreSQL fails rather than passing as a skip.
+            if std::env::var("CITUS_RECOVERY_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0") {
+                panic!("PostgreSQL is required (CITUS_RECOVERY_REQUIRE_POSTGRES is set) but this test cannot run: {reason}");
+            }
+            eprintln!("SKIPPED: {reason} (CITUS_RECOVERY_REQUIRE_POSTGRES=1 makes this a failure)");
             return;
         }
     };

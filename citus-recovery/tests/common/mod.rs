@@ -260,12 +260,17 @@ impl Drop for TestCluster {
     }
 }
 
-/// Returns early from a test, printing why, when integration tests cannot run here.
+/// Returns early from a test, printing why, when integration tests cannot run here; fails the
+/// test instead when `CITUS_RECOVERY_REQUIRE_POSTGRES` is set (to anything but "" or "0"), as CI
+/// does, so that a missing PostgreSQL can never pass as a skipped test.
 #[macro_export]
 macro_rules! skip_unless_postgres {
     () => {
         if let Some(reason) = common::skip_reason() {
-            eprintln!("SKIPPED: {reason}");
+            if std::env::var("CITUS_RECOVERY_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0") {
+                panic!("PostgreSQL is required (CITUS_RECOVERY_REQUIRE_POSTGRES is set) but this test cannot run: {reason}");
+            }
+            eprintln!("SKIPPED: {reason} (CITUS_RECOVERY_REQUIRE_POSTGRES=1 makes this a failure)");
             return;
         }
     };
@@ -348,15 +353,21 @@ impl TestCluster {
     }
 }
 
-/// Returns early from a test, printing why, when the Citus extension is not installed.
+/// Returns early from a test, printing why, when the Citus extension is not installed; fails the
+/// test instead when `CITUS_RECOVERY_REQUIRE_CITUS` is set (to anything but "" or "0"), as CI
+/// does, so that a missing Citus can never pass as a skipped test.
 #[macro_export]
 macro_rules! skip_unless_citus {
     ($t:expr) => {
         if !$t.citus_available().await {
-            eprintln!(
-                "SKIPPED: the Citus extension is not installed for PostgreSQL in {}",
+            let reason = format!(
+                "the Citus extension is not installed for PostgreSQL in {} (install it with `bash ../shared/citus/install.sh` from the repository root)",
                 common::PG_BIN
             );
+            if std::env::var("CITUS_RECOVERY_REQUIRE_CITUS").is_ok_and(|v| !v.is_empty() && v != "0") {
+                panic!("Citus is required (CITUS_RECOVERY_REQUIRE_CITUS is set) but {reason}");
+            }
+            eprintln!("SKIPPED: {reason} (CITUS_RECOVERY_REQUIRE_CITUS=1 makes this a failure)");
             return;
         }
     };
