@@ -247,7 +247,9 @@ async fn a_transfer_workload_restores_exactly_to_every_citus_restore_point() {
         registered_workers(&t).await,
         (expected.clone(), expected.clone())
     );
-    c.prepare_archiving(true).await.expect("prepare archiving");
+    c.prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
     c.basebackup(Some("base")).await.expect("base backup");
 
     // The tables come after the backup: their Citus metadata is restored from the WAL.
