@@ -44,6 +44,7 @@ pub mod lock;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod repository;
 pub mod trusted;
 pub mod verify;
 pub mod wal;
