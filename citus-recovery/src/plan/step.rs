@@ -639,9 +639,14 @@ async fn wait_archived(
     // failing segment, ours or an earlier one, blocks ours: six checks in a row (half a minute)
     // that find the archiver failing mean it is stuck.
     let mut failing_checks = 0;
+    // The folder may be unreadable for a while (the servers' user looks): the archiver fails
+    // then too, and pg_stat_archiver below decides when to give up.
+    let mut look_error = None;
     loop {
-        if backend.exists(node, &target).await? {
-            return Ok(());
+        match backend.exists(node, &target).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => look_error = Some(e.to_string()),
         }
         if last_check.elapsed() > Duration::from_secs(5) || started.elapsed() > opts.wait_timeout {
             last_check = Instant::now();
@@ -671,11 +676,15 @@ async fn wait_archived(
                     &node.name,
                     format!("archive WAL segment {segment}"),
                     format!(
-                        "{} is not in {} after {:?}: archive_mode = {mode}, last archived {last_archived:?}, {failed} failure(s), last failed {last_failed:?}; \
+                        "{} is not in {} after {:?}: archive_mode = {mode}, last archived {last_archived:?}, {failed} failure(s), last failed {last_failed:?}{}; \
                          check the server log and that prepare-archiving ran:\n{}",
                         segment,
                         archive.display(),
                         started.elapsed(),
+                        look_error
+                            .as_ref()
+                            .map(|e| format!(" (looking for it: {e})"))
+                            .unwrap_or_default(),
                         backend.log_tail(node, 10).await
                     ),
                 ));
