@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{recovery_conf, run_phases, NodePlan, Parameter, Phase, Plan, RunOptions, Step};
+use super::{recovery_conf, run_phases, NodePlan, Parameter, Phase, RunOptions, Step};
 use crate::backend::ClusterBackend;
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
@@ -149,6 +149,11 @@ impl ArchivePlan {
                             value,
                         })
                         .collect(),
+                    replaces: replaces
+                        .iter()
+                        .filter(|r: &&ReplacedSetting| r.node == node.name)
+                        .map(ReplacedSetting::sentence)
+                        .collect(),
                 });
                 steps.push(Step::Reload);
             }
@@ -186,25 +191,6 @@ impl ArchivePlan {
             replaces,
             notes,
         })
-    }
-
-    /// The sentences saying what this node's `ALTER SYSTEM` step replaces, if anything.
-    fn replaced_on(&self, node: &str) -> Vec<String> {
-        self.replaces
-            .iter()
-            .filter(|r| r.node == node)
-            .map(ReplacedSetting::sentence)
-            .collect()
-    }
-
-    /// A step as the dry run prints it: the `ALTER SYSTEM` step also says what it replaces.
-    fn step_text(&self, node: &str, step: &Step) -> String {
-        let replaced = self.replaced_on(node);
-        if matches!(step, Step::SetParameters { .. }) && !replaced.is_empty() {
-            format!("{step}; {}", replaced.join("; "))
-        } else {
-            step.to_string()
-        }
     }
 
     /// Runs the plan.
@@ -297,57 +283,9 @@ pub fn redact(value: &str) -> String {
     out.join(" ")
 }
 
-impl Plan for ArchivePlan {
-    fn command(&self) -> &'static str {
-        "prepare-archiving"
-    }
-
-    fn phases(&self) -> &[Phase] {
-        &self.phases
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-
-    fn step_lines(&self) -> Vec<String> {
-        self.phases
-            .iter()
-            .flat_map(|p| &p.nodes)
-            .flat_map(|n| {
-                n.steps
-                    .iter()
-                    .map(move |s| format!("{}: {}", n.node, self.step_text(&n.node, s)))
-            })
-            .collect()
-    }
-}
-
-/// The dry-run text: as every plan prints (`write_plan`), with what the `ALTER SYSTEM` step
-/// replaces.
-impl fmt::Display for ArchivePlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan: prepare-archiving")?;
-        for (i, phase) in self.phases.iter().enumerate() {
-            let together = if phase.nodes.len() > 1 {
-                " (nodes at once)"
-            } else {
-                ""
-            };
-            writeln!(f, "phase {}: {}{together}", i + 1, phase.title)?;
-            for node in &phase.nodes {
-                writeln!(f, "  {}:", node.node)?;
-                for (n, step) in node.steps.iter().enumerate() {
-                    writeln!(f, "    {}. {}", n + 1, self.step_text(&node.node, step))?;
-                }
-            }
-        }
-        for note in &self.notes {
-            writeln!(f, "note: {note}")?;
-        }
-        Ok(())
-    }
-}
+super::plan_impls!(ArchivePlan, "prepare-archiving", |_p| {
+    "plan: prepare-archiving"
+});
 
 #[cfg(test)]
 mod tests {
@@ -355,6 +293,7 @@ mod tests {
 
     use super::*;
     use crate::backend::ServerState;
+    use crate::plan::Plan;
 
     fn config() -> ClusterConfig {
         let json = serde_json::json!({
@@ -493,7 +432,7 @@ mod tests {
                 1,
                 "the coordinator is ours already: {plan}"
             );
-            let Step::SetParameters { parameters } = &plan.phases[0].nodes[1].steps[1] else {
+            let Step::SetParameters { parameters, .. } = &plan.phases[0].nodes[1].steps[1] else {
                 panic!("{plan}")
             };
             let set = |n: &str| {

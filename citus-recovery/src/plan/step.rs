@@ -48,6 +48,10 @@ pub enum Step {
     SetParameters {
         /// The parameters.
         parameters: Vec<Parameter>,
+        /// What this replaces that belongs to something else (another tool's archiving), one
+        /// sentence each; printed with the step so the dry run says it.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        replaces: Vec<String>,
     },
     /// `pg_reload_conf()`.
     Reload,
@@ -150,12 +154,19 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::CreateFolder { path } => write!(f, "create folder {}", path.display()),
-            Step::SetParameters { parameters } => {
+            Step::SetParameters {
+                parameters,
+                replaces,
+            } => {
                 let list: Vec<String> = parameters
                     .iter()
                     .map(|p| format!("{} = {}", p.name, recovery_conf::quote_value(&p.value)))
                     .collect();
-                write!(f, "ALTER SYSTEM SET {}", list.join(", "))
+                write!(f, "ALTER SYSTEM SET {}", list.join(", "))?;
+                for r in replaces {
+                    write!(f, "; {r}")?;
+                }
+                Ok(())
             }
             Step::Reload => write!(f, "reload the configuration (pg_reload_conf)"),
             Step::Restart { because } => {
@@ -332,7 +343,7 @@ impl Step {
     ) -> Result<Option<StepOutput>> {
         match self {
             Step::CreateFolder { path } => backend.create_dir(node, path).await.map(|_| None),
-            Step::SetParameters { parameters } => {
+            Step::SetParameters { parameters, .. } => {
                 let client = backend.connect(node).await?;
                 for p in parameters {
                     if let Some((module, _)) = p.name.split_once('.') {

@@ -114,7 +114,7 @@ fn archive_plan_sets_only_what_differs_and_restarts() {
     assert!(
         matches!(&steps[0], Step::CreateFolder { path } if path == Path::new("/nonexistent/archive/worker1"))
     );
-    let Step::SetParameters { parameters } = &steps[1] else {
+    let Step::SetParameters { parameters, .. } = &steps[1] else {
         panic!("{steps:?}")
     };
     let names: Vec<&str> = parameters.iter().map(|p| p.name.as_str()).collect();

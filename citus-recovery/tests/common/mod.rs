@@ -232,31 +232,7 @@ impl TestCluster {
 impl Drop for TestCluster {
     /// Stops every server straight through `pg_ctl` (no runtime needed in `drop`).
     fn drop(&mut self) {
-        let cluster_dir = self.dir.path().join("cluster");
-        let Ok(entries) = std::fs::read_dir(&cluster_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.path().join("postmaster.pid").exists() {
-                let mut cmd = if nix::unistd::Uid::effective().is_root() {
-                    let mut c = std::process::Command::new("runuser");
-                    c.args(["-u", "postgres", "--"])
-                        .arg(Path::new(PG_BIN).join("pg_ctl"));
-                    c
-                } else {
-                    std::process::Command::new(Path::new(PG_BIN).join("pg_ctl"))
-                };
-                let _ = cmd
-                    .arg("stop")
-                    .arg("-D")
-                    .arg(entry.path())
-                    .args(["-m", "immediate", "-w"])
-                    .current_dir("/")
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status();
-            }
-        }
+        stop_servers_in(&self.dir.path().join("cluster"));
     }
 }
 
