@@ -316,14 +316,7 @@ fn make_new_dir(path: &Path) -> Result<OwnedFd> {
         };
         Error::io("create folder", path, source)
     })?;
-    let fd = nix::fcntl::openat(
-        Some(parent_fd.as_raw_fd()),
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|e| Error::io("open folder", path, io_err(e)))?;
+    let fd = node_fs::open_dir_at(&parent_fd, name, path)?;
     set_mode(&fd, 0o700, path)?;
     Ok(fd)
 }
@@ -501,7 +494,7 @@ fn unpack(
     }
     // Innermost first, so a parent's time is set after its children changed it.
     for d in dirs.iter().rev() {
-        let fd = open_beneath(dest, &d.rel, true).map_err(|e| {
+        let folder_err = |e| {
             Error::io(
                 format!(
                     "set the mode of folder {:?} of",
@@ -510,17 +503,9 @@ fn unpack(
                 tar_path,
                 io_err(e),
             )
-        })?;
-        finish_node(fd.as_raw_fd(), d.mode, d.mtime).map_err(|e| {
-            Error::io(
-                format!(
-                    "set the mode of folder {:?} of",
-                    d.rel.display().to_string()
-                ),
-                tar_path,
-                io_err(e),
-            )
-        })?;
+        };
+        let fd = open_beneath(dest, &d.rel, true).map_err(folder_err)?;
+        finish_node(fd.as_raw_fd(), d.mode, d.mtime).map_err(folder_err)?;
     }
     Ok(map_seen)
 }

@@ -40,15 +40,25 @@ fn owned(fd: std::os::fd::RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// Flags that open a folder, never through a link.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
 /// Opens a folder; a link as the last component is refused.
 pub(super) fn open_dir(path: &Path) -> Result<OwnedFd> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|e| Error::io("open folder", path, io_err(e)))
+    nix::fcntl::open(path, DIR_FLAGS, Mode::empty())
+        .map(owned)
+        .map_err(|e| Error::io("open folder", path, io_err(e)))
+}
+
+/// Opens the folder `name` in the folder `parent`, never through a link; `path` names it in
+/// errors.
+pub(super) fn open_dir_at(parent: &OwnedFd, name: &OsStr, path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::openat(Some(parent.as_raw_fd()), name, DIR_FLAGS, Mode::empty())
+        .map(owned)
+        .map_err(|e| Error::io("open folder", path, io_err(e)))
 }
 
 /// The folder and the last component of `path`.
@@ -318,14 +328,7 @@ pub(super) fn create_dir(path: &Path, user: &OsUser) -> Result<()> {
         };
         // Check what is there now as the user, and set the mode the umask may have narrowed.
         as_user(user, || {
-            let fd = nix::fcntl::openat(
-                Some(parent_fd.as_raw_fd()),
-                name,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .map(owned)
-            .map_err(|e| Error::io("open folder", dir, io_err(e)))?;
+            let fd = open_dir_at(&parent_fd, name, dir)?;
             let st = nix::sys::stat::fstat(fd.as_raw_fd())
                 .map_err(|e| Error::io("look at", dir, io_err(e)))?;
             if st.st_uid != user.uid {
@@ -390,7 +393,7 @@ fn create_as_root(
 /// Opens `dir` walking from `/` without following links, when every folder on the way belongs to
 /// root and only root can change it (group/other write only with the sticky bit, as on `/tmp`).
 fn open_root_only(dir: &Path) -> std::result::Result<OwnedFd, String> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let flags = DIR_FLAGS;
     let check = |fd: &OwnedFd, at: &Path| -> std::result::Result<(), String> {
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| e.to_string())?;
         let sticky = st.st_mode & 0o1000 != 0;
