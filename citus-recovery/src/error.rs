@@ -194,6 +194,21 @@ pub enum Error {
         cause: String,
     },
 
+    /// The repository failed or refused a request: an object not there, a copy with other
+    /// content (never overwritten), the store unreachable. The message names the repository and
+    /// the key, never a secret.
+    #[error(transparent)]
+    Repository(#[from] crate::repository::RepoError),
+
+    /// An object in the repository is damaged (bad checksum, truncated, not a frame of ours).
+    #[error("{key} in the repository is damaged: {problem}")]
+    Corrupt {
+        /// The object's key.
+        key: String,
+        /// What the check found.
+        problem: String,
+    },
+
     /// Several nodes failed; each error names its node.
     #[error("{} nodes failed:\n{}", .0.len(), join_lines(.0))]
     Several(Vec<Error>),
