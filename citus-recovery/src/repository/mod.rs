@@ -8,7 +8,10 @@
 //! Keys are logical, never host paths: `wal/<node>/<segment>.zst`,
 //! `backups/<backup>/<node>/base.tar.zst`, `catalog/restore-points/<name>.json`.
 
+pub mod codec;
 pub mod key;
+pub mod memory;
+pub mod posix;
 
 use std::fmt;
 

@@ -22,7 +22,10 @@ pub async fn run(repo: &dyn Repository) {
 async fn create_only(repo: &dyn Repository) {
     let k = key("wal/node1/000000010000000000000001");
     let data = Bytes::from_static(b"first");
-    assert_eq!(repo.put_create(&k, data.clone()).await.unwrap(), PutOutcome::Created);
+    assert_eq!(
+        repo.put_create(&k, data.clone()).await.unwrap(),
+        PutOutcome::Created
+    );
     assert_eq!(
         repo.put_create(&k, data.clone()).await.unwrap(),
         PutOutcome::AlreadyThere,
@@ -41,7 +44,10 @@ async fn create_only(repo: &dyn Repository) {
     assert_eq!(repo.get(&k).await.unwrap(), data);
     // An empty object is an object.
     let empty = key("catalog/empty");
-    assert_eq!(repo.put_create(&empty, Bytes::new()).await.unwrap(), PutOutcome::Created);
+    assert_eq!(
+        repo.put_create(&empty, Bytes::new()).await.unwrap(),
+        PutOutcome::Created
+    );
     assert_eq!(repo.get(&empty).await.unwrap(), Bytes::new());
     repo.delete(&empty).await.unwrap();
     repo.delete(&k).await.unwrap();
@@ -54,7 +60,9 @@ async fn get_and_head(repo: &dyn Repository) {
         other => panic!("absent key must be NotFound, got {other:?}"),
     }
     assert_eq!(repo.head(&k).await.unwrap(), None);
-    repo.put_create(&k, Bytes::from_static(b"12345")).await.unwrap();
+    repo.put_create(&k, Bytes::from_static(b"12345"))
+        .await
+        .unwrap();
     let meta = repo.head(&k).await.unwrap().expect("present");
     assert_eq!((meta.key, meta.size), (k.clone(), 5));
     repo.delete(&k).await.unwrap();
@@ -105,7 +113,9 @@ async fn listing(repo: &dyn Repository) {
 
 async fn deleting(repo: &dyn Repository) {
     let k = key("x/y");
-    repo.delete(&k).await.expect("deleting an absent key is fine");
+    repo.delete(&k)
+        .await
+        .expect("deleting an absent key is fine");
     repo.put_create(&k, Bytes::from_static(b"1")).await.unwrap();
     repo.delete(&k).await.unwrap();
     assert_eq!(repo.head(&k).await.unwrap(), None);
@@ -121,10 +131,8 @@ async fn concurrent_puts(repo: &dyn Repository) {
     // Many writers of one key: exactly one creates, the identical ones succeed, no torn object.
     let k = key("race/one");
     let data = Bytes::from(vec![7u8; 256 * 1024]);
-    let results = futures::future::join_all(
-        (0..8).map(|_| repo.put_create(&k, data.clone())),
-    )
-    .await;
+    let results =
+        futures::future::join_all((0..8).map(|_| repo.put_create(&k, data.clone()))).await;
     let created = results
         .iter()
         .filter(|r| matches!(r, Ok(PutOutcome::Created)))
@@ -159,9 +167,15 @@ async fn concurrent_puts(repo: &dyn Repository) {
 async fn large_objects(repo: &dyn Repository) {
     // A WAL segment's size.
     let k = key("wal/big/000000010000000000000009");
-    let data: Bytes = (0..16 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let data: Bytes = (0..16 * 1024 * 1024u32)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
     repo.put_create(&k, data.clone()).await.unwrap();
     assert_eq!(repo.get(&k).await.unwrap(), data);
-    assert_eq!(repo.head(&k).await.unwrap().unwrap().size, data.len() as u64);
+    assert_eq!(
+        repo.head(&k).await.unwrap().unwrap().size,
+        data.len() as u64
+    );
     repo.delete(&k).await.unwrap();
 }

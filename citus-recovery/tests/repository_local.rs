@@ -1,0 +1,214 @@
+//! The local repositories (memory and posix) against the conformance suite, and the posix
+//! backend's own promises: no link below the root is followed, no temporary file is listed or
+//! left behind.
+
+#[path = "conformance/repository.rs"]
+mod conformance;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+
+use bytes::Bytes;
+use citus_recovery::repository::memory::MemoryRepository;
+use citus_recovery::repository::posix::PosixRepository;
+use citus_recovery::repository::{Key, PutOutcome, RepoError, Repository};
+
+fn key(k: &str) -> Key {
+    Key::new(k).unwrap()
+}
+
+/// Every name below `dir`, relative, sorted (links not followed).
+fn tree(dir: &Path) -> Vec<String> {
+    fn go(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                go(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_repository_conforms() {
+    conformance::run(&MemoryRepository::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posix_repository_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = PosixRepository::new(dir.path().to_path_buf());
+    conformance::run(&repo).await;
+    // Nothing but (now empty) folders is left: no temporary file after all those puts,
+    // conflicts and races.
+    for name in tree(dir.path()) {
+        assert!(
+            dir.path().join(&name).is_dir(),
+            "{name} left behind in the repository"
+        );
+    }
+}
+
+#[tokio::test]
+async fn posix_objects_are_private_and_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo/sub");
+    let repo = PosixRepository::create(root.clone()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&root).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let k = key("wal/n1/000000010000000000000001.zst");
+    repo.put_create(&k, Bytes::from_static(b"segment"))
+        .await
+        .unwrap();
+    let file = root.join("wal/n1/000000010000000000000001.zst");
+    assert_eq!(std::fs::read(&file).unwrap(), b"segment");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(root.join("wal/n1"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert!(repo.describe().contains(&root.display().to_string()));
+    // `create` on an existing folder is fine; on a file it says so.
+    PosixRepository::create(root.clone()).unwrap();
+    let e = PosixRepository::create(file).unwrap_err();
+    assert!(e.to_string().contains("cannot make the folder"), "{e}");
+    // A missing root is an error naming it, not a panic.
+    let gone = PosixRepository::new(dir.path().join("missing"));
+    let e = gone.get(&k).await.unwrap_err();
+    assert!(
+        e.to_string().contains("missing") && e.to_string().contains("existing folder"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn posix_never_follows_a_link_below_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"not yours").unwrap();
+    let repo = PosixRepository::new(root.clone());
+
+    // A folder of the key is a link (to a folder outside): put, get, head, list, delete refuse
+    // or see nothing, and nothing is written outside.
+    symlink(&outside, root.join("wal")).unwrap();
+    let e = repo
+        .put_create(&key("wal/secret2"), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RepoError::Unavailable { detail, .. } if detail.contains("symbolic link")),
+        "{e:?}"
+    );
+    let e = repo
+        .put_create(&key("wal/deeper/x"), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    let e = repo.get(&key("wal/secret")).await.unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(repo.head(&key("wal/secret")).await.is_err());
+    assert!(repo.list(&key("wal")).await.is_err());
+    assert_eq!(repo.list(&Key::root()).await.unwrap(), vec![]);
+    assert!(repo.delete(&key("wal/secret")).await.is_err());
+    assert_eq!(tree(&outside), ["secret"]);
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not yours");
+
+    // The object itself is a link: never read, never replaced, not listed.
+    std::fs::create_dir(root.join("cat")).unwrap();
+    symlink(outside.join("secret"), root.join("cat/obj")).unwrap();
+    assert!(repo.get(&key("cat/obj")).await.is_err());
+    assert!(repo
+        .put_create(&key("cat/obj"), Bytes::from_static(b"not yours"))
+        .await
+        .is_err());
+    assert_eq!(repo.list(&key("cat")).await.unwrap(), vec![]);
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not yours");
+    // Deleting removes the link, not its target.
+    repo.delete(&key("cat/obj")).await.unwrap();
+    assert!(root.join("cat/obj").symlink_metadata().is_err());
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not yours");
+}
+
+#[tokio::test]
+async fn posix_crash_leftovers_are_not_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let repo = PosixRepository::new(root.clone());
+    let k = key("wal/n1/000000010000000000000001");
+    repo.put_create(&k, Bytes::from_static(b"whole"))
+        .await
+        .unwrap();
+    // What a crash between write and publish leaves.
+    std::fs::write(root.join("wal/n1/.tmp-4242-7"), b"half").unwrap();
+    std::fs::create_dir(root.join(".tmp-1-1")).unwrap();
+    std::fs::write(root.join(".tmp-1-1/x"), b"half").unwrap();
+    let listed: Vec<_> = repo
+        .list(&Key::root())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&k));
+    assert_eq!(repo.head(&key("wal/n1/.tmp-4242-7")).await.unwrap(), None);
+    assert!(matches!(
+        repo.get(&key("wal/n1/.tmp-4242-7")).await,
+        Err(RepoError::NotFound { .. })
+    ));
+    let e = repo
+        .put_create(&key("wal/n1/.tmp-9"), Bytes::new())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(".tmp-"), "{e}");
+    // Puts next to the leftover still work and leave nothing of their own.
+    assert_eq!(
+        repo.put_create(&k, Bytes::from_static(b"whole"))
+            .await
+            .unwrap(),
+        PutOutcome::AlreadyThere
+    );
+    assert!(matches!(
+        repo.put_create(&k, Bytes::from_static(b"other")).await,
+        Err(RepoError::Conflict { .. })
+    ));
+    // A failing put (a folder where the object should go) removes its temporary file.
+    std::fs::create_dir(root.join("wal/n1/folder")).unwrap();
+    let e = repo
+        .put_create(&key("wal/n1/folder"), Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("folder"), "{e}");
+    assert_eq!(
+        tree(&root.join("wal")),
+        [
+            "n1",
+            "n1/.tmp-4242-7",
+            "n1/000000010000000000000001",
+            "n1/folder"
+        ]
+    );
+    // A file where a folder of the key should be.
+    let e = repo
+        .put_create(&key("wal/n1/000000010000000000000001/x"), Bytes::new())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("a file is where a folder"), "{e}");
+}
