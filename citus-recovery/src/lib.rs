@@ -34,6 +34,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod archiving;
 pub mod backend;
 pub mod catalog;
 mod cluster;

@@ -48,8 +48,7 @@ fn check_wal_file_name(file: &str) -> Result<(), crate::Error> {
         Err(crate::Error::InvalidArgument {
             what: "WAL file name",
             value: file.into(),
-            problem: "is not the name of a WAL segment, .history, .backup or .partial file"
-                .into(),
+            problem: "is not the name of a WAL segment, .history, .backup or .partial file".into(),
         })
     }
 }
@@ -68,12 +67,125 @@ mod tests {
         ] {
             check_wal_file_name(ok).unwrap();
         }
-        for bad in ["", "../x", "pg_control", "00000001/0000", "0000000g0000000000000003"] {
+        for bad in [
+            "",
+            "../x",
+            "pg_control",
+            "00000001/0000",
+            "0000000g0000000000000003",
+        ] {
             assert!(check_wal_file_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(
-            wal_key("w1", "000000010000000000000003", ".zst").unwrap().as_str(),
+            wal_key("w1", "000000010000000000000003", ".zst")
+                .unwrap()
+                .as_str(),
             "wal/w1/000000010000000000000003.zst"
         );
+    }
+}
+
+#[cfg(test)]
+mod push_get_tests {
+    use super::*;
+    use crate::repository::codec::Compression;
+    use crate::repository::memory::MemoryRepository;
+    use crate::repository::{PutOutcome, RepoError, Repository};
+
+    fn segment(dir: &std::path::Path, name: &str, fill: u8) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![fill; 16 * 1024 * 1024]).unwrap();
+        path
+    }
+
+    #[tokio::test]
+    async fn pushed_once_fetched_checked_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = MemoryRepository::new();
+        let name = "000000010000000000000003";
+        let wal = segment(dir.path(), name, 7);
+        let pushed = archive_push(&repo, Compression::Zstd(1), "w1", &wal).await;
+        assert_eq!(pushed.unwrap(), PutOutcome::Created);
+        let stored = repo.list(&Key::new("wal/w1").unwrap()).await.unwrap();
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].key.as_str().ends_with(".zst"));
+        assert!(
+            stored[0].size < 1024 * 1024,
+            "compressed: {}",
+            stored[0].size
+        );
+        // Again, and again with another codec or level: the content decides.
+        for c in [
+            Compression::Zstd(1),
+            Compression::Zstd(5),
+            Compression::Lz4,
+            Compression::None,
+        ] {
+            let again = archive_push(&repo, c, "w1", &wal).await.unwrap();
+            assert_eq!(again, PutOutcome::AlreadyThere, "{c}");
+        }
+        // Other content under the same name: refused, the stored copy kept.
+        let other = segment(&dir.path().join("."), name, 8);
+        for c in [Compression::Zstd(1), Compression::Lz4] {
+            match archive_push(&repo, c, "w1", &other).await {
+                Err(crate::Error::Repository(RepoError::Conflict { .. })) => {}
+                res => panic!("expected a conflict, got {res:?}"),
+            }
+        }
+        let dest = dir.path().join("RECOVERYXLOG");
+        assert_eq!(
+            archive_get(&repo, "w1", name, &dest).await.unwrap(),
+            GetOutcome::Restored
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 16 * 1024 * 1024]);
+        // Not there: a normal answer, not an error.
+        assert_eq!(
+            archive_get(&repo, "w1", "000000010000000000000004", &dest)
+                .await
+                .unwrap(),
+            GetOutcome::NotFound
+        );
+        assert_eq!(
+            archive_get(&repo, "w2", name, &dest).await.unwrap(),
+            GetOutcome::NotFound,
+            "another node's archive is another folder"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_object_is_an_error_never_handed_to_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = MemoryRepository::new();
+        let name = "000000010000000000000005";
+        let key = wal_key("w1", name, ".lz4").unwrap();
+        let mut frame = crate::repository::codec::encode(Compression::Lz4, &[1u8; 4096]).to_vec();
+        let last = frame.len() - 1;
+        frame[last] ^= 0xFF;
+        repo.put_create(&key, frame.into()).await.unwrap();
+        let dest = dir.path().join("RECOVERYXLOG");
+        match archive_get(&repo, "w1", name, &dest).await {
+            Err(crate::Error::Corrupt { key, .. }) => assert!(key.contains(name)),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+        assert!(!dest.exists(), "PostgreSQL never sees a damaged file");
+        assert!(
+            archive_push(
+                &repo,
+                Compression::Zstd(1),
+                "w1",
+                &segment(dir.path(), name, 1)
+            )
+            .await
+            .is_err(),
+            "a damaged copy is not taken for a match"
+        );
+        assert!(archive_push(
+            &repo,
+            Compression::Zstd(1),
+            "w1",
+            &dir.path().join("../etc")
+        )
+        .await
+        .is_err());
     }
 }
