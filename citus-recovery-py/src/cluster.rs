@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-use citus_recovery::{Cluster, ClusterConfig};
+use std::time::Duration;
+
+use citus_recovery::config::NodeInfo;
+use citus_recovery::{Cluster, ClusterConfig, RunOptions};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
 
@@ -27,9 +31,16 @@ pub struct PyCluster(Cluster);
 #[pymethods]
 impl PyCluster {
     /// A cluster from a config given as a dict in the `cluster-config.json` format (camelCase
-    /// keys); validated as the command-line tool validates a config file.
+    /// keys); validated as the command-line tool validates a config file. The keywords set the
+    /// run options (seconds for times; `concurrency` 0 means every node at once).
     #[new]
-    fn new(config: &Bound<'_, PyDict>) -> PyResult<Self> {
+    #[pyo3(signature = (config, *, wait_timeout = None, poll_interval = None, concurrency = None))]
+    fn new(
+        config: &Bound<'_, PyDict>,
+        wait_timeout: Option<f64>,
+        poll_interval: Option<f64>,
+        concurrency: Option<usize>,
+    ) -> PyResult<Self> {
         let py = config.py();
         // Paths may be given as pathlib.Path: JSON gets their string.
         let options = [("default", py.import("os")?.getattr("fspath")?)].into_py_dict(py)?;
@@ -38,15 +49,37 @@ impl PyCluster {
             .call_method("dumps", (config,), Some(&options))?
             .extract()?;
         let config = ClusterConfig::from_json_str(&text, None).map_err(|e| errors::to_py(py, e))?;
+        let options = run_options(wait_timeout, poll_interval, concurrency)?;
         Cluster::new(config)
-            .map(PyCluster)
+            .map(|c| PyCluster(c.with_options(options)))
             .map_err(|e| errors::to_py(py, e))
     }
 
-    /// A cluster from a `cluster-config.json` file, validated as the command-line tool does.
+    /// A cluster from a `cluster-config.json` file, validated as the command-line tool does;
+    /// the keywords as for the constructor.
     #[staticmethod]
-    fn from_config(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        blocking(py, || Cluster::from_config_file(path)).map(PyCluster)
+    #[pyo3(signature = (path, *, wait_timeout = None, poll_interval = None, concurrency = None))]
+    fn from_config(
+        py: Python<'_>,
+        path: PathBuf,
+        wait_timeout: Option<f64>,
+        poll_interval: Option<f64>,
+        concurrency: Option<usize>,
+    ) -> PyResult<Self> {
+        let options = run_options(wait_timeout, poll_interval, concurrency)?;
+        blocking(py, || Cluster::from_config_file(path)).map(|c| PyCluster(c.with_options(options)))
+    }
+
+    /// Every node: name, role, host, port, user, dbname, data directory and a libpq connection
+    /// string, the coordinator first.
+    #[getter]
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.0.config().node_infos()
+    }
+
+    /// The libpq connection string of a node (usable with psql and psycopg); no password in it.
+    fn dsn(&self, py: Python<'_>, node: &str) -> PyResult<String> {
+        self.0.config().dsn(node).map_err(|e| errors::to_py(py, e))
     }
 
     /// The cluster's name (`clusterName`).
@@ -244,4 +277,33 @@ impl PyCluster {
             self.node_names().into_pyobject(py)?.repr()?
         ))
     }
+}
+
+/// The run options from the keywords; the core's defaults where none is given.
+fn run_options(
+    wait_timeout: Option<f64>,
+    poll_interval: Option<f64>,
+    concurrency: Option<usize>,
+) -> PyResult<RunOptions> {
+    let seconds = |name: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{name} must be a positive number of seconds, not {v}"
+                ))
+            })
+    };
+    let mut options = RunOptions::default();
+    if let Some(v) = wait_timeout {
+        options.wait_timeout = seconds("wait_timeout", v)?;
+    }
+    if let Some(v) = poll_interval {
+        options.poll_interval = seconds("poll_interval", v)?;
+    }
+    if let Some(v) = concurrency {
+        options.concurrency = v;
+    }
+    Ok(options)
 }

@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<cluster::PyCluster>()?;
+    m.add_class::<citus_recovery::config::NodeInfo>()?;
     m.add_class::<catalog::PyBackup>()?;
     m.add_class::<catalog::PyNodeBackup>()?;
     m.add_class::<catalog::PyRestorePoint>()?;

@@ -39,6 +39,55 @@ pub struct NodeConfig {
     pub role: NodeRole,
 }
 
+impl NodeConfig {
+    /// A libpq connection string (`host=... port=... user=... dbname=...`), usable with psql
+    /// and psycopg. It holds no password: libpq finds one the usual ways (`.pgpass`,
+    /// `PGPASSWORD`).
+    pub fn dsn(&self) -> String {
+        // libpq: a value with spaces, quotes or backslashes goes in single quotes, with `'`
+        // and `\` escaped by a backslash.
+        let value = |v: &str| {
+            if !v.is_empty() && !v.contains([' ', '\'', '\\', '=']) {
+                v.to_string()
+            } else {
+                format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+            }
+        };
+        format!(
+            "host={} port={} user={} dbname={}",
+            value(&self.hostname),
+            self.port,
+            value(&self.username),
+            value(&self.dbname)
+        )
+    }
+}
+
+/// One node as a client or a test harness needs it ([`ClusterConfig::node_infos`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(
+    feature = "python",
+    pyo3::pyclass(module = "citus_recovery", name = "NodeInfo", get_all, frozen, eq)
+)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// `coordinator` or `worker`.
+    pub role: String,
+    /// The host name it listens on.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The database user the library connects as.
+    pub user: String,
+    /// The database the library connects to.
+    pub dbname: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// A libpq connection string ([`NodeConfig::dsn`]).
+    pub dsn: String,
+}
+
 /// A validated cluster configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterConfig {
@@ -366,6 +415,44 @@ impl ClusterConfig {
     /// A node's data directory: `<clusterBaseFolder>/<name>`.
     pub fn data_dir(&self, node: &NodeConfig) -> PathBuf {
         self.cluster_base_folder.join(&node.name)
+    }
+
+    /// Every node as a test harness or a client needs it: name, role, address, data directory
+    /// and a libpq connection string. The coordinator first.
+    pub fn node_infos(&self) -> Vec<NodeInfo> {
+        self.nodes()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                role: match n.role {
+                    NodeRole::Coordinator => "coordinator",
+                    NodeRole::Worker => "worker",
+                }
+                .into(),
+                host: n.hostname.clone(),
+                port: n.port,
+                user: n.username.clone(),
+                dbname: n.dbname.clone(),
+                data_dir: self.data_dir(n),
+                dsn: n.dsn(),
+            })
+            .collect()
+    }
+
+    /// The libpq connection string of the node named `node`.
+    pub fn dsn(&self, node: &str) -> Result<String> {
+        self.node(node)
+            .map(NodeConfig::dsn)
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "node name",
+                value: node.into(),
+                problem: format!(
+                    "the config has no such node; it has {}",
+                    self.nodes()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
     }
 
     /// A node's server log, kept beside (not inside) its data directory so a restore keeps it.

@@ -52,6 +52,7 @@ __all__ = [
     "VerifyReport",
     "ArchivingInUseError",
     "UntrustedFileError",
+    "NodeInfo",
     "RestoreInProgressError",
     "IdentityError",
     "NotAtTargetError",
@@ -500,22 +501,68 @@ class ClusterStatus:
 # ---------------------------------------------------------------------------------------------
 
 @final
+class NodeInfo:
+    """One node as a client or a test harness needs it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str:
+        """``"coordinator"`` or ``"worker"``."""
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def dbname(self) -> str: ...
+    @property
+    def data_dir(self) -> Path: ...
+    @property
+    def dsn(self) -> str:
+        """A libpq connection string: ``host=... port=... user=... dbname=...``."""
+
+@final
 class Cluster:
     """A Citus (or plain PostgreSQL) cluster of nodes on this host.
 
     Long calls release the GIL and can be interrupted with Ctrl-C (``KeyboardInterrupt``).
     """
 
-    def __new__(cls, config: Dict[str, Any]) -> Cluster:
-        """A cluster from a config dict in the ``cluster-config.json`` format (camelCase keys)."""
+    def __new__(
+        cls,
+        config: Dict[str, Any],
+        *,
+        wait_timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+        concurrency: Optional[int] = None,
+    ) -> Cluster:
+        """A cluster from a config dict in the ``cluster-config.json`` format (camelCase keys).
+
+        The keywords set the run options: how long to wait for archiving, a pause or a
+        promotion (seconds, default 3600), how often to look (seconds, default 0.1), how many
+        nodes are worked on at once (0, the default: all)."""
     @staticmethod
-    def from_config(path: Union[str, os.PathLike[str]]) -> Cluster:
-        """A cluster from a ``cluster-config.json`` file."""
+    def from_config(
+        path: Union[str, os.PathLike[str]],
+        *,
+        wait_timeout: Optional[float] = None,
+        poll_interval: Optional[float] = None,
+        concurrency: Optional[int] = None,
+    ) -> Cluster:
+        """A cluster from a ``cluster-config.json`` file; the keywords as for the constructor."""
     @property
     def cluster_name(self) -> str: ...
     @property
     def node_names(self) -> List[str]:
         """The coordinator first, then the workers in config order."""
+    @property
+    def nodes(self) -> List[NodeInfo]:
+        """Every node's name, role, address, data directory and connection string."""
+    def dsn(self, node: str) -> str:
+        """The node's libpq connection string (for psql or psycopg); no password in it.
+        An unknown node raises ``InvalidArgumentError``."""
     def create(self, plain: bool = False) -> None: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...

@@ -481,3 +481,28 @@ fn a_missing_file_is_a_config_error_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn node_infos_and_connection_strings() {
+    let json = serde_json::json!({
+        "clusterName": "c", "workerCount": 1,
+        "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "my db"},
+        "workerNodes": [{"name": "worker1", "hostname": "10.0.0.2", "port": 9701, "username": "o'brien", "dbname": "postgres"}],
+        "clusterBaseFolder": "/srv/c", "archiveBaseFolder": "/srv/a", "backupBaseFolder": "/srv/b",
+    });
+    let c = ClusterConfig::from_json_str(&json.to_string(), None).unwrap();
+    let infos = c.node_infos();
+    assert_eq!(infos.len(), 2);
+    assert_eq!(infos[0].role, "coordinator");
+    assert_eq!(infos[1].data_dir, std::path::Path::new("/srv/c/worker1"));
+    assert_eq!(
+        c.dsn("coordinator").unwrap(),
+        "host=localhost port=9700 user=postgres dbname='my db'"
+    );
+    assert_eq!(
+        c.dsn("worker1").unwrap(),
+        r"host=10.0.0.2 port=9701 user='o\'brien' dbname=postgres"
+    );
+    let err = c.dsn("worker9").unwrap_err().to_string();
+    assert!(err.contains("coordinator, worker1"), "{err}");
+}
