@@ -305,10 +305,10 @@ async fn measure_put_and_codec_throughput() {
         (n * 16) as f64 / secs
     );
     let t = Instant::now();
-    for i in 0..n {
+    for (i, d) in data.iter().enumerate() {
         let k = key(&format!("wal/n1/{i:024X}"));
         assert_eq!(
-            repo.put_create(&k, data[i].clone()).await.unwrap(),
+            repo.put_create(&k, d.clone()).await.unwrap(),
             PutOutcome::AlreadyThere
         );
     }
