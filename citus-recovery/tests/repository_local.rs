@@ -212,3 +212,116 @@ async fn posix_crash_leftovers_are_not_objects() {
         .unwrap_err();
     assert!(e.to_string().contains("a file is where a folder"), "{e}");
 }
+
+/// Throughput figures, not a check: `cargo test --release --test repository_local -- --ignored
+/// --nocapture`. Reads the 16 MiB WAL segments in `$CITUS_RECOVERY_WAL_DIR` (for real WAL),
+/// else uses made-up segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn measure_put_and_codec_throughput() {
+    use citus_recovery::repository::codec::{self, Compression};
+    use std::time::Instant;
+    const MIB: f64 = 1024.0 * 1024.0;
+    let segments: Vec<Vec<u8>> = match std::env::var_os("CITUS_RECOVERY_WAL_DIR") {
+        Some(dir) => {
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.metadata().unwrap().len() == 16 << 20)
+                .collect();
+            names.sort();
+            names.iter().map(|p| std::fs::read(p).unwrap()).collect()
+        }
+        None => (0..4u8)
+            .map(|s| {
+                (0..16usize << 20)
+                    .map(|i| {
+                        if i % 8192 < 5000 {
+                            s
+                        } else {
+                            (i / 3 % 251) as u8
+                        }
+                    })
+                    .collect()
+            })
+            .collect(),
+    };
+    assert!(!segments.is_empty());
+    let total = (segments.len() << 24) as f64 / MIB;
+    for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+        let t = Instant::now();
+        let frames: Vec<Bytes> = segments.iter().map(|s| codec::encode(c, s)).collect();
+        let enc = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for (f, s) in frames.iter().zip(&segments) {
+            assert_eq!(codec::decode(f).unwrap().len(), s.len());
+        }
+        let dec = t.elapsed().as_secs_f64();
+        let stored: usize = frames.iter().map(|f| f.len()).sum();
+        println!(
+            "codec {c}: encode {:.0} MB/s, decode {:.0} MB/s, stored {:.1}% of {} segments \
+             ({:?} bytes each)",
+            total / enc,
+            total / dec,
+            stored as f64 * 100.0 / (segments.len() << 24) as f64,
+            segments.len(),
+            frames.iter().map(|f| f.len()).collect::<Vec<_>>()
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = PosixRepository::new(dir.path().to_path_buf());
+    let n = 32;
+    let data: Vec<Bytes> = (0..n)
+        .map(|i| {
+            let mut s = segments[i % segments.len()].clone();
+            s[0] = i as u8;
+            s.into()
+        })
+        .collect();
+    let t = Instant::now();
+    for (i, d) in data.iter().enumerate() {
+        let k = key(&format!("wal/n1/{i:024X}"));
+        assert_eq!(
+            repo.put_create(&k, d.clone()).await.unwrap(),
+            PutOutcome::Created
+        );
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "posix put_create, one writer: {n} x 16 MiB in {secs:.2} s = {:.0} MB/s, {:.1} ms each",
+        (n * 16) as f64 / secs,
+        secs * 1000.0 / n as f64
+    );
+    let t = Instant::now();
+    let puts = data.iter().enumerate().map(|(i, d)| {
+        let k = key(&format!("wal/n2/{i:024X}"));
+        let repo = &repo;
+        async move { repo.put_create(&k, d.clone()).await.unwrap() }
+    });
+    futures::future::join_all(puts).await;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "posix put_create, {n} at once: {:.0} MB/s",
+        (n * 16) as f64 / secs
+    );
+    let t = Instant::now();
+    for (i, d) in data.iter().enumerate() {
+        let k = key(&format!("wal/n1/{i:024X}"));
+        assert_eq!(
+            repo.put_create(&k, d.clone()).await.unwrap(),
+            PutOutcome::AlreadyThere
+        );
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "posix put_create of identical objects (retries): {:.0} MB/s",
+        (n * 16) as f64 / secs
+    );
+    let t = Instant::now();
+    for i in 0..n {
+        let k = key(&format!("wal/n1/{i:024X}"));
+        assert_eq!(repo.get(&k).await.unwrap().len(), 16 << 20);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("posix get: {:.0} MB/s", (n * 16) as f64 / secs);
+}

@@ -17,6 +17,7 @@ pub async fn run(repo: &dyn Repository) {
     deleting(repo).await;
     concurrent_puts(repo).await;
     large_objects(repo).await;
+    listing_an_object_key(repo).await;
 }
 
 async fn create_only(repo: &dyn Repository) {
@@ -178,4 +179,25 @@ async fn large_objects(repo: &dyn Repository) {
         data.len() as u64
     );
     repo.delete(&k).await.unwrap();
+}
+
+async fn listing_an_object_key(repo: &dyn Repository) {
+    // A prefix that is an object's own key lists that object, and not its namesakes
+    // (`solo/obj2`, `solo/obj.x`), which only share the text.
+    for n in ["solo/obj", "solo/obj2", "solo/obj.x"] {
+        repo.put_create(&key(n), Bytes::from_static(b"1"))
+            .await
+            .unwrap();
+    }
+    let listed: Vec<_> = repo
+        .list(&key("solo/obj"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.key.as_str().to_string(), m.size))
+        .collect();
+    assert_eq!(listed, vec![("solo/obj".to_string(), 1)]);
+    for n in ["solo/obj", "solo/obj2", "solo/obj.x"] {
+        repo.delete(&key(n)).await.unwrap();
+    }
 }
