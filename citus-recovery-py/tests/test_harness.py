@@ -4,6 +4,7 @@ keywords."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +19,8 @@ def test_nodes_and_dsn_reach_every_server(archived_cluster: TestCluster) -> None
     assert [n.role for n in nodes] == ["coordinator", "worker", "worker"]
     for n in nodes:
         assert n.port == archived_cluster.ports[n.name]
-        assert n.data_dir == archived_cluster.folder / "cluster" / n.name
-        assert (n.data_dir / "PG_VERSION").is_file()
+        assert Path(n.data_dir) == archived_cluster.folder / "cluster" / n.name
+        assert (Path(n.data_dir) / "PG_VERSION").is_file()
         assert n.dsn == c.dsn(n.name)
         # A libpq connection string: psql takes it as it is, no port map needed.
         done = subprocess.run(

@@ -518,7 +518,8 @@ class NodeInfo:
     @property
     def dbname(self) -> str: ...
     @property
-    def data_dir(self) -> Path: ...
+    def data_dir(self) -> str:
+        """The data directory's path (a string, as generated from the core type)."""
     @property
     def dsn(self) -> str:
         """A libpq connection string: ``host=... port=... user=... dbname=...``."""
