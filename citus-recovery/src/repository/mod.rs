@@ -3,7 +3,7 @@
 //! One trait ([`Repository`]) with a small, documented contract, and one module per backend
 //! (`posix.rs`, `memory.rs`, `object.rs`), as `object_store` does. Compression and checksums
 //! are a codec layer above it (`codec.rs`), so nothing above cares which store or codec is used.
-//! One conformance suite (`tests/repository.rs`) runs against every backend.
+//! One conformance suite (`tests/conformance/repository.rs`) runs against every backend.
 //!
 //! Keys are logical, never host paths: `wal/<node>/<segment>.zst`,
 //! `backups/<backup>/<node>/base.tar.zst`, `catalog/restore-points/<name>.json`.
