@@ -153,3 +153,38 @@ async fn dry_runs_print_the_plan_and_change_nothing() {
     );
     t.cluster.stop().await.unwrap();
 }
+
+#[test]
+fn completions_man_page_and_help_come_from_the_command_definition() {
+    let nowhere = std::path::Path::new("/nonexistent/cluster-config.json");
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef"),
+        ("fish", "complete -c"),
+    ] {
+        let out = tool(&["completions", shell], nowhere);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}");
+        assert!(
+            text.contains("restore-start"),
+            "{shell}: every command is completed"
+        );
+    }
+    let out = tool(&["man"], nowhere);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH citus-recovery 1"), "{page}");
+    assert!(page.contains("restore\\-start"), "{page}");
+    let out = tool(&["--help"], nowhere);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "prepare-archiving",
+        "basebackup",
+        "restore-point --name",
+        "restore-start --restore-point",
+        "restore-finish",
+    ] {
+        assert!(help.contains(&format!("citus-recovery {step}")), "{help}");
+    }
+}

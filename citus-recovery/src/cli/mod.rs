@@ -11,9 +11,24 @@ use clap::{Parser, Subcommand};
 
 use output::Output;
 
+/// The five steps, as `--help` shows them.
+const EXAMPLES: &str = "\
+The five steps:
+  citus-recovery prepare-archiving                         # WAL archiving on every node
+  citus-recovery basebackup                                # a base backup of every node at once
+  citus-recovery restore-point --name before-upgrade       # the same named point on every node
+  citus-recovery verify --restore-point before-upgrade     # prove a restore would work
+  citus-recovery restore-start --restore-point before-upgrade --dry-run   # look first
+  citus-recovery restore-start --restore-point before-upgrade             # every node paused there
+  citus-recovery restore-finish                            # keep it: every node writable again
+  citus-recovery restore-abort                             # or undo it: the old data back
+
+Shell completions: citus-recovery completions bash > /etc/bash_completion.d/citus-recovery
+Man page:          citus-recovery man > /usr/local/share/man/man1/citus-recovery.1";
+
 /// Consistent backup and point-in-time restore of a Citus cluster.
 #[derive(Debug, Parser)]
-#[command(name = "citus-recovery", version, about, long_about = None)]
+#[command(name = "citus-recovery", version, about, long_about = None, after_help = EXAMPLES)]
 struct Args {
     /// The cluster config (default: $CITUS_RECOVERY_CONFIG, else ./cluster-config.json).
     #[arg(
@@ -87,6 +102,13 @@ enum Command {
     RestoreAbort,
     /// List complete backups and recorded restore points.
     List,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +161,21 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
+    // Generated from the command definition; no config needed.
+    match &args.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Args as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "citus-recovery", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Args as clap::CommandFactory>::command();
+            return clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map_err(|e| citus_recovery::Error::io("write", "stdout", e));
+        }
+        _ => {}
+    }
     let config = ClusterConfig::from_file(&args.config)?;
     let cluster = Cluster::new(config)?;
     let dry = args.dry_run;
@@ -212,6 +249,7 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
             &cluster.list_backups()?,
             &cluster.archived_restore_points().await?,
         ),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
