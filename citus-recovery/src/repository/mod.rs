@@ -9,6 +9,7 @@
 //! `backups/<backup>/<node>/base.tar.zst`, `catalog/restore-points/<name>.json`.
 
 pub mod key;
+pub mod object;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use key::Key;
+pub use object::{ObjectRepository, S3Settings};
 
 /// What went wrong in a repository. Callers match on the first three; the rest carry the
 /// backend's own error as text without secrets.
