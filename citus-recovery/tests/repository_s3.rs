@@ -171,6 +171,45 @@ async fn wrong_credentials_give_a_clear_error_without_the_secret() {
     }
 }
 
+/// `ObjectRepository::s3` takes the credentials from the AWS variables, and a wrong secret
+/// given there never shows. The only test here that touches the environment (the others pass
+/// credentials explicitly), so setting it cannot race another test's reading.
+#[tokio::test]
+async fn credentials_come_from_the_environment() {
+    let server = moto_or_skip!(&["from-env"], true);
+    let settings = server.settings("from-env", "p");
+    let k = key("catalog/x");
+    std::env::remove_var("AWS_SESSION_TOKEN");
+    std::env::set_var("AWS_ACCESS_KEY_ID", &server.access_key_id);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &server.secret_access_key);
+    let repo = ObjectRepository::s3(&settings).unwrap();
+    assert_eq!(
+        repo.put_create(&k, Bytes::from_static(b"x")).await.unwrap(),
+        PutOutcome::Created
+    );
+    const SENTINEL: &str = "SENTINEL-env-secret-Kp3v";
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", SENTINEL);
+    std::env::set_var("AWS_SESSION_TOKEN", "SENTINEL-env-token-Jr8m");
+    let bad = ObjectRepository::s3(&settings).unwrap();
+    let e = bad.get(&k).await.unwrap_err();
+    for shown in [
+        e.to_string(),
+        format!("{e:?}"),
+        format!("{bad:?}"),
+        bad.describe(),
+    ] {
+        assert!(!shown.contains("SENTINEL"), "secret shown: {shown}");
+    }
+    assert!(e.to_string().contains("access denied"), "{e}");
+    for v in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ] {
+        std::env::remove_var(v);
+    }
+}
+
 #[tokio::test]
 async fn a_missing_bucket_is_named_and_never_taken_for_a_missing_object() {
     let server = moto_or_skip!(&["exists"], false);

@@ -2,15 +2,20 @@
 //! crate.
 //!
 //! Credentials come only from the environment, the way the AWS tools read them
-//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity, or the
-//! instance's role), never from the configuration, and never appear in [`Repository::describe`],
-//! `Debug` or an error.
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity, the
+//! container's or the instance's role), never from the configuration, and never appear in
+//! [`Repository::describe`], `Debug` or an error. Profiles in `~/.aws` are not read
+//! (`object_store` does not). The credentials need `s3:GetObject`, `s3:PutObject`,
+//! `s3:DeleteObject` and `s3:ListBucket`: without the last, S3 answers a missing object with
+//! 403, which is reported as [`RepoError::Unavailable`], never as [`RepoError::NotFound`].
 //!
 //! Create-only puts use S3's conditional write (`If-None-Match: *`), which AWS S3 applies
 //! atomically: of many writers of one key exactly one creates it. Some S3-compatible servers
-//! check and write in two steps (moto 5.2 does), so two *processes* racing on one key could both
-//! "create" there; within one process, puts to one key are serialised here so that the outcome
-//! never depends on the server's atomicity.
+//! check and write in two steps (moto 5.2 does: in the tests two processes racing on one key
+//! both "created" it about once in 20 tries, the second overwriting the first), so against
+//! such a server create-only holds across processes only as far as the server makes it hold.
+//! Within one process, puts to one key are serialised here, so that there the outcome never
+//! depends on the server's atomicity.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -207,7 +212,17 @@ impl ObjectRepository {
         if matches!(e, object_store::Error::NotFound { .. }) && !text.contains("NoSuchBucket") {
             return RepoError::NotFound { key: key.clone() };
         }
-        let hint = if text.contains("403") || text.contains("InvalidAccessKeyId") {
+        let credentials_refused = text.contains("403 Forbidden")
+            || [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "InvalidToken",
+                "ExpiredToken",
+                "AccessDenied",
+            ]
+            .iter()
+            .any(|code| text.contains(&format!("<Code>{code}</Code>")));
+        let hint = if credentials_refused {
             "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) \
              and the bucket's permissions; "
         } else if text.contains("NoSuchBucket") {
