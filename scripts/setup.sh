@@ -12,3 +12,14 @@ fi
 command -v psql >/dev/null || { echo "setup: psql is missing after install" >&2; exit 1; }
 command -v cargo >/dev/null || { echo "setup: cargo (the Rust toolchain) is required" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "setup: python3 is required" >&2; exit 1; }
+
+# The S3 server of the repository tests: moto[server] from PyPI, in its own virtual environment
+# at the repository root (.venv-moto; scripts/test-python.sh owns .venv). The tests start it on
+# 127.0.0.1 through scripts/moto-s3.py and stop it after.
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+MOTO_VENV="$ROOT/.venv-moto"
+if ! "$MOTO_VENV/bin/python" -c 'import moto.moto_server.threaded_moto_server, boto3' >/dev/null 2>&1; then
+    echo "setup: installing moto[server] into $MOTO_VENV" >&2
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]>=5.1,<6"
+fi

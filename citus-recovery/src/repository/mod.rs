@@ -12,6 +12,7 @@ pub mod codec;
 pub mod key;
 pub mod memory;
 pub mod posix;
+pub mod object;
 
 use std::fmt;
 
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use key::Key;
+pub use object::{ObjectRepository, S3Settings};
 
 /// What went wrong in a repository. Callers match on the first three; the rest carry the
 /// backend's own error as text without secrets.
