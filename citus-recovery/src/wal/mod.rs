@@ -32,6 +32,8 @@ pub mod reader;
 pub mod record;
 pub mod segment;
 pub mod source;
+#[cfg(test)]
+mod source_tests;
 #[cfg(any(test, feature = "synthetic-wal"))]
 #[doc(hidden)]
 pub mod synthetic;
