@@ -1187,3 +1187,116 @@ fn scan_speed_on_a_large_archive() {
         out.stdout.len()
     );
 }
+
+/// Runs `f` and returns its result with the seconds it took.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
+}
+
+/// A real archive pushed with `archive_push` into a posix repository reads as the folder does:
+/// the same restore points (the LSNs PostgreSQL returned) and the same continuity. Prints the
+/// time of each over the folder and the repository (`WAL_SOURCE_SEGMENTS` segments of WAL,
+/// default 10; `--release --nocapture` for meaningful timings).
+#[test]
+fn a_real_archive_reads_the_same_from_a_posix_repository() {
+    use citus_recovery::archiving::archive_push;
+    use citus_recovery::repository::codec::Compression;
+    use citus_recovery::repository::posix::PosixRepository;
+    use citus_recovery::wal::{
+        check_continuity_in, find_restore_points_in, locate_restore_point_in, RepositorySource,
+    };
+    use std::sync::Arc;
+
+    skip_unless_possible!();
+    let segments: u64 = std::env::var("WAL_SOURCE_SEGMENTS").map_or(10, |v| v.parse().unwrap());
+    let root = test_root();
+    let archive = postgres_dir(&root.path().join("archive"), 0o755);
+    let mut pg = Pg::init(root.path(), "data", &archive, "");
+    pg.start();
+    pg.sql("CREATE TABLE t (id int, pad text)");
+    let mut made = Vec::new();
+    point(&pg, "first", &mut made);
+    let first = made[0].1;
+    let mut i = 0;
+    while pg.lsn("SELECT pg_current_wal_insert_lsn()").0 < first.0 + segments * SEG {
+        pg.sql("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 100000) g");
+        point(&pg, &format!("point {i}"), &mut made);
+        i += 1;
+    }
+    let last_segment = pg.switch_and_wait(&archive);
+    pg.stop();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let repo = Arc::new(PosixRepository::create(root.path().join("repo")).unwrap());
+    let mut pushed = 0;
+    let ((), push_secs) = timed(|| {
+        for e in std::fs::read_dir(&archive).unwrap() {
+            let path = e.unwrap().path();
+            rt.block_on(archive_push(
+                &*repo,
+                Compression::Zstd(1),
+                "coordinator",
+                &path,
+            ))
+            .unwrap();
+            pushed += 1;
+        }
+    });
+    let source = RepositorySource::with_handle(repo, "coordinator", rt.handle().clone()).unwrap();
+
+    let (in_folder, folder_rp) = timed(|| find_restore_points(&archive).unwrap());
+    let (in_repo, repo_rp) = timed(|| find_restore_points_in(&source).unwrap());
+    assert_eq!(in_repo, in_folder);
+    let got: Vec<(String, Lsn)> = in_repo
+        .iter()
+        .map(|r| (r.name.clone(), r.end_lsn))
+        .collect();
+    assert_eq!(got, made);
+
+    let to = made.last().unwrap().1;
+    let opts = ContinuityOptions::default();
+    let (a, folder_cont) = timed(|| check_continuity(&archive, None, first, to, &opts).unwrap());
+    let (b, repo_cont) = timed(|| check_continuity_in(&source, None, first, to, &opts).unwrap());
+    assert_eq!(
+        (
+            &b.segments,
+            b.records,
+            b.parameter_max,
+            b.first_record,
+            b.end
+        ),
+        (
+            &a.segments,
+            a.records,
+            a.parameter_max,
+            a.first_record,
+            a.end
+        )
+    );
+    assert_eq!(b.stats, a.stats);
+    assert!(b.segments.len() as u64 >= segments, "{:?}", b.segments);
+    assert!(b.records > 0);
+
+    let name = made.last().unwrap().0.as_str();
+    let (found, repo_locate) =
+        timed(|| locate_restore_point_in(&source, name, &last_segment, 4).unwrap());
+    assert_eq!(
+        found,
+        locate_restore_point(&archive, name, &last_segment, 4).unwrap()
+    );
+    assert_eq!(found.unwrap().end_lsn, to);
+    eprintln!(
+        "{} segments, {pushed} files pushed (zstd-1) in {push_secs:.2} s\n\
+         find_restore_points: folder {folder_rp:.2} s, repository {repo_rp:.2} s\n\
+         check_continuity ({} records): folder {folder_cont:.2} s, repository {repo_cont:.2} s\n\
+         locate_restore_point in the repository: {repo_locate:.3} s",
+        b.segments.len(),
+        a.records
+    );
+}

@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 use super::error::WalError;
 use super::history::TimelineHistory;
 use super::lsn::{parse_segment_file_name, segno_file_name, Lsn, SegNo, TimeLineId};
-use super::pages::SegmentProvider;
+use super::pages::{SegmentData, SegmentProvider};
 use super::reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
 use super::record::{
     decode_parameter_change, decode_restore_point, ParameterChange, RecordHeader, RestorePointData,
 };
-use super::segment::{read_long_header, ArchiveListing, SegmentRef};
+use super::segment::{read_long_header_in, ArchiveListing, SegmentRef};
+use super::source::{FolderSource, WalSource};
 
 /// A `RESTORE_POINT` record found in an archive.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +67,12 @@ fn is_restore_point(h: &RecordHeader) -> bool {
 /// Every restore point in the archive folder `dir`, by LSN then timeline; the first damage
 /// found is an error. See [`scan_archive`] for what is read.
 pub fn find_restore_points(dir: &Path) -> Result<Vec<RestorePointRecord>, WalError> {
-    let mut scan = scan_archive(dir, &ScanOptions::default())?;
+    find_restore_points_in(&FolderSource::new(dir))
+}
+
+/// [`find_restore_points`] over any [`WalSource`].
+pub fn find_restore_points_in(source: &dyn WalSource) -> Result<Vec<RestorePointRecord>, WalError> {
+    let mut scan = scan_archive_in(source, &ScanOptions::default())?;
     if !scan.problems.is_empty() {
         return Err(scan.problems.swap_remove(0));
     }
@@ -83,8 +89,16 @@ pub fn find_restore_points(dir: &Path) -> Result<Vec<RestorePointRecord>, WalErr
 /// should start are the normal end of the WAL when in the last segment of a run. Only a folder
 /// that cannot be listed is an error.
 pub fn scan_archive(dir: &Path, options: &ScanOptions) -> Result<ArchiveScan, WalError> {
-    let listing = ArchiveListing::read(dir, options.segment_size)?;
-    Ok(scan_listing(&listing, options, None))
+    scan_archive_in(&FolderSource::new(dir), options)
+}
+
+/// [`scan_archive`] over any [`WalSource`]; only a source that cannot be listed is an error.
+pub fn scan_archive_in(
+    source: &dyn WalSource,
+    options: &ScanOptions,
+) -> Result<ArchiveScan, WalError> {
+    let listing = ArchiveListing::read_in(source, options.segment_size)?;
+    Ok(scan_listing(source, &listing, options, None))
 }
 
 /// Every restore point at or after `start` in the archive folder `dir`, by LSN then timeline;
@@ -95,7 +109,17 @@ pub fn find_restore_points_from(
     start: Lsn,
     options: &ScanOptions,
 ) -> Result<Vec<RestorePointRecord>, WalError> {
-    let mut scan = scan_archive_from(dir, timeline, start, options)?;
+    find_restore_points_from_in(&FolderSource::new(dir), timeline, start, options)
+}
+
+/// [`find_restore_points_from`] over any [`WalSource`].
+pub fn find_restore_points_from_in(
+    source: &dyn WalSource,
+    timeline: TimeLineId,
+    start: Lsn,
+    options: &ScanOptions,
+) -> Result<Vec<RestorePointRecord>, WalError> {
+    let mut scan = scan_archive_from_in(source, timeline, start, options)?;
     if !scan.problems.is_empty() {
         return Err(scan.problems.swap_remove(0));
     }
@@ -118,14 +142,25 @@ pub fn scan_archive_from(
     start: Lsn,
     options: &ScanOptions,
 ) -> Result<ArchiveScan, WalError> {
-    let listing = ArchiveListing::read(dir, options.segment_size)?;
-    let mut scan = scan_listing(&listing, options, Some((timeline, start)));
+    scan_archive_from_in(&FolderSource::new(dir), timeline, start, options)
+}
+
+/// [`scan_archive_from`] over any [`WalSource`].
+pub fn scan_archive_from_in(
+    source: &dyn WalSource,
+    timeline: TimeLineId,
+    start: Lsn,
+    options: &ScanOptions,
+) -> Result<ArchiveScan, WalError> {
+    let listing = ArchiveListing::read_in(source, options.segment_size)?;
+    let mut scan = scan_listing(source, &listing, options, Some((timeline, start)));
     scan.restore_points.retain(|r| r.lsn >= start);
     Ok(scan)
 }
 
 /// The scan of [`scan_archive`], from `from` (timeline, LSN) on when given.
 fn scan_listing(
+    source: &dyn WalSource,
     listing: &ArchiveListing,
     options: &ScanOptions,
     from: Option<(TimeLineId, Lsn)>,
@@ -152,8 +187,11 @@ fn scan_listing(
             let last = *run.end();
             let mut start = *run.start();
             while start <= last {
-                let provider = |segno: SegNo| {
-                    Ok::<_, WalError>(listing.segment(tli, segno).filter(|_| segno <= last))
+                let provider = SourceProvider {
+                    source,
+                    find: |segno: SegNo| {
+                        Ok::<_, WalError>(listing.segment(tli, segno).filter(|_| segno <= last))
+                    },
                 };
                 let reader_options = ReaderOptions {
                     verify_crc: options.verify_crc,
@@ -387,8 +425,27 @@ pub(crate) fn read_range<P: SegmentProvider>(
     }
 }
 
+/// Segments chosen by `find`, opened from `source`.
+struct SourceProvider<'a, F> {
+    source: &'a dyn WalSource,
+    find: F,
+}
+
+impl<F: FnMut(SegNo) -> Result<Option<SegmentRef>, WalError>> SegmentProvider
+    for SourceProvider<'_, F>
+{
+    fn segment(&mut self, segno: SegNo) -> Result<Option<SegmentRef>, WalError> {
+        (self.find)(segno)
+    }
+
+    fn open(&mut self, segment: &SegmentRef) -> Result<SegmentData, WalError> {
+        self.source.open(&segment.file_name())
+    }
+}
+
 /// Hands out the segment of the right timeline, or fails naming the missing one.
 struct HistoryProvider<'a> {
+    source: &'a dyn WalSource,
     listing: &'a ArchiveListing,
     history: &'a TimelineHistory,
     from: Lsn,
@@ -418,6 +475,10 @@ impl SegmentProvider for HistoryProvider<'_> {
         self.opened.push(seg.file_name());
         Ok(Some(seg))
     }
+
+    fn open(&mut self, segment: &SegmentRef) -> Result<SegmentData, WalError> {
+        self.source.open(&segment.file_name())
+    }
 }
 
 /// Checks that the archive folder `dir` holds intact WAL from `from` up to `to`.
@@ -445,19 +506,31 @@ pub fn check_continuity(
     to: Lsn,
     options: &ContinuityOptions,
 ) -> Result<ContinuityReport, WalError> {
+    check_continuity_in(&FolderSource::new(dir), history, from, to, options)
+}
+
+/// [`check_continuity`] over any [`WalSource`].
+pub fn check_continuity_in(
+    source: &dyn WalSource,
+    history: Option<&TimelineHistory>,
+    from: Lsn,
+    to: Lsn,
+    options: &ContinuityOptions,
+) -> Result<ContinuityReport, WalError> {
     if from >= to {
         return Err(WalError::InvalidRange { from, to });
     }
-    let listing = ArchiveListing::read(dir, options.segment_size)?;
+    let listing = ArchiveListing::read_in(source, options.segment_size)?;
     let loaded;
     let history = match history {
         Some(h) => h,
         None => {
-            loaded = TimelineHistory::load(dir, listing.latest_timeline().unwrap_or(1))?;
+            loaded = TimelineHistory::load_in(source, listing.latest_timeline().unwrap_or(1))?;
             &loaded
         }
     };
     let provider = HistoryProvider {
+        source,
         listing: &listing,
         history,
         from,
@@ -507,19 +580,29 @@ pub fn locate_restore_point(
     last_segment: &str,
     max_back: usize,
 ) -> Result<Option<RestorePointRecord>, WalError> {
+    locate_restore_point_in(&FolderSource::new(dir), name, last_segment, max_back)
+}
+
+/// [`locate_restore_point`] over any [`WalSource`].
+pub fn locate_restore_point_in(
+    source: &dyn WalSource,
+    name: &str,
+    last_segment: &str,
+    max_back: usize,
+) -> Result<Option<RestorePointRecord>, WalError> {
     if super::lsn::split_segment_file_name(last_segment).is_none() {
         return Err(WalError::InvalidSegmentName(last_segment.to_string()));
     }
-    let seg_size = u64::from(read_long_header(&dir.join(last_segment))?.seg_size);
+    let seg_size = u64::from(read_long_header_in(source, last_segment)?.seg_size);
     let (tli, last) = parse_segment_file_name(last_segment, seg_size)
         .ok_or_else(|| WalError::InvalidSegmentName(last_segment.to_string()))?;
-    let history = TimelineHistory::load(dir, tli)?;
+    let history = TimelineHistory::load_in(source, tli)?;
     let file_of = |segno: SegNo| {
         let timeline = history.timeline_for_segment(segno, seg_size);
         SegmentRef {
             timeline,
             segno,
-            path: dir.join(segno_file_name(timeline, segno, seg_size)),
+            path: source.path_of(&segno_file_name(timeline, segno, seg_size)),
         }
     };
     let mut system_id = None;
@@ -527,10 +610,13 @@ pub fn locate_restore_point(
         let Some(segno) = last.checked_sub(back) else {
             break;
         };
-        if file_of(segno).path.symlink_metadata().is_err() {
+        if !source.exists(&file_of(segno).file_name())? {
             return Ok(None);
         }
-        let provider = |n: SegNo| Ok::<_, WalError>((n <= last).then(|| file_of(n)));
+        let provider = SourceProvider {
+            source,
+            find: |n: SegNo| Ok::<_, WalError>((n <= last).then(|| file_of(n))),
+        };
         let options = ReaderOptions {
             keep_body: is_restore_point,
             system_id,

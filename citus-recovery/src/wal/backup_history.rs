@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::WalError;
 use super::lsn::{Lsn, TimeLineId};
+use super::source::WalSource;
 
 /// The parsed contents of a backup history file. Times are kept as PostgreSQL wrote them (in
 /// the server's `log_timezone`, with a zone abbreviation that cannot always be resolved).
@@ -93,6 +94,12 @@ impl BackupHistory {
     pub fn read_file(path: &Path) -> Result<BackupHistory, WalError> {
         let text = super::segment::read_text(path)?;
         BackupHistory::parse(&text, path)
+    }
+
+    /// Reads and parses the backup history file `name` of `source`.
+    pub fn read_in(source: &dyn WalSource, name: &str) -> Result<BackupHistory, WalError> {
+        let text = source.read_text(name)?;
+        BackupHistory::parse(&text, &source.path_of(name))
     }
 }
 

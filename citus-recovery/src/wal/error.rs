@@ -192,6 +192,27 @@ pub enum WalError {
     #[error("{0:?} is not a WAL segment file name (24 hex digits, like 000000010000000000000003)")]
     InvalidSegmentName(String),
 
+    /// A repository holding the WAL could not be read, or lacks a file that was asked for.
+    #[error("{location}: {problem}")]
+    Repository {
+        /// The repository and the node's WAL prefix (`posix /srv/repo/wal/worker1`).
+        location: String,
+        /// What went wrong (the repository's message, without secrets).
+        problem: String,
+    },
+
+    /// An object of archived WAL in a repository fails its checksum or cannot be decoded: its
+    /// data is never used.
+    #[error("{repository}: object {key} is damaged: {problem}; the WAL file in it cannot be used (delete the object and push the file again from the node's pg_wal if it is still there, else take a new base backup)")]
+    CorruptObject {
+        /// The repository, as it describes itself.
+        repository: String,
+        /// The object's key (`wal/worker1/000000010000000000000003.zst`).
+        key: String,
+        /// What the codec found.
+        problem: String,
+    },
+
     /// A range of LSNs to check is empty or reversed.
     #[error("invalid WAL range: {from} is not before {to}")]
     InvalidRange {

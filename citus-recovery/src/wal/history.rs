@@ -5,12 +5,13 @@
 //! `parentTLI<TAB>switchpoint<TAB>reason`, where the switch point is the LSN at which the parent
 //! timeline ended and the next one began. Lines that are empty or start with `#` are skipped.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::WalError;
 use super::lsn::{Lsn, SegNo, TimeLineId};
+use super::source::{FolderSource, WalSource};
 
 /// One ancestor of a timeline and where it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,14 +118,23 @@ impl TimelineHistory {
     /// The history of `timeline` from the archive folder `dir`: its `.history` file, or no
     /// ancestors for timeline 1 when there is none.
     pub fn load(dir: &Path, timeline: TimeLineId) -> Result<TimelineHistory, WalError> {
-        let path: PathBuf = dir.join(format!("{timeline:08X}.history"));
-        if path.symlink_metadata().is_ok() {
-            TimelineHistory::read_file(&path)
+        TimelineHistory::load_in(&FolderSource::new(dir), timeline)
+    }
+
+    /// [`TimelineHistory::load`] from any [`WalSource`].
+    pub fn load_in(
+        source: &dyn WalSource,
+        timeline: TimeLineId,
+    ) -> Result<TimelineHistory, WalError> {
+        let name = format!("{timeline:08X}.history");
+        if source.exists(&name)? {
+            let text = source.read_text(&name)?;
+            TimelineHistory::parse(timeline, &text, &source.path_of(&name))
         } else if timeline == 1 {
             Ok(TimelineHistory::new(1))
         } else {
             Err(WalError::MissingHistory {
-                dir: dir.to_path_buf(),
+                dir: source.location(),
                 timeline,
             })
         }

@@ -8,7 +8,10 @@
 //! - [`page`], [`record`]: the page and record formats.
 //! - [`pages`], [`reader`]: [`PageStream`] streams the pages of consecutive segments,
 //!   [`WalReader`] walks their records.
-//! - [`segment`], [`history`], [`backup_history`]: the files of an archive folder.
+//! - [`segment`], [`history`], [`backup_history`]: the files of an archive.
+//! - [`source`]: [`WalSource`], where the files are read from: an archive folder
+//!   ([`FolderSource`]) or a node's WAL in a repository ([`RepositorySource`]). Every archive
+//!   function taking a folder has an `_in` twin taking a source.
 //! - [`archive`]: [`find_restore_points`], [`scan_archive`] and [`check_continuity`] over one
 //!   node's archive folder; [`find_restore_points_from`] and [`locate_restore_point`] read
 //!   only part of it.
@@ -28,6 +31,9 @@ pub mod pages;
 pub mod reader;
 pub mod record;
 pub mod segment;
+pub mod source;
+#[cfg(test)]
+mod source_tests;
 #[cfg(any(test, feature = "synthetic-wal"))]
 #[doc(hidden)]
 pub mod synthetic;
@@ -35,9 +41,11 @@ pub mod synthetic;
 mod synthetic_tests;
 
 pub use archive::{
-    check_continuity, find_restore_points, find_restore_points_from, locate_restore_point,
-    scan_archive, scan_archive_from, ArchiveScan, ContinuityOptions, ContinuityReport,
-    HotStandbyParameters, RestorePointRecord, ScanOptions,
+    check_continuity, check_continuity_in, find_restore_points, find_restore_points_from,
+    find_restore_points_from_in, find_restore_points_in, locate_restore_point,
+    locate_restore_point_in, scan_archive, scan_archive_from, scan_archive_from_in,
+    scan_archive_in, ArchiveScan, ContinuityOptions, ContinuityReport, HotStandbyParameters,
+    RestorePointRecord, ScanOptions,
 };
 pub use backup_history::BackupHistory;
 pub use backup_wal::{check_backup_wal, TarSegments};
@@ -52,3 +60,4 @@ pub use pages::{PageStream, SegmentData, SegmentProvider};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
 pub use record::{ParameterChange, RecordHeader, RestorePointData};
 pub use segment::{ArchiveListing, SegmentRef};
+pub use source::{FolderSource, RepositorySource, WalFileNames, WalSource};

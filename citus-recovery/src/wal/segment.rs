@@ -13,6 +13,7 @@ use super::lsn::{
     DEFAULT_SEGMENT_SIZE, SEGMENT_FILE_NAME_LEN,
 };
 use super::page::{LongPageHeader, PageHeader, LONG_PAGE_HEADER_SIZE, XLOG_PAGE_MAGIC};
+use super::source::{FolderSource, WalSource};
 
 /// One WAL segment file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,38 +141,37 @@ pub struct ArchiveListing {
 }
 
 impl ArchiveListing {
-    /// Lists `dir`. `seg_size` is the segment size when known; otherwise it is read from the
-    /// first segment file.
+    /// Lists the archive folder `dir`. `seg_size` is the segment size when known; otherwise it
+    /// is read from the newest segment file.
     pub fn read(dir: &Path, seg_size: Option<u64>) -> Result<ArchiveListing, WalError> {
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
-        let mut links = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
-            let entry = entry.map_err(|e| WalError::io(dir, e))?;
-            let path = entry.path();
-            // file_type() does not follow links: a link is never taken for a segment.
-            let kind = entry.file_type().map_err(|e| WalError::io(&path, e))?;
-            if kind.is_dir() {
-                continue;
-            }
-            if !kind.is_file() {
-                links.push(path);
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            names.push((name, path));
-        }
+        ArchiveListing::read_in(&FolderSource::new(dir), seg_size)
+    }
+
+    /// Lists `source`, as [`ArchiveListing::read`] lists a folder. Paths are
+    /// [`WalSource::path_of`] the names (`dir` is [`WalSource::location`]).
+    pub fn read_in(
+        source: &dyn WalSource,
+        seg_size: Option<u64>,
+    ) -> Result<ArchiveListing, WalError> {
+        let listed = source.list()?;
+        let mut names = listed.files;
         names.sort();
         let seg_size = match seg_size {
             Some(s) => s,
-            None => detect_segment_size(&names)?,
+            None => detect_segment_size(source, &names)?,
         };
         let mut listing = ArchiveListing {
-            dir: dir.to_path_buf(),
+            dir: source.location(),
             seg_size,
-            ignored: links,
+            ignored: listed
+                .unreadable
+                .iter()
+                .map(|n| source.path_of(n))
+                .collect(),
             ..ArchiveListing::default()
         };
-        for (name, path) in names {
+        for name in names {
+            let path = source.path_of(&name);
             if let Some((tli, segno)) = parse_segment_file_name(&name, seg_size) {
                 listing.segments.insert((tli, segno), path);
             } else if let Some(seg) = name
@@ -245,14 +245,14 @@ impl ArchiveListing {
 /// The segment size from the long header of the newest segment file (by name) that has a valid
 /// one (16 MiB when there are no segment files; the newest one's error when none is valid).
 /// Newest first: readers that start at a backup never open the older segments.
-fn detect_segment_size(names: &[(String, PathBuf)]) -> Result<u64, WalError> {
+fn detect_segment_size(source: &dyn WalSource, names: &[String]) -> Result<u64, WalError> {
     let mut first_error = None;
-    for (_, path) in names
+    for name in names
         .iter()
         .rev()
-        .filter(|(n, _)| split_segment_file_name(n).is_some())
+        .filter(|n| split_segment_file_name(n).is_some())
     {
-        match read_long_header(path) {
+        match read_long_header_in(source, name) {
             Ok(long) => return Ok(u64::from(long.seg_size)),
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -260,6 +260,22 @@ fn detect_segment_size(names: &[(String, PathBuf)]) -> Result<u64, WalError> {
         }
     }
     first_error.map_or(Ok(DEFAULT_SEGMENT_SIZE), Err)
+}
+
+/// Reads and checks the long page header at the start of segment file `name` of `source`.
+pub fn read_long_header_in(source: &dyn WalSource, name: &str) -> Result<LongPageHeader, WalError> {
+    let path = source.path_of(name);
+    let head = source.read_head(name, LONG_PAGE_HEADER_SIZE)?;
+    let buf: [u8; LONG_PAGE_HEADER_SIZE] = head.try_into().map_err(|head: Vec<u8>| {
+        WalError::io(
+            &path,
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("{} bytes, shorter than a page header", head.len()),
+            ),
+        )
+    })?;
+    parse_long_header(&buf, &path)
 }
 
 /// The timeline of a `<TLI>.history` file name (8 hex digits then `.history`).

@@ -330,7 +330,7 @@ fn timelines_follow_the_history() {
 }
 
 /// Settings of a parameter change record: connections, workers, senders, prepared, locks.
-fn parameter_change(b: &mut Builder, v: [i32; 5]) -> (Lsn, Lsn) {
+pub(super) fn parameter_change(b: &mut Builder, v: [i32; 5]) -> (Lsn, Lsn) {
     use super::record::tests::parameter_change_body;
     let body = parameter_change_body([v[0], v[1], v[2], v[3], v[4], 1], false, false);
     b.insert(0, super::record::XLOG_PARAMETER_CHANGE, &body)
@@ -396,7 +396,7 @@ fn parameter_changes_and_tablespace_creates_in_a_range() {
 }
 
 /// Segments 1-4 with restore points in 1, 2 (spanning into 3) and 4; segment 1 damaged.
-fn archive_with_old_damage(dir: &Path) -> [(Lsn, Lsn); 4] {
+pub(super) fn archive_with_old_damage(dir: &Path) -> [(Lsn, Lsn); 4] {
     let mut b = Builder::new(1, 1);
     let old = b.restore_point("old");
     b.fill_to(2 * SEG + 0x200);
