@@ -85,30 +85,39 @@ fn point() -> RestorePoint {
     }
 }
 
-/// A fake cluster: every node has its data directory (holding an `ORIGINAL` marker), its server
-/// running as `running` says, and the backup's folder on its host.
+/// A fake cluster: every node has the backup's folder on its host, and its data directory
+/// (holding an `ORIGINAL` marker) unless `has_data_dir` says not, with its server running as
+/// `running` says.
 struct Setup {
     _tmp: TempDir,
     fake: FakeBackend,
     running: [bool; 3],
+    has_data_dir: [bool; 3],
 }
 
 impl Setup {
     fn new(running: [bool; 3]) -> Self {
+        Self::with(running, [true; 3])
+    }
+
+    fn with(running: [bool; 3], has_data_dir: [bool; 3]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let config = config(&tmp);
         let catalog = Catalog::new(&config);
         let fake = FakeBackend::new(config.clone());
         for (i, node) in NODES.iter().enumerate() {
-            fake.init_data_dir(node, running[i]);
-            let data_dir = config.data_dir(config.node(node).unwrap());
-            fake.add_file(node, data_dir.join("ORIGINAL"), node.as_bytes());
+            if has_data_dir[i] {
+                fake.init_data_dir(node, running[i]);
+                let data_dir = config.data_dir(config.node(node).unwrap());
+                fake.add_file(node, data_dir.join("ORIGINAL"), node.as_bytes());
+            }
             fake.add_dir(node, catalog.node_backup_dir("b1", node));
         }
         Setup {
             _tmp: tmp,
             fake,
             running,
+            has_data_dir,
         }
     }
 
@@ -183,33 +192,42 @@ impl Setup {
         let config = self.config();
         for (i, node) in NODES.iter().enumerate() {
             let data_dir = self.data_dir(node);
-            assert_eq!(
-                self.fake.file(node, data_dir.join("ORIGINAL")).as_deref(),
-                Some(node.as_bytes()),
-                "{context}: {node}'s original data directory is not back at {}; calls:\n{}",
-                data_dir.display(),
-                self.fake.calls().join("\n")
-            );
-            assert_eq!(
-                self.fake
-                    .file(node, data_dir.join("global/pg_control"))
-                    .as_deref(),
-                Some(&b"control"[..]),
-                "{context}: {node}"
-            );
-            assert_eq!(
-                self.fake
-                    .file(node, data_dir.join("postgresql.auto.conf"))
-                    .as_deref(),
-                Some(&b""[..]),
-                "{context}: {node}'s settings were changed"
-            );
-            assert!(
-                self.fake
-                    .entry(node, data_dir.join("recovery.signal"))
-                    .is_none(),
-                "{context}: {node}"
-            );
+            if !self.has_data_dir[i] {
+                assert!(
+                    self.fake.entry(node, &data_dir).is_none(),
+                    "{context}: {node} had no data directory, but now {} exists; calls:\n{}",
+                    data_dir.display(),
+                    self.fake.calls().join("\n")
+                );
+            } else {
+                assert_eq!(
+                    self.fake.file(node, data_dir.join("ORIGINAL")).as_deref(),
+                    Some(node.as_bytes()),
+                    "{context}: {node}'s original data directory is not back at {}; calls:\n{}",
+                    data_dir.display(),
+                    self.fake.calls().join("\n")
+                );
+                assert_eq!(
+                    self.fake
+                        .file(node, data_dir.join("global/pg_control"))
+                        .as_deref(),
+                    Some(&b"control"[..]),
+                    "{context}: {node}"
+                );
+                assert_eq!(
+                    self.fake
+                        .file(node, data_dir.join("postgresql.auto.conf"))
+                        .as_deref(),
+                    Some(&b""[..]),
+                    "{context}: {node}'s settings were changed"
+                );
+                assert!(
+                    self.fake
+                        .entry(node, data_dir.join("recovery.signal"))
+                        .is_none(),
+                    "{context}: {node}"
+                );
+            }
             let server = self.fake.server(node);
             assert_eq!(
                 server.running, self.running[i],
@@ -256,8 +274,11 @@ impl Setup {
 }
 
 /// The calls a node's steps make, as `(method, nth)`, from a run that fails nowhere.
-async fn call_positions(running: [bool; 3]) -> BTreeMap<&'static str, Vec<(String, usize)>> {
-    let setup = Setup::new(running);
+async fn call_positions(
+    running: [bool; 3],
+    has_data_dir: [bool; 3],
+) -> BTreeMap<&'static str, Vec<(String, usize)>> {
+    let setup = Setup::with(running, has_data_dir);
     let plan = setup.restore_plan(None, t(30)).await;
     run_phases(&setup.fake, &plan.phases, &RunOptions::default())
         .await
@@ -293,8 +314,8 @@ fn extracted(fake: &FakeBackend, node: &str) -> bool {
         .any(|c| c.starts_with("extract_backup") && !c.ends_with("(injected failure)"))
 }
 
-async fn fail_everywhere_and_roll_back(running: [bool; 3]) -> usize {
-    let positions = call_positions(running).await;
+async fn fail_everywhere_and_roll_back(running: [bool; 3], has_data_dir: [bool; 3]) -> usize {
+    let positions = call_positions(running, has_data_dir).await;
     let mut runs = 0;
     for (node, calls) in &positions {
         let methods: Vec<&str> = calls.iter().map(|(m, _)| m.as_str()).collect();
@@ -308,12 +329,15 @@ async fn fail_everywhere_and_roll_back(running: [bool; 3]) -> usize {
             "start",
         ];
         let i = NODES.iter().position(|n| n == node).unwrap();
+        if !has_data_dir[i] {
+            expected.remove(0);
+        }
         if running[i] {
             expected.insert(0, "stop");
         }
         assert_eq!(methods, expected, "{node}: the calls of its restore steps");
         for (method, nth) in calls {
-            let setup = Setup::new(running);
+            let setup = Setup::with(running, has_data_dir);
             let plan = setup.restore_plan(None, t(30)).await;
             setup.fake.fail(node, method, *nth);
             let context = format!("failing call {nth} of {method} on {node}");
@@ -349,12 +373,18 @@ async fn fail_everywhere_and_roll_back(running: [bool; 3]) -> usize {
 
 #[tokio::test]
 async fn a_failure_at_any_step_of_any_node_rolls_every_node_back() {
-    assert_eq!(fail_everywhere_and_roll_back([true; 3]).await, 24);
+    assert_eq!(
+        fail_everywhere_and_roll_back([true; 3], [true; 3]).await,
+        24
+    );
 }
 
 #[tokio::test]
 async fn a_failure_at_any_step_rolls_back_a_cluster_with_a_stopped_node() {
-    assert_eq!(fail_everywhere_and_roll_back([true, true, false]).await, 23);
+    assert_eq!(
+        fail_everywhere_and_roll_back([true, true, false], [true; 3]).await,
+        23
+    );
 }
 
 #[tokio::test]
@@ -471,8 +501,7 @@ async fn run_phases_lets_every_node_finish_and_collects_every_error() {
 
 /// Runs the first `done[i]` steps of node i's restore (a restore killed there), after writing
 /// the restore state as restore-start does.
-async fn killed_restore(done: [usize; 3]) -> (Setup, RestorePlan) {
-    let setup = Setup::new([true; 3]);
+async fn killed_restore(setup: Setup, done: [usize; 3]) -> (Setup, RestorePlan) {
     let plan = setup.restore_plan(None, t(30)).await;
     plan.state.save(setup.config()).unwrap();
     let mut phases = plan.phases.clone();
@@ -493,7 +522,7 @@ fn kill_points() -> impl Iterator<Item = [usize; 3]> {
 #[tokio::test]
 async fn restore_abort_after_a_kill_at_any_moment_restores_the_layout() {
     for done in kill_points() {
-        let (setup, _) = killed_restore(done).await;
+        let (setup, _) = killed_restore(Setup::new([true; 3]), done).await;
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
         let observed = crate::observe::cluster(&setup.fake).await.unwrap();
         let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
@@ -520,7 +549,7 @@ async fn restore_abort_after_a_kill_at_any_moment_restores_the_layout() {
 #[tokio::test]
 async fn restore_start_again_after_a_kill_at_any_moment_resumes() {
     for done in kill_points() {
-        let (setup, first) = killed_restore(done).await;
+        let (setup, first) = killed_restore(Setup::new([true; 3]), done).await;
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
         let plan = setup.restore_plan(Some(&state), t(40)).await;
         assert_eq!(plan.state.stamp, first.state.stamp, "{done:?}");
@@ -569,4 +598,47 @@ async fn connect_fails_clearly_and_sql_steps_say_so() {
     assert_eq!(err.node_name(), Some("worker1"));
     assert!(err.to_string().contains("fake backend"), "{err}");
     assert_eq!(setup.fake.calls(), ["worker1: connect"]);
+}
+
+#[tokio::test]
+async fn a_failure_at_any_step_rolls_back_a_cluster_with_a_node_without_data_directory() {
+    // worker2 had no data directory: after the rollback it has none either (what restore-start
+    // made there is kept as a failed restore), so nothing half-restored can be started.
+    assert_eq!(
+        fail_everywhere_and_roll_back([true, true, false], [true, true, false]).await,
+        22
+    );
+}
+
+#[tokio::test]
+async fn restore_abort_after_a_kill_puts_back_a_node_without_data_directory() {
+    for done in kill_points().filter(|d| d[2] <= 6) {
+        let setup = Setup::with([true, true, false], [true, true, false]);
+        let (setup, _) = killed_restore(setup, done).await;
+        let state = RestoreState::load(setup.config()).unwrap().expect("saved");
+        let observed = crate::observe::cluster(&setup.fake).await.unwrap();
+        let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
+        let abort =
+            AbortPlan::build(setup.config(), &observed, &state, &existing, Utc::now()).unwrap();
+        let report = abort
+            .execute(&setup.fake, &RunOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("killed after {done:?}: {e}"));
+        // worker2's first step is the extraction.
+        let restored = [done[0] >= 3, done[1] >= 3, done[2] >= 1];
+        setup.assert_original_layout(restored, &format!("killed after steps {done:?}"));
+        assert!(!report.nodes[2].restored_old_data_dir);
+        assert_eq!(
+            report.nodes[2].failed_restore_kept_at.is_some(),
+            restored[2]
+        );
+        if restored[2] {
+            assert!(
+                report
+                    .to_string()
+                    .contains("no data directory before restore-start"),
+                "{report}"
+            );
+        }
+    }
 }
