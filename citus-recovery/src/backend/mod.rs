@@ -5,6 +5,8 @@
 //! directory aside, extract a backup, write recovery settings). Plans hold no I/O of their own:
 //! they are executed through a `&dyn ClusterBackend`. [`LocalBackend`] serves nodes on this host.
 
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 mod local;
 
 use std::path::{Path, PathBuf};

@@ -71,19 +71,25 @@ impl AbortPlan {
                 steps.push(Step::Stop);
             }
             let old = n.moved_aside_to.as_ref().filter(|p| existing.contains(*p));
+            // A node without a data directory before restore-start: whatever is there now was
+            // made by the restore, and is moved aside like any restored one.
+            let restored_in_place = old.is_some() || n.moved_aside_to.is_none();
+            let move_restored = restored_in_place && existing.contains(&n.data_dir);
+            if move_restored {
+                steps.push(Step::MoveAside {
+                    from: n.data_dir.clone(),
+                    to: super::failed_restore_dir(config, &node.name, &stamp),
+                });
+            }
             if let Some(old) = old {
-                if existing.contains(&n.data_dir) {
-                    steps.push(Step::MoveAside {
-                        from: n.data_dir.clone(),
-                        to: super::failed_restore_dir(config, &node.name, &stamp),
-                    });
-                }
                 steps.push(Step::MoveAside {
                     from: old.clone(),
                     to: n.data_dir.clone(),
                 });
             }
-            if n.was_running && (old.is_some() || existing.contains(&n.data_dir)) {
+            if n.was_running
+                && (old.is_some() || (existing.contains(&n.data_dir) && !move_restored))
+            {
                 steps.push(Step::Start { wait: true });
             }
             nodes.push(NodePlan {
@@ -152,6 +158,8 @@ impl fmt::Display for AbortReport {
                 "{}",
                 if n.restored_old_data_dir {
                     "old data directory put back"
+                } else if n.failed_restore_kept_at.is_some() {
+                    "no data directory before restore-start"
                 } else {
                     "data directory unchanged"
                 }

@@ -236,4 +236,6 @@ async fn run_node(
 }
 
 #[cfg(test)]
+mod orchestration_tests;
+#[cfg(test)]
 mod tests;

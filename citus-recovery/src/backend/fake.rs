@@ -1,0 +1,668 @@
+//! [`FakeBackend`]: a scripted, in-memory stand-in for the node hosts, for unit tests of the plans'
+//! orchestration without servers (available under `cfg(test)` and the `fake` feature).
+//!
+//! Each node's host is a map of paths (folders and files with contents) plus the state of its
+//! server (running or not, in recovery, paused). Every call is written to a call log
+//! (`worker1: rename /a -> /b`), and any call can be scripted to fail ("the 2nd `rename` on
+//! worker1") with an [`Error::Node`] naming the node and the call, without any effect.
+//!
+//! There is no SQL: [`ClusterBackend::connect`] always fails with an error saying so (a
+//! `tokio_postgres::Client` cannot be made without a server). Steps that need SQL
+//! (`WaitPaused`, `Resume`, `SetParameters`, `CreateRestorePoint`, `SwitchWalAndWait`, ...)
+//! therefore fail on this backend; tests run plans without them.
+//!
+//! The model also checks what the real hosts would not tolerate and records it as a violation
+//! ([`FakeBackend::violations`]) rather than failing: moving a running server's data directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{
+    BackupFiles, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget,
+    PENDING_CONTROL_FILE,
+};
+use crate::config::{ClusterConfig, NodeConfig};
+use crate::error::{Error, Result};
+
+/// One path on a fake host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A folder.
+    Dir,
+    /// A file and its contents.
+    File(Vec<u8>),
+}
+
+/// The server of one fake node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FakeServer {
+    /// Whether it runs (on the node's `data_dir`).
+    pub running: bool,
+    /// Whether it was started with a `recovery.signal` and is recovering.
+    pub in_recovery: bool,
+    /// Whether its recovery is paused (the fake reaches its target as soon as it starts).
+    pub paused: bool,
+}
+
+/// One node's host: its paths and its server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeHost {
+    /// Every path that exists, with its parents listed too.
+    pub paths: BTreeMap<PathBuf, Entry>,
+    /// The node's server.
+    pub server: FakeServer,
+}
+
+impl FakeHost {
+    fn is_dir(&self, path: &Path) -> bool {
+        matches!(self.paths.get(path), Some(Entry::Dir))
+    }
+
+    fn parent_is_dir(&self, path: &Path) -> bool {
+        path.parent().is_some_and(|p| self.is_dir(p))
+    }
+
+    /// Makes `path` a folder, with its missing parents.
+    fn make_dirs(&mut self, path: &Path) {
+        for a in path.ancestors() {
+            self.paths.entry(a.to_path_buf()).or_insert(Entry::Dir);
+        }
+    }
+}
+
+/// A scripted failure: the `nth` (from 1) call of `method` on `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Failure {
+    node: String,
+    method: String,
+    nth: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    hosts: BTreeMap<String, FakeHost>,
+    log: Vec<String>,
+    calls: HashMap<(String, String), usize>,
+    failures: Vec<Failure>,
+    violations: Vec<String>,
+    delay: Duration,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// An in-memory [`ClusterBackend`] with scripted failures and a call log; see the module docs.
+#[derive(Debug)]
+pub struct FakeBackend {
+    config: ClusterConfig,
+    inner: Mutex<Inner>,
+}
+
+/// Counts a call as in flight until dropped.
+struct InFlight<'a>(&'a FakeBackend);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+    }
+}
+
+impl FakeBackend {
+    /// A fake for every node of `config`: each host holds `clusterBaseFolder` (and its parents),
+    /// no data directory, and a stopped server.
+    pub fn new(config: ClusterConfig) -> Self {
+        let mut hosts = BTreeMap::new();
+        for node in config.nodes() {
+            let mut host = FakeHost::default();
+            host.make_dirs(&config.cluster_base_folder);
+            hosts.insert(node.name.clone(), host);
+        }
+        FakeBackend {
+            config,
+            inner: Mutex::new(Inner {
+                hosts,
+                ..Inner::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn node_config(&self, node: &str) -> &NodeConfig {
+        self.config
+            .node(node)
+            .unwrap_or_else(|| panic!("the fake's config has no node {node}"))
+    }
+
+    /// Gives `node` a data directory (`PG_VERSION`, `global/pg_control`, an empty
+    /// `postgresql.auto.conf`) at its `data_dir`, with its server running or stopped.
+    pub fn init_data_dir(&self, node: &str, running: bool) {
+        let data_dir = self.config.data_dir(self.node_config(node));
+        let mut inner = self.lock();
+        let host = inner.hosts.get_mut(node).expect("known node");
+        write_data_dir(host, &data_dir, b"", "global/pg_control");
+        host.server = FakeServer {
+            running,
+            ..FakeServer::default()
+        };
+    }
+
+    /// Creates a folder (and its parents) on `node`'s host.
+    pub fn add_dir(&self, node: &str, path: impl AsRef<Path>) {
+        let mut inner = self.lock();
+        inner
+            .hosts
+            .get_mut(node)
+            .expect("known node")
+            .make_dirs(path.as_ref());
+    }
+
+    /// Writes a file (creating its parents) on `node`'s host.
+    pub fn add_file(&self, node: &str, path: impl AsRef<Path>, contents: impl Into<Vec<u8>>) {
+        let path = path.as_ref();
+        let mut inner = self.lock();
+        let host = inner.hosts.get_mut(node).expect("known node");
+        if let Some(parent) = path.parent() {
+            host.make_dirs(parent);
+        }
+        host.paths
+            .insert(path.to_path_buf(), Entry::File(contents.into()));
+    }
+
+    /// Makes the `nth` call (counting from 1, failed calls included) of `method` on `node` fail.
+    /// `method` is the [`ClusterBackend`] method's name (`rename`, `stop`, `extract_backup`, ...).
+    pub fn fail(&self, node: &str, method: &str, nth: usize) {
+        self.lock().failures.push(Failure {
+            node: node.into(),
+            method: method.into(),
+            nth,
+        });
+    }
+
+    /// Forgets the calls so far (log and counts; scripted failures count from here on).
+    pub fn clear_calls(&self) {
+        let mut inner = self.lock();
+        inner.log.clear();
+        inner.calls.clear();
+        inner.max_in_flight = 0;
+    }
+
+    /// Makes every call wait `delay` before it acts (so calls of several nodes overlap and
+    /// [`Self::max_in_flight`] shows how many ran at once).
+    pub fn set_delay(&self, delay: Duration) {
+        self.lock().delay = delay;
+    }
+
+    /// Every call so far, `node: method args`, in the order they were made; a scripted failure
+    /// ends with ` (injected failure)`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().log.clone()
+    }
+
+    /// The calls of one node so far, without the `node: ` prefix.
+    pub fn node_calls(&self, node: &str) -> Vec<String> {
+        let prefix = format!("{node}: ");
+        self.lock()
+            .log
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .collect()
+    }
+
+    /// How many calls of `method` were made on `node` (failed ones included).
+    pub fn call_count(&self, node: &str, method: &str) -> usize {
+        self.lock()
+            .calls
+            .get(&(node.to_string(), method.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most calls that were under way at the same time (see [`Self::set_delay`]).
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
+    /// What the model found that a real host would not tolerate.
+    pub fn violations(&self) -> Vec<String> {
+        self.lock().violations.clone()
+    }
+
+    /// A copy of `node`'s host.
+    pub fn host(&self, node: &str) -> FakeHost {
+        self.lock().hosts.get(node).cloned().unwrap_or_default()
+    }
+
+    /// `node`'s server.
+    pub fn server(&self, node: &str) -> FakeServer {
+        self.host(node).server
+    }
+
+    /// The entry at `path` on `node`'s host.
+    pub fn entry(&self, node: &str, path: impl AsRef<Path>) -> Option<Entry> {
+        self.lock()
+            .hosts
+            .get(node)
+            .and_then(|h| h.paths.get(path.as_ref()).cloned())
+    }
+
+    /// The contents of the file at `path` on `node`'s host.
+    pub fn file(&self, node: &str, path: impl AsRef<Path>) -> Option<Vec<u8>> {
+        match self.entry(node, path) {
+            Some(Entry::File(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The paths directly inside `dir` on `node`'s host, sorted.
+    pub fn children(&self, node: &str, dir: impl AsRef<Path>) -> Vec<PathBuf> {
+        let dir = dir.as_ref();
+        self.lock()
+            .hosts
+            .get(node)
+            .map(|h| {
+                h.paths
+                    .keys()
+                    .filter(|p| p.parent() == Some(dir))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Logs and counts a call, waits the delay, and fails it when scripted to.
+    async fn call(&self, node: &NodeConfig, method: &str, args: String) -> Result<()> {
+        let delay = {
+            let mut inner = self.lock();
+            inner.in_flight += 1;
+            inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+            inner.delay
+        };
+        let _guard = InFlight(self);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let mut inner = self.lock();
+        let count = inner
+            .calls
+            .entry((node.name.clone(), method.to_string()))
+            .or_insert(0);
+        *count += 1;
+        let nth = *count;
+        let fails = inner
+            .failures
+            .iter()
+            .any(|f| f.node == node.name && f.method == method && f.nth == nth);
+        let line = if args.is_empty() {
+            format!("{}: {method}", node.name)
+        } else {
+            format!("{}: {method} {args}", node.name)
+        };
+        if fails {
+            inner.log.push(format!("{line} (injected failure)"));
+            return Err(Error::node(
+                &node.name,
+                method,
+                format!("injected failure of call {nth} of {method} (fake backend)"),
+            ));
+        }
+        inner.log.push(line);
+        Ok(())
+    }
+
+    /// Runs `f` on `node`'s host.
+    fn with_host<T>(
+        &self,
+        node: &NodeConfig,
+        f: impl FnOnce(&mut FakeHost, &mut Vec<String>) -> T,
+    ) -> T {
+        let mut inner = self.lock();
+        let Inner {
+            hosts, violations, ..
+        } = &mut *inner;
+        let host = hosts.entry(node.name.clone()).or_default();
+        f(host, violations)
+    }
+}
+
+/// Writes a data directory at `data_dir` with its control file under `control` (the real name or
+/// the pending one).
+fn write_data_dir(host: &mut FakeHost, data_dir: &Path, auto_conf: &[u8], control: &str) {
+    host.make_dirs(&data_dir.join("global"));
+    host.make_dirs(&data_dir.join("pg_wal"));
+    host.paths
+        .insert(data_dir.join("PG_VERSION"), Entry::File(b"15\n".to_vec()));
+    host.paths
+        .insert(data_dir.join(control), Entry::File(b"control".to_vec()));
+    host.paths.insert(
+        data_dir.join("postgresql.auto.conf"),
+        Entry::File(auto_conf.to_vec()),
+    );
+}
+
+fn shown(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn missing(node: &NodeConfig, action: &str, path: &Path, what: &str) -> Error {
+    Error::node(&node.name, action, format!("{} {what}", path.display()))
+}
+
+#[async_trait]
+impl ClusterBackend for FakeBackend {
+    fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
+        self.call(node, "connect", String::new()).await?;
+        Err(Error::node(
+            &node.name,
+            "connect",
+            "the fake backend (backend::fake) has no SQL server; run plans without SQL steps on it",
+        ))
+    }
+
+    async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
+        self.call(node, "server_state", String::new()).await?;
+        let data_dir = self.config.data_dir(node);
+        Ok(self.with_host(node, |h, _| {
+            if !matches!(
+                h.paths.get(&data_dir.join("PG_VERSION")),
+                Some(Entry::File(_))
+            ) {
+                ServerState::Missing
+            } else if h.server.running {
+                ServerState::Running
+            } else {
+                ServerState::Stopped
+            }
+        }))
+    }
+
+    async fn init_node(&self, node: &NodeConfig, settings: &[(String, String)]) -> Result<()> {
+        self.call(node, "init_node", String::new()).await?;
+        let data_dir = self.config.data_dir(node);
+        self.with_host(node, |h, _| {
+            if h.paths.contains_key(&data_dir) {
+                return Err(missing(node, "initdb", &data_dir, "exists already"));
+            }
+            write_data_dir(h, &data_dir, b"", "global/pg_control");
+            let conf: String = settings
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect();
+            h.paths.insert(
+                data_dir.join("postgresql.conf"),
+                Entry::File(conf.into_bytes()),
+            );
+            Ok(())
+        })
+    }
+
+    async fn start(&self, node: &NodeConfig, wait: StartWait) -> Result<()> {
+        self.call(node, "start", format!("{wait:?}")).await?;
+        let data_dir = self.config.data_dir(node);
+        self.with_host(node, |h, _| {
+            if h.server.running {
+                return Err(Error::node(
+                    &node.name,
+                    "start",
+                    "a server is running already",
+                ));
+            }
+            for needed in ["PG_VERSION", "global/pg_control"] {
+                if !matches!(h.paths.get(&data_dir.join(needed)), Some(Entry::File(_))) {
+                    return Err(missing(node, "start", &data_dir.join(needed), "is missing"));
+                }
+            }
+            let in_recovery = h.paths.contains_key(&data_dir.join("recovery.signal"));
+            h.server = FakeServer {
+                running: true,
+                in_recovery,
+                paused: in_recovery,
+            };
+            Ok(())
+        })
+    }
+
+    async fn stop(&self, node: &NodeConfig) -> Result<()> {
+        self.call(node, "stop", String::new()).await?;
+        self.with_host(node, |h, _| {
+            if !h.server.running {
+                return Err(Error::node(&node.name, "stop", "no server running"));
+            }
+            h.server = FakeServer::default();
+            Ok(())
+        })
+    }
+
+    async fn base_backup(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        self.call(node, "base_backup", format!("{} {label}", shown(folder)))
+            .await?;
+        self.with_host(node, |h, _| {
+            if !h.server.running {
+                return Err(Error::node(&node.name, "pg_basebackup", "no server running"));
+            }
+            if h.paths.keys().any(|p| p != folder && p.starts_with(folder)) {
+                return Err(missing(node, "pg_basebackup", folder, "is not empty"));
+            }
+            h.make_dirs(folder);
+            let manifest = r#"{"WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}]}"#;
+            for (name, contents) in [
+                ("base.tar", &b"base"[..]),
+                ("pg_wal.tar", b"wal"),
+                ("backup_manifest", manifest.as_bytes()),
+            ] {
+                h.paths
+                    .insert(folder.join(name), Entry::File(contents.to_vec()));
+            }
+            Ok(BackupFiles {
+                folder: folder.to_path_buf(),
+                bytes: 7 + manifest.len() as u64,
+                tablespaces: Vec::new(),
+            })
+        })
+    }
+
+    async fn extract_backup(
+        &self,
+        node: &NodeConfig,
+        backup: &Path,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        self.call(
+            node,
+            "extract_backup",
+            format!("{} -> {}", shown(backup), shown(data_dir)),
+        )
+        .await?;
+        self.with_host(node, |h, _| {
+            if !h.is_dir(backup) {
+                return Err(missing(node, "extract", backup, "is not a backup folder"));
+            }
+            if h.paths.contains_key(data_dir) {
+                return Err(missing(node, "extract", data_dir, "exists already"));
+            }
+            if !h.parent_is_dir(data_dir) {
+                return Err(missing(node, "extract", data_dir, "has no parent folder"));
+            }
+            for t in tablespaces {
+                if h.paths.contains_key(&t.location) || !h.parent_is_dir(&t.location) {
+                    return Err(missing(
+                        node,
+                        "extract",
+                        &t.location,
+                        "exists already or has no parent folder",
+                    ));
+                }
+            }
+            let restored = format!("# restored from {}\n", backup.display());
+            write_data_dir(h, data_dir, restored.as_bytes(), PENDING_CONTROL_FILE);
+            for t in tablespaces {
+                h.paths.insert(t.location.clone(), Entry::Dir);
+            }
+            Ok(())
+        })
+    }
+
+    async fn install_control_file(
+        &self,
+        node: &NodeConfig,
+        data_dir: &Path,
+        _tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        self.call(node, "install_control_file", shown(data_dir))
+            .await?;
+        self.with_host(node, |h, _| {
+            let pending = data_dir.join(PENDING_CONTROL_FILE);
+            let control = data_dir.join("global/pg_control");
+            match (
+                h.paths.contains_key(&pending),
+                h.paths.contains_key(&control),
+            ) {
+                (true, false) => {
+                    let contents = h.paths.remove(&pending).expect("present");
+                    h.paths.insert(control, contents);
+                    Ok(())
+                }
+                (false, true) => Ok(()),
+                (true, true) => Err(missing(
+                    node,
+                    "install pg_control",
+                    &control,
+                    "exists already beside the pending one",
+                )),
+                (false, false) => Err(missing(
+                    node,
+                    "install pg_control",
+                    &control,
+                    "is missing and nothing is pending",
+                )),
+            }
+        })
+    }
+
+    async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        self.call(node, "create_dir", shown(path)).await?;
+        self.with_host(node, |h, _| {
+            if let Some(a) = path
+                .ancestors()
+                .find(|a| matches!(h.paths.get(*a), Some(Entry::File(_))))
+            {
+                return Err(missing(node, "create folder", a, "is a file"));
+            }
+            h.make_dirs(path);
+            Ok(())
+        })
+    }
+
+    async fn exists(&self, node: &NodeConfig, path: &Path) -> Result<bool> {
+        self.call(node, "exists", shown(path)).await?;
+        Ok(self.with_host(node, |h, _| h.paths.contains_key(path)))
+    }
+
+    async fn rename(&self, node: &NodeConfig, from: &Path, to: &Path) -> Result<()> {
+        self.call(node, "rename", format!("{} -> {}", shown(from), shown(to)))
+            .await?;
+        let data_dir = self.config.data_dir(node);
+        self.with_host(node, |h, violations| {
+            if !h.paths.contains_key(from) {
+                return Err(missing(node, "rename", from, "does not exist"));
+            }
+            if h.paths.contains_key(to) {
+                return Err(missing(node, "rename", to, "exists already"));
+            }
+            if !h.parent_is_dir(to) {
+                return Err(missing(node, "rename", to, "has no parent folder"));
+            }
+            if h.server.running && (data_dir.starts_with(from) || from.starts_with(&data_dir)) {
+                violations.push(format!(
+                    "{}: renamed {} while its server runs",
+                    node.name,
+                    from.display()
+                ));
+            }
+            let moved: Vec<PathBuf> = h
+                .paths
+                .keys()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
+            for p in moved {
+                let entry = h.paths.remove(&p).expect("listed");
+                let rest = p.strip_prefix(from).expect("under from");
+                let new = if rest.as_os_str().is_empty() {
+                    to.to_path_buf()
+                } else {
+                    to.join(rest)
+                };
+                h.paths.insert(new, entry);
+            }
+            Ok(())
+        })
+    }
+
+    async fn read_file(&self, node: &NodeConfig, path: &Path) -> Result<Option<String>> {
+        self.call(node, "read_file", shown(path)).await?;
+        self.with_host(node, |h, _| match h.paths.get(path) {
+            None => Ok(None),
+            Some(Entry::File(c)) => Ok(Some(String::from_utf8_lossy(c).into_owned())),
+            Some(Entry::Dir) => Err(missing(node, "read", path, "is a folder")),
+        })
+    }
+
+    async fn write_file(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+        contents: &[u8],
+        sync: FileSync,
+    ) -> Result<()> {
+        self.call(node, "write_file", format!("{} ({sync:?})", shown(path)))
+            .await?;
+        self.with_host(node, |h, _| {
+            if !h.parent_is_dir(path) {
+                return Err(missing(node, "write", path, "has no parent folder"));
+            }
+            if h.is_dir(path) {
+                return Err(missing(node, "write", path, "is a folder"));
+            }
+            h.paths
+                .insert(path.to_path_buf(), Entry::File(contents.to_vec()));
+            Ok(())
+        })
+    }
+
+    async fn remove_file(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        self.call(node, "remove_file", shown(path)).await?;
+        self.with_host(node, |h, _| match h.paths.get(path) {
+            Some(Entry::File(_)) => {
+                h.paths.remove(path);
+                Ok(())
+            }
+            Some(Entry::Dir) => Err(missing(node, "remove", path, "is a folder")),
+            None => Err(missing(node, "remove", path, "does not exist")),
+        })
+    }
+
+    async fn log_tail(&self, node: &NodeConfig, _lines: usize) -> String {
+        format!("(fake server log of {})", node.name)
+    }
+
+    async fn citus_available(&self, node: &NodeConfig) -> Result<bool> {
+        self.call(node, "citus_available", String::new()).await?;
+        Ok(true)
+    }
+}
