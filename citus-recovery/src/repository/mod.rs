@@ -11,8 +11,8 @@
 pub mod codec;
 pub mod key;
 pub mod memory;
-pub mod posix;
 pub mod object;
+pub mod posix;
 
 use std::fmt;
 
