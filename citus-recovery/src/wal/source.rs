@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::error::WalError;
+use super::lsn::{is_valid_segment_size, parse_segment_file_name, segno_file_name};
 use super::pages::SegmentData;
 use super::segment::open_regular;
 use crate::repository::codec;
@@ -152,7 +153,10 @@ const CACHED_FILES: usize = 2;
 
 /// One node's WAL in a repository: the objects `wal/<node>/<file name><codec suffix>` that
 /// `archive-push` writes. Each file is fetched whole and decoded (checksum checked) when it is
-/// opened; the last [`CACHED_FILES`] decoded files are kept, no more.
+/// opened; the last [`CACHED_FILES`] decoded files are kept, no more. Opening a segment starts
+/// fetching the next one of its timeline (when the last listing has it), so at most one
+/// segment is read ahead (fetched and decoded in the runtime's threads while the reader parses
+/// the current one): memory stays within a few segments.
 ///
 /// The repository is async and the reader is not: each call runs the repository's future with
 /// [`tokio::runtime::Handle::block_on`] on the runtime captured when the source was made. So
@@ -174,6 +178,23 @@ struct State {
     keys: BTreeMap<String, Key>,
     /// Decoded files, most recent last.
     cache: VecDeque<(String, Bytes)>,
+    /// The fetch of the next segment, under way.
+    read_ahead: Option<ReadAhead>,
+}
+
+/// A segment being fetched before the reader asks for it.
+struct ReadAhead {
+    name: String,
+    key: Key,
+    task: tokio::task::JoinHandle<Result<Bytes, WalError>>,
+}
+
+impl Drop for RepositorySource {
+    fn drop(&mut self) {
+        if let Some(r) = self.state().read_ahead.take() {
+            r.task.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for RepositorySource {
@@ -259,33 +280,129 @@ impl RepositorySource {
         Ok(None)
     }
 
-    /// The decoded bytes of `name`, from the cache or fetched and checked.
+    /// The decoded bytes of `name`: from the cache, from the read-ahead, or fetched and
+    /// checked. A segment read starts the read-ahead of the next one.
     fn decoded(&self, name: &str) -> Result<Bytes, WalError> {
-        if let Some((_, data)) = self.state().cache.iter().find(|(n, _)| n == name) {
-            return Ok(data.clone());
-        }
-        let Some((key, frame)) = self.fetch(name)? else {
-            return Err(WalError::Repository {
-                location: self.location().display().to_string(),
-                problem: format!(
-                    "{name} is not in the repository (no object {}/{name}[.zst|.lz4])",
-                    self.prefix
-                ),
-            });
+        let cached = self
+            .state()
+            .cache
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| d.clone());
+        let data = match cached {
+            Some(data) => data,
+            None => {
+                let data = match self.take_read_ahead(name) {
+                    Some(pending) => self.finish(pending)?,
+                    None => {
+                        let Some((key, frame)) = self.fetch(name)? else {
+                            return Err(WalError::Repository {
+                                location: self.location().display().to_string(),
+                                problem: format!(
+                                    "{name} is not in the repository (no object \
+                                     {}/{name}[.zst|.lz4])",
+                                    self.prefix
+                                ),
+                            });
+                        };
+                        decode(&self.repo.describe(), &key, &frame)?
+                    }
+                };
+                let mut state = self.state();
+                if state.cache.len() >= CACHED_FILES {
+                    state.cache.pop_front();
+                }
+                state.cache.push_back((name.to_string(), data.clone()));
+                data
+            }
         };
-        let data = codec::decode(&frame).map_err(|e| WalError::CorruptObject {
-            repository: self.repo.describe(),
-            key: key.to_string(),
-            problem: e.to_string(),
-        })?;
-        drop(frame);
-        let mut state = self.state();
-        if state.cache.len() >= CACHED_FILES {
-            state.cache.pop_front();
-        }
-        state.cache.push_back((name.to_string(), data.clone()));
+        self.read_ahead_after(name, data.len() as u64);
         Ok(data)
     }
+
+    /// The read-ahead of `name`, if one is under way; a read-ahead of another file is
+    /// dropped (the reader went elsewhere).
+    fn take_read_ahead(&self, name: &str) -> Option<ReadAhead> {
+        let mut state = self.state();
+        match state.read_ahead.take() {
+            Some(r) if r.name == name => Some(r),
+            Some(r) => {
+                r.task.abort();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Waits for a read-ahead.
+    fn finish(&self, pending: ReadAhead) -> Result<Bytes, WalError> {
+        match self.handle.block_on(pending.task) {
+            Ok(result) => result,
+            Err(e) => Err(WalError::Repository {
+                location: self.location().display().to_string(),
+                problem: format!("fetching {} failed: {e}", pending.key),
+            }),
+        }
+    }
+
+    /// Starts fetching the segment after segment file `name` (of `size` bytes) on the same
+    /// timeline when the last listing has it and it is not cached: the reader reads
+    /// segments in order, so the next one arrives while this one is parsed.
+    fn read_ahead_after(&self, name: &str, size: u64) {
+        if !is_valid_segment_size(size) {
+            return;
+        }
+        let Some((tli, segno)) = parse_segment_file_name(name, size) else {
+            return;
+        };
+        let next = segno_file_name(tli, segno + 1, size);
+        let mut state = self.state();
+        if state.read_ahead.as_ref().is_some_and(|r| r.name == next)
+            || state.cache.iter().any(|(n, _)| *n == next)
+        {
+            return;
+        }
+        let Some(key) = state.keys.get(&next).cloned() else {
+            return;
+        };
+        if let Some(stale) = state.read_ahead.take() {
+            stale.task.abort();
+        }
+        let (repo, k) = (self.repo.clone(), key.clone());
+        let location = self.location().display().to_string();
+        // Fetched and decoded (checksum checked) beside the reader: on WAL, decoding costs
+        // about as much as parsing. An error is reported when the file is asked for.
+        let task = self.handle.spawn(async move {
+            let frame = repo.get(&k).await.map_err(|e| WalError::Repository {
+                location: location.clone(),
+                problem: e.to_string(),
+            })?;
+            let repository = repo.describe();
+            let key = k.clone();
+            tokio::task::spawn_blocking(move || decode(&repository, &key, &frame))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(WalError::Repository {
+                        location,
+                        problem: format!("decoding {k} failed: {e}"),
+                    })
+                })
+        });
+        state.read_ahead = Some(ReadAhead {
+            name: next,
+            key,
+            task,
+        });
+    }
+}
+
+/// Decodes the frame fetched from `key`; damage is [`WalError::CorruptObject`].
+fn decode(repository: &str, key: &Key, frame: &[u8]) -> Result<Bytes, WalError> {
+    codec::decode(frame).map_err(|e| WalError::CorruptObject {
+        repository: repository.to_string(),
+        key: key.to_string(),
+        problem: e.to_string(),
+    })
 }
 
 impl WalSource for RepositorySource {
