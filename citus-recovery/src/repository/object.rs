@@ -29,7 +29,7 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 use serde::Deserialize;
 
@@ -142,13 +142,19 @@ impl ObjectRepository {
                 "the prefix is not a plain folder name ({e}); use parts like \"prod-eu/cluster1\""
             ))
         })?;
+        let mut builder = builder;
+        // Our timeouts unless the environment sets its own (AWS_TIMEOUT, ...); set key by key,
+        // as with_client_options would drop the environment's proxy and other client settings.
+        for (key, value) in [
+            (ClientConfigKey::ConnectTimeout, "5s"),
+            (ClientConfigKey::Timeout, "300s"),
+        ] {
+            let key = AmazonS3ConfigKey::Client(key);
+            if builder.get_config_value(&key).is_none() {
+                builder = builder.with_config(key, value);
+            }
+        }
         let mut builder = builder
-            // Client options first: they replace allow_http, set after them.
-            .with_client_options(
-                ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(300)),
-            )
             .with_bucket_name(&settings.bucket)
             .with_allow_http(settings.allow_http)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
