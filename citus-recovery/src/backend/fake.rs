@@ -6,17 +6,23 @@
 //! (`worker1: rename /a -> /b`), and any call can be scripted to fail ("the 2nd `rename` on
 //! worker1") with an [`Error::Node`] naming the node and the call, without any effect.
 //!
-//! There is no SQL: [`ClusterBackend::connect`] always fails with an error saying so (a
-//! `tokio_postgres::Client` cannot be made without a server). Steps that need SQL
-//! (`WaitPaused`, `Resume`, `SetParameters`, `CreateRestorePoint`, `SwitchWalAndWait`, ...)
-//! therefore fail on this backend; tests run plans without them.
+//! SQL: [`ClusterBackend::connect`] gives a real `tokio_postgres::Client` connected to a loopback
+//! listener of the fake (started at the first connect) that speaks just enough of PostgreSQL's
+//! protocol, and answers only what the waits and observations ask, from the fake server's state:
+//! `observe::node`'s queries, `WaitPaused`'s pause state, `Resume` (promotes: recovery ends, the
+//! timeline goes up, `recovery.signal` goes), `WaitPromoted`'s query, and `pg_reload_conf()`.
+//! Connecting to a node whose server does not run fails, as does any other statement (so
+//! `SetParameters`, `CreateRestorePoint`, `SwitchWalAndWait` and `BaseBackup` cannot run here).
+//! Each statement answered is logged as `node: sql:<name>` and can be scripted to fail like a
+//! method, as `sql:pause_state`, `sql:observe`, `sql:settings`, `sql:resume`,
+//! `sql:promotion_state` or `sql:reload`.
 //!
 //! The model also checks what the real hosts would not tolerate and records it as a violation
 //! ([`FakeBackend::violations`]) rather than failing: moving a running server's data directory.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +33,9 @@ use super::{
 };
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
+use crate::wal::Lsn;
+
+mod wire;
 
 /// One path on a fake host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +55,10 @@ pub struct FakeServer {
     pub in_recovery: bool,
     /// Whether its recovery is paused (the fake reaches its target as soon as it starts).
     pub paused: bool,
+    /// Its timeline (1 for a data directory made by the fake; a promotion adds one).
+    pub timeline: u32,
+    /// The LSN it reports: replayed up to in recovery, its current one otherwise.
+    pub replay_lsn: Lsn,
 }
 
 /// One node's host: its paths and its server.
@@ -98,7 +111,36 @@ struct Inner {
 #[derive(Debug)]
 pub struct FakeBackend {
     config: ClusterConfig,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
+    /// The port of the SQL listener, once started.
+    port: tokio::sync::OnceCell<u16>,
+}
+
+impl Inner {
+    /// Logs and counts a call; whether it is scripted to fail.
+    fn record(&mut self, node: &str, method: &str, args: String) -> bool {
+        let count = self
+            .calls
+            .entry((node.to_string(), method.to_string()))
+            .or_insert(0);
+        *count += 1;
+        let nth = *count;
+        let fails = self
+            .failures
+            .iter()
+            .any(|f| f.node == node && f.method == method && f.nth == nth);
+        let line = if args.is_empty() {
+            format!("{node}: {method}")
+        } else {
+            format!("{node}: {method} {args}")
+        };
+        self.log.push(if fails {
+            format!("{line} (injected failure)")
+        } else {
+            line
+        });
+        fails
+    }
 }
 
 /// Counts a call as in flight until dropped.
@@ -122,10 +164,11 @@ impl FakeBackend {
         }
         FakeBackend {
             config,
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
                 hosts,
                 ..Inner::default()
-            }),
+            })),
+            port: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -140,7 +183,8 @@ impl FakeBackend {
     }
 
     /// Gives `node` a data directory (`PG_VERSION`, `global/pg_control`, an empty
-    /// `postgresql.auto.conf`) at its `data_dir`, with its server running or stopped.
+    /// `postgresql.auto.conf`) at its `data_dir`, with its server running or stopped, on
+    /// timeline 1.
     pub fn init_data_dir(&self, node: &str, running: bool) {
         let data_dir = self.config.data_dir(self.node_config(node));
         let mut inner = self.lock();
@@ -148,8 +192,19 @@ impl FakeBackend {
         write_data_dir(host, &data_dir, b"", "global/pg_control");
         host.server = FakeServer {
             running,
+            timeline: 1,
             ..FakeServer::default()
         };
+    }
+
+    /// Sets the LSN `node`'s server reports (where a recovery pauses, for `WaitPaused`).
+    pub fn set_replay_lsn(&self, node: &str, lsn: Lsn) {
+        self.lock()
+            .hosts
+            .get_mut(node)
+            .expect("known node")
+            .server
+            .replay_lsn = lsn;
     }
 
     /// Creates a folder (and its parents) on `node`'s host.
@@ -288,30 +343,14 @@ impl FakeBackend {
             tokio::time::sleep(delay).await;
         }
         let mut inner = self.lock();
-        let count = inner
-            .calls
-            .entry((node.name.clone(), method.to_string()))
-            .or_insert(0);
-        *count += 1;
-        let nth = *count;
-        let fails = inner
-            .failures
-            .iter()
-            .any(|f| f.node == node.name && f.method == method && f.nth == nth);
-        let line = if args.is_empty() {
-            format!("{}: {method}", node.name)
-        } else {
-            format!("{}: {method} {args}", node.name)
-        };
-        if fails {
-            inner.log.push(format!("{line} (injected failure)"));
+        if inner.record(&node.name, method, args) {
+            let nth = inner.calls[&(node.name.clone(), method.to_string())];
             return Err(Error::node(
                 &node.name,
                 method,
                 format!("injected failure of call {nth} of {method} (fake backend)"),
             ));
         }
-        inner.log.push(line);
         Ok(())
     }
 
@@ -361,11 +400,41 @@ impl ClusterBackend for FakeBackend {
 
     async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
         self.call(node, "connect", String::new()).await?;
-        Err(Error::node(
-            &node.name,
-            "connect",
-            "the fake backend (backend::fake) has no SQL server; run plans without SQL steps on it",
-        ))
+        let port = self
+            .port
+            .get_or_try_init(|| async {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+                    .await
+                    .map_err(|e| {
+                        Error::node(&node.name, "start the fake SQL listener", e.to_string())
+                    })?;
+                let port = listener
+                    .local_addr()
+                    .map_err(|e| {
+                        Error::node(&node.name, "start the fake SQL listener", e.to_string())
+                    })?
+                    .port();
+                let data_dirs = self
+                    .config
+                    .nodes()
+                    .map(|n| (n.name.clone(), self.config.data_dir(n)))
+                    .collect();
+                tokio::spawn(wire::serve(listener, self.inner.clone(), data_dirs));
+                Ok::<u16, Error>(port)
+            })
+            .await?;
+        let (client, connection) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(*port)
+            .user("fake")
+            .dbname(&node.name)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| Error::sql(&node.name, "connect to the fake server", e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
     }
 
     async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
@@ -426,6 +495,7 @@ impl ClusterBackend for FakeBackend {
                 running: true,
                 in_recovery,
                 paused: in_recovery,
+                ..h.server
             };
             Ok(())
         })
@@ -437,7 +507,12 @@ impl ClusterBackend for FakeBackend {
             if !h.server.running {
                 return Err(Error::node(&node.name, "stop", "no server running"));
             }
-            h.server = FakeServer::default();
+            h.server = FakeServer {
+                running: false,
+                in_recovery: false,
+                paused: false,
+                ..h.server
+            };
             Ok(())
         })
     }

@@ -1,10 +1,12 @@
 //! Orchestration without servers: plans run on [`FakeBackend`], with failures injected at every
 //! call a plan makes, and with restores killed half-way.
 //!
-//! The fake has no SQL, so every restore plan here is run without its `WaitPaused` steps (the
-//! only SQL step of restore-start): each node ends at "started in recovery". Since a plan without
-//! `WaitPaused` reports no replay position, a run that fails nowhere is driven through
-//! [`run_phases`] rather than [`RestorePlan::execute`].
+//! The matrices of injected failures and kills run restore plans without their `WaitPaused`
+//! steps (each node ends at "started in recovery"): a failed SQL statement or connection in the
+//! wait is retried, not a failure. Since a plan without `WaitPaused` reports no replay position,
+//! a run of those that fails nowhere is driven through [`run_phases`] rather than
+//! [`RestorePlan::execute`]. The fake's SQL answers the waits, so whole plans (with
+//! `WaitPaused`, then restore-finish) run too.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::backend::fake::FakeBackend;
+use crate::backend::ServerState;
 use crate::catalog::{Backup, Catalog, NodeBackup, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::wal::Lsn;
@@ -136,6 +139,21 @@ impl Setup {
         previous: Option<&RestoreState>,
         now: DateTime<Utc>,
     ) -> RestorePlan {
+        let mut plan = self.full_restore_plan(previous, now).await;
+        for np in &mut plan.phases[0].nodes {
+            let before = np.steps.len();
+            np.steps.retain(|s| !matches!(s, Step::WaitPaused { .. }));
+            assert_eq!(np.steps.len(), before - 1, "one WaitPaused per node");
+        }
+        plan
+    }
+
+    /// The restore plan as built from what the fake holds; the call log starts empty after it.
+    async fn full_restore_plan(
+        &self,
+        previous: Option<&RestoreState>,
+        now: DateTime<Utc>,
+    ) -> RestorePlan {
         let config = self.config();
         let observed = crate::observe::cluster(&self.fake).await.unwrap();
         let mut paths: Vec<(&str, PathBuf)> =
@@ -147,7 +165,7 @@ impl Setup {
             .await
             .unwrap();
         let (backup, point) = (backup(), point());
-        let mut plan = RestorePlan::build(
+        let plan = RestorePlan::build(
             config,
             &observed,
             &Catalog::new(config),
@@ -161,11 +179,6 @@ impl Setup {
             now,
         )
         .unwrap();
-        for np in &mut plan.phases[0].nodes {
-            let before = np.steps.len();
-            np.steps.retain(|s| !matches!(s, Step::WaitPaused { .. }));
-            assert_eq!(np.steps.len(), before - 1, "one WaitPaused per node");
-        }
         self.fake.clear_calls();
         plan
     }
@@ -588,19 +601,6 @@ async fn restore_start_again_after_a_kill_at_any_moment_resumes() {
 }
 
 #[tokio::test]
-async fn connect_fails_clearly_and_sql_steps_say_so() {
-    let setup = Setup::new([true; 3]);
-    let node = setup.config().node("worker1").unwrap().clone();
-    let err = Step::Reload
-        .run(&setup.fake, &node, &RunOptions::default())
-        .await
-        .unwrap_err();
-    assert_eq!(err.node_name(), Some("worker1"));
-    assert!(err.to_string().contains("fake backend"), "{err}");
-    assert_eq!(setup.fake.calls(), ["worker1: connect"]);
-}
-
-#[tokio::test]
 async fn a_failure_at_any_step_rolls_back_a_cluster_with_a_node_without_data_directory() {
     // worker2 had no data directory: after the rollback it has none either (what restore-start
     // made there is kept as a failed restore), so nothing half-restored can be started.
@@ -641,4 +641,143 @@ async fn restore_abort_after_a_kill_puts_back_a_node_without_data_directory() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn sql_reaches_only_running_servers_and_known_statements() {
+    let setup = Setup::new([true, true, false]);
+    let opts = RunOptions::default();
+    let worker1 = setup.config().node("worker1").unwrap().clone();
+    let worker2 = setup.config().node("worker2").unwrap().clone();
+    assert!(Step::Reload
+        .run(&setup.fake, &worker1, &opts)
+        .await
+        .unwrap()
+        .is_none());
+    let err = Step::Reload
+        .run(&setup.fake, &worker2, &opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.node_name(), Some("worker2"), "{err}");
+    assert!(err.to_string().contains("not running"), "{err}");
+    let step = Step::CreateRestorePoint {
+        name: "x".into(),
+        function: RestorePointFunction::Postgres,
+    };
+    let err = step.run(&setup.fake, &worker1, &opts).await.unwrap_err();
+    assert!(
+        err.to_string().contains("the fake server does not answer"),
+        "{err}"
+    );
+    assert_eq!(
+        setup.fake.calls(),
+        [
+            "worker1: connect",
+            "worker1: sql:reload",
+            "worker2: connect",
+            "worker1: connect"
+        ]
+    );
+    let observed = crate::observe::cluster(&setup.fake).await.unwrap();
+    assert_eq!(observed[1].in_recovery, Some(false), "{:?}", observed[1]);
+    assert_eq!(observed[1].timeline, Some(1), "{:?}", observed[1]);
+    assert_eq!(observed[2].server, ServerState::Stopped);
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        poll_interval: Duration::from_millis(5),
+        ..RunOptions::default()
+    }
+}
+
+/// A whole restore (waiting until paused), then restore-finish, all on the fake.
+#[tokio::test]
+async fn restore_start_then_restore_finish() {
+    let setup = Setup::new([true, true, false]);
+    for node in NODES {
+        setup.fake.set_replay_lsn(node, Lsn(0x3000100));
+    }
+    let plan = setup.full_restore_plan(None, t(30)).await;
+    // A failed statement while waiting is retried.
+    setup.fake.fail("worker1", "sql:pause_state", 1);
+    let report = plan.execute(&setup.fake, &opts()).await.unwrap();
+    assert_eq!(setup.fake.call_count("worker1", "sql:pause_state"), 2);
+    for (i, n) in report.nodes.iter().enumerate() {
+        assert_eq!(n.node, NODES[i]);
+        assert_eq!(n.replay_lsn, Lsn(0x3000100));
+        let server = setup.fake.server(NODES[i]);
+        assert!(
+            server.running && server.in_recovery && server.paused,
+            "{server:?}"
+        );
+        let aside = n.moved_aside_to.as_ref().unwrap();
+        assert_eq!(
+            setup.fake.file(NODES[i], aside.join("ORIGINAL")).as_deref(),
+            Some(NODES[i].as_bytes())
+        );
+    }
+    let state = RestoreState::load(setup.config())
+        .unwrap()
+        .expect("under way");
+    let observed = crate::observe::cluster(&setup.fake).await.unwrap();
+    assert!(observed
+        .iter()
+        .all(|o| o.pause_state.as_deref() == Some("paused")));
+    let finish = FinishPlan::build(setup.config(), &observed, Some(&state)).unwrap();
+    let report = finish.execute(&setup.fake, &opts()).await.unwrap();
+    assert!(
+        report.nodes.iter().all(|n| n.timeline == Some(2)),
+        "{report}"
+    );
+    for node in NODES {
+        let data_dir = setup.data_dir(node);
+        let server = setup.fake.server(node);
+        assert!(server.running && !server.in_recovery, "{node}: {server:?}");
+        assert!(setup
+            .fake
+            .entry(node, data_dir.join("recovery.signal"))
+            .is_none());
+        let conf = setup
+            .fake
+            .file(node, data_dir.join("postgresql.auto.conf"))
+            .unwrap();
+        let conf = String::from_utf8(conf).unwrap();
+        assert!(conf.contains("# restored from"), "{node}: {conf}");
+        assert!(!conf.contains("recovery_target_name"), "{node}: {conf}");
+        assert!(
+            setup
+                .fake
+                .node_calls(node)
+                .iter()
+                .any(|c| c == "sql:reload"),
+            "{node}"
+        );
+    }
+    assert!(!RestoreState::path(setup.config()).exists());
+    assert_eq!(setup.fake.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_pause_before_the_restore_point_rolls_every_node_back() {
+    let setup = Setup::new([true; 3]);
+    for node in NODES {
+        setup.fake.set_replay_lsn(node, Lsn(0x3000100));
+    }
+    // worker1 pauses before the point's record, as for a setting the WAL raised.
+    setup.fake.set_replay_lsn("worker1", Lsn(0x2000200));
+    let plan = setup.full_restore_plan(None, t(30)).await;
+    let err = plan.execute(&setup.fake, &opts()).await.unwrap_err();
+    let Error::RestoreFailed { failure, rollback } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        matches!(&**failure, Error::NotAtTarget { node, .. } if node == "worker1"),
+        "{failure}"
+    );
+    assert!(
+        rollback.contains("every node was rolled back"),
+        "{rollback}"
+    );
+    setup.assert_original_layout([true; 3], "paused before the point");
 }
