@@ -321,6 +321,9 @@ pub struct RunOptions {
     pub wait_timeout: Duration,
     /// How often to look while waiting.
     pub poll_interval: Duration,
+    /// The repository of the WAL archive, when the config has one; [`crate::Cluster`] sets it
+    /// (from the config's `repository`) whatever options it is given.
+    pub repository: Option<std::sync::Arc<dyn crate::repository::Repository>>,
 }
 
 impl Default for RunOptions {
@@ -329,6 +332,7 @@ impl Default for RunOptions {
             concurrency: 0,
             wait_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(100),
+            repository: None,
         }
     }
 }
