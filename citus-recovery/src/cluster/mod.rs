@@ -161,6 +161,7 @@ impl Cluster {
     pub async fn archived_restore_points(&self) -> Result<Vec<ArchivedRestorePoint>> {
         crate::verify::listing::archived_restore_points(
             self.config(),
+            self.repository.as_ref(),
             &self.list_restore_points()?,
             &self.list_backups()?,
         )
@@ -254,7 +255,14 @@ impl Cluster {
         let backup = backup
             .map(str::to_string)
             .or_else(|| self.config().backup_to_restore.clone());
-        crate::verify::verify(self.config(), &self.catalog(), backup.as_deref(), &point).await
+        crate::verify::verify(
+            self.config(),
+            self.repository.as_ref(),
+            &self.catalog(),
+            backup.as_deref(),
+            &point,
+        )
+        .await
     }
 
     /// Plans `restore-start`. The restore point defaults to the config's `restorePoint`; the
