@@ -57,7 +57,8 @@ enum Command {
     /// Manage a local cluster (what `citus_dev` did).
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Turn on WAL archiving on every node, into <archiveBaseFolder>/<node>.
+    /// Turn on WAL archiving on every node, into <archiveBaseFolder>/<node> (or the config's
+    /// repository, through archive-push).
     PrepareArchiving {
         /// Do not restart nodes whose wal_level or archive_mode change; only say so.
         #[arg(long)]

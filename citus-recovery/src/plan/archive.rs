@@ -1,4 +1,6 @@
-//! [`ArchivePlan`]: WAL archiving on every node, into `<archiveBaseFolder>/<node>`.
+//! [`ArchivePlan`]: WAL archiving on every node, into `<archiveBaseFolder>/<node>`, or into the
+//! config's `repository` through `archive_command = citus-recovery archive-push` (base backups
+//! stay in `backupBaseFolder` either way).
 //!
 //! Archiving uses PostgreSQL's own `basic_archive` module: it writes to a temporary file, syncs
 //! and renames, accepts a file that is already archived with identical content and fails loudly
