@@ -11,6 +11,24 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::repository::codec::Compression;
+use crate::repository::object::S3Settings;
+
+/// Where the WAL archive is kept when the config has a `repository` object; without one, WAL
+/// goes into `<archiveBaseFolder>/<node>` through PostgreSQL's `basic_archive`. Base backups
+/// stay in `backupBaseFolder` either way. Never holds credentials: S3 ones come from the
+/// environment (`AWS_*` variables).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum RepositoryConfig {
+    /// `{"type": "posix", "path": "/srv/wal-repo"}`: a folder on this host.
+    Posix {
+        /// The repository's folder (absolute).
+        path: PathBuf,
+    },
+    /// `{"type": "s3", "bucket": ..., "prefix": ..., "region": ..., "endpoint": ..., "allowHttp": ...}`.
+    S3(S3Settings),
+}
 
 /// The role a node plays in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +130,23 @@ pub struct ClusterConfig {
     pub os_user: Option<String>,
     /// The PostgreSQL bin folder (`pgBinDir`); `None`: from `pg_config`, else Debian's path.
     pub pg_bin_dir: Option<PathBuf>,
+    /// The repository of the WAL archive (`repository`); `None`: `archiveBaseFolder`.
+    pub repository: Option<RepositoryConfig>,
+    /// How WAL is compressed in the repository (`compression`; default zstd level 1).
+    #[serde(serialize_with = "serialize_display")]
+    pub compression: Compression,
+    /// The citus-recovery binary PostgreSQL runs as `archive_command`/`restore_command`
+    /// (`binary`); `None`: the running binary for the CLI, an error for the library.
+    pub binary: Option<PathBuf>,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    value: &Compression,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(value)
 }
 
 /// The JSON shape, exactly as the old scripts wrote it.
@@ -135,6 +168,12 @@ struct RawConfig {
     os_user: Option<String>,
     #[serde(default)]
     pg_bin_dir: Option<PathBuf>,
+    #[serde(default)]
+    repository: Option<RepositoryConfig>,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    binary: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +217,13 @@ impl ClusterConfig {
             let fix = match inner.classify() {
                 serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
                     "correct the JSON syntax at that position"
+                }
+                _ if inner.to_string().starts_with("unknown field")
+                    && field.starts_with("repository") =>
+                {
+                    "remove the field or correct its spelling (names are camelCase); credentials \
+                     never go in the config: give S3 ones in the environment (AWS_ACCESS_KEY_ID, \
+                     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) of the tool and of the servers"
                 }
                 _ if inner.to_string().starts_with("unknown field") => {
                     "remove the field or correct its spelling (names are camelCase)"
@@ -331,6 +377,44 @@ impl ClusterConfig {
             }
             check_path(folder).map_err(|(p, fix)| err(field, p, fix.into()))?;
         }
+        let compression = match &raw.compression {
+            None => Compression::default(),
+            Some(text) => text
+                .parse::<Compression>()
+                .map_err(|p| err("compression", p, "use one of the accepted values".into()))?,
+        };
+        let mut absolute = vec![("binary", raw.binary.as_ref())];
+        if let Some(RepositoryConfig::Posix { path }) = &raw.repository {
+            absolute.push(("repository.path", Some(path)));
+        }
+        for (field, path) in absolute.into_iter().filter_map(|(f, p)| Some((f, p?))) {
+            if !path.is_absolute() {
+                return Err(err(
+                    field,
+                    format!("{} is a relative path", path.display()),
+                    "use an absolute path".into(),
+                ));
+            }
+            check_path(path).map_err(|(p, fix)| err(field, p, fix.into()))?;
+        }
+        if let Some(RepositoryConfig::S3(s3)) = &raw.repository {
+            if s3.bucket.trim().is_empty() {
+                return Err(err(
+                    "repository.bucket",
+                    "is empty".into(),
+                    "give the name of an existing bucket".into(),
+                ));
+            }
+            if !s3.prefix.is_empty() {
+                crate::repository::Key::new(&s3.prefix).map_err(|p| {
+                    err(
+                        "repository.prefix",
+                        format!("{:?}: {p}", s3.prefix),
+                        "write the prefix as a/b: no leading '/', no '.' or '..' parts".into(),
+                    )
+                })?;
+            }
+        }
         if let Some(dir) = &raw.pg_bin_dir {
             if !dir.is_absolute() {
                 return Err(err(
@@ -354,7 +438,11 @@ impl ClusterConfig {
                 format!("{} (resolved: {})", given.display(), real.display())
             }
         };
-        for (field, folder) in &folders[1..] {
+        let mut outside: Vec<(&str, &PathBuf)> = folders[1..].to_vec();
+        if let Some(RepositoryConfig::Posix { path }) = &raw.repository {
+            outside.push(("repository.path", path));
+        }
+        for (field, folder) in &outside {
             let real = resolve(folder);
             for (node, data_dir) in &data_dirs {
                 let real_data = resolve(data_dir);
@@ -398,6 +486,9 @@ impl ClusterConfig {
             restore_point: non_empty(raw.restore_point),
             os_user: non_empty(raw.os_user),
             pg_bin_dir: raw.pg_bin_dir,
+            repository: raw.repository,
+            compression,
+            binary: raw.binary,
             source: path.map(Path::to_path_buf),
         })
     }

@@ -15,6 +15,21 @@ pub use push::archive_push;
 
 use crate::repository::Key;
 
+/// Whether WAL file `file` of `node` is in `repo`, under any codec suffix (what the waits for
+/// archiving look for). Looks with `head`: nothing is fetched.
+pub async fn is_archived(
+    repo: &dyn crate::repository::Repository,
+    node: &str,
+    file: &str,
+) -> Result<bool, crate::Error> {
+    for suffix in SUFFIXES {
+        if repo.head(&wal_key(node, file, suffix)?).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The codec suffixes a WAL file may have been pushed with, newest default first.
 const SUFFIXES: [&str; 3] = [".zst", ".lz4", ""];
 

@@ -85,7 +85,10 @@ impl LocalBackend {
             .map_err(|e| Error::node(&node.name, action, e.to_string()))?
     }
 
-    /// A command for a PostgreSQL program, run as the servers' user.
+    /// A command for a PostgreSQL program, run as the servers' user. It keeps this process's
+    /// environment on purpose: servers started through `pg_ctl start` inherit the `AWS_*`
+    /// variables their `archive_command`/`restore_command` (citus-recovery archive-push and
+    /// archive-get) need to reach an S3 repository; credentials never go in the config.
     fn program(&self, name: &str) -> Command {
         let mut cmd = Command::new(self.bin_dir.join(name));
         self.switch_user(&mut cmd);

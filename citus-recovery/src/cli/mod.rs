@@ -6,6 +6,7 @@ mod output;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use citus_recovery::archiving::GetOutcome;
 use citus_recovery::{Cluster, ClusterConfig};
 use clap::{Parser, Subcommand};
 
@@ -56,7 +57,8 @@ enum Command {
     /// Manage a local cluster (what `citus_dev` did).
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// Turn on WAL archiving on every node, into <archiveBaseFolder>/<node>.
+    /// Turn on WAL archiving on every node, into <archiveBaseFolder>/<node> (or the config's
+    /// repository, through archive-push).
     PrepareArchiving {
         /// Do not restart nodes whose wal_level or archive_mode change; only say so.
         #[arg(long)]
@@ -102,6 +104,28 @@ enum Command {
     RestoreAbort,
     /// List complete backups and recorded restore points.
     List,
+    /// What PostgreSQL's archive_command runs (set by prepare-archiving with a repository):
+    /// pushes one WAL file into the repository. Exit 0 only once it is durable there.
+    #[command(hide = true)]
+    ArchivePush {
+        /// The node whose WAL it is.
+        #[arg(long)]
+        node: String,
+        /// The WAL file (PostgreSQL's %p).
+        path: PathBuf,
+    },
+    /// What PostgreSQL's restore_command runs (set by restore-start with a repository):
+    /// restores one WAL file. Exit 0 restored, 1 not in the repository, 200 any other failure.
+    #[command(hide = true)]
+    ArchiveGet {
+        /// The node whose WAL it is.
+        #[arg(long)]
+        node: String,
+        /// The WAL file's name (PostgreSQL's %f).
+        file: String,
+        /// Where to write it (PostgreSQL's %p).
+        dest: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell.
@@ -147,9 +171,15 @@ pub fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            if let Command::ArchiveGet { .. } = args.command {
+                return ExitCode::from(GET_FAILED);
+            }
             return ExitCode::FAILURE;
         }
     };
+    if let Command::ArchivePush { .. } | Command::ArchiveGet { .. } = &args.command {
+        return runtime.block_on(wal_command(&args));
+    }
     let out = Output { json: args.json };
     match runtime.block_on(run(&args, &out)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,8 +206,7 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         }
         _ => {}
     }
-    let config = ClusterConfig::from_file(&args.config)?;
-    let cluster = Cluster::new(config)?;
+    let cluster = Cluster::new(load_config(args)?)?;
     let dry = args.dry_run;
     match &args.command {
         Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,
@@ -249,7 +278,56 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
             &cluster.list_backups()?,
             &cluster.archived_restore_points().await?,
         ),
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. }
+        | Command::Man
+        | Command::ArchivePush { .. }
+        | Command::ArchiveGet { .. } => unreachable!("handled above"),
+    }
+}
+
+/// The config, read from its absolute path (it goes into archive_command and restore_command),
+/// with `binary` defaulting to this program.
+fn load_config(args: &Args) -> citus_recovery::Result<ClusterConfig> {
+    let path = std::path::absolute(&args.config)
+        .map_err(|e| citus_recovery::Error::io("find the absolute path of", &args.config, e))?;
+    let mut config = ClusterConfig::from_file(&path)?;
+    if config.binary.is_none() {
+        config.binary = std::env::current_exe().ok();
+    }
+    Ok(config)
+}
+
+/// Exit code of archive-get when the file is not in the repository.
+const GET_NOT_FOUND: u8 = 1;
+/// Exit code of archive-get on any failure: above 125, so PostgreSQL stops recovery instead of
+/// taking the failure for the end of the archive.
+const GET_FAILED: u8 = 200;
+
+/// archive-push and archive-get: quiet on success (PostgreSQL logs what they print), no
+/// cluster lock (the server runs them while commands hold it).
+async fn wal_command(args: &Args) -> ExitCode {
+    let cluster = load_config(args).and_then(Cluster::new);
+    match &args.command {
+        Command::ArchivePush { node, path } => {
+            match async { cluster?.archive_push(node, path).await }.await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("citus-recovery archive-push {}: {e}", path.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::ArchiveGet { node, file, dest } => {
+            match async { cluster?.archive_get(node, file, dest).await }.await {
+                Ok(GetOutcome::Restored) => ExitCode::SUCCESS,
+                Ok(GetOutcome::NotFound) => ExitCode::from(GET_NOT_FOUND),
+                Err(e) => {
+                    eprintln!("citus-recovery archive-get {file}: {e}");
+                    ExitCode::from(GET_FAILED)
+                }
+            }
+        }
+        _ => unreachable!("only the WAL commands come here"),
     }
 }
 

@@ -13,9 +13,10 @@ use chrono::Utc;
 
 pub use manage::ClusterStatus;
 
+use crate::archiving::GetOutcome;
 use crate::backend::{ClusterBackend, LocalBackend};
 use crate::catalog::{Backup, Catalog, RestorePoint};
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::files::OsUser;
 use crate::lock::ClusterLock;
@@ -25,6 +26,9 @@ use crate::plan::{
     BasebackupPlan, FinishPlan, FinishReport, RestoreInputs, RestorePlan, RestorePointPlan,
     RestoreReport, RestoreState, RunOptions,
 };
+use crate::repository::object::ObjectRepository;
+use crate::repository::posix::PosixRepository;
+use crate::repository::{PutOutcome, Repository};
 use crate::verify::listing::ArchivedRestorePoint;
 use crate::verify::VerifyReport;
 
@@ -33,6 +37,8 @@ use crate::verify::VerifyReport;
 pub struct Cluster {
     backend: Arc<dyn ClusterBackend>,
     options: RunOptions,
+    /// The WAL archive's repository, opened once from the config's `repository`.
+    repository: Option<Arc<dyn Repository>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -59,9 +65,14 @@ impl Cluster {
     pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Result<Self> {
         // Fails here, not half-way through a command, when the servers' user is wrong.
         OsUser::for_config(backend.config())?;
+        let repository = open_repository(backend.config())?;
         Ok(Cluster {
             backend,
-            options: RunOptions::default(),
+            options: RunOptions {
+                repository: repository.clone(),
+                ..RunOptions::default()
+            },
+            repository,
         })
     }
 
@@ -71,9 +82,48 @@ impl Cluster {
     }
 
     /// Replaces the run options (concurrency, timeouts).
+    /// The repository is always the config's, whatever `options.repository` says.
     pub fn with_options(mut self, options: RunOptions) -> Self {
-        self.options = options;
+        self.options = RunOptions {
+            repository: self.repository.clone(),
+            ..options
+        };
         self
+    }
+
+    /// The WAL archive's repository, when the config has a `repository`; `None`: WAL goes to
+    /// `<archiveBaseFolder>/<node>` through `basic_archive`.
+    pub fn repository(&self) -> Option<&Arc<dyn Repository>> {
+        self.repository.as_ref()
+    }
+
+    /// `archive-push`: pushes the WAL file at `path` (PostgreSQL's `%p`) of `node` into the
+    /// repository, compressed as the config's `compression` says. `Ok` means durable there.
+    /// Takes no cluster lock: PostgreSQL runs it while other commands hold the lock.
+    pub async fn archive_push(&self, node: &str, path: &Path) -> Result<PutOutcome> {
+        let (repo, node) = self.wal_repository(node)?;
+        crate::archiving::archive_push(repo.as_ref(), self.config().compression, &node, path).await
+    }
+
+    /// `archive-get`: restores WAL file `file` (PostgreSQL's `%f`) of `node` from the
+    /// repository into `dest` (`%p`), checksum checked. Takes no cluster lock.
+    pub async fn archive_get(&self, node: &str, file: &str, dest: &Path) -> Result<GetOutcome> {
+        let (repo, node) = self.wal_repository(node)?;
+        crate::archiving::archive_get(repo.as_ref(), &node, file, dest).await
+    }
+
+    /// The repository and the node's name, checked against the config.
+    fn wal_repository(&self, node: &str) -> Result<(Arc<dyn Repository>, String)> {
+        let node = self.config().dsn(node).map(|_| node.to_string())?;
+        let repo = self.repository.clone().ok_or_else(|| Error::Config {
+            path: self.config().source.clone(),
+            field: "repository".into(),
+            problem: "is not set, so WAL goes through basic_archive into archiveBaseFolder and \
+                      archive-push/archive-get have nothing to work on"
+                .into(),
+            fix: "add a \"repository\" object to the config and run prepare-archiving".into(),
+        })?;
+        Ok((repo, node))
     }
 
     /// The run options.
@@ -111,6 +161,7 @@ impl Cluster {
     pub async fn archived_restore_points(&self) -> Result<Vec<ArchivedRestorePoint>> {
         crate::verify::listing::archived_restore_points(
             self.config(),
+            self.repository.as_ref(),
             &self.list_restore_points()?,
             &self.list_backups()?,
         )
@@ -204,7 +255,14 @@ impl Cluster {
         let backup = backup
             .map(str::to_string)
             .or_else(|| self.config().backup_to_restore.clone());
-        crate::verify::verify(self.config(), &self.catalog(), backup.as_deref(), &point).await
+        crate::verify::verify(
+            self.config(),
+            self.repository.as_ref(),
+            &self.catalog(),
+            backup.as_deref(),
+            &point,
+        )
+        .await
     }
 
     /// Plans `restore-start`. The restore point defaults to the config's `restorePoint`; the
@@ -307,4 +365,25 @@ impl Cluster {
         let plan = self.plan_restore_abort().await?;
         plan.execute(self.backend(), &self.options).await
     }
+}
+
+/// Opens the config's repository, if any. Makes no request: an unreachable one shows at the
+/// first use, naming the repository.
+fn open_repository(config: &ClusterConfig) -> Result<Option<Arc<dyn Repository>>> {
+    Ok(match &config.repository {
+        None => None,
+        Some(RepositoryConfig::Posix { path }) => {
+            Some(Arc::new(PosixRepository::new(path.clone())) as Arc<dyn Repository>)
+        }
+        Some(RepositoryConfig::S3(settings)) => {
+            let repo = ObjectRepository::s3(settings).map_err(|e| Error::Config {
+                path: config.source.clone(),
+                field: "repository".into(),
+                problem: format!("cannot open s3://{}: {e}", settings.bucket),
+                fix: "correct the repository's settings; credentials come from AWS_* variables"
+                    .into(),
+            })?;
+            Some(Arc::new(repo) as Arc<dyn Repository>)
+        }
+    })
 }

@@ -506,3 +506,119 @@ fn node_infos_and_connection_strings() {
     let err = c.dsn("worker9").unwrap_err().to_string();
     assert!(err.contains("coordinator, worker1"), "{err}");
 }
+
+#[test]
+fn repository_compression_and_binary() {
+    let c = parse(&sample()).unwrap();
+    assert_eq!(
+        c.repository, None,
+        "without one: the archive folder, as before"
+    );
+    assert_eq!(c.compression, Compression::Zstd(1));
+    assert_eq!(c.binary, None);
+
+    let mut v = sample();
+    v["repository"] = json!({"type": "posix", "path": "/srv/citus/repo"});
+    v["compression"] = json!("zstd:5");
+    v["binary"] = json!("/usr/local/bin/citus-recovery");
+    let c = parse(&v).unwrap();
+    assert_eq!(
+        c.repository,
+        Some(RepositoryConfig::Posix {
+            path: "/srv/citus/repo".into()
+        })
+    );
+    assert_eq!(c.compression, Compression::Zstd(5));
+    assert_eq!(
+        c.binary.as_deref(),
+        Some(Path::new("/usr/local/bin/citus-recovery"))
+    );
+    assert_eq!(serde_json::to_value(&c).unwrap()["compression"], "zstd:5");
+
+    v["repository"] = json!({"type": "s3", "bucket": "b", "prefix": "p/q", "endpoint": "http://127.0.0.1:9000", "allowHttp": true});
+    v["compression"] = json!("lz4");
+    let c = parse(&v).unwrap();
+    match c.repository {
+        Some(RepositoryConfig::S3(s3)) => {
+            assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("b", "p/q"));
+            assert!(s3.allow_http);
+        }
+        other => panic!("expected s3, got {other:?}"),
+    }
+    assert_eq!(c.compression, Compression::Lz4);
+}
+
+#[test]
+fn repository_rules_name_their_field() {
+    let with = |key: &str, value: Value| {
+        let mut v = sample();
+        v[key] = value;
+        v
+    };
+    assert_refused(
+        "unknown compression",
+        &with("compression", json!("gzip")),
+        "compression",
+        "accepted values",
+    );
+    assert_refused(
+        "zstd level",
+        &with("compression", json!("zstd:99")),
+        "compression",
+        "level",
+    );
+    assert_refused(
+        "relative posix path",
+        &with("repository", json!({"type": "posix", "path": "repo"})),
+        "repository.path",
+        "relative",
+    );
+    assert_refused(
+        "posix path inside a data directory",
+        &with(
+            "repository",
+            json!({"type": "posix", "path": "/srv/citus/cluster/worker1/repo"}),
+        ),
+        "repository.path",
+        "overlaps",
+    );
+    assert_refused(
+        "relative binary",
+        &with("binary", json!("bin/citus-recovery")),
+        "binary",
+        "relative",
+    );
+    assert_refused(
+        "unknown type",
+        &with("repository", json!({"type": "ftp", "path": "/x"})),
+        "repository.type",
+        "unknown variant",
+    );
+    assert_refused(
+        "bad prefix",
+        &with(
+            "repository",
+            json!({"type": "s3", "bucket": "b", "prefix": "/x"}),
+        ),
+        "repository.prefix",
+        "/x",
+    );
+    // Credentials never go in the file; the fix says where they go instead.
+    match parse(&with(
+        "repository",
+        json!({"type": "s3", "bucket": "b", "secretAccessKey": "hunter2"}),
+    )) {
+        Err(Error::Config {
+            field,
+            problem,
+            fix,
+            ..
+        }) => {
+            assert!(field.starts_with("repository"), "{field}");
+            assert!(problem.contains("secretAccessKey"), "{problem}");
+            assert!(fix.contains("AWS_SECRET_ACCESS_KEY"), "{fix}");
+            assert!(!problem.contains("hunter2") && !fix.contains("hunter2"));
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}

@@ -1,4 +1,6 @@
-//! [`ArchivePlan`]: WAL archiving on every node, into `<archiveBaseFolder>/<node>`.
+//! [`ArchivePlan`]: WAL archiving on every node, into `<archiveBaseFolder>/<node>`, or into the
+//! config's `repository` through `archive_command = citus-recovery archive-push` (base backups
+//! stay in `backupBaseFolder` either way).
 //!
 //! Archiving uses PostgreSQL's own `basic_archive` module: it writes to a temporary file, syncs
 //! and renames, accepts a file that is already archived with identical content and fails loudly
@@ -11,7 +13,7 @@ use serde::Serialize;
 
 use super::{recovery_conf, run_phases, NodePlan, Parameter, Phase, RunOptions, Step};
 use crate::backend::ClusterBackend;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::observe::NodeObservation;
 
@@ -96,12 +98,17 @@ impl ArchivePlan {
         let mut nodes = Vec::new();
         let mut restart_pending = Vec::new();
         let mut replaces = Vec::new();
+        let mut all_prepared = true;
         for node in config.nodes() {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;
             let archive = config.archive_dir(node);
             let current = |name: &str| obs.settings.get(name).cloned().unwrap_or_default();
-            for (setting, value) in foreign_settings(obs, &archive) {
+            let ours = match config.repository {
+                Some(_) => Some(tool_command(config, "archive-push", &node.name, "%p")?),
+                None => None,
+            };
+            for (setting, value) in foreign_settings(obs, &archive, config, &node.name) {
                 let found = ReplacedSetting {
                     node: node.name.clone(),
                     setting: setting.to_string(),
@@ -123,18 +130,43 @@ impl ArchivePlan {
             if !matches!(current("archive_mode").as_str(), "on" | "always") {
                 wanted.push(("archive_mode", "on".to_string()));
             }
-            if current("archive_library") != "basic_archive" {
-                wanted.push(("archive_library", "basic_archive".to_string()));
-            }
-            if Path::new(&current("basic_archive.archive_directory")) != archive {
-                let dir = archive.to_string_lossy().to_string();
-                wanted.push(("basic_archive.archive_directory", dir));
-            }
-            // PostgreSQL 16 refuses both set at once, and a leftover command misleads.
-            if command_set(&current("archive_command")) {
-                wanted.push(("archive_command", String::new()));
-            }
-            let mut steps = vec![Step::CreateFolder { path: archive }];
+            let folder = match (&ours, &config.repository) {
+                (Some(command), repository) => {
+                    // archive_command runs archive-push into the repository.
+                    if !current("archive_library").is_empty() {
+                        wanted.push(("archive_library", String::new()));
+                    }
+                    if current("archive_command") != *command {
+                        wanted.push(("archive_command", command.clone()));
+                    }
+                    match repository {
+                        // The servers' user writes it: made as that user.
+                        Some(RepositoryConfig::Posix { path }) => {
+                            Some(path.join("wal").join(&node.name))
+                        }
+                        _ => None,
+                    }
+                }
+                (None, _) => {
+                    if current("archive_library") != "basic_archive" {
+                        wanted.push(("archive_library", "basic_archive".to_string()));
+                    }
+                    if Path::new(&current("basic_archive.archive_directory")) != archive {
+                        let dir = archive.to_string_lossy().to_string();
+                        wanted.push(("basic_archive.archive_directory", dir));
+                    }
+                    // PostgreSQL 16 refuses both set at once, and a leftover command misleads.
+                    if command_set(&current("archive_command")) {
+                        wanted.push(("archive_command", String::new()));
+                    }
+                    Some(archive)
+                }
+            };
+            let mut steps: Vec<Step> = folder
+                .into_iter()
+                .map(|path| Step::CreateFolder { path })
+                .collect();
+            let prepared = steps.len();
             let because: Vec<String> = wanted
                 .iter()
                 .filter(|(n, _)| RESTART_ONLY.contains(n))
@@ -164,6 +196,7 @@ impl ArchivePlan {
                     restart_pending.push((node.name.clone(), because));
                 }
             }
+            all_prepared &= steps.len() == prepared;
             nodes.push(NodePlan {
                 node: node.name.clone(),
                 steps,
@@ -179,7 +212,14 @@ impl ArchivePlan {
                 because.join(" and ")
             ));
         }
-        if nodes.iter().all(|n| n.steps.len() == 1) {
+        if config.repository.is_some() {
+            notes.push(
+                "WAL is archived into the repository by archive_command (citus-recovery \
+                 archive-push); base backups stay in backupBaseFolder"
+                    .into(),
+            );
+        }
+        if all_prepared {
             notes.push("archiving is already prepared on every node".into());
         }
         Ok(ArchivePlan {
@@ -227,7 +267,14 @@ fn command_set(value: &str) -> bool {
 }
 
 /// The archiving settings of `obs` that are not this config's: each setting and its value.
-fn foreign_settings(obs: &NodeObservation, archive: &Path) -> Vec<(&'static str, String)> {
+/// `basic_archive` into `archive` and this config's own `archive-push` for `node` are ours,
+/// whichever of the two the config now asks for.
+fn foreign_settings(
+    obs: &NodeObservation,
+    archive: &Path,
+    config: &ClusterConfig,
+    node: &str,
+) -> Vec<(&'static str, String)> {
     let get = |name: &str| obs.settings.get(name).cloned().unwrap_or_default();
     let mut found = Vec::new();
     let library = get("archive_library");
@@ -235,7 +282,7 @@ fn foreign_settings(obs: &NodeObservation, archive: &Path) -> Vec<(&'static str,
         found.push(("archive_library", library));
     }
     let command = get("archive_command");
-    if command_set(&command) {
+    if command_set(&command) && !is_our_push(&command, config, node) {
         found.push(("archive_command", command));
     }
     let dir = get("basic_archive.archive_directory");
@@ -243,6 +290,70 @@ fn foreign_settings(obs: &NodeObservation, archive: &Path) -> Vec<(&'static str,
         found.push(("basic_archive.archive_directory", dir));
     }
     found
+}
+
+/// Whether `command` is this config's `archive-push` for `node`, whatever binary runs it.
+fn is_our_push(command: &str, config: &ClusterConfig, node: &str) -> bool {
+    let Some(source) = &config.source else {
+        return false;
+    };
+    let tail = format!(
+        " --config {} archive-push --node {} %p",
+        percent(&shell_quote(&source.to_string_lossy())),
+        percent(&shell_quote(node))
+    );
+    command.ends_with(&tail)
+}
+
+/// `value` in single quotes for `sh`, `'` written as `'\''`.
+pub(crate) fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
+}
+
+/// `%` doubled, so PostgreSQL leaves it alone in `archive_command`/`restore_command`.
+fn percent(value: &str) -> String {
+    value.replace('%', "%%")
+}
+
+/// The command PostgreSQL runs for `node`: `'<binary>' --config '<config>' <verb> --node
+/// '<node>' <placeholders>` (`archive-push ... %p`, `archive-get ... %f %p`). Needs the config's
+/// `binary` (the CLI fills it with itself) and the absolute path the config was read from.
+pub(crate) fn tool_command(
+    config: &ClusterConfig,
+    verb: &str,
+    node: &str,
+    placeholders: &str,
+) -> Result<String> {
+    let config_error = |field: &str, problem: &str, fix: &str| Error::Config {
+        path: config.source.clone(),
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    };
+    let binary = config.binary.as_ref().ok_or_else(|| {
+        config_error(
+            "binary",
+            "is not set, and PostgreSQL must run citus-recovery to move WAL to and from the repository",
+            "set \"binary\" to the absolute path of the citus-recovery program (the command-line tool sets it to itself)",
+        )
+    })?;
+    let source = config
+        .source
+        .as_ref()
+        .filter(|p| p.is_absolute())
+        .ok_or_else(|| {
+            config_error(
+                "(file)",
+                "the config was not read from a file with an absolute path, and PostgreSQL's commands must name it",
+                "load the config with ClusterConfig::from_file and an absolute path",
+            )
+        })?;
+    Ok(format!(
+        "{} --config {} {verb} --node {} {placeholders}",
+        percent(&shell_quote(&binary.to_string_lossy())),
+        percent(&shell_quote(&source.to_string_lossy())),
+        percent(&shell_quote(node)),
+    ))
 }
 
 /// Masks what looks like a secret in a setting's value (`PGPASSWORD=...`, `--secret-key ...`,
@@ -475,6 +586,91 @@ mod tests {
                 plan, again,
                 "replace_existing changes nothing when it is ours"
             );
+        }
+    }
+
+    fn repo_config(binary: Option<&str>) -> ClusterConfig {
+        let mut json = serde_json::json!({
+            "clusterName": "demo", "workerCount": 1,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [{"name": "worker1", "hostname": "localhost", "port": 9701, "username": "postgres", "dbname": "postgres"}],
+            "clusterBaseFolder": "/nonexistent/cluster", "archiveBaseFolder": "/nonexistent/archive", "backupBaseFolder": "/nonexistent/backup",
+            "repository": {"type": "posix", "path": "/nonexistent/repo"}
+        });
+        if let Some(b) = binary {
+            json["binary"] = b.into();
+        }
+        let path = std::path::Path::new("/etc/it's 100%/cluster.json");
+        ClusterConfig::from_json_str(&json.to_string(), Some(path)).unwrap()
+    }
+
+    #[test]
+    fn with_a_repository_archive_command_replaces_our_basic_archive() {
+        let c = repo_config(Some("/usr/local/bin/citus-recovery"));
+        let expected =
+            "'/usr/local/bin/citus-recovery' --config '/etc/it'\\''s 100%%/cluster.json' \
+                        archive-push --node 'worker1' %p";
+        assert_eq!(
+            tool_command(&c, "archive-push", "worker1", "%p").unwrap(),
+            expected
+        );
+        // Our basic_archive: replaced without --replace-existing.
+        let plan = ArchivePlan::build(&c, &worker_with(&[]), true, false).unwrap();
+        assert!(plan.replaces.is_empty());
+        let steps = &plan.phases[0].nodes[1].steps;
+        assert_eq!(
+            steps[0],
+            Step::CreateFolder {
+                path: "/nonexistent/repo/wal/worker1".into()
+            }
+        );
+        let Step::SetParameters { parameters, .. } = &steps[1] else {
+            panic!("{plan}");
+        };
+        let set: Vec<(&str, &str)> = parameters
+            .iter()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+            .collect();
+        assert_eq!(
+            set,
+            [("archive_library", ""), ("archive_command", expected)]
+        );
+        // Done: nothing more to change, and it is ours (another binary path included).
+        for command in [
+            expected.to_string(),
+            expected.replace("/usr/local/bin", "/opt/bin"),
+        ] {
+            let coordinator = command.replace("'worker1'", "'coordinator'");
+            let done = vec![
+                node(
+                    "coordinator",
+                    &[("archive_library", ""), ("archive_command", &coordinator)],
+                ),
+                node(
+                    "worker1",
+                    &[("archive_library", ""), ("archive_command", &command)],
+                ),
+            ];
+            let again = ArchivePlan::build(&c, &done, true, false).unwrap();
+            assert!(again.replaces.is_empty(), "{command}");
+            if command == expected {
+                assert_eq!(again.phases[0].nodes[1].steps.len(), 1, "{again}");
+                assert!(again.notes.iter().any(|n| n.contains("already prepared")));
+            }
+        }
+        // Another tool's command is still refused.
+        let other = worker_with(&[("archive_library", ""), ("archive_command", "cp %p /x/%f")]);
+        assert!(matches!(
+            ArchivePlan::build(&c, &other, true, false),
+            Err(Error::ArchivingInUse { .. })
+        ));
+        // No binary known: a clear refusal.
+        match ArchivePlan::build(&repo_config(None), &worker_with(&[]), true, false) {
+            Err(Error::Config { field, fix, .. }) => {
+                assert_eq!(field, "binary");
+                assert!(fix.contains("citus-recovery"), "{fix}");
+            }
+            other => panic!("expected a config error, got {other:?}"),
         }
     }
 

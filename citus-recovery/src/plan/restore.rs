@@ -347,7 +347,13 @@ impl RestorePlan {
                     )
                 }
             };
-            let archive = config.archive_dir(node);
+            // With a repository, archive-get fetches (and checks) each file.
+            let restore_command = match config.repository {
+                Some(_) => {
+                    super::archive::tool_command(config, "archive-get", &node.name, "%f %p")?
+                }
+                None => recovery_conf::restore_command(&config.archive_dir(node)),
+            };
             // Each attempt restores tablespaces into new folders of its own: never the live
             // tablespace, never what an earlier attempt left.
             let tablespaces: Vec<TablespaceTarget> = part
@@ -366,10 +372,7 @@ impl RestorePlan {
             steps.push(Step::WriteRecoverySettings {
                 file: data_dir.join("postgresql.auto.conf"),
                 settings: vec![
-                    (
-                        "restore_command".into(),
-                        quote_value(&recovery_conf::restore_command(&archive)),
-                    ),
+                    ("restore_command".into(), quote_value(&restore_command)),
                     (
                         "recovery_target_name".into(),
                         quote_value(&restore_point.name),

@@ -167,8 +167,11 @@ impl RestorePointPlan {
             // read the record's start from the few segments just archived, so that verify, list
             // and restore-start never have to scan the archive for a point the library made.
             let (dir, name, last) = (config.archive_dir(node), self.name.clone(), segment.clone());
+            let (repo, node_name) = (opts.repository.clone(), node.name.clone());
+            let handle = tokio::runtime::Handle::current();
             let located = tokio::task::spawn_blocking(move || {
-                crate::wal::locate_restore_point(&dir, &name, &last, 4)
+                let source = crate::wal::node_source(repo, dir, &node_name, handle)?;
+                crate::wal::locate_restore_point_in(source.as_ref(), &name, &last, 4)
             })
             .await
             .ok()

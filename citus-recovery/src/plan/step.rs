@@ -321,6 +321,9 @@ pub struct RunOptions {
     pub wait_timeout: Duration,
     /// How often to look while waiting.
     pub poll_interval: Duration,
+    /// The repository of the WAL archive, when the config has one; [`crate::Cluster`] sets it
+    /// (from the config's `repository`) whatever options it is given.
+    pub repository: Option<std::sync::Arc<dyn crate::repository::Repository>>,
 }
 
 impl Default for RunOptions {
@@ -329,6 +332,7 @@ impl Default for RunOptions {
             concurrency: 0,
             wait_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(100),
+            repository: None,
         }
     }
 }
@@ -644,6 +648,11 @@ async fn wait_archived(
     opts: &RunOptions,
 ) -> Result<()> {
     let target = archive.join(segment);
+    // With a repository, archive-push puts it there, not in the folder.
+    let place = match &opts.repository {
+        Some(repo) => format!("the repository ({})", repo.describe()),
+        None => archive.display().to_string(),
+    };
     let started = Instant::now();
     let mut last_check = Instant::now();
     // A single failed attempt may be passing (the archiver retries). Archiving goes in order, so a
@@ -654,7 +663,11 @@ async fn wait_archived(
     // then too, and pg_stat_archiver below decides when to give up.
     let mut look_error = None;
     loop {
-        match backend.exists(node, &target).await {
+        let found = match &opts.repository {
+            Some(repo) => crate::archiving::is_archived(repo.as_ref(), &node.name, segment).await,
+            None => backend.exists(node, &target).await,
+        };
+        match found {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(e) => look_error = Some(e.to_string()),
@@ -690,7 +703,7 @@ async fn wait_archived(
                         "{} is not in {} after {:?}: archive_mode = {mode}, last archived {last_archived:?}, {failed} failure(s), last failed {last_failed:?}{}; \
                          check the server log and that prepare-archiving ran:\n{}",
                         segment,
-                        archive.display(),
+                        place,
                         started.elapsed(),
                         look_error
                             .as_ref()

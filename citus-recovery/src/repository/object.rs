@@ -38,7 +38,7 @@ use super::{Key, ObjectMeta, PutOutcome, RepoError, Repository};
 /// Where an S3 repository is, as the configuration's `repository` object gives it
 /// (`{"type": "s3", "bucket": ..., "prefix": ..., "region": ..., "endpoint": ..., "allowHttp": ...}`).
 /// Holds no credentials on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Settings {
     /// The bucket; it must exist.

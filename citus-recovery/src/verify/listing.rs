@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::Serialize;
 use crate::catalog::{Backup, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
+use crate::repository::Repository;
 use crate::wal::{self, Lsn, TimeLineId};
 
 /// One node's copy of a restore point, as its archive holds it.
@@ -72,8 +74,12 @@ impl fmt::Display for ArchivedRestorePoint {
 /// Every restore point in any node's archive or in the record, oldest first. Each archive is
 /// read from the start of the oldest complete backup on (points before it cannot be restored
 /// to), so the work does not grow with the archive's age; without a backup, all of it.
+///
+/// `repo` is the WAL archive's repository when the config has one; `None` reads
+/// `<archiveBaseFolder>/<node>`.
 pub async fn archived_restore_points(
     config: &ClusterConfig,
+    repo: Option<&Arc<dyn Repository>>,
     recorded: &[RestorePoint],
     backups: &[Backup],
 ) -> Result<Vec<ArchivedRestorePoint>> {
@@ -85,25 +91,31 @@ pub async fn archived_restore_points(
             .filter_map(|b| b.node(&node.name))
             .map(|p| (p.timeline, p.start_lsn))
             .min_by_key(|(_, lsn)| *lsn);
+        let (repo, handle) = (repo.cloned(), tokio::runtime::Handle::current());
         tasks.push(tokio::task::spawn_blocking(move || {
-            let found = match from {
-                Some((tli, start)) => {
-                    wal::find_restore_points_from(&dir, tli, start, &wal::ScanOptions::default())
-                }
-                None => wal::find_restore_points(&dir),
-            };
-            (name, dir, found)
+            let in_folder = repo.is_none();
+            let found =
+                wal::node_source(repo, dir.clone(), &name, handle).and_then(|source| match from {
+                    Some((tli, start)) => wal::find_restore_points_from_in(
+                        source.as_ref(),
+                        tli,
+                        start,
+                        &wal::ScanOptions::default(),
+                    ),
+                    None => wal::find_restore_points_in(source.as_ref()),
+                });
+            (name, dir, in_folder, found)
         }));
     }
     let mut by_name: BTreeMap<String, ArchivedRestorePoint> = BTreeMap::new();
     for task in tasks {
-        let (node, dir, found) = task
+        let (node, dir, in_folder, found) = task
             .await
             .map_err(|e| Error::State(format!("reading a WAL archive failed: {e}")))?;
         let found = match found {
             Ok(found) => found,
             // An archive that was never made holds nothing; any other failure is an error.
-            Err(_) if !dir.exists() => Vec::new(),
+            Err(_) if in_folder && !dir.exists() => Vec::new(),
             Err(e) => {
                 return Err(Error::State(format!(
                     "node {node}: reading its WAL archive: {e}"

@@ -16,15 +16,17 @@ pub mod manifest;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::catalog::{Backup, Catalog, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
+use crate::repository::Repository;
 use crate::wal::{
     self, ContinuityOptions, HotStandbyParameters, Lsn, RestorePointRecord, TimeLineId,
-    TimelineHistory,
+    TimelineHistory, WalSource,
 };
 
 /// The outcome of one check.
@@ -112,9 +114,25 @@ impl fmt::Display for VerifyReport {
 
 /// The restore point records of one node's archive, and its timeline histories.
 struct NodeArchive {
+    /// Where the archive is, for messages: the folder or `<repository>/wal/<node>`.
     dir: PathBuf,
+    /// How to read it again.
+    search: Search,
     records: Vec<RestorePointRecord>,
+    /// Every `.history` file the archive holds, read once (off the async threads).
+    histories: HashMap<TimeLineId, TimelineHistory>,
     error: Option<String>,
+}
+
+impl NodeArchive {
+    /// The history of `timeline`: its file, or no ancestors for timeline 1 without one.
+    fn history(&self, timeline: TimeLineId) -> Option<TimelineHistory> {
+        match self.histories.get(&timeline) {
+            Some(h) => Some(h.clone()),
+            None if timeline == 1 => Some(TimelineHistory::new(1)),
+            None => None,
+        }
+    }
 }
 
 /// Where to look for a restore point on one node: from the oldest backup that may be restored
@@ -123,6 +141,10 @@ struct NodeArchive {
 #[derive(Clone)]
 struct Search {
     dir: PathBuf,
+    /// The repository holding the WAL, when the config has one (then `dir` is unused).
+    repo: Option<Arc<dyn Repository>>,
+    node: String,
+    handle: tokio::runtime::Handle,
     from: Option<(TimeLineId, Lsn)>,
     recorded_segment: Option<String>,
 }
@@ -130,12 +152,37 @@ struct Search {
 /// How many segments before the recorded one are read to find a point the library made.
 const LOCATE_BACK: usize = 4;
 
+impl Search {
+    /// The node's WAL, from the repository or the folder; call from a blocking thread.
+    fn source(&self) -> std::result::Result<Box<dyn WalSource>, wal::WalError> {
+        wal::node_source(
+            self.repo.clone(),
+            self.dir.clone(),
+            &self.node,
+            self.handle.clone(),
+        )
+    }
+}
+
+/// Every `.history` file in `source`, by timeline; unreadable ones are left out (the check
+/// that needs one reports it missing).
+fn read_histories(source: &dyn WalSource) -> HashMap<TimeLineId, TimelineHistory> {
+    let names = source.list().map(|l| l.files).unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".history"))
+        .filter_map(|stem| TimeLineId::from_str_radix(stem, 16).ok())
+        .filter_map(|tli| Some((tli, TimelineHistory::load_in(source, tli).ok()?)))
+        .collect()
+}
+
 fn search_node(
+    source: &dyn WalSource,
     search: &Search,
     point: &str,
 ) -> std::result::Result<Vec<RestorePointRecord>, String> {
     if let Some(segment) = &search.recorded_segment {
-        if let Ok(Some(r)) = wal::locate_restore_point(&search.dir, point, segment, LOCATE_BACK) {
+        if let Ok(Some(r)) = wal::locate_restore_point_in(source, point, segment, LOCATE_BACK) {
             if !matches!(search.from, Some((_, start)) if r.lsn < start) {
                 return Ok(vec![r]);
             }
@@ -143,8 +190,8 @@ fn search_node(
     }
     let options = wal::ScanOptions::default();
     let scan = match search.from {
-        Some((tli, start)) => wal::scan_archive_from(&search.dir, tli, start, &options),
-        None => wal::scan_archive(&search.dir, &options),
+        Some((tli, start)) => wal::scan_archive_from_in(source, tli, start, &options),
+        None => wal::scan_archive_in(source, &options),
     }
     .map_err(|e| e.to_string())?;
     let records: Vec<RestorePointRecord> = scan
@@ -163,6 +210,7 @@ fn search_node(
 /// Reads every node's archive for records of `point` (all at once, off the async threads).
 async fn read_archives(
     config: &ClusterConfig,
+    repo: Option<&Arc<dyn Repository>>,
     point: &str,
     backups: &[&Backup],
     recorded: Option<&RestorePoint>,
@@ -176,6 +224,9 @@ async fn read_archives(
             .min_by_key(|(_, lsn)| *lsn);
         let search = Search {
             dir: config.archive_dir(node),
+            repo: repo.cloned(),
+            node: node.name.clone(),
+            handle: tokio::runtime::Handle::current(),
             from,
             recorded_segment: recorded
                 .and_then(|r| r.node(&node.name))
@@ -184,15 +235,28 @@ async fn read_archives(
         };
         let (name, point) = (node.name.clone(), point.to_string());
         tasks.push(tokio::task::spawn_blocking(move || {
-            let (records, error) = match search_node(&search, &point) {
-                Ok(records) => (records, None),
-                Err(e) => (Vec::new(), Some(e)),
+            let (dir, histories, (records, error)) = match search.source() {
+                Ok(source) => (
+                    source.location(),
+                    read_histories(source.as_ref()),
+                    match search_node(source.as_ref(), &search, &point) {
+                        Ok(records) => (records, None),
+                        Err(e) => (Vec::new(), Some(e)),
+                    },
+                ),
+                Err(e) => (
+                    search.dir.clone(),
+                    HashMap::new(),
+                    (Vec::new(), Some(e.to_string())),
+                ),
             };
             (
                 name,
                 NodeArchive {
-                    dir: search.dir,
+                    dir,
+                    search,
                     records,
+                    histories,
                     error,
                 },
             )
@@ -208,14 +272,14 @@ async fn read_archives(
     Ok(archives)
 }
 
-fn load_history(dir: &Path, timeline: TimeLineId) -> Option<TimelineHistory> {
-    TimelineHistory::load(dir, timeline).ok()
-}
-
 /// Runs every check for restoring `backup` (or the one chosen) to `point`; changes nothing.
 /// Unknown names are errors; failed checks are in the report.
+///
+/// `repo` is the WAL archive's repository when the config has one ([`crate::Cluster`] passes
+/// its own); `None` reads `<archiveBaseFolder>/<node>`.
 pub async fn verify(
     config: &ClusterConfig,
+    repo: Option<&Arc<dyn Repository>>,
     catalog: &Catalog,
     backup: Option<&str>,
     point: &str,
@@ -228,7 +292,7 @@ pub async fn verify(
         Some(b) => vec![b],
         None => all_backups.iter().collect(),
     };
-    let archives = read_archives(config, point, &candidates, in_record).await?;
+    let archives = read_archives(config, repo, point, &candidates, in_record).await?;
     if in_record.is_none() && archives.values().all(|a| a.records.is_empty()) {
         let mut known: Vec<String> = recorded
             .iter()
@@ -250,11 +314,7 @@ pub async fn verify(
         });
     }
     let nodes: Vec<String> = config.nodes().map(|n| n.name.clone()).collect();
-    let dirs: HashMap<String, PathBuf> = archives
-        .iter()
-        .map(|(n, a)| (n.clone(), a.dir.clone()))
-        .collect();
-    let histories = |node: &str, tli: TimeLineId| dirs.get(node).and_then(|d| load_history(d, tli));
+    let histories = |node: &str, tli: TimeLineId| archives.get(node).and_then(|a| a.history(tli));
     let (backup, chosen_because) = match given {
         Some(b) => (b, None),
         None => {
@@ -395,7 +455,7 @@ pub async fn verify(
         let history = if target.timeline == part.timeline {
             Some(TimelineHistory::new(target.timeline))
         } else {
-            load_history(&archive.dir, target.timeline)
+            archive.history(target.timeline)
         };
         check(
             "timeline",
@@ -416,10 +476,10 @@ pub async fn verify(
                 ),
             },
         );
-        let (dir, from, to) = (archive.dir.clone(), part.start_lsn, target.end_lsn);
+        let (search, from, to) = (archive.search.clone(), part.start_lsn, target.end_lsn);
         let continuity = tokio::task::spawn_blocking(move || {
-            wal::check_continuity(
-                &dir,
+            wal::check_continuity_in(
+                search.source()?.as_ref(),
                 history.as_ref(),
                 from,
                 to,

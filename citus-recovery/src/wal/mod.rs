@@ -60,4 +60,4 @@ pub use pages::{PageStream, SegmentData, SegmentProvider};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
 pub use record::{ParameterChange, RecordHeader, RestorePointData};
 pub use segment::{ArchiveListing, SegmentRef};
-pub use source::{FolderSource, RepositorySource, WalFileNames, WalSource};
+pub use source::{node_source, FolderSource, RepositorySource, WalFileNames, WalSource};

@@ -29,6 +29,20 @@ pub struct WalFileNames {
     pub unreadable: Vec<String>,
 }
 
+/// One node's WAL archive: its objects in `repo` when there is one (read on the runtime of
+/// `handle`), else the folder `dir`. For the callers that read either, as the config says.
+pub fn node_source(
+    repo: Option<Arc<dyn Repository>>,
+    dir: PathBuf,
+    node: &str,
+    handle: tokio::runtime::Handle,
+) -> Result<Box<dyn WalSource>, WalError> {
+    Ok(match repo {
+        Some(repo) => Box::new(RepositorySource::with_handle(repo, node, handle)?),
+        None => Box::new(FolderSource::new(dir)),
+    })
+}
+
 /// One node's archived WAL files, read by name: segments, `.partial`, `.history` and `.backup`
 /// files. Synchronous: the reader runs in a blocking thread.
 pub trait WalSource: Send + Sync {

@@ -1,0 +1,119 @@
+//! The WAL archive in a repository, on real PostgreSQL servers: archive_command runs
+//! `citus-recovery archive-push`, restore_command `archive-get`, and verify, list and the
+//! restore point's location read the repository. The archive folder is never used.
+
+mod common;
+#[path = "common/repository_cycle.rs"]
+mod repository_cycle;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::TestCluster;
+use repository_cycle::{cycle, files_below, BIN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posix_repository_backup_restore_point_verify_restore() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    let names = cycle(&mut t, serde_json::json!({"type": "posix", "path": repo})).await;
+    for node in &names {
+        let objects = files_below(&repo.join("wal").join(node));
+        assert!(
+            objects.iter().filter(|o| o.ends_with(".zst")).count() >= 3,
+            "{node}: {objects:?}"
+        );
+        assert!(
+            objects.iter().any(|o| o.ends_with(".history.zst")),
+            "{node}: {objects:?}"
+        );
+    }
+}
+
+/// archive-get's exit codes: 0 restored, 1 not in the repository, 200 on any other failure
+/// (PostgreSQL must stop recovery then, not take it for the end of the WAL).
+#[test]
+fn archive_get_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join("wal");
+    std::fs::create_dir(&wal).unwrap();
+    let config = |repository: serde_json::Value| -> PathBuf {
+        let mut json: serde_json::Value =
+            serde_json::from_str(&common::config_json(dir.path(), 1)).unwrap();
+        json["repository"] = repository;
+        let file = dir.path().join("cluster-config.json");
+        std::fs::write(&file, json.to_string()).unwrap();
+        file
+    };
+    let file = config(serde_json::json!({"type": "posix", "path": dir.path().join("repo")}));
+    std::fs::create_dir(dir.path().join("repo")).unwrap();
+    let run = |file: &Path, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let segment = "000000010000000000000007";
+    std::fs::write(wal.join(segment), vec![9u8; 16 * 1024 * 1024]).unwrap();
+    let dest = dir.path().join("RECOVERYXLOG");
+    let dest = dest.to_str().unwrap();
+
+    let (code, err) = run(&file, &["archive-get", "--node", "worker1", segment, dest]);
+    assert_eq!(code, Some(1), "not there yet: {err}");
+    let pushed = wal.join(segment);
+    let (code, err) = run(
+        &file,
+        &[
+            "archive-push",
+            "--node",
+            "worker1",
+            pushed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!((code, err.as_str()), (Some(0), ""), "pushed, quietly");
+    let (code, err) = run(&file, &["archive-get", "--node", "worker1", segment, dest]);
+    assert_eq!((code, err.as_str()), (Some(0), ""), "restored, quietly");
+    assert_eq!(std::fs::read(dest).unwrap(), vec![9u8; 16 * 1024 * 1024]);
+    let (code, err) = run(&file, &["archive-get", "--node", "nosuch", segment, dest]);
+    assert_eq!(code, Some(200), "an unknown node is an error: {err}");
+
+    // An S3 repository nobody answers at: an error (200), never "not there" (1).
+    let port = common::free_ports(1)[0];
+    let file = config(serde_json::json!({
+        "type": "s3", "bucket": "b", "endpoint": format!("http://127.0.0.1:{port}"),
+        "allowHttp": true, "region": "us-east-1"
+    }));
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["archive-get", "--node", "worker1", segment, dest])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(200), "unreachable: {err}");
+    assert!(!err.contains("s3cr3t-value"), "{err}");
+    // archive-push fails non-zero there too, so PostgreSQL keeps the file and retries.
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args([
+            "archive-push",
+            "--node",
+            "worker1",
+            pushed.to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+}
