@@ -117,27 +117,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// A config for a cluster of `workers` workers; nothing is created yet.
     pub fn new(workers: usize) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("citus-recovery-test-")
-            .tempdir()
-            .expect("temporary folder");
-        // tempdir makes 0700 folders; the servers run as another user and must get in.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let text = config_json(dir.path(), workers);
-        std::fs::write(dir.path().join("cluster-config.json"), &text).unwrap();
-        let config = ClusterConfig::from_json_str(&text, None).expect("valid config");
-        let backend = LocalBackend::new(config).expect("backend");
-        let cluster = Cluster::with_backend(Arc::new(backend))
-            .expect("cluster")
-            .with_options(RunOptions {
-                wait_timeout: Duration::from_secs(300),
-                ..RunOptions::default()
-            });
-        TestCluster { cluster, dir }
+        Self::with_folders(workers, "cluster", "archive", "backup")
     }
 
     /// Like [`TestCluster::new`], with the cluster, archive and backup folders at these paths
@@ -148,6 +128,7 @@ impl TestCluster {
             .prefix("citus-recovery-test-")
             .tempdir()
             .expect("temporary folder");
+        // tempdir makes 0700 folders; the servers run as another user and must get in.
         std::fs::set_permissions(
             dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
