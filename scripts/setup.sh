@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine of this kind (Debian, Rust toolchain present):
-# the PostgreSQL 15 server programs and the `postgres` OS user that runs them. Idempotent.
+# the PostgreSQL 15 server programs and the `postgres` OS user that runs them; with --tests, also
+# the S3 server the tests run against. Idempotent.
+#
+#   bash scripts/setup.sh            # what the main job (scripts/scenario.sh) needs
+#   bash scripts/setup.sh --tests    # and what the tests need (scripts/test.sh)
 set -euo pipefail
+TESTS=0
+[ "${1:-}" = "--tests" ] && TESTS=1
 
 PG_BIN=/usr/lib/postgresql/15/bin
 if [ ! -x "$PG_BIN/postgres" ] || [ ! -x "$PG_BIN/pg_basebackup" ] || ! id postgres >/dev/null 2>&1; then
@@ -16,6 +22,7 @@ command -v python3 >/dev/null || { echo "setup: python3 is required" >&2; exit 1
 # The S3 server of the repository tests: moto[server] from PyPI, in its own virtual environment
 # at the repository root (.venv-moto; scripts/test-python.sh owns .venv). The tests start it on
 # 127.0.0.1 through scripts/moto-s3.py and stop it after.
+[ "$TESTS" = 1 ] || exit 0
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 MOTO_VENV="$ROOT/.venv-moto"
 if ! "$MOTO_VENV/bin/python" -c 'import moto.moto_server.threaded_moto_server, boto3' >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 //! A real S3-speaking server for tests: moto (`scripts/moto-s3.py`, in the virtual environment
-//! `.venv-moto` that `scripts/setup.sh` makes) on 127.0.0.1 and a free port, killed when the
+//! `.venv-moto` that `scripts/setup.sh --tests` makes) on 127.0.0.1 and a free port, killed when the
 //! [`MotoS3`] is dropped (also when the test panics) or when the test process dies (the helper
 //! exits when its standard input closes).
 
@@ -26,7 +26,7 @@ fn moto_python() -> Result<PathBuf, String> {
         .unwrap_or_else(|| repo_root().join(".venv-moto/bin/python"));
     if !python.is_file() {
         return Err(format!(
-            "no S3 test server: {} is missing (run `bash scripts/setup.sh`, which installs \
+            "no S3 test server: {} is missing (run `bash scripts/setup.sh --tests`, which installs \
              moto[server] from PyPI into .venv-moto)",
             python.display()
         ));
