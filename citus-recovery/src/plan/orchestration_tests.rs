@@ -12,13 +12,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use tempfile::TempDir;
 
 use super::*;
 use crate::backend::fake::FakeBackend;
 use crate::backend::ServerState;
-use crate::catalog::{Backup, Catalog, NodeBackup, NodeRestorePoint, RestorePoint};
+use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::wal::Lsn;
 
@@ -40,51 +40,18 @@ fn config(tmp: &TempDir) -> ClusterConfig {
     ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
 }
 
-fn t(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
-}
+use super::tests::t;
 
+/// The backup of `plan::tests`, ended at `t(10)`.
 fn backup() -> Backup {
-    Backup {
-        name: "b1".into(),
-        cluster_name: "demo".into(),
-        start_time: t(0),
-        end_time: t(10),
-        citus_version: None,
-        nodes: NODES
-            .iter()
-            .map(|n| NodeBackup {
-                backup: "b1".into(),
-                node: n.to_string(),
-                start_lsn: Lsn(0x2000028),
-                end_lsn: Lsn(0x2000100),
-                timeline: 1,
-                start_time: t(0),
-                end_time: t(10),
-                pg_version: "15.18".into(),
-                bytes: 1,
-                system_identifier: None,
-                hot_standby: None,
-                tablespaces: Vec::new(),
-            })
-            .collect(),
-    }
+    super::tests::backup(t(10))
 }
 
+/// The restore point of `plan::tests`, at 0/3000000 on every node, named `rp1`.
 fn point() -> RestorePoint {
     RestorePoint {
         name: "rp1".into(),
-        time: t(20),
-        citus: false,
-        nodes: NODES
-            .iter()
-            .map(|n| NodeRestorePoint {
-                node: n.to_string(),
-                lsn: Some(Lsn(0x3000000)),
-                timeline: 1,
-                segment: "000000010000000000000003".into(),
-            })
-            .collect(),
+        ..super::tests::point(0x3000000, t(20))
     }
 }
 

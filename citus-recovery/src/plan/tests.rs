@@ -25,7 +25,7 @@ fn config() -> ClusterConfig {
     ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
 }
 
-fn t(secs: i64) -> DateTime<Utc> {
+pub(super) fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
 }
 
@@ -62,7 +62,7 @@ fn all(archiving: bool) -> Vec<NodeObservation> {
         .collect()
 }
 
-fn backup(end_time: DateTime<Utc>) -> Backup {
+pub(super) fn backup(end_time: DateTime<Utc>) -> Backup {
     Backup {
         name: "b1".into(),
         cluster_name: "demo".into(),
@@ -89,7 +89,7 @@ fn backup(end_time: DateTime<Utc>) -> Backup {
     }
 }
 
-fn point(lsn: u64, time: DateTime<Utc>) -> RestorePoint {
+pub(super) fn point(lsn: u64, time: DateTime<Utc>) -> RestorePoint {
     RestorePoint {
         name: "rp'1".into(),
         time,
