@@ -210,3 +210,30 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync folder", dir, e))
 }
+
+/// Creates the new file `rel` below the folder `dir` for writing (mode 0600), never through a
+/// link and never outside `dir` (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`,
+/// `O_EXCL | O_NOFOLLOW`): an existing name is `EEXIST`, never reused.
+pub fn create_new_beneath<P: ?Sized + nix::NixPath>(
+    dir: &std::os::fd::OwnedFd,
+    rel: &P,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let fd = nix::fcntl::openat2(
+        dir.as_raw_fd(),
+        rel,
+        OpenHow::new()
+            .flags(
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+            )
+            .mode(nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
+    )?;
+    // SAFETY: openat2 just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}

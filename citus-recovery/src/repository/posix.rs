@@ -397,21 +397,8 @@ impl<'a> TempFile<'a> {
                 std::process::id(),
                 TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
             );
-            match nix::fcntl::openat2(
-                dir.as_raw_fd(),
-                name.as_str(),
-                OpenHow::new()
-                    .flags(
-                        OFlag::O_WRONLY
-                            | OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_CLOEXEC,
-                    )
-                    .mode(Mode::from_bits_truncate(0o600))
-                    .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
-            ) {
-                Ok(fd) => break (owned(fd), name),
+            match crate::files::create_new_beneath(dir, name.as_str()) {
+                Ok(fd) => break (fd, name),
                 // The same pid in another pid namespace on a shared filesystem: next name.
                 Err(Errno::EEXIST) if tries < 8 => tries += 1,
                 Err(e) => return Err(Fail::Other(errno_text("create a temporary file", e))),

@@ -560,22 +560,7 @@ fn make_dir(dest: &OwnedFd, rel: &Path) -> std::io::Result<()> {
 /// Creates the new file `rel` below `dest` for writing.
 fn create_file(dest: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
     make_parents(dest, rel)?;
-    nix::fcntl::openat2(
-        dest.as_raw_fd(),
-        rel,
-        OpenHow::new()
-            .flags(
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-            )
-            .mode(Mode::from_bits_truncate(0o600))
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
-    )
-    .map(owned)
-    .map_err(|e| match e {
+    crate::files::create_new_beneath(dest, rel).map_err(|e| match e {
         Errno::EEXIST => std::io::Error::new(
             std::io::ErrorKind::AlreadyExists,
             "the tar holds this name twice",
