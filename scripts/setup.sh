@@ -30,3 +30,22 @@ if ! "$MOTO_VENV/bin/python" -c 'import moto.moto_server.threaded_moto_server, b
     python3 -m venv "$MOTO_VENV"
     "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "moto[server]>=5.1,<6"
 fi
+
+# The multi-host tests (tests/netns.rs, scripts/netns.sh): `ip` for network namespaces, and
+# Debian's sshd, which each namespace host runs with its own test config. The package's own
+# service must not start (it would listen on every address): policy-rc.d refuses it during the
+# install, and only our own policy file is removed afterwards.
+if ! command -v ip >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-keygen >/dev/null; then
+    echo "setup: installing openssh-server and iproute2 (service not started)" >&2
+    POLICY=/usr/sbin/policy-rc.d
+    OWN_POLICY=0
+    if [ ! -e "$POLICY" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$POLICY"
+        chmod 755 "$POLICY"
+        OWN_POLICY=1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        openssh-server openssh-client iproute2 >/dev/null
+    [ "$OWN_POLICY" = 1 ] && rm -f "$POLICY"
+fi
