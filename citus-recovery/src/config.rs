@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 use crate::repository::codec::Compression;
 use crate::repository::object::S3Settings;
 
+mod ssh;
+pub use ssh::{SshConfig, DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT};
+
 /// Where the WAL archive is kept when the config has a `repository` object; without one, WAL
 /// goes into `<archiveBaseFolder>/<node>` through PostgreSQL's `basic_archive`. Base backups
 /// stay in `backupBaseFolder` either way. Never holds credentials: S3 ones come from the
@@ -55,6 +58,9 @@ pub struct NodeConfig {
     pub dbname: String,
     /// Coordinator or worker.
     pub role: NodeRole,
+    /// This node's own `ssh` object, overriding the cluster's keys ([`ClusterConfig::ssh_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshConfig>,
 }
 
 impl NodeConfig {
@@ -138,6 +144,9 @@ pub struct ClusterConfig {
     /// The citus-recovery binary PostgreSQL runs as `archive_command`/`restore_command`
     /// (`binary`); `None`: the running binary for the CLI, an error for the library.
     pub binary: Option<PathBuf>,
+    /// How node hosts are reached over SSH (`ssh`); `None` (and no node's own `ssh`): the
+    /// nodes run on this host.
+    pub ssh: Option<SshConfig>,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -174,6 +183,8 @@ struct RawConfig {
     compression: Option<String>,
     #[serde(default)]
     binary: Option<PathBuf>,
+    #[serde(default)]
+    ssh: Option<SshConfig>,
 }
 
 #[derive(Deserialize)]
@@ -184,6 +195,8 @@ struct RawNode {
     port: u16,
     username: String,
     dbname: String,
+    #[serde(default)]
+    ssh: Option<SshConfig>,
 }
 
 impl ClusterConfig {
@@ -308,6 +321,10 @@ impl ClusterConfig {
                     "use a TCP port from 1 to 65535".into(),
                 ));
             }
+            if let Some(ssh) = &raw.ssh {
+                ssh.check()
+                    .map_err(|(key, p, fix)| err(&format!("{field}.ssh.{key}"), p, fix))?;
+            }
             Ok(NodeConfig {
                 name: raw.name,
                 hostname: raw.hostname,
@@ -315,8 +332,13 @@ impl ClusterConfig {
                 username: raw.username,
                 dbname: raw.dbname,
                 role,
+                ssh: raw.ssh,
             })
         };
+        if let Some(ssh) = &raw.ssh {
+            ssh.check()
+                .map_err(|(key, p, fix)| err(&format!("ssh.{key}"), p, fix))?;
+        }
         let coordinator = node(
             raw.coordinator_node,
             "coordinatorNode".into(),
@@ -329,6 +351,10 @@ impl ClusterConfig {
             .map(|(i, w)| node(w, format!("workerNodes[{i}]"), NodeRole::Worker))
             .collect::<Result<Vec<_>>>()?;
 
+        let any_ssh = raw.ssh.is_some()
+            || std::iter::once(&coordinator)
+                .chain(&workers)
+                .any(|n| n.ssh.is_some());
         let mut names = HashSet::new();
         let mut hosts: Vec<(HostKey, u16, String)> = Vec::new();
         for (i, n) in std::iter::once(&coordinator).chain(&workers).enumerate() {
@@ -359,6 +385,14 @@ impl ClusterConfig {
                 ));
             }
             hosts.push((key, n.port, format!("{}:{}", n.hostname, n.port)));
+            // ssh would take a leading '-' for an option.
+            if any_ssh && n.hostname.starts_with('-') {
+                return Err(err(
+                    &format!("{field}.hostname"),
+                    format!("{:?} starts with '-'", n.hostname),
+                    "give the host's name or address".into(),
+                ));
+            }
         }
 
         let folders = [
@@ -489,8 +523,24 @@ impl ClusterConfig {
             repository: raw.repository,
             compression,
             binary: raw.binary,
+            ssh: raw.ssh,
             source: path.map(Path::to_path_buf),
         })
+    }
+
+    /// Whether any node is reached over SSH (a cluster-level or a node's own `ssh` object).
+    pub fn uses_ssh(&self) -> bool {
+        self.ssh.is_some() || self.nodes().any(|n| n.ssh.is_some())
+    }
+
+    /// The SSH settings of `node`: its own `ssh` keys over the cluster's; `None` when neither
+    /// exists. When [`Self::uses_ssh`], a node without either is reached with the defaults.
+    pub fn ssh_for(&self, node: &NodeConfig) -> Option<SshConfig> {
+        match (&node.ssh, &self.ssh) {
+            (Some(own), Some(cluster)) => Some(own.over(cluster)),
+            (Some(own), None) => Some(own.clone()),
+            (None, cluster) => cluster.clone(),
+        }
     }
 
     /// All nodes: the coordinator first, then the workers in config order.

@@ -622,3 +622,90 @@ fn repository_rules_name_their_field() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+#[test]
+fn ssh_settings_merge_node_keys_over_the_clusters() {
+    let plain = parse(&sample()).unwrap();
+    assert!(!plain.uses_ssh(), "no ssh object: local nodes");
+    assert_eq!(plain.ssh_for(&plain.coordinator), None);
+
+    let mut v = sample();
+    v["ssh"] = json!({"user": "postgres", "port": 2222, "identityFile": "/home/admin/.ssh/id_ed25519", "knownHostsFile": "/home/admin/.ssh/known_hosts"});
+    v["workerNodes"][1]["ssh"] = json!({"port": 22, "maxSessions": 4});
+    let c = parse(&v).unwrap();
+    assert!(c.uses_ssh());
+    let coordinator = c.ssh_for(&c.coordinator).unwrap();
+    assert_eq!(coordinator.port, Some(2222));
+    assert_eq!(coordinator.user.as_deref(), Some("postgres"));
+    let worker2 = c.ssh_for(&c.workers[1]).unwrap();
+    assert_eq!(worker2.port, Some(22), "the node's own key wins");
+    assert_eq!(worker2.max_sessions, Some(4));
+    assert_eq!(
+        worker2.identity_file.as_deref(),
+        Some(Path::new("/home/admin/.ssh/id_ed25519")),
+        "keys the node leaves out come from the cluster"
+    );
+
+    // A node's own ssh object alone turns SSH on.
+    let mut v = sample();
+    v["coordinatorNode"]["ssh"] = json!({"user": "pg"});
+    let c = parse(&v).unwrap();
+    assert!(c.uses_ssh());
+    assert_eq!(c.ssh_for(&c.workers[0]), None, "defaults for the others");
+}
+
+#[test]
+fn bad_ssh_settings_are_refused() {
+    let with_ssh = |ssh: Value| {
+        let mut v = sample();
+        v["ssh"] = ssh;
+        v
+    };
+    assert_refused("port 0", &with_ssh(json!({"port": 0})), "ssh.port", "0");
+    assert_refused(
+        "relative key",
+        &with_ssh(json!({"identityFile": "id_ed25519"})),
+        "ssh.identityFile",
+        "relative",
+    );
+    assert_refused(
+        "relative known_hosts",
+        &with_ssh(json!({"knownHostsFile": "../known_hosts"})),
+        "ssh.knownHostsFile",
+        "relative",
+    );
+    assert_refused(
+        "user like an option",
+        &with_ssh(json!({"user": "-oProxyCommand=x"})),
+        "ssh.user",
+        "not a user name",
+    );
+    assert_refused(
+        "no sessions",
+        &with_ssh(json!({"maxSessions": 0})),
+        "ssh.maxSessions",
+        "0",
+    );
+    assert_refused(
+        "a password key",
+        &with_ssh(json!({"password": "hunter2"})),
+        "ssh.password",
+        "unknown field",
+    );
+    let mut v = sample();
+    v["workerNodes"][0]["ssh"] = json!({"knownHostsFile": "/a/./b"});
+    assert_refused(
+        "node override checked too",
+        &v,
+        "workerNodes[0].ssh.knownHostsFile",
+        "component",
+    );
+    let mut v = with_ssh(json!({}));
+    v["workerNodes"][0]["hostname"] = json!("-oProxyCommand=x");
+    assert_refused(
+        "host like an option",
+        &v,
+        "workerNodes[0].hostname",
+        "starts with '-'",
+    );
+}
