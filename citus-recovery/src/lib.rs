@@ -50,7 +50,7 @@ pub mod trusted;
 pub mod verify;
 pub mod wal;
 
-pub use backend::{ClusterBackend, LocalBackend};
+pub use backend::{ClusterBackend, LocalBackend, SshBackend};
 pub use catalog::{Backup, NodeBackup, NodeRestorePoint, RestorePoint};
 pub use cluster::{Cluster, ClusterStatus};
 pub use config::{ClusterConfig, NodeConfig, NodeRole};

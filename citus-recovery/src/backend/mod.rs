@@ -3,11 +3,13 @@
 //! A backend knows how to reach a node's server (SQL), how to run its server-side programs
 //! (start, stop, `pg_basebackup`) and how to do the file work on the node's host (move a data
 //! directory aside, extract a backup, write recovery settings). Plans hold no I/O of their own:
-//! they are executed through a `&dyn ClusterBackend`. [`LocalBackend`] serves nodes on this host.
+//! they are executed through a `&dyn ClusterBackend`. [`LocalBackend`] serves nodes on this host, [`SshBackend`] nodes on
+//! other hosts.
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod local;
+mod ssh;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::Result;
 
 pub use local::{LocalBackend, PENDING_CONTROL_FILE};
+pub use ssh::SshBackend;
 
 /// Whether a node's server is running, as its data directory and process tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

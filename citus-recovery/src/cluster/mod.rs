@@ -14,7 +14,7 @@ use chrono::Utc;
 pub use manage::ClusterStatus;
 
 use crate::archiving::GetOutcome;
-use crate::backend::{ClusterBackend, LocalBackend};
+use crate::backend::{ClusterBackend, LocalBackend, SshBackend};
 use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::{ClusterConfig, RepositoryConfig};
 use crate::error::{Error, Result};
@@ -51,8 +51,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// A cluster of nodes on this host, from a validated config.
+    /// A cluster from a validated config: nodes reached over SSH when it has an `ssh` object
+    /// (cluster-level or a node's own), else nodes on this host.
     pub fn new(config: ClusterConfig) -> Result<Self> {
+        if config.uses_ssh() {
+            return Self::with_backend(Arc::new(SshBackend::new(config)?));
+        }
         Self::with_backend(Arc::new(LocalBackend::new(config)?))
     }
 

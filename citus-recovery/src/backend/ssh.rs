@@ -1,0 +1,717 @@
+//! [`SshBackend`]: nodes on other hosts, reached over SSH as the servers' OS user.
+//!
+//! Server control (`pg_ctl`, `initdb`), the server log and the file work in a node's folders run
+//! on the node's host, as small POSIX `sh` scripts over one multiplexed connection per host
+//! ([`session`]). SQL goes straight to the node's address, as with local nodes.
+//!
+//! Why the system `ssh` with ControlMaster rather than a Rust SSH library: it is what the
+//! `openssh` crate wraps anyway, it needs no new dependency, and the admin's own ssh setup
+//! (agent, `~/.ssh/config`, ProxyJump, certificates) keeps working.
+//!
+//! The remote side runs as the SSH user (the servers' user), so it cannot reach anything that
+//! user could not; what root-side hardening the local backend does is not needed there. Paths
+//! reach the scripts as quoted positional parameters ([`quote`]).
+//! Not yet over SSH: base backups, extraction and installing `pg_control`
+//! ([`Error::NotSupportedOverSsh`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use super::{BackupFiles, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget};
+use crate::config::{ClusterConfig, NodeConfig, SshConfig, DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT};
+use crate::error::{Error, Result};
+
+mod quote;
+mod session;
+
+use quote::{command, Arg};
+use session::{ControlDir, Host, Output, Target};
+
+/// How long `pg_ctl` may wait for a start or a stop, as on local nodes.
+const PG_CTL_TIMEOUT_SECS: u32 = 600;
+/// Exit status of `read_file`'s script for a file that does not exist.
+const MISSING: i32 = 4;
+
+/// Serves nodes on other hosts over SSH.
+#[derive(Debug)]
+pub struct SshBackend {
+    config: ClusterConfig,
+    /// Each node's host; nodes with one target share it (one connection, one session limit).
+    hosts: HashMap<String, Arc<RemoteHost>>,
+    _control: ControlDir,
+}
+
+/// A host and what was learned about it.
+#[derive(Debug)]
+struct RemoteHost {
+    host: Host,
+    /// The PostgreSQL bin folder on that host.
+    bin_dir: OnceCell<PathBuf>,
+}
+
+impl SshBackend {
+    /// Builds a backend for `config`, whose nodes are all reached over SSH: each with its
+    /// [`ClusterConfig::ssh_for`] settings, the defaults (user `osUser` or `postgres`, port 22,
+    /// ssh's own keys and known_hosts, 10 sessions) for any key left out. Connects to nothing yet.
+    pub fn new(config: ClusterConfig) -> Result<Self> {
+        let control = ControlDir::new()?;
+        let mut by_target: HashMap<Target, Arc<RemoteHost>> = HashMap::new();
+        let mut hosts = HashMap::new();
+        for node in config.nodes() {
+            let ssh = config.ssh_for(node).unwrap_or_default();
+            check_ssh_path(&config, node, &ssh)?;
+            let target = Target {
+                host: node.hostname.clone(),
+                port: ssh.port.unwrap_or(DEFAULT_SSH_PORT),
+                user: ssh
+                    .user
+                    .clone()
+                    .or_else(|| config.os_user.clone())
+                    .unwrap_or_else(|| "postgres".into()),
+                identity_file: ssh.identity_file.clone(),
+                known_hosts_file: ssh.known_hosts_file.clone(),
+                accept_new_host_keys: ssh.accept_new_host_keys.unwrap_or(false),
+            };
+            let index = by_target.len();
+            let host = by_target
+                .entry(target.clone())
+                .or_insert_with(|| {
+                    let sessions = ssh.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS);
+                    Arc::new(RemoteHost {
+                        host: Host::new(target, &control, index, sessions),
+                        bin_dir: OnceCell::new(),
+                    })
+                })
+                .clone();
+            hosts.insert(node.name.clone(), host);
+        }
+        Ok(SshBackend {
+            config,
+            hosts,
+            _control: control,
+        })
+    }
+
+    /// The SSH target (`user@host:port`) of a node, for messages and tests.
+    pub fn target_of(&self, node: &NodeConfig) -> Option<String> {
+        self.hosts
+            .get(&node.name)
+            .map(|h| h.host.target().display())
+    }
+
+    fn host(&self, node: &NodeConfig) -> Result<&RemoteHost> {
+        self.hosts
+            .get(&node.name)
+            .map(Arc::as_ref)
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "node",
+                value: node.name.clone(),
+                problem: "is not a node of this backend's config".into(),
+            })
+    }
+
+    /// Runs `script` with `args` on the node's host.
+    async fn exec(
+        &self,
+        node: &NodeConfig,
+        script: &str,
+        args: &[Arg<'_>],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output> {
+        let host = self.host(node)?;
+        host.host
+            .run(&node.name, &command(script, args), stdin)
+            .await
+    }
+
+    /// Runs `script`; any exit status but 0 is an error for `action` quoting its stderr.
+    async fn exec_ok(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        script: &str,
+        args: &[Arg<'_>],
+        stdin: Option<&[u8]>,
+    ) -> Result<Output> {
+        let out = self.exec(node, script, args, stdin).await?;
+        if out.code == Some(0) {
+            Ok(out)
+        } else {
+            Err(self.failed(node, action, &out))
+        }
+    }
+
+    fn failed(&self, node: &NodeConfig, action: &str, out: &Output) -> Error {
+        let status = match out.code {
+            Some(code) => format!("exit status {code}"),
+            None => "killed by a signal".into(),
+        };
+        let target = self
+            .target_of(node)
+            .unwrap_or_else(|| node.hostname.clone());
+        Error::node(
+            &node.name,
+            action,
+            format!("on {target} ({status}): {}", out.stderr.trim()),
+        )
+    }
+
+    /// The PostgreSQL bin folder on the node's host: `pgBinDir` when set, else what the host's
+    /// `pg_config` says, else Debian's folder of the newest installed major version; checked to
+    /// hold the programs used.
+    async fn bin_dir(&self, node: &NodeConfig) -> Result<PathBuf> {
+        let host = self.host(node)?;
+        host.bin_dir
+            .get_or_try_init(|| async {
+                let given = self
+                    .config
+                    .pg_bin_dir
+                    .as_ref()
+                    .map(|d| d.as_os_str().to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let out = self
+                    .exec_ok(
+                        node,
+                        "find the PostgreSQL programs",
+                        FIND_BIN_DIR,
+                        &[Arg::Text(&given)],
+                        None,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        Error::Node { node, action, detail } => Error::node(
+                            node,
+                            action,
+                            format!("{detail}; fix: install the PostgreSQL server programs on that host, or set pgBinDir to their folder there"),
+                        ),
+                        other => other,
+                    })?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                Ok(PathBuf::from(text.trim_end_matches('\n')))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn program(&self, node: &NodeConfig, name: &str) -> Result<PathBuf> {
+        Ok(self.bin_dir(node).await?.join(name))
+    }
+}
+
+/// `$1`: pgBinDir or empty. Prints the bin folder to use.
+const FIND_BIN_DIR: &str = r#"
+if [ -n "$1" ]; then d=$1
+elif command -v pg_config >/dev/null 2>&1 && d=$(pg_config --bindir) && [ -x "$d/postgres" ]; then :
+else d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+fi
+for p in initdb pg_ctl postgres pg_config; do
+  [ -x "$d/$p" ] || { echo "no PostgreSQL program $p in '${d:-(none found)}'" >&2; exit 3; }
+done
+printf '%s\n' "$d"
+"#;
+
+/// `$1` data dir, `$2` pg_ctl. Prints `missing` or `status N`.
+const SERVER_STATE: &str = r#"
+if [ ! -f "$1/PG_VERSION" ]; then echo missing; exit 0; fi
+"$2" status -D "$1" >/dev/null 2>&1
+echo "status $?"
+"#;
+
+/// `$1` path. Prints `yes` or `no`; a link counts and is not followed.
+const EXISTS: &str = r#"
+if [ -e "$1" ] || [ -L "$1" ]; then echo yes; else echo no; fi
+"#;
+
+/// `$1` path, `$2` its folder. Exit 4: missing; 3: not a regular file.
+const READ_FILE: &str = r#"
+if [ -L "$1" ]; then echo "$1 is a symbolic link, which is never followed" >&2; exit 3; fi
+if [ ! -e "$1" ]; then
+  if [ -e "$2" ] && [ ! -x "$2" ]; then echo "cannot look into $2: permission denied" >&2; exit 1; fi
+  exit 4
+fi
+if [ ! -f "$1" ]; then echo "$1 is not a regular file" >&2; exit 3; fi
+exec cat -- "$1"
+"#;
+
+/// `$1` path, `$2` its folder, `$3` `now` or `later`; contents on stdin.
+const WRITE_FILE: &str = r#"
+set -eC
+if [ -L "$1" ]; then echo "$1 is a symbolic link, which is never followed" >&2; exit 3; fi
+if [ -d "$1" ]; then echo "$1 is a folder" >&2; exit 3; fi
+umask 077
+tmp="$1.citus-recovery-tmp.$$"
+trap 'rm -f -- "$tmp"' EXIT
+cat > "$tmp"
+chmod 600 -- "$tmp"
+if [ "$3" = now ]; then sync -- "$tmp"; fi
+mv -f -T -- "$tmp" "$1"
+trap - EXIT
+if [ "$3" = now ]; then sync -- "$2"; fi
+"#;
+
+/// `$1` from, `$2` to, `$3` and `$4` their folders. Never replaces `$2`.
+const RENAME: &str = r#"
+set -e
+if [ ! -e "$1" ] && [ ! -L "$1" ]; then echo "$1 does not exist" >&2; exit 3; fi
+if [ -e "$2" ] || [ -L "$2" ]; then echo "$2 exists already; nothing was renamed" >&2; exit 3; fi
+mv -n -T -- "$1" "$2"
+if [ -e "$1" ] || [ -L "$1" ]; then echo "$2 appeared meanwhile; nothing was renamed" >&2; exit 3; fi
+sync -- "$3" "$4"
+"#;
+
+/// `$1` path.
+const REMOVE_FILE: &str = r#"
+if [ -d "$1" ] && [ ! -L "$1" ]; then echo "$1 is a folder, not a file" >&2; exit 3; fi
+exec rm -- "$1"
+"#;
+
+/// `$1` path: made with missing parents, mode 0700; an existing folder is fine.
+const CREATE_DIR: &str = r#"
+if [ -L "$1" ]; then echo "$1 is a symbolic link, which is never followed" >&2; exit 3; fi
+if [ -e "$1" ] && [ ! -d "$1" ]; then echo "$1 exists and is not a folder" >&2; exit 3; fi
+umask 077
+exec mkdir -p -- "$1"
+"#;
+
+/// `$1` data dir, `$2` initdb, `$3` superuser; settings to append on stdin.
+const INIT_NODE: &str = r#"
+set -e
+if [ -e "$1" ] || [ -L "$1" ]; then echo "$1 exists already; remove it or choose another clusterBaseFolder" >&2; exit 3; fi
+"$2" -D "$1" -U "$3" --auth=trust --encoding=UTF8 --locale=C --no-instructions >/dev/null
+cat >> "$1/postgresql.conf"
+sync -- "$1/postgresql.conf"
+"#;
+
+/// `$1` log, `$2` lines.
+const LOG_TAIL: &str = r#"
+if [ -L "$1" ]; then echo "($1 is a symbolic link, which is never followed)"; exit 0; fi
+if [ ! -e "$1" ]; then echo "($1 does not exist)"; exit 0; fi
+exec tail -n "$2" -- "$1"
+"#;
+
+/// `$1` pg_config. Prints `yes` or `no`.
+const CITUS_AVAILABLE: &str = r#"
+lib=$("$1" --pkglibdir) && share=$("$1" --sharedir) || exit 1
+if [ -f "$lib/citus.so" ] && [ -f "$share/extension/citus.control" ]; then echo yes; else echo no; fi
+"#;
+
+/// Refuses key and known_hosts paths that `ssh -o` would split or unquote.
+fn check_ssh_path(config: &ClusterConfig, node: &NodeConfig, ssh: &SshConfig) -> Result<()> {
+    for (key, path) in [
+        ("identityFile", &ssh.identity_file),
+        ("knownHostsFile", &ssh.known_hosts_file),
+    ] {
+        let Some(path) = path else { continue };
+        let text = path.to_string_lossy();
+        if text.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\')) {
+            return Err(Error::Config {
+                path: config.source.clone(),
+                field: format!("ssh.{key} (node {})", node.name),
+                problem: format!(
+                    "{} holds a blank, a quote or a backslash, which ssh's options cannot carry",
+                    path.display()
+                ),
+                fix: "move the file to a path without blanks or quotes".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The parent folder of a path, for syncing it (`/` for a top-level name).
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("/"),
+    }
+}
+
+#[async_trait]
+impl ClusterBackend for SshBackend {
+    fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
+        // SQL goes straight to the node's address, as LocalBackend does.
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(&node.hostname)
+            .port(node.port)
+            .user(&node.username)
+            .dbname(&node.dbname)
+            .application_name("citus-recovery")
+            .connect_timeout(Duration::from_secs(10));
+        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            Error::sql(
+                &node.name,
+                format!("connect to {}:{}", node.hostname, node.port),
+                e,
+            )
+        })?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
+        let pg_ctl = self.program(node, "pg_ctl").await?;
+        let data_dir = self.config.data_dir(node);
+        let out = self
+            .exec_ok(
+                node,
+                "pg_ctl status",
+                SERVER_STATE,
+                &[Arg::Path(&data_dir), Arg::Path(&pg_ctl)],
+                None,
+            )
+            .await?;
+        // pg_ctl status: 0 running, 3 not running, 4 no usable data directory.
+        Ok(match String::from_utf8_lossy(&out.stdout).trim() {
+            "missing" | "status 4" => ServerState::Missing,
+            "status 0" => ServerState::Running,
+            _ => ServerState::Stopped,
+        })
+    }
+
+    async fn init_node(&self, node: &NodeConfig, settings: &[(String, String)]) -> Result<()> {
+        self.create_dir(node, &self.config.cluster_base_folder)
+            .await?;
+        let initdb = self.program(node, "initdb").await?;
+        let mut extra = String::from("\n# added by citus-recovery cluster create\n");
+        for (key, value) in settings {
+            extra.push_str(&format!("{key} = {value}\n"));
+        }
+        self.exec_ok(
+            node,
+            "initdb",
+            INIT_NODE,
+            &[
+                Arg::Path(&self.config.data_dir(node)),
+                Arg::Path(&initdb),
+                Arg::Text(&node.username),
+            ],
+            Some(extra.as_bytes()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn start(&self, node: &NodeConfig, wait: StartWait) -> Result<()> {
+        let pg_ctl = self.program(node, "pg_ctl").await?;
+        let (data_dir, log) = (self.config.data_dir(node), self.config.log_file(node));
+        let timeout = PG_CTL_TIMEOUT_SECS.to_string();
+        let mut args = vec![
+            Arg::Path(&pg_ctl),
+            Arg::Text("start"),
+            Arg::Text("-D"),
+            Arg::Path(&data_dir),
+            Arg::Text("-l"),
+            Arg::Path(&log),
+        ];
+        match wait {
+            StartWait::UntilReady => {
+                args.extend([Arg::Text("-w"), Arg::Text("-t"), Arg::Text(&timeout)])
+            }
+            StartWait::NoWait => args.push(Arg::Text("-W")),
+        }
+        // pg_ctl sends the server's output to the log and detaches it, so the channel closes.
+        let out = self
+            .exec(node, r#"exec "$@" >/dev/null"#, &args, None)
+            .await?;
+        if out.code == Some(0) {
+            return Ok(());
+        }
+        let err = self.failed(node, "start", &out);
+        Err(match err {
+            Error::Node {
+                node: n, detail, ..
+            } => Error::node(
+                n,
+                "start",
+                format!(
+                    "{detail}\nserver log ({}):\n{}",
+                    log.display(),
+                    self.log_tail(node, 20).await
+                ),
+            ),
+            other => other,
+        })
+    }
+
+    async fn stop(&self, node: &NodeConfig) -> Result<()> {
+        let pg_ctl = self.program(node, "pg_ctl").await?;
+        let data_dir = self.config.data_dir(node);
+        let timeout = PG_CTL_TIMEOUT_SECS.to_string();
+        self.exec_ok(
+            node,
+            "stop",
+            r#"exec "$@" >/dev/null"#,
+            &[
+                Arg::Path(&pg_ctl),
+                Arg::Text("stop"),
+                Arg::Text("-D"),
+                Arg::Path(&data_dir),
+                Arg::Text("-m"),
+                Arg::Text("fast"),
+                Arg::Text("-w"),
+                Arg::Text("-t"),
+                Arg::Text(&timeout),
+            ],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn base_backup(
+        &self,
+        node: &NodeConfig,
+        _folder: &Path,
+        _label: &str,
+    ) -> Result<BackupFiles> {
+        Err(Error::NotSupportedOverSsh {
+            node: node.name.clone(),
+            operation: "base backup".into(),
+        })
+    }
+
+    async fn extract_backup(
+        &self,
+        node: &NodeConfig,
+        _backup: &Path,
+        _data_dir: &Path,
+        _tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        Err(Error::NotSupportedOverSsh {
+            node: node.name.clone(),
+            operation: "extract backup".into(),
+        })
+    }
+
+    async fn install_control_file(
+        &self,
+        node: &NodeConfig,
+        _data_dir: &Path,
+        _tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        Err(Error::NotSupportedOverSsh {
+            node: node.name.clone(),
+            operation: "install pg_control".into(),
+        })
+    }
+
+    async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        self.exec_ok(node, "create folder", CREATE_DIR, &[Arg::Path(path)], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn exists(&self, node: &NodeConfig, path: &Path) -> Result<bool> {
+        let out = self
+            .exec_ok(node, "look at a path", EXISTS, &[Arg::Path(path)], None)
+            .await?;
+        Ok(out.stdout.starts_with(b"yes"))
+    }
+
+    async fn rename(&self, node: &NodeConfig, from: &Path, to: &Path) -> Result<()> {
+        self.exec_ok(
+            node,
+            "rename",
+            RENAME,
+            &[
+                Arg::Path(from),
+                Arg::Path(to),
+                Arg::Path(parent(from)),
+                Arg::Path(parent(to)),
+            ],
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn read_file(&self, node: &NodeConfig, path: &Path) -> Result<Option<String>> {
+        let out = self
+            .exec(
+                node,
+                READ_FILE,
+                &[Arg::Path(path), Arg::Path(parent(path))],
+                None,
+            )
+            .await?;
+        match out.code {
+            Some(0) => String::from_utf8(out.stdout).map(Some).map_err(|_| {
+                Error::node(
+                    &node.name,
+                    "read a file",
+                    format!("{} is not UTF-8 text", path.display()),
+                )
+            }),
+            Some(MISSING) => Ok(None),
+            _ => Err(self.failed(node, "read a file", &out)),
+        }
+    }
+
+    async fn write_file(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+        contents: &[u8],
+        sync: FileSync,
+    ) -> Result<()> {
+        let sync = match sync {
+            FileSync::Now => "now",
+            FileSync::Later => "later",
+        };
+        self.exec_ok(
+            node,
+            "write a file",
+            WRITE_FILE,
+            &[Arg::Path(path), Arg::Path(parent(path)), Arg::Text(sync)],
+            Some(contents),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn remove_file(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        self.exec_ok(node, "remove a file", REMOVE_FILE, &[Arg::Path(path)], None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn log_tail(&self, node: &NodeConfig, lines: usize) -> String {
+        let log = self.config.log_file(node);
+        let count = lines.to_string();
+        match self
+            .exec_ok(
+                node,
+                "read the server log",
+                LOG_TAIL,
+                &[Arg::Path(&log), Arg::Text(&count)],
+                None,
+            )
+            .await
+        {
+            Ok(out) => String::from_utf8_lossy(&out.stdout)
+                .trim_end_matches('\n')
+                .to_string(),
+            Err(e) => format!("(cannot read {}: {e})", log.display()),
+        }
+    }
+
+    async fn citus_available(&self, node: &NodeConfig) -> Result<bool> {
+        let pg_config = self.program(node, "pg_config").await?;
+        let out = self
+            .exec_ok(
+                node,
+                "look for Citus",
+                CITUS_AVAILABLE,
+                &[Arg::Path(&pg_config)],
+                None,
+            )
+            .await?;
+        Ok(out.stdout.starts_with(b"yes"))
+    }
+}
+
+impl Drop for SshBackend {
+    fn drop(&mut self) {
+        let mut stopped = Vec::new();
+        for host in self.hosts.values() {
+            if !stopped.iter().any(|h| Arc::ptr_eq(h, host)) {
+                host.host.stop_master();
+                stopped.push(host.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(ssh: serde_json::Value) -> ClusterConfig {
+        let mut v = serde_json::json!({
+            "clusterName": "demo",
+            "workerCount": 2,
+            "coordinatorNode": {"name": "coordinator", "hostname": "10.0.0.1", "port": 5432, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [
+                {"name": "worker1", "hostname": "10.0.0.2", "port": 5432, "username": "postgres", "dbname": "postgres"},
+                {"name": "worker2", "hostname": "10.0.0.2", "port": 5433, "username": "postgres", "dbname": "postgres", "ssh": {"port": 2222}}
+            ],
+            "clusterBaseFolder": "/srv/citus/cluster",
+            "archiveBaseFolder": "/srv/citus/archive",
+            "backupBaseFolder": "/srv/citus/backup",
+        });
+        v["ssh"] = ssh;
+        ClusterConfig::from_json_str(&v.to_string(), None).unwrap()
+    }
+
+    #[test]
+    fn nodes_get_their_targets_and_share_a_host_only_when_equal() {
+        let backend = SshBackend::new(config(serde_json::json!({"user": "pg"}))).unwrap();
+        let c = backend.config().clone();
+        assert_eq!(backend.target_of(&c.coordinator).unwrap(), "pg@10.0.0.1:22");
+        assert_eq!(backend.target_of(&c.workers[0]).unwrap(), "pg@10.0.0.2:22");
+        assert_eq!(
+            backend.target_of(&c.workers[1]).unwrap(),
+            "pg@10.0.0.2:2222"
+        );
+        let (w1, w2) = (&backend.hosts["worker1"], &backend.hosts["worker2"]);
+        assert!(!Arc::ptr_eq(w1, w2), "another port is another connection");
+    }
+
+    #[test]
+    fn key_paths_ssh_would_split_are_refused() {
+        let err = SshBackend::new(config(
+            serde_json::json!({"knownHostsFile": "/home/a b/known_hosts"}),
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { field, .. } if field.starts_with("ssh.knownHostsFile")),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn backups_are_refused_with_a_typed_error() {
+        let backend = SshBackend::new(config(serde_json::json!({}))).unwrap();
+        let node = backend.config().coordinator.clone();
+        let err = backend
+            .base_backup(&node, Path::new("/x"), "l")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::NotSupportedOverSsh { node, operation } if node == "coordinator" && operation == "base backup"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("fix:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_host_is_an_error_naming_it() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let mut v = serde_json::json!({
+            "clusterName": "demo", "workerCount": 0,
+            "coordinatorNode": {"name": "coordinator", "hostname": "127.0.0.1", "port": 5432, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [],
+            "clusterBaseFolder": "/srv/c", "archiveBaseFolder": "/srv/a", "backupBaseFolder": "/srv/b",
+        });
+        v["ssh"] = serde_json::json!({"port": 1, "knownHostsFile": "/dev/null"});
+        let config = ClusterConfig::from_json_str(&v.to_string(), None).unwrap();
+        let backend = SshBackend::new(config).unwrap();
+        let node = backend.config().coordinator.clone();
+        let err = backend.exists(&node, Path::new("/tmp")).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("node coordinator"), "{text}");
+        assert!(text.contains("postgres@127.0.0.1:1"), "{text}");
+        assert!(text.contains("fix:"), "{text}");
+    }
+}
