@@ -104,6 +104,23 @@ impl SshBackend {
             .map(|h| h.host.target().display())
     }
 
+    /// Runs `program` with `args` (each passed as one word, however it is spelled) on the node's
+    /// host as the SSH user, and returns its standard output; a non-zero exit is an error quoting
+    /// its standard error. For checks such as `citus-recovery --version` on each host.
+    pub async fn run_on_host(
+        &self,
+        node: &NodeConfig,
+        program: &str,
+        args: &[&str],
+    ) -> Result<String> {
+        let mut words = vec![Arg::Text(program)];
+        words.extend(args.iter().map(|a| Arg::Text(a)));
+        let out = self
+            .exec_ok(node, program, r#"exec "$@""#, &words, None)
+            .await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn host(&self, node: &NodeConfig) -> Result<&RemoteHost> {
         self.hosts
             .get(&node.name)
@@ -666,6 +683,21 @@ mod tests {
         );
         let (w1, w2) = (&backend.hosts["worker1"], &backend.hosts["worker2"]);
         assert!(!Arc::ptr_eq(w1, w2), "another port is another connection");
+    }
+
+    #[test]
+    fn cluster_new_picks_ssh_when_the_config_has_it() {
+        // A bin folder this host lacks: LocalBackend::new would refuse it, SshBackend looks on
+        // the node hosts, later.
+        let mut c = config(serde_json::json!({"user": "postgres"}));
+        c.pg_bin_dir = Some(PathBuf::from("/nonexistent/postgresql/bin"));
+        assert!(crate::Cluster::new(c.clone()).is_ok());
+        c.ssh = None;
+        c.workers[1].ssh = None;
+        assert!(matches!(
+            crate::Cluster::new(c),
+            Err(Error::Config { field, .. }) if field == "pgBinDir"
+        ));
     }
 
     #[test]

@@ -1,0 +1,283 @@
+//! Node hosts over SSH on a real multi-host topology built on this machine: one network
+//! namespace per host with its own sshd and PostgreSQL (`scripts/netns.sh`). Needs root; where
+//! network namespaces are impossible the tests are skipped with the reason printed, or fail when
+//! CITUS_RECOVERY_REQUIRE_NETNS=1 (scripts/test.sh sets it when run as root).
+
+mod common;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use citus_recovery::backend::{ClusterBackend, FileSync, ServerState, StartWait};
+use citus_recovery::{ClusterConfig, Error, SshBackend};
+use netns::{available_or_skip, Topology};
+
+/// The environment variable that hands the inner test its config file.
+const INNER_CONFIG: &str = "CITUS_RECOVERY_NETNS_CONFIG";
+/// Printed by the inner test at its very end, so the outer one knows it ran to completion.
+const INNER_DONE: &str = "netns conformance: every check passed";
+
+/// The topology itself: each host answers over ssh (host keys checked against the generated
+/// known_hosts) as the servers' user at its own address, and its PostgreSQL answers SQL from
+/// the root namespace at that address. A known_hosts with the wrong key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_answer_over_ssh_and_sql_at_their_addresses() {
+    if !available_or_skip("hosts_answer_over_ssh_and_sql_at_their_addresses") {
+        return;
+    }
+    let topology = Topology::up(2);
+    for host in &topology.hosts {
+        // Its sshd and PostgreSQL run inside its own namespace.
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &host.netns])
+            .output()
+            .unwrap();
+        let commands: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+            .split_whitespace()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+            .collect();
+        for program in ["sshd", "postgres"] {
+            assert!(
+                commands.iter().any(|c| c.trim() == program),
+                "{} runs no {program}: {commands:?}",
+                host.netns
+            );
+        }
+        let out = topology.ssh_with(host, &topology.known_hosts_file(), "hostname -I; id -un");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ssh to {}: {}",
+            host.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            vec![host.addr.as_str()],
+            "{} has only its own address",
+            host.name
+        );
+        assert_eq!(lines[1], "postgres");
+
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host={} port=5432 user=postgres dbname=postgres", host.addr),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", host.addr));
+        tokio::spawn(connection);
+        let row = client
+            .query_one("SELECT host(inet_server_addr())", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), host.addr);
+    }
+
+    // h1's address with h2's host key: ssh refuses to talk to h1.
+    let keys = std::fs::read_to_string(topology.known_hosts_file()).unwrap();
+    let h2_key = keys.lines().nth(1).unwrap().split_once(' ').unwrap().1;
+    let wrong = topology.dir().join("client/wrong_known_hosts");
+    std::fs::write(&wrong, format!("{} {h2_key}\n", topology.hosts[0].addr)).unwrap();
+    let out = topology.ssh_with(&topology.hosts[0], &wrong, "true");
+    assert!(!out.status.success(), "a wrong host key must be refused");
+
+    // The backend says which host and what to do.
+    let mut config = topology.config_json();
+    config["ssh"]["knownHostsFile"] = serde_json::json!(wrong);
+    let backend =
+        SshBackend::new(ClusterConfig::from_json_str(&config.to_string(), None).unwrap()).unwrap();
+    let node = backend.config().coordinator.clone();
+    let err = backend.exists(&node, Path::new("/")).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("node h1"), "{text}");
+    assert!(text.contains(&topology.hosts[0].addr), "{text}");
+    assert!(text.contains("host key"), "{text}");
+}
+
+/// The SSH node host's operations on two namespace hosts, run by the test binary itself in a
+/// mount namespace where the nodes' folder is an empty tmpfs: any code path that touched a
+/// node's files directly instead of over SSH would find nothing there and fail.
+#[test]
+fn ssh_node_host_conformance_with_the_nodes_folder_hidden() {
+    if !available_or_skip("ssh_node_host_conformance_with_the_nodes_folder_hidden") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let config = topology.dir().join("cluster-config.json");
+    std::fs::write(&config, topology.config_json().to_string()).unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && exec "$2" --exact --ignored --nocapture --test-threads=1 inner_conformance"#)
+        .arg("sh")
+        .arg(topology.nodes_dir())
+        .arg(std::env::current_exe().unwrap())
+        .env(INNER_CONFIG, &config)
+        .output()
+        .expect("run unshare");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains(INNER_DONE) && stdout.contains("1 passed"),
+        "the inner conformance run failed:\n{stdout}\n{stderr}"
+    );
+    // Outside the mount namespace the folder is there: the operations really happened.
+    assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+    assert!(topology
+        .nodes_dir()
+        .join("awkward 'dir' \"with\" $HOME `x`/renamed $1 'it'.txt")
+        .is_file());
+}
+
+/// Run only by [`ssh_node_host_conformance_with_the_nodes_folder_hidden`], inside its mount
+/// namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by ssh_node_host_conformance_with_the_nodes_folder_hidden inside a mount namespace"]
+async fn inner_conformance() {
+    let path = PathBuf::from(
+        std::env::var_os(INNER_CONFIG).expect("run through the outer test, which sets the config"),
+    );
+    let config = ClusterConfig::from_file(&path).unwrap();
+    let nodes_dir = config.cluster_base_folder.clone();
+    assert!(
+        std::fs::read_dir(&nodes_dir).unwrap().next().is_none(),
+        "{} must look empty here (a tmpfs over it)",
+        nodes_dir.display()
+    );
+    let backend = SshBackend::new(config.clone()).unwrap();
+    let nodes: Vec<_> = config.nodes().cloned().collect();
+
+    // Server control on both hosts at once.
+    futures::future::try_join_all(nodes.iter().map(|n| async {
+        assert_eq!(backend.server_state(n).await?, ServerState::Running);
+        backend.stop(n).await?;
+        assert_eq!(backend.server_state(n).await?, ServerState::Stopped);
+        backend.start(n, StartWait::UntilReady).await?;
+        assert_eq!(backend.server_state(n).await?, ServerState::Running);
+        let client = backend.connect(n).await?;
+        let row = client
+            .query_one("SELECT host(inet_server_addr())", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), n.hostname);
+        let tail = backend.log_tail(n, 50).await;
+        assert!(
+            tail.contains("database system is ready to accept connections"),
+            "{}: {tail}",
+            n.name
+        );
+        Ok::<_, Error>(())
+    }))
+    .await
+    .unwrap();
+
+    let n = &nodes[0];
+    // Awkward paths survive the remote shell.
+    let dir = nodes_dir.join("awkward 'dir' \"with\" $HOME `x`");
+    backend.create_dir(n, &dir).await.unwrap();
+    backend.create_dir(n, &dir).await.unwrap(); // an existing folder is fine
+    assert!(backend.exists(n, &dir).await.unwrap());
+    // Had the shell expanded it, `touch` would run in the SSH user's home folder.
+    let pwned = Path::new("/var/lib/postgresql/pwned-by-citus-recovery");
+    let file = dir.join("file $(touch pwned-by-citus-recovery) `id` ;'\n.txt");
+    let contents = b"line 1\n'quoted' \"double\" $HOME `id`\n\\ end";
+    assert_eq!(backend.read_file(n, &file).await.unwrap(), None);
+    backend
+        .write_file(n, &file, contents, FileSync::Now)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend
+            .read_file(n, &file)
+            .await
+            .unwrap()
+            .unwrap()
+            .as_bytes(),
+        contents
+    );
+    backend
+        .write_file(n, &file, b"replaced", FileSync::Later)
+        .await
+        .unwrap();
+    assert_eq!(
+        backend.read_file(n, &file).await.unwrap().as_deref(),
+        Some("replaced")
+    );
+    let renamed = dir.join("renamed $1 'it'.txt");
+    backend.rename(n, &file, &renamed).await.unwrap();
+    assert!(!backend.exists(n, &file).await.unwrap());
+    assert!(backend.exists(n, &renamed).await.unwrap());
+    assert!(!pwned.exists(), "a command substitution in a path ran");
+    // Never replaces an existing name.
+    let other = dir.join("other");
+    backend
+        .write_file(n, &other, b"x", FileSync::Now)
+        .await
+        .unwrap();
+    let err = backend.rename(n, &other, &renamed).await.unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+    assert_eq!(
+        backend.read_file(n, &renamed).await.unwrap().as_deref(),
+        Some("replaced")
+    );
+    backend.remove_file(n, &other).await.unwrap();
+    assert!(!backend.exists(n, &other).await.unwrap());
+    assert!(
+        backend.remove_file(n, &other).await.is_err(),
+        "already gone"
+    );
+    // A folder is not a file, and a file is not a folder.
+    assert!(backend.read_file(n, &dir).await.is_err());
+    assert!(backend.create_dir(n, &renamed).await.is_err());
+    // A data directory that exists is never initialised over.
+    let err = backend.init_node(n, &[]).await.unwrap_err();
+    assert!(err.to_string().contains("exists already"), "{err}");
+
+    // Citus as the host has it (the hosts share this machine's installation).
+    let citus_here = Path::new("/usr/share/postgresql/15/extension/citus.control").is_file();
+    assert_eq!(backend.citus_available(n).await.unwrap(), citus_here);
+
+    // More commands at once than sshd's MaxSessions (10): the backend queues them, so all run as
+    // channels of the one master connection, in rounds of at most 10. (Beyond 10, sshd refuses
+    // the channel and ssh quietly opens a connection of its own: the log would show it.)
+    let sshd_log = path.parent().unwrap().join(format!("{}/sshd.log", n.name));
+    let logins = || {
+        std::fs::read_to_string(&sshd_log)
+            .unwrap()
+            .matches("Accepted publickey")
+            .count()
+    };
+    let logins_before = logins();
+    let started = std::time::Instant::now();
+    let many = futures::future::join_all(
+        (0..25).map(|_| backend.run_on_host(n, "sh", &["-c", "sleep 0.5; echo ran"])),
+    )
+    .await;
+    for result in many {
+        assert_eq!(result.unwrap(), "ran\n", "every queued command ran");
+    }
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1400),
+        "25 commands of 0.5 s with 10 at a time take three rounds, not {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        logins(),
+        logins_before,
+        "no command needed a connection of its own"
+    );
+
+    // A backup is refused with the typed error, not attempted on local files.
+    match backend
+        .base_backup(n, &config.backup_base_folder.join("b"), "l")
+        .await
+    {
+        Err(Error::NotSupportedOverSsh { node, .. }) => assert_eq!(node, n.name),
+        other => panic!("expected NotSupportedOverSsh, got {other:?}"),
+    }
+    println!("{INNER_DONE}");
+}
