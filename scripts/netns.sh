@@ -153,7 +153,8 @@ listen_addresses = '$addr'
 port = 5432
 unix_socket_directories = ''
 EOF
-        echo "host all all $net.0/24 trust" >>"$dir/nodes/h$i/pg_hba.conf"
+        printf 'host all all %s.0/24 trust\nhost replication all %s.0/24 trust\n' "$net" "$net" \
+            >>"$dir/nodes/h$i/pg_hba.conf"
         (cd / && ip netns exec "$ns" runuser -u "$SERVER_USER" -- "$PG_BIN/pg_ctl" \
             -D "$dir/nodes/h$i" -l "$dir/nodes/h$i.log" -w -t 60 start >/dev/null)
         echo "host h$i $ns $addr"

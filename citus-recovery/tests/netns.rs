@@ -271,9 +271,60 @@ async fn inner_conformance() {
         "no command needed a connection of its own"
     );
 
-    // A backup is refused with the typed error, not attempted on local files.
+    // A base backup is taken on the node's host, into a folder there.
+    let folder = nodes_dir.join("backups/first 'one'");
+    let files = backend.base_backup(n, &folder, "netns test").await.unwrap();
+    assert_eq!(files.folder, folder);
+    assert!(files.bytes > 1_000_000, "{files:?}");
+    assert_eq!(files.tablespaces, Vec::<u32>::new());
+    for name in ["base.tar", "pg_wal.tar", "backup_manifest"] {
+        assert!(
+            backend.exists(n, &folder.join(name)).await.unwrap(),
+            "{name}"
+        );
+    }
+    // A cancelled backup stops on the node's host too (pg_basebackup and its WAL child): the
+    // call is dropped as soon as pg_basebackup runs there.
+    let cancelled = nodes_dir.join("backups/cancelled");
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                comm.trim() == "pg_basebackup"
+                    && String::from_utf8_lossy(&cmdline).contains("backups/cancelled")
+            })
+            .count()
+    };
+    let seen = async {
+        while running() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::select! {
+        result = backend.base_backup(n, &cancelled, "cancelled") => {
+            panic!("the backup ended before it could be cancelled: {result:?}")
+        }
+        () = seen => {}
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while running() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(running(), 0, "pg_basebackup still runs on the host");
+    assert!(
+        !backend
+            .exists(n, &cancelled.join("backup_manifest"))
+            .await
+            .unwrap(),
+        "the cancelled backup did not finish"
+    );
+
+    // Extraction is not done over SSH yet: a typed error, not an attempt on local files.
     match backend
-        .base_backup(n, &config.backup_base_folder.join("b"), "l")
+        .extract_backup(n, &folder, &nodes_dir.join("restored"), &[])
         .await
     {
         Err(Error::NotSupportedOverSsh { node, .. }) => assert_eq!(node, n.name),

@@ -239,6 +239,22 @@ impl Host {
     /// Runs `remote` (a [`super::quote::command`] line) on the host, feeding it `stdin`; a
     /// connection failure is an error, the remote command's own exit status is the caller's.
     pub async fn run(&self, node: &str, remote: &OsString, stdin: Option<&[u8]>) -> Result<Output> {
+        self.run_with(node, remote, stdin, false).await
+    }
+
+    /// Like [`Self::run`], with the remote command's stdin held open until it exits: a remote
+    /// script can watch it to stop its work when we go away (stdin then reaches end of file).
+    pub async fn run_watched(&self, node: &str, remote: &OsString) -> Result<Output> {
+        self.run_with(node, remote, None, true).await
+    }
+
+    async fn run_with(
+        &self,
+        node: &str,
+        remote: &OsString,
+        stdin: Option<&[u8]>,
+        hold_stdin: bool,
+    ) -> Result<Output> {
         self.ensure_master(node).await?;
         let _permit = self
             .sessions
@@ -252,7 +268,7 @@ impl Host {
             .arg("--")
             .arg(&self.target.host)
             .arg(remote)
-            .stdin(if stdin.is_some() {
+            .stdin(if stdin.is_some() || hold_stdin {
                 Stdio::piped()
             } else {
                 Stdio::null()
@@ -262,15 +278,21 @@ impl Host {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::node(node, "ssh", format!("cannot run ssh: {e}")))?;
-        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A command that fails early closes its stdin; its exit status tells why.
-            let _ = pipe.write_all(bytes).await;
-            drop(pipe);
+        let mut held = None;
+        if let Some(mut pipe) = child.stdin.take() {
+            if let Some(bytes) = stdin {
+                // A command that fails early closes its stdin; its exit status tells why.
+                let _ = pipe.write_all(bytes).await;
+            }
+            if hold_stdin {
+                held = Some(pipe);
+            }
         }
         let out = child
             .wait_with_output()
             .await
             .map_err(|e| Error::node(node, "ssh", format!("cannot wait for ssh: {e}")))?;
+        drop(held);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         if out.status.code() == Some(SSH_FAILED) {
             // The master may have gone (idle timeout, host restarted): start it again next time.
