@@ -772,18 +772,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn backups_are_refused_with_a_typed_error() {
+    async fn extraction_is_refused_with_a_typed_error_before_any_connection() {
         let backend = SshBackend::new(config(serde_json::json!({}))).unwrap();
         let node = backend.config().coordinator.clone();
-        let err = backend
-            .base_backup(&node, Path::new("/x"), "l")
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&err, Error::NotSupportedOverSsh { node, operation } if node == "coordinator" && operation == "base backup"),
-            "{err}"
-        );
-        assert!(err.to_string().contains("fix:"), "{err}");
+        for err in [
+            backend
+                .extract_backup(&node, Path::new("/x"), Path::new("/y"), &[])
+                .await
+                .unwrap_err(),
+            backend
+                .install_control_file(&node, Path::new("/y"), &[])
+                .await
+                .unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, Error::NotSupportedOverSsh { node, .. } if node == "coordinator"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("fix:"), "{err}");
+        }
     }
 
     #[tokio::test]
