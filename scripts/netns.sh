@@ -4,6 +4,7 @@
 #
 #   bash scripts/netns.sh up N DIR   # builds hosts h1..hN; DIR gets keys, configs, data dirs
 #   bash scripts/netns.sh down DIR   # tears down what `up` built in DIR (idempotent)
+#   bash scripts/netns.sh sweep BASE # tears down topologies in BASE/* whose owner process is gone
 #
 # Needs root, `ip` and Debian's openssh-server (bash scripts/setup.sh --tests). Only addresses
 # the script creates itself are used: 10.231.S.0/24, where S is a free slot (0..63). A slot is
@@ -161,8 +162,24 @@ EOF
     done
 }
 
+# Tears down the topologies in BASE/*/ whose owner process (OWNER in topology.env) is gone:
+# what a test killed before its cleanup ran left behind.
+sweep() {
+    local base=$1 env owner
+    for env in "$base"/*/topology.env; do
+        [ -f "$env" ] || continue
+        owner=$(sed -n 's/^OWNER=\([0-9]\{1,10\}\)$/\1/p' "$env")
+        if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+            echo "netns.sh: tearing down $(dirname "$env") (its owner $owner is gone)" >&2
+            down "$(dirname "$env")"
+            rm -rf -- "$(dirname "$env")"
+        fi
+    done
+}
+
 case "${1:-}" in
     up) [ $# = 3 ] || die "usage: netns.sh up N DIR"; up "$2" "$3" ;;
     down) [ $# = 2 ] || die "usage: netns.sh down DIR"; down "$2" ;;
-    *) die "usage: netns.sh up N DIR | netns.sh down DIR" ;;
+    sweep) [ $# = 2 ] || die "usage: netns.sh sweep BASE"; sweep "$2" ;;
+    *) die "usage: netns.sh up N DIR | netns.sh down DIR | netns.sh sweep BASE" ;;
 esac

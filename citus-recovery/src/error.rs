@@ -225,13 +225,13 @@ pub enum Error {
         current: String,
     },
 
-    /// A step the SSH node host cannot do yet (base backup, extraction, installing pg_control
+    /// A step the SSH node host cannot do yet (extracting a backup and installing pg_control
     /// run on this host's own files today); nothing was changed on the node.
     #[error("node {node}: {operation} is not supported over SSH yet, so nothing was done; fix: run this step on the node's host with a config that has no ssh object (its folders are then local), or leave it to a later release")]
     NotSupportedOverSsh {
         /// The node's name from the config.
         node: String,
-        /// The step (`base backup`, `extract backup`, `install pg_control`).
+        /// The step (`extract backup`, `install pg_control`).
         operation: String,
     },
 }

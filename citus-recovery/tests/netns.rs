@@ -175,6 +175,55 @@ async fn inner_conformance() {
     .await
     .unwrap();
 
+    // A new node made on h2's host: initdb there, then started and stopped there (its own port;
+    // no Unix socket, as the hosts share one /var/run/postgresql).
+    let mut raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    raw["workerNodes"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "h2b", "hostname": nodes[1].hostname, "port": 5433, "username": "postgres", "dbname": "postgres"}));
+    raw["workerCount"] = serde_json::json!(nodes.len());
+    let wider = ClusterConfig::from_json_str(&raw.to_string(), None).unwrap();
+    let wider_backend = SshBackend::new(wider.clone()).unwrap();
+    let extra = wider.node("h2b").unwrap();
+    assert_eq!(
+        wider_backend.server_state(extra).await.unwrap(),
+        ServerState::Missing
+    );
+    let settings = [
+        ("listen_addresses", format!("'{}'", extra.hostname)),
+        ("port", "5433".to_string()),
+        ("unix_socket_directories", "''".to_string()),
+    ]
+    .map(|(k, v)| (k.to_string(), v));
+    wider_backend.init_node(extra, &settings).await.unwrap();
+    assert_eq!(
+        wider_backend.server_state(extra).await.unwrap(),
+        ServerState::Stopped
+    );
+    let conf = wider.data_dir(extra).join("postgresql.conf");
+    let text = wider_backend
+        .read_file(extra, &conf)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains("port = 5433"), "settings appended");
+    wider_backend
+        .start(extra, StartWait::UntilReady)
+        .await
+        .unwrap();
+    assert_eq!(
+        wider_backend.server_state(extra).await.unwrap(),
+        ServerState::Running
+    );
+    wider_backend.stop(extra).await.unwrap();
+    assert_eq!(
+        wider_backend.server_state(extra).await.unwrap(),
+        ServerState::Stopped
+    );
+    drop(wider_backend);
+
     let n = &nodes[0];
     // Awkward paths survive the remote shell.
     let dir = nodes_dir.join("awkward 'dir' \"with\" $HOME `x`");

@@ -11,8 +11,8 @@
 //! The remote side runs as the SSH user (the servers' user), so it cannot reach anything that
 //! user could not; what root-side hardening the local backend does is not needed there. Paths
 //! reach the scripts as quoted positional parameters ([`quote`]).
-//! Not yet over SSH: base backups, extraction and installing `pg_control`
-//! ([`Error::NotSupportedOverSsh`]).
+//! Base backups are taken on the node's host into a folder there. Not yet over SSH: extracting
+//! a backup and installing `pg_control` ([`Error::NotSupportedOverSsh`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
