@@ -279,6 +279,30 @@ async fn inner_conformance() {
         backend.remove_file(n, &other).await.is_err(),
         "already gone"
     );
+    // A link is never followed: it exists, but is neither read nor written through.
+    let link = dir.join("link 'to' renamed");
+    backend
+        .run_on_host(
+            n,
+            "ln",
+            &["-s", renamed.to_str().unwrap(), link.to_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert!(backend.exists(n, &link).await.unwrap());
+    let err = backend.read_file(n, &link).await.unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    let err = backend
+        .write_file(n, &link, b"through the link", FileSync::Now)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(backend.create_dir(n, &link).await.is_err());
+    assert_eq!(
+        backend.read_file(n, &renamed).await.unwrap().as_deref(),
+        Some("replaced"),
+        "the link's target is unchanged"
+    );
     // A folder is not a file, and a file is not a folder.
     assert!(backend.read_file(n, &dir).await.is_err());
     assert!(backend.create_dir(n, &renamed).await.is_err());
