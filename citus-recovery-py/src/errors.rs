@@ -7,7 +7,6 @@
 //! | `UnknownBackup`                         | `UnknownBackupError` (`.name`, `.folder`, `.hint`) |
 //! | `UnknownRestorePoint`                   | `UnknownRestorePointError` (`.name`, `.hint`)    |
 //! | `Node`, `Sql`, `Several`                | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
-//! | `NotSupportedOverSsh`                   | `NodeError` (`.action`: the step, `.detail`: "not supported over SSH yet") |
 //! | `PreflightFailed`                       | `VerifyError` (`.backup`, `.restore_point`, `.failures`) |
 //! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
 //! | `ArchivingInUse`                        | `ArchivingInUseError` (`.node`, `.setting`, `.current`) |
@@ -232,14 +231,6 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             Some(node),
             vec![node.clone()],
             Some((action, detail)),
-            Vec::new(),
-        )?,
-        Error::NotSupportedOverSsh { node, operation } => node_error(
-            py,
-            message,
-            Some(node),
-            vec![node.clone()],
-            Some((operation, &"not supported over SSH yet".to_string())),
             Vec::new(),
         )?,
         Error::Several(errors) => {

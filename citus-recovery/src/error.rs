@@ -224,16 +224,6 @@ pub enum Error {
         /// Its current value, with anything that looks like a password, key or token masked.
         current: String,
     },
-
-    /// A step the SSH node host cannot do yet (extracting a backup and installing pg_control
-    /// run on this host's own files today); nothing was changed on the node.
-    #[error("node {node}: {operation} is not supported over SSH yet, so nothing was done; fix: run this step on the node's host with a config that has no ssh object (its folders are then local), or leave it to a later release")]
-    NotSupportedOverSsh {
-        /// The node's name from the config.
-        node: String,
-        /// The step (`extract backup`, `install pg_control`).
-        operation: String,
-    },
 }
 
 fn join_lines_str(lines: &[String]) -> String {
@@ -321,8 +311,7 @@ impl Error {
             | Error::Sql { node, .. }
             | Error::Identity { node, .. }
             | Error::NotAtTarget { node, .. }
-            | Error::ArchivingInUse { node, .. }
-            | Error::NotSupportedOverSsh { node, .. } => Some(node),
+            | Error::ArchivingInUse { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

@@ -107,7 +107,10 @@ fn ssh_node_host_conformance_with_the_nodes_folder_hidden() {
     }
     let topology = Topology::up(2);
     let config = topology.dir().join("cluster-config.json");
-    std::fs::write(&config, topology.config_json().to_string()).unwrap();
+    let mut json = topology.config_json();
+    // The hosts share this machine's files: the binary under test is the hosts' citus-recovery.
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    std::fs::write(&config, json.to_string()).unwrap();
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && exec "$2" --exact --ignored --nocapture --test-threads=1 inner_conformance"#)
@@ -127,6 +130,10 @@ fn ssh_node_host_conformance_with_the_nodes_folder_hidden() {
     );
     // Outside the mount namespace the folder is there: the operations really happened.
     assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+    assert!(topology
+        .nodes_dir()
+        .join("h1.before-restore/PG_VERSION")
+        .is_file());
     assert!(topology
         .nodes_dir()
         .join("awkward 'dir' \"with\" $HOME `x`/renamed $1 'it'.txt")
@@ -395,13 +402,61 @@ async fn inner_conformance() {
         "the cancelled backup did not finish"
     );
 
-    // Extraction is not done over SSH yet: a typed error, not an attempt on local files.
-    match backend
-        .extract_backup(n, &folder, &nodes_dir.join("restored"), &[])
+    // A restore of h1 from that backup, all on h1's host: extracted there by the host's own
+    // citus-recovery, pg_control installed last, swapped in for the old data directory.
+    let restored = nodes_dir.join("h1.restored");
+    backend
+        .extract_backup(n, &folder, &restored, &[])
         .await
-    {
-        Err(Error::NotSupportedOverSsh { node, .. }) => assert_eq!(node, n.name),
-        other => panic!("expected NotSupportedOverSsh, got {other:?}"),
-    }
+        .unwrap();
+    assert!(backend
+        .exists(n, &restored.join("PG_VERSION"))
+        .await
+        .unwrap());
+    let pending = restored.join(citus_recovery::backend::PENDING_CONTROL_FILE);
+    let control = restored.join("global/pg_control");
+    assert!(backend.exists(n, &pending).await.unwrap());
+    assert!(!backend.exists(n, &control).await.unwrap(), "held back");
+    backend
+        .install_control_file(n, &restored, &[])
+        .await
+        .unwrap();
+    assert!(backend.exists(n, &control).await.unwrap());
+    assert!(!backend.exists(n, &pending).await.unwrap());
+    // Extracting over an existing folder is refused, with the host's message.
+    let err = backend
+        .extract_backup(n, &folder, &restored, &[])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("h1.restored"), "{err}");
+    let data_dir = config.data_dir(n);
+    let old = nodes_dir.join("h1.before-restore");
+    backend.stop(n).await.unwrap();
+    backend.rename(n, &data_dir, &old).await.unwrap();
+    backend.rename(n, &restored, &data_dir).await.unwrap();
+    backend.start(n, StartWait::UntilReady).await.unwrap();
+    let client = backend.connect(n).await.unwrap();
+    let row = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .unwrap();
+    assert!(
+        !row.get::<_, bool>(0),
+        "the restored server runs on its own"
+    );
+    // A host whose citus-recovery is missing: the error says what to install where.
+    let mut raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    raw["binary"] = serde_json::json!("/nonexistent/citus-recovery");
+    let elsewhere =
+        SshBackend::new(ClusterConfig::from_json_str(&raw.to_string(), None).unwrap()).unwrap();
+    let err = elsewhere
+        .extract_backup(n, &folder, &nodes_dir.join("never"), &[])
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("install citus-recovery"), "{text}");
+    assert!(text.contains(&n.hostname), "{text}");
+    assert!(!backend.exists(n, &nodes_dir.join("never")).await.unwrap());
     println!("{INNER_DONE}");
 }

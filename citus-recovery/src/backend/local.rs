@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::files::OsUser;
 
 mod as_user;
-mod extract;
+pub(in crate::backend) mod extract;
 mod node_fs;
 
 pub use extract::PENDING_CONTROL_FILE;

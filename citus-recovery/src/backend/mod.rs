@@ -20,7 +20,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::Result;
 
 pub use local::{LocalBackend, PENDING_CONTROL_FILE};
-pub use ssh::SshBackend;
+pub use ssh::{node_side, SshBackend};
 
 /// Whether a node's server is running, as its data directory and process tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

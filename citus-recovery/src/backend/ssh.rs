@@ -11,8 +11,8 @@
 //! The remote side runs as the SSH user (the servers' user), so it cannot reach anything that
 //! user could not; what root-side hardening the local backend does is not needed there. Paths
 //! reach the scripts as quoted positional parameters ([`quote`]).
-//! Base backups are taken on the node's host into a folder there. Not yet over SSH: extracting
-//! a backup and installing `pg_control` ([`Error::NotSupportedOverSsh`]).
+//! Base backups are taken on the node's host into a folder there; extracting one and installing
+//! its `pg_control` run there too, through the host's own `citus-recovery` ([`node_side`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use super::{BackupFiles, ClusterBackend, FileSync, ServerState, StartWait, Table
 use crate::config::{ClusterConfig, NodeConfig, SshConfig, DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT};
 use crate::error::{Error, Result};
 
+pub mod node_side;
 mod quote;
 mod session;
 
@@ -52,6 +53,8 @@ struct RemoteHost {
     host: Host,
     /// The PostgreSQL bin folder on that host.
     bin_dir: OnceCell<PathBuf>,
+    /// Set once the host's citus-recovery binary was found to be our version.
+    binary_checked: OnceCell<()>,
 }
 
 impl SshBackend {
@@ -85,6 +88,7 @@ impl SshBackend {
                     Arc::new(RemoteHost {
                         host: Host::new(target, &control, index, sessions),
                         bin_dir: OnceCell::new(),
+                        binary_checked: OnceCell::new(),
                     })
                 })
                 .clone();
@@ -213,6 +217,46 @@ impl SshBackend {
             })
             .await
             .cloned()
+    }
+
+    /// The citus-recovery binary on the node hosts: the config's `binary`, else `citus-recovery`
+    /// from the SSH user's PATH there. Checked once per host to be this library's version.
+    async fn node_binary(&self, node: &NodeConfig) -> Result<String> {
+        let binary = self
+            .config
+            .binary
+            .as_ref()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "citus-recovery".into());
+        let host = self.host(node)?;
+        host.binary_checked
+            .get_or_try_init(|| async {
+                let want = format!("citus-recovery {}", env!("CARGO_PKG_VERSION"));
+                let fix = format!(
+                    "install citus-recovery {} on {} at {binary} (the config's binary), the same version as here",
+                    env!("CARGO_PKG_VERSION"),
+                    node.hostname
+                );
+                let out = self
+                    .exec(node, r#"exec "$1" --version"#, &[Arg::Text(&binary)], None)
+                    .await?;
+                let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if out.code != Some(0) || got != want {
+                    let found = if out.code == Some(0) {
+                        got
+                    } else {
+                        out.stderr.trim().to_string()
+                    };
+                    return Err(Error::node(
+                        &node.name,
+                        "check the citus-recovery binary",
+                        format!("{binary} on {}: {found}; fix: {fix}", node.hostname),
+                    ));
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(binary)
     }
 
     async fn program(&self, node: &NodeConfig, name: &str) -> Result<PathBuf> {
@@ -357,6 +401,19 @@ fn check_ssh_path(config: &ClusterConfig, node: &NodeConfig, ssh: &SshConfig) ->
         }
     }
     Ok(())
+}
+
+/// `--tablespace` values, `<oid>=<new folder>` (as paths: a folder need not be UTF-8).
+fn tablespace_values(tablespaces: &[TablespaceTarget]) -> Vec<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    tablespaces
+        .iter()
+        .map(|t| {
+            let mut bytes = format!("{}=", t.oid).into_bytes();
+            bytes.extend_from_slice(t.location.as_os_str().as_bytes());
+            PathBuf::from(std::ffi::OsString::from_vec(bytes))
+        })
+        .collect()
 }
 
 /// The parent folder of a path, for syncing it (`/` for a top-level name).
@@ -560,26 +617,49 @@ impl ClusterBackend for SshBackend {
     async fn extract_backup(
         &self,
         node: &NodeConfig,
-        _backup: &Path,
-        _data_dir: &Path,
-        _tablespaces: &[TablespaceTarget],
+        backup: &Path,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
-        Err(Error::NotSupportedOverSsh {
-            node: node.name.clone(),
-            operation: "extract backup".into(),
-        })
+        // On the node's host, by the same code as for local nodes (node_side).
+        let binary = self.node_binary(node).await?;
+        let values = tablespace_values(tablespaces);
+        let mut args = vec![
+            Arg::Text(&binary),
+            Arg::Text("node-extract"),
+            Arg::Text("--backup"),
+            Arg::Path(backup),
+            Arg::Text("--data-dir"),
+            Arg::Path(data_dir),
+        ];
+        for value in &values {
+            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
+        }
+        self.exec_ok(node, "extract backup", r#"exec "$@""#, &args, None)
+            .await
+            .map(|_| ())
     }
 
     async fn install_control_file(
         &self,
         node: &NodeConfig,
-        _data_dir: &Path,
-        _tablespaces: &[TablespaceTarget],
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
-        Err(Error::NotSupportedOverSsh {
-            node: node.name.clone(),
-            operation: "install pg_control".into(),
-        })
+        let binary = self.node_binary(node).await?;
+        let values = tablespace_values(tablespaces);
+        let mut args = vec![
+            Arg::Text(&binary),
+            Arg::Text("node-install-control-file"),
+            Arg::Text("--data-dir"),
+            Arg::Path(data_dir),
+        ];
+        for value in &values {
+            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
+        }
+        self.exec_ok(node, "install pg_control", r#"exec "$@""#, &args, None)
+            .await
+            .map(|_| ())
     }
 
     async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
@@ -769,28 +849,6 @@ mod tests {
             matches!(&err, Error::Config { field, .. } if field.starts_with("ssh.knownHostsFile")),
             "{err}"
         );
-    }
-
-    #[tokio::test]
-    async fn extraction_is_refused_with_a_typed_error_before_any_connection() {
-        let backend = SshBackend::new(config(serde_json::json!({}))).unwrap();
-        let node = backend.config().coordinator.clone();
-        for err in [
-            backend
-                .extract_backup(&node, Path::new("/x"), Path::new("/y"), &[])
-                .await
-                .unwrap_err(),
-            backend
-                .install_control_file(&node, Path::new("/y"), &[])
-                .await
-                .unwrap_err(),
-        ] {
-            assert!(
-                matches!(&err, Error::NotSupportedOverSsh { node, .. } if node == "coordinator"),
-                "{err}"
-            );
-            assert!(err.to_string().contains("fix:"), "{err}");
-        }
     }
 
     #[tokio::test]

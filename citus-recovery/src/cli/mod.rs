@@ -126,6 +126,30 @@ enum Command {
         /// Where to write it (PostgreSQL's %p).
         dest: PathBuf,
     },
+    /// Run over SSH on a node host (the SSH node host's restore step): extracts a base backup
+    /// there into a new data directory. Needs no config.
+    #[command(hide = true)]
+    NodeExtract {
+        /// The backup's folder on this host.
+        #[arg(long)]
+        backup: PathBuf,
+        /// The new data directory (must not exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A tablespace and its new folder, `<oid>=<folder>`; once per tablespace.
+        #[arg(long)]
+        tablespace: Vec<String>,
+    },
+    /// Run over SSH on a node host: makes an extracted data directory startable. Needs no config.
+    #[command(hide = true)]
+    NodeInstallControlFile {
+        /// The extracted data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A tablespace and its new folder, `<oid>=<folder>`; once per tablespace.
+        #[arg(long)]
+        tablespace: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell.
@@ -204,6 +228,21 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
                 .render(&mut std::io::stdout())
                 .map_err(|e| citus_recovery::Error::io("write", "stdout", e));
         }
+        Command::NodeExtract {
+            backup,
+            data_dir,
+            tablespace,
+        } => {
+            let targets = node_tablespaces(tablespace)?;
+            return citus_recovery::backend::node_side::extract_backup(backup, data_dir, &targets);
+        }
+        Command::NodeInstallControlFile {
+            data_dir,
+            tablespace,
+        } => {
+            let targets = node_tablespaces(tablespace)?;
+            return citus_recovery::backend::node_side::install_control_file(data_dir, &targets);
+        }
         _ => {}
     }
     let cluster = Cluster::new(load_config(args)?)?;
@@ -280,9 +319,21 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         ),
         Command::Completions { .. }
         | Command::Man
+        | Command::NodeExtract { .. }
+        | Command::NodeInstallControlFile { .. }
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. } => unreachable!("handled above"),
     }
+}
+
+/// The `--tablespace` values of the node-side commands.
+fn node_tablespaces(
+    values: &[String],
+) -> citus_recovery::Result<Vec<citus_recovery::backend::TablespaceTarget>> {
+    values
+        .iter()
+        .map(|v| citus_recovery::backend::node_side::parse_tablespace(v))
+        .collect()
 }
 
 /// The config, read from its absolute path (it goes into archive_command and restore_command),

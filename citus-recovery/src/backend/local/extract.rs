@@ -56,7 +56,7 @@ enum TarKind {
 /// Extracts the backup in `backup` into `data_dir` (see
 /// [`crate::backend::ClusterBackend::extract_backup`] for the contract). Runs as the servers'
 /// user.
-pub(super) fn extract_backup(
+pub(in crate::backend) fn extract_backup(
     backup: &Path,
     data_dir: &Path,
     tablespaces: &[TablespaceTarget],
@@ -114,7 +114,7 @@ pub(super) fn extract_backup(
 
 /// Makes the extracted `data_dir` startable (see
 /// [`crate::backend::ClusterBackend::install_control_file`]). Runs as the servers' user.
-pub(super) fn install_control_file(
+pub(in crate::backend) fn install_control_file(
     data_dir: &Path,
     tablespaces: &[TablespaceTarget],
 ) -> Result<()> {
