@@ -95,6 +95,52 @@ async fn hosts_answer_over_ssh_and_sql_at_their_addresses() {
     assert!(text.contains("node h1"), "{text}");
     assert!(text.contains(&topology.hosts[0].addr), "{text}");
     assert!(text.contains("host key"), "{text}");
+
+    // A host whose sshd is down: the error names the node and the host, and what to check.
+    let backend = SshBackend::new(
+        ClusterConfig::from_json_str(&topology.config_json().to_string(), None).unwrap(),
+    )
+    .unwrap();
+    let h2 = backend.config().workers[0].clone();
+    assert_eq!(
+        backend.server_state(&h2).await.unwrap(),
+        ServerState::Running
+    );
+    let pid: i32 = std::fs::read_to_string(topology.dir().join("h2/sshd.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // The master connection outlives sshd's listener; a new backend needs a new connection.
+    drop(backend);
+    let backend = SshBackend::new(
+        ClusterConfig::from_json_str(&topology.config_json().to_string(), None).unwrap(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = backend.server_state(&h2).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("node h2"), "{text}");
+    assert!(
+        text.contains(&format!("postgres@{}:22", topology.hosts[1].addr)),
+        "{text}"
+    );
+    assert!(text.contains("sshd listens on port 22"), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a refused connection fails fast"
+    );
+    // The other host is unaffected.
+    let h1 = backend.config().coordinator.clone();
+    assert_eq!(
+        backend.server_state(&h1).await.unwrap(),
+        ServerState::Running
+    );
 }
 
 /// The SSH node host's operations on two namespace hosts, run by the test binary itself in a
