@@ -506,3 +506,36 @@ async fn inner_conformance() {
     assert!(!backend.exists(n, &nodes_dir.join("never")).await.unwrap());
     println!("{INNER_DONE}");
 }
+
+/// The node-side subcommands the SSH node host runs: they refuse root (the files would be
+/// root's) and a malformed `--tablespace`, before touching anything.
+#[test]
+fn node_side_commands_refuse_root_and_bad_tablespaces() {
+    let bin = env!("CARGO_BIN_EXE_citus-recovery");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("new");
+    let run = |args: &[&str]| Command::new(bin).args(args).output().unwrap();
+    let out = run(&[
+        "node-extract",
+        "--backup",
+        "/nonexistent",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--tablespace",
+        "16384",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("<oid>=<new folder>"), "{stderr}");
+    if nix::unistd::Uid::effective().is_root() {
+        let out = run(&[
+            "node-install-control-file",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not root"), "{stderr}");
+    }
+    assert!(!data_dir.exists(), "nothing was made");
+}
