@@ -80,6 +80,14 @@ impl SshBackend {
                 known_hosts_file: ssh.known_hosts_file.clone(),
                 accept_new_host_keys: ssh.accept_new_host_keys.unwrap_or(false),
             };
+            if target.user == "root" {
+                return Err(Error::Config {
+                    path: config.source.clone(),
+                    field: "osUser".into(),
+                    problem: format!("node {} would be reached over SSH as root", node.name),
+                    fix: "set ssh.user (or osUser) to the OS user the servers run as, such as postgres".into(),
+                });
+            }
             let index = by_target.len();
             let host = by_target
                 .entry(target.clone())

@@ -68,6 +68,15 @@ impl SshConfig {
                 ));
             }
             super::check_text(user).map_err(|p| ("user", p, super::CONTROL_FIX.into()))?;
+            // The node-side scripts rely on running with the servers' rights, never root's.
+            if user == "root" {
+                return Err((
+                    "user",
+                    "is root".into(),
+                    "log in as the OS user the servers run as (such as postgres), never root"
+                        .into(),
+                ));
+            }
         }
         if self.port == Some(0) {
             return Err((

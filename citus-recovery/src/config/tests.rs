@@ -681,6 +681,12 @@ fn bad_ssh_settings_are_refused() {
         "not a user name",
     );
     assert_refused(
+        "root",
+        &with_ssh(json!({"user": "root"})),
+        "ssh.user",
+        "is root",
+    );
+    assert_refused(
         "no sessions",
         &with_ssh(json!({"maxSessions": 0})),
         "ssh.maxSessions",
