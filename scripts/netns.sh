@@ -84,6 +84,7 @@ up() {
     [ -n "$SLOT" ] || die "no free slot: 64 topologies exist (crbr0..crbr63); tear stale ones down with 'ip link del crbrS' and their namespaces"
     HOSTS=$n
     local net="10.231.$SLOT"
+    echo "netns.sh: slot $SLOT" >&2
 
     mkdir -p -m 755 "$dir"
     chown root:root "$dir"
@@ -158,6 +159,8 @@ EOF
             >>"$dir/nodes/h$i/pg_hba.conf"
         (cd / && ip netns exec "$ns" runuser -u "$SERVER_USER" -- "$PG_BIN/pg_ctl" \
             -D "$dir/nodes/h$i" -l "$dir/nodes/h$i.log" -w -t 60 start >/dev/null)
+        # For the harness test: a failure half-way must leave nothing behind.
+        [ "${NETNS_FAIL_AFTER:-}" != "h$i" ] || die "failing after h$i on purpose (NETNS_FAIL_AFTER)"
         echo "host h$i $ns $addr"
     done
 }

@@ -539,3 +539,61 @@ fn node_side_commands_refuse_root_and_bad_tablespaces() {
     }
     assert!(!data_dir.exists(), "nothing was made");
 }
+
+/// `netns.sh up` that fails half-way (here on purpose, after the first host is fully up) tears
+/// down everything it made: namespaces, bridge, veths, servers.
+#[test]
+fn a_topology_that_fails_half_way_leaves_nothing_behind() {
+    if !available_or_skip("a_topology_that_fails_half_way_leaves_nothing_behind") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("half-way-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    let target = dir.path().join("topology");
+    // No other test may claim the slot until it was checked.
+    let _claims = netns::SLOT_CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new("bash")
+        .arg(netns::script())
+        .args(["up", "2"])
+        .arg(&target)
+        .env("NETNS_FAIL_AFTER", "h1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("on purpose"), "{stderr}");
+    let slot = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("netns.sh: slot "))
+        .unwrap_or_else(|| panic!("no slot in {stderr}"))
+        .to_string();
+    let namespaces = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        !namespaces.contains(&format!("cr{slot}-h")),
+        "namespaces left: {namespaces}"
+    );
+    let links = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    for name in [format!("crbr{slot}:"), format!("crv{slot}h1")] {
+        assert!(!links.contains(&name), "{name} left: {links}");
+    }
+    assert!(!target.join("topology.env").exists());
+    // h1's server was up before the failure; it must not run on.
+    let postmaster = target.join("nodes/h1/postmaster.pid");
+    assert!(!postmaster.exists(), "h1's server still runs");
+}

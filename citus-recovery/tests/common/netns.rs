@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Set to `1` to make a machine without network namespaces fail the tests instead of skipping.
 pub const REQUIRE_ENV: &str = "CITUS_RECOVERY_REQUIRE_NETNS";
 
+/// Held while a topology claims its slot; a test that checks a freed slot holds it too, so no
+/// other test of the process reuses the slot meanwhile.
+pub static SLOT_CLAIMS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Parent of every topology's folder: root-owned and not writable by others all the way up, as
 /// sshd's StrictModes wants for the authorized keys inside.
 const BASE: &str = "/var/lib/citus-recovery-netns";
@@ -113,6 +117,7 @@ impl Topology {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
+        let claim = SLOT_CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
         let out = Command::new("bash")
             .arg(script())
             .arg("up")
@@ -121,6 +126,7 @@ impl Topology {
             .env("NETNS_OWNER", std::process::id().to_string())
             .output()
             .expect("run scripts/netns.sh");
+        drop(claim);
         // From here on Drop tears down whatever `up` left (it cleans up after itself on failure).
         let mut topology = Topology {
             dir,
