@@ -385,12 +385,12 @@ impl ClusterConfig {
                 ));
             }
             hosts.push((key, n.port, format!("{}:{}", n.hostname, n.port)));
-            // ssh would take a leading '-' for an option.
-            if any_ssh && n.hostname.starts_with('-') {
+            // ssh would take a leading '-' for an option, and `user@` for a user.
+            if any_ssh && (n.hostname.starts_with('-') || n.hostname.contains(['@', ' '])) {
                 return Err(err(
                     &format!("{field}.hostname"),
-                    format!("{:?} starts with '-'", n.hostname),
-                    "give the host's name or address".into(),
+                    format!("{:?} starts with '-' or holds '@' or a blank", n.hostname),
+                    "give only the host's name or address (the SSH user goes in ssh.user)".into(),
                 ));
             }
         }

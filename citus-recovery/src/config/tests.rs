@@ -714,4 +714,7 @@ fn bad_ssh_settings_are_refused() {
         "workerNodes[0].hostname",
         "starts with '-'",
     );
+    let mut v = with_ssh(json!({}));
+    v["coordinatorNode"]["hostname"] = json!("root@db1");
+    assert_refused("user in the host", &v, "coordinatorNode.hostname", "'@'");
 }
