@@ -483,11 +483,14 @@ impl Catalog {
     /// Recorded restore points, oldest first.
     pub async fn restore_points(&self) -> Result<Vec<RestorePoint>> {
         match &self.store {
-            Store::Folder => Ok(trusted::read_json::<RestorePointFile>(
-                &self.root.join(RESTORE_POINTS),
-            )?
-            .unwrap_or_default()
-            .restore_points),
+            Store::Folder => {
+                let mut points =
+                    trusted::read_json::<RestorePointFile>(&self.root.join(RESTORE_POINTS))?
+                        .unwrap_or_default()
+                        .restore_points;
+                points.sort_by_key(|p| p.time);
+                Ok(points)
+            }
             Store::Repository { .. } => {
                 let mut points = Vec::new();
                 for k in self.list(RESTORE_POINTS_PREFIX).await? {
@@ -653,5 +656,301 @@ fn unknown_restore_point(name: &str, all: &[RestorePoint]) -> Error {
     Error::UnknownRestorePoint {
         name: name.into(),
         hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::repository::memory::MemoryRepository;
+
+    fn config(dir: &Path, repository: Option<serde_json::Value>) -> ClusterConfig {
+        let mut json = serde_json::json!({
+            "clusterName": "c", "workerCount": 1,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [{"name": "worker1", "hostname": "localhost", "port": 9701, "username": "postgres", "dbname": "postgres"}],
+            "clusterBaseFolder": dir.join("cluster"),
+            "archiveBaseFolder": dir.join("archive"),
+            "backupBaseFolder": dir.join("backup"),
+        });
+        if let Some(r) = repository {
+            json["repository"] = r;
+        }
+        ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn point(name: &str, secs: i64) -> RestorePoint {
+        RestorePoint {
+            name: name.into(),
+            time: at(secs),
+            citus: true,
+            nodes: ["coordinator", "worker1"]
+                .iter()
+                .map(|n| NodeRestorePoint {
+                    node: n.to_string(),
+                    lsn: Some(Lsn(0x3000028 + secs as u64)),
+                    timeline: 2,
+                    segment: "000000020000000000000003".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn node_backup(backup: &str, node: &str) -> NodeBackup {
+        NodeBackup {
+            backup: backup.into(),
+            node: node.into(),
+            start_lsn: Lsn(0x2000028),
+            end_lsn: Lsn(0x2000100),
+            timeline: 1,
+            start_time: at(0),
+            end_time: at(5),
+            pg_version: "15.8".into(),
+            bytes: 1 << 20,
+            system_identifier: Some(7),
+            hot_standby: None,
+            tablespaces: Vec::new(),
+        }
+    }
+
+    fn backup(name: &str, secs: i64) -> Backup {
+        Backup {
+            name: name.into(),
+            cluster_name: "c".into(),
+            start_time: at(secs),
+            end_time: at(secs + 5),
+            citus_version: Some("13.2-1".into()),
+            nodes: vec![
+                node_backup(name, "coordinator"),
+                node_backup(name, "worker1"),
+            ],
+        }
+    }
+
+    /// Restore points: recorded once each (create-only), found by name, listed oldest first
+    /// with every node's LSN, timeline and segment, deleted by name.
+    async fn restore_points_round_trip(catalog: &Catalog) {
+        assert!(catalog.restore_points().await.unwrap().is_empty());
+        // Names PostgreSQL accepts but no key part can hold as they are.
+        let odd = "before upgrade: v2.1/ü";
+        catalog.record_restore_point(&point(odd, 20)).await.unwrap();
+        catalog
+            .record_restore_point(&point("rp1", 10))
+            .await
+            .unwrap();
+        let all = catalog.restore_points().await.unwrap();
+        assert_eq!(all, vec![point("rp1", 10), point(odd, 20)]);
+        assert_eq!(catalog.restore_point(odd).await.unwrap(), point(odd, 20));
+        match catalog.record_restore_point(&point("rp1", 30)).await {
+            Err(Error::RestorePointExists { name, created }) => {
+                assert_eq!(name, "rp1");
+                assert_eq!(created, at(10).to_rfc3339());
+            }
+            other => panic!("expected RestorePointExists, got {other:?}"),
+        }
+        assert_eq!(
+            catalog.delete_restore_point("rp1").await.unwrap(),
+            point("rp1", 10)
+        );
+        assert_eq!(
+            catalog.restore_points().await.unwrap(),
+            vec![point(odd, 20)]
+        );
+        match catalog.delete_restore_point("rp1").await {
+            Err(Error::UnknownRestorePoint { name, hint }) => {
+                assert_eq!(name, "rp1");
+                assert!(hint.contains(&format!("{odd:?}")), "{hint}");
+            }
+            other => panic!("expected UnknownRestorePoint, got {other:?}"),
+        }
+        catalog.delete_restore_point(odd).await.unwrap();
+        match catalog.restore_point(odd).await {
+            Err(Error::UnknownRestorePoint { hint, .. }) => {
+                assert!(hint.contains("no restore points are recorded"), "{hint}")
+            }
+            other => panic!("expected UnknownRestorePoint, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn restore_points_in_a_memory_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: Arc<dyn Repository> = Arc::new(MemoryRepository::new());
+        let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
+        assert!(catalog.in_repository());
+        restore_points_round_trip(&catalog).await;
+        // Nothing was written beside the backups.
+        assert!(!dir.path().join("backup").exists());
+        catalog
+            .record_restore_point(&point("a.b", 1))
+            .await
+            .unwrap();
+        let keys: Vec<String> = repo
+            .list(&Key::root())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key.as_str().to_string())
+            .collect();
+        assert_eq!(keys, ["catalog/restore-points/a%2Eb.json"]);
+    }
+
+    #[tokio::test]
+    async fn restore_points_in_the_backup_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new(&config(dir.path(), None));
+        restore_points_round_trip(&catalog).await;
+        assert!(dir.path().join("backup").join(RESTORE_POINTS).is_file());
+    }
+
+    #[tokio::test]
+    async fn a_backup_is_complete_only_once_its_entry_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: Arc<dyn Repository> = Arc::new(MemoryRepository::new());
+        let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
+        match catalog.backup("b1").await {
+            Err(Error::UnknownBackup { hint, .. }) => {
+                assert!(hint.contains("no complete backups"), "{hint}")
+            }
+            other => panic!("expected UnknownBackup, got {other:?}"),
+        }
+        let b1 = backup("b1", 100);
+        for n in &b1.nodes {
+            catalog.write_node_manifest(n).await.unwrap();
+        }
+        // Node parts alone: an interrupted backup, never listed nor offered.
+        assert!(catalog.backups().await.unwrap().is_empty());
+        match catalog.backup("b1").await {
+            Err(Error::UnknownBackup { hint, .. }) => {
+                assert!(hint.contains("did not complete"), "{hint}")
+            }
+            other => panic!("expected UnknownBackup, got {other:?}"),
+        }
+        catalog.write_cluster_manifest(&b1).await.unwrap();
+        // A retried write of the same entry is fine; another entry of that name is refused.
+        catalog.write_cluster_manifest(&b1).await.unwrap();
+        let mut other = b1.clone();
+        other.end_time = at(999);
+        assert!(matches!(
+            catalog.write_cluster_manifest(&other).await,
+            Err(Error::Repository(RepoError::Conflict { .. }))
+        ));
+        catalog
+            .write_cluster_manifest(&backup("b0", 50))
+            .await
+            .unwrap();
+        let names: Vec<String> = catalog
+            .backups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names, ["b0", "b1"]);
+        assert_eq!(catalog.backup("b1").await.unwrap(), b1);
+        assert!(repo
+            .head(&backup_node_key("b1", "worker1"))
+            .await
+            .unwrap()
+            .is_some());
+        // A damaged entry is named, not taken for "no backup".
+        repo.put_create(&backup_key("bad"), Bytes::from_static(b"{"))
+            .await
+            .unwrap();
+        match catalog.backup("bad").await {
+            Err(Error::Corrupt { key, .. }) => assert_eq!(key, "catalog/backups/bad.json"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    fn postgres() -> Option<(u32, u32)> {
+        let u = nix::unistd::User::from_name("postgres").ok()??;
+        Some((u.uid.as_raw(), u.gid.as_raw()))
+    }
+
+    /// In a posix repository the servers' user writes `wal/`; catalog entries it could have
+    /// written or replaced are refused, never believed.
+    #[tokio::test]
+    async fn a_posix_catalog_others_could_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("repo");
+        let config = config(
+            dir.path(),
+            Some(serde_json::json!({"type": "posix", "path": root})),
+        );
+        trusted::ensure_dir(&root).unwrap();
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::posix::PosixRepository::new(root.clone()));
+        let catalog = Catalog::open(&config, Some(repo));
+        catalog.record_restore_point(&point("rp", 1)).await.unwrap();
+        let file = root.join("catalog/restore-points/rp.json");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(catalog.restore_points().await.unwrap().len(), 1);
+
+        let untrusted = |r: Result<Vec<RestorePoint>>, needle: &str| match r {
+            Err(e @ Error::UntrustedFile { .. }) => {
+                assert!(e.to_string().contains(needle), "{e}")
+            }
+            other => panic!("expected UntrustedFile, got {other:?}"),
+        };
+        // A folder anyone may write: anyone could have put entries there.
+        let folder = root.join("catalog/restore-points");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+        untrusted(
+            catalog.restore_points().await,
+            "writable by group or others",
+        );
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A link where an entry should be: never followed.
+        let forged = dir.path().join("forged.json");
+        std::fs::write(&forged, serde_json::to_vec(&point("rp-link", 3)).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&forged, folder.join("rp-link.json")).unwrap();
+        untrusted_one(catalog.restore_point("rp-link").await);
+        assert_eq!(catalog.restore_points().await.unwrap().len(), 1);
+        std::fs::remove_file(folder.join("rp-link.json")).unwrap();
+        let Some((uid, gid)) = postgres().filter(|_| nix::unistd::Uid::effective().is_root())
+        else {
+            eprintln!("the forged-owner half needs root and a postgres user");
+            return;
+        };
+        // An entry of the servers' user (archive-push runs as it).
+        std::os::unix::fs::chown(&file, Some(uid), Some(gid)).unwrap();
+        untrusted(catalog.restore_points().await, &format!("uid {uid}"));
+        untrusted_one(catalog.restore_point("rp").await);
+        std::fs::remove_file(&file).unwrap();
+        // The repository's folder itself in the servers' user's hands: it could swap catalog/.
+        std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+        untrusted(catalog.restore_points().await, "chown");
+        assert!(matches!(
+            catalog.record_restore_point(&point("rp2", 2)).await,
+            Err(Error::UntrustedFile { .. })
+        ));
+    }
+
+    fn untrusted_one(r: Result<RestorePoint>) {
+        assert!(
+            matches!(r, Err(Error::UntrustedFile { .. })),
+            "expected UntrustedFile, got {r:?}"
+        );
+    }
+
+    #[test]
+    fn names_become_one_key_part() {
+        assert_eq!(key_part("rp-1_a"), "rp-1_a");
+        assert_eq!(key_part(".."), "%2E%2E");
+        assert_eq!(key_part(".tmp-x"), "%2Etmp-x");
+        assert_eq!(key_part("a/b c%"), "a%2Fb%20c%25");
+        assert_ne!(key_part("a%2E"), key_part("a."));
+        for name in ["..", "a/b", ".tmp-1", "ü", " ", "x.json"] {
+            restore_point_key(name);
+        }
     }
 }

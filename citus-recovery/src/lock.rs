@@ -461,4 +461,129 @@ mod tests {
         drop(held);
         ClusterLock::acquire(&config, "restore-start").expect("free again once released");
     }
+
+    fn config_in(dir: &std::path::Path) -> ClusterConfig {
+        let json = serde_json::json!({
+            "clusterName": "c", "workerCount": 0,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [],
+            "clusterBaseFolder": dir.join("cluster"),
+            "archiveBaseFolder": dir.join("archive"),
+            "backupBaseFolder": dir.join("backup"),
+        });
+        ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_repository_lock_refuses_a_second_command_and_goes_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::memory::MemoryRepository::new());
+        let held = ClusterLock::acquire_in(&config, Some(&repo), "basebackup")
+            .await
+            .unwrap();
+        let holder = ClusterLock::holder(&config, Some(&repo))
+            .await
+            .unwrap()
+            .expect("held");
+        assert_eq!(Some(&holder), held.holder_info());
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.stale(Utc::now()), None, "our own process runs");
+        match ClusterLock::acquire_in(&config, Some(&repo), "restore-start").await {
+            Err(e @ Error::RepositoryLocked { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("`basebackup`"), "{text}");
+                assert!(
+                    text.contains(&format!("pid {}", std::process::id())),
+                    "{text}"
+                );
+                assert!(text.contains("wait for that command"), "{text}");
+                assert!(matches!(e, Error::RepositoryLocked { stale: None, .. }));
+            }
+            other => panic!("expected RepositoryLocked, got {other:?}"),
+        }
+        drop(held);
+        assert_eq!(
+            ClusterLock::holder(&config, Some(&repo)).await.unwrap(),
+            None
+        );
+        let again = ClusterLock::acquire_in(&config, Some(&repo), "restore-start")
+            .await
+            .expect("free again once dropped");
+        again.release().await.unwrap();
+        assert!(repo.list(&Key::root()).await.unwrap().is_empty());
+        // Nothing beside the backups: the lock is only in the repository.
+        assert!(!dir.path().join("backup").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_lock_is_reported_with_the_fix_and_only_broken_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::memory::MemoryRepository::new());
+        // A command that died on this host: a pid that runs no process.
+        let mut dead = LockHolder::for_this_process("restore-start");
+        dead.pid = 4_000_000; // above the kernel's pid_max ceiling (4194304 is the maximum)
+        while nix::sys::signal::kill(nix::unistd::Pid::from_raw(dead.pid as i32), None).is_ok() {
+            dead.pid += 1;
+        }
+        repo.put_create(&LockStore::key(), serde_json::to_vec(&dead).unwrap().into())
+            .await
+            .unwrap();
+        match ClusterLock::acquire_in(&config, Some(&repo), "basebackup").await {
+            Err(e @ Error::RepositoryLocked { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("looks stale"), "{text}");
+                assert!(text.contains("no longer runs"), "{text}");
+                assert!(text.contains("citus-recovery unlock --force"), "{text}");
+            }
+            other => panic!("expected RepositoryLocked, got {other:?}"),
+        }
+        // Still there: never taken over silently.
+        assert_eq!(
+            ClusterLock::holder(&config, Some(&repo)).await.unwrap(),
+            Some(dead.clone())
+        );
+        // Another host's lock is stale only past the lease.
+        let mut remote = dead.clone();
+        remote.host = "other-admin-host".into();
+        assert_eq!(remote.stale(Utc::now()), None);
+        let late = remote.since + chrono::Duration::hours(25);
+        assert!(remote.stale(late).unwrap().contains("lease"));
+        assert_eq!(
+            ClusterLock::break_lock(&config, Some(&repo)).await.unwrap(),
+            Some(dead)
+        );
+        assert_eq!(
+            ClusterLock::break_lock(&config, Some(&repo)).await.unwrap(),
+            None
+        );
+        ClusterLock::acquire_in(&config, Some(&repo), "basebackup")
+            .await
+            .expect("free once broken")
+            .release()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_command_releases_only_its_own_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config_in(dir.path());
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::memory::MemoryRepository::new());
+        let first = ClusterLock::acquire_in(&config, Some(&repo), "basebackup")
+            .await
+            .unwrap();
+        // An operator broke it, and another command took the lock since.
+        ClusterLock::break_lock(&config, Some(&repo)).await.unwrap();
+        let second = ClusterLock::acquire_in(&config, Some(&repo), "restore-point")
+            .await
+            .unwrap();
+        drop(first);
+        let holder = ClusterLock::holder(&config, Some(&repo)).await.unwrap();
+        assert_eq!(holder.as_ref(), second.holder_info(), "the second keeps it");
+    }
 }
