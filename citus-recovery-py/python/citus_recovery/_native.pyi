@@ -52,6 +52,7 @@ __all__ = [
     "VerifyReport",
     "ArchivingInUseError",
     "UntrustedFileError",
+    "RepositoryLockedError",
     "NodeInfo",
     "RestoreInProgressError",
     "IdentityError",
