@@ -41,6 +41,9 @@ pub const LOCK_KEY: &str = "lock";
 /// cluster takes hours, not a day).
 pub const LOCK_LEASE: Duration = Duration::from_secs(24 * 3600);
 
+/// How long dropping a lock on a single-threaded runtime waits for the delete.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Who holds a repository lock: the content of the `lock` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
@@ -417,13 +420,34 @@ impl Drop for ClusterLock {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return left("no async runtime");
         };
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        let outcome = if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| handle.block_on(store.release(&holder.token)))
+        } else {
+            // A single-threaded runtime cannot be blocked on from inside: release on a thread
+            // of its own with a runtime of its own, bounded in time (a connection pooled by the
+            // blocked runtime could otherwise wait for ever).
             let (store, token) = (store.clone(), holder.token.clone());
-            // Best effort: runs if the runtime goes on.
-            handle.spawn(async move { store.release(&token).await });
-            return;
-        }
-        let outcome = tokio::task::block_in_place(|| handle.block_on(store.release(&holder.token)));
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::io("start a runtime", "lock", e))?;
+                rt.block_on(async {
+                    tokio::time::timeout(RELEASE_TIMEOUT, store.release(&token))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Error::Repository(RepoError::Unavailable {
+                                repository: store.repo.describe(),
+                                action: "delete",
+                                key: LockStore::key(),
+                                detail: "no answer in time".into(),
+                            }))
+                        })
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Ok(()))
+        };
         if let Err(e) = outcome {
             left(&e.to_string());
         }
@@ -566,6 +590,24 @@ mod tests {
             .release()
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_single_threaded_runtime_releases_on_drop_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let mut config = config_in(dir.path());
+        config.repository = Some(RepositoryConfig::Posix { path: root.clone() });
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::posix::PosixRepository::new(root.clone()));
+        for command in ["cluster create", "prepare-archiving", "basebackup"] {
+            let held = ClusterLock::acquire_in(&config, Some(&repo), command)
+                .await
+                .unwrap();
+            assert!(root.join(LOCK_KEY).exists());
+            drop(held);
+            assert!(!root.join(LOCK_KEY).exists(), "released when dropped");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
