@@ -445,6 +445,23 @@ impl Catalog {
         self.backup_dir(name).exists()
     }
 
+    /// Whether a backup of that name exists in any state: its folder, or in a repository its
+    /// entry or any node's part (another admin host may have taken it). A new backup must not
+    /// take such a name.
+    pub async fn backup_name_taken(&self, name: &str) -> Result<bool> {
+        if self.backup_folder_exists(name) {
+            return Ok(true);
+        }
+        let Store::Repository { repo, .. } = &self.store else {
+            return Ok(false);
+        };
+        if repo.head(&backup_key(name)).await?.is_some() {
+            return Ok(true);
+        }
+        let parts = key(format!("{BACKUP_NODES_PREFIX}/{}", key_part(name)));
+        Ok(!repo.list(&parts).await?.is_empty())
+    }
+
     /// Creates the backup's folder (the invoking user's) before any node writes into it.
     pub fn create_backup_dir(&self, name: &str) -> Result<()> {
         crate::names::check_backup_name(name)?;
@@ -821,7 +838,13 @@ mod tests {
             other => panic!("expected UnknownBackup, got {other:?}"),
         }
         let b1 = backup("b1", 100);
-        for n in &b1.nodes {
+        assert!(!catalog.backup_name_taken("b1").await.unwrap());
+        catalog.write_node_manifest(&b1.nodes[0]).await.unwrap();
+        assert!(
+            catalog.backup_name_taken("b1").await.unwrap(),
+            "a part is enough"
+        );
+        for n in &b1.nodes[1..] {
             catalog.write_node_manifest(n).await.unwrap();
         }
         // Node parts alone: an interrupted backup, never listed nor offered.

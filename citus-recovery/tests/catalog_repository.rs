@@ -177,6 +177,14 @@ async fn catalog_cycle(t: &mut TestCluster, repository: serde_json::Value) -> Cl
         .map(|b| b.name)
         .collect();
     assert_eq!(names, ["b1", "b2"]);
+    // A name another admin host took (its folder is not on this host) is refused up front.
+    std::fs::remove_dir_all(backup_dir.join("b2")).unwrap();
+    match c.plan_basebackup(Some("b2")).await {
+        Err(Error::InvalidArgument { problem, .. }) => {
+            assert!(problem.contains("repository's catalog"), "{problem}")
+        }
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
     c
 }
 

@@ -229,6 +229,17 @@ impl Cluster {
 
     /// Plans `basebackup`; the name defaults to the UTC date and time.
     pub async fn plan_basebackup(&self, name: Option<&str>) -> Result<BasebackupPlan> {
+        if let Some(name) = name.filter(|_| self.catalog().in_repository()) {
+            // Taken in the repository by another admin host: refused before any work.
+            crate::names::check_backup_name(name)?;
+            if self.catalog().backup_name_taken(name).await? {
+                return Err(Error::InvalidArgument {
+                    what: "backup name",
+                    value: name.into(),
+                    problem: "is taken in the repository's catalog; choose another name".into(),
+                });
+            }
+        }
         let observed = observe::cluster(self.backend()).await?;
         BasebackupPlan::build(self.config(), &observed, name, Utc::now(), &self.catalog())
     }
