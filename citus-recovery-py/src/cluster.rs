@@ -254,14 +254,21 @@ impl PyCluster {
 
     /// Complete backups, oldest first.
     fn list_backups(&self, py: Python<'_>) -> PyResult<Vec<PyBackup>> {
-        let backups = blocking(py, || self.0.list_backups())?;
+        let backups = run(py, || self.0.list_backups())?;
         Ok(backups.into_iter().map(PyBackup).collect())
     }
 
     /// Recorded restore points, oldest first.
     fn list_restore_points(&self, py: Python<'_>) -> PyResult<Vec<PyRestorePoint>> {
-        let points = blocking(py, || self.0.list_restore_points())?;
+        let points = run(py, || self.0.list_restore_points())?;
         Ok(points.into_iter().map(PyRestorePoint).collect())
+    }
+
+    /// Removes the restore point `name` from the catalog, under the cluster lock, and returns
+    /// it. The WAL record itself stays in every node's WAL: recovery can still stop at it by
+    /// name. An unknown name raises `UnknownRestorePointError` naming those that exist.
+    fn delete_restore_point(&self, py: Python<'_>, name: String) -> PyResult<PyRestorePoint> {
+        run(py, || self.0.delete_restore_point(&name)).map(PyRestorePoint)
     }
 
     /// The restore under way, if `restore_start` has begun one that `restore_finish` has not

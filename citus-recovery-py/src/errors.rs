@@ -14,6 +14,7 @@
 //! | `RestoreInProgress`                     | `RestoreInProgressError` (`.backup`, `.restore_point`, `.started`, `.fix`) |
 //! | `Identity`                              | `IdentityError` (`.node`, `.problem`, `.fix`)    |
 //! | `NotAtTarget`                           | `NotAtTargetError` (`.node`, `.restore_point`, `.replay_lsn`, `.target_lsn`, `.cause`) |
+//! | `RepositoryLocked`                      | `RepositoryLockedError` (`.holder`, `.repository`, `.stale`) |
 //! | anything else                           | `CitusRecoveryError`                             |
 //!
 //! The message is always the core error's own text. Every exception has `.rollback`: `None`,
@@ -71,6 +72,13 @@ create_exception!(
     ArchivingInUseError,
     CitusRecoveryError,
     "WAL archiving on a node belongs to something else (another backup tool), so prepare_archiving changed nothing; pass replace_existing=True to take it over (`.node`, `.setting`, `.current`)."
+);
+
+create_exception!(
+    citus_recovery,
+    RepositoryLockedError,
+    CitusRecoveryError,
+    "Another command holds the cluster's lock in the repository, maybe on another admin host; nothing was changed. `.stale` says why the lock looks abandoned (then break it with `citus-recovery unlock --force`), else None (`.holder`, `.repository`, `.stale`)."
 );
 
 create_exception!(
@@ -145,6 +153,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VerifyError", py.get_type::<VerifyError>())?;
     m.add("ArchivingInUseError", py.get_type::<ArchivingInUseError>())?;
     m.add("UntrustedFileError", py.get_type::<UntrustedFileError>())?;
+    m.add(
+        "RepositoryLockedError",
+        py.get_type::<RepositoryLockedError>(),
+    )?;
     m.add(
         "RestoreInProgressError",
         py.get_type::<RestoreInProgressError>(),
@@ -274,6 +286,19 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 ("node", node.into_pyobject(py)?.into_any()),
                 ("setting", setting.into_pyobject(py)?.into_any()),
                 ("current", current.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::RepositoryLocked {
+            holder,
+            repository,
+            stale,
+        } => instance(
+            &py.get_type::<RepositoryLockedError>(),
+            message,
+            [
+                ("holder", holder.into_pyobject(py)?.into_any()),
+                ("repository", repository.into_pyobject(py)?.into_any()),
+                ("stale", stale.into_pyobject(py)?.into_any()),
             ],
         )?,
         Error::UntrustedFile { path, problem, fix } => instance(

@@ -1,4 +1,23 @@
-//! The catalog: what is recorded beside the backups.
+//! The catalog: the record of complete backups and of restore points.
+//!
+//! With a `repository` in the config it is kept there, under `catalog/`, so that every admin
+//! host sees one truth (read and written only through [`Repository`]):
+//!
+//! ```text
+//! catalog/backups/<backup>.json                the backup's entry, written last: complete
+//! catalog/backup-nodes/<backup>/<node>.json    a node's part, written when that node is done
+//! catalog/restore-points/<name>.json           one restore point: each node's LSN, timeline
+//!                                              and last segment, so no WAL scan is needed
+//! lock                                         the cluster lock (crate::lock)
+//! ```
+//!
+//! Names become key parts through [`key_part`]. Entries are created only if absent
+//! (`put_create`), so two admins can never overwrite each other's. In a posix repository the
+//! servers' user writes `wal/`, so `catalog/` and `lock` are checked with [`crate::trusted`]
+//! rules (owner, mode, every folder above, no links) before they are believed; in S3 only
+//! holders of the credentials can write, which is the trust.
+//!
+//! Without a `repository`, today's files in `backupBaseFolder`:
 //!
 //! ```text
 //! <backupBaseFolder>/                     the invoking user's, mode 0755
@@ -17,12 +36,15 @@
 //! writes the node folders, can change none of them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, RepositoryConfig};
 use crate::error::{Error, Result};
+use crate::repository::{Key, RepoError, Repository};
 use crate::trusted;
 use crate::wal::Lsn;
 
@@ -189,18 +211,107 @@ struct RestorePointFile {
     restore_points: Vec<RestorePoint>,
 }
 
-/// Reads and writes the catalog under a cluster's `backupBaseFolder`.
+/// Key prefix of the backups' entries in a repository (`catalog/backups/<backup>.json`).
+pub const BACKUPS_PREFIX: &str = "catalog/backups";
+/// Key prefix of the nodes' parts of backups (`catalog/backup-nodes/<backup>/<node>.json`).
+pub const BACKUP_NODES_PREFIX: &str = "catalog/backup-nodes";
+/// Key prefix of the restore points (`catalog/restore-points/<name>.json`).
+pub const RESTORE_POINTS_PREFIX: &str = "catalog/restore-points";
+
+/// Where the catalog's records are kept.
+#[derive(Debug, Clone)]
+enum Store {
+    /// Files in `backupBaseFolder` (no `repository` in the config): today's layout.
+    Folder,
+    /// Objects under `catalog/` in the repository. `posix_root` is the repository's folder when
+    /// it is a posix one: its objects are checked with [`trusted`] rules before they are read.
+    Repository {
+        repo: Arc<dyn Repository>,
+        posix_root: Option<PathBuf>,
+    },
+}
+
+/// Reads and writes the catalog: in the config's repository when it has one, else in
+/// `backupBaseFolder` (see the module's documentation for both layouts). The backups' files
+/// stay in `backupBaseFolder` either way.
 #[derive(Debug, Clone)]
 pub struct Catalog {
     root: PathBuf,
+    store: Store,
+}
+
+/// One name as one key part: letters, digits, `_ - = +` kept, every other byte (`.` too, so no
+/// part is `.`, `..` or a posix repository's `.tmp-` name) as `%XX`. Reversible and unique.
+pub fn key_part(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"_-=+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn key(text: String) -> Key {
+    Key::new(&text).expect("catalog keys are built from encoded parts")
+}
+
+/// The key of a backup's entry, written last: the backup is complete once it exists.
+pub fn backup_key(backup: &str) -> Key {
+    key(format!("{BACKUPS_PREFIX}/{}.json", key_part(backup)))
+}
+
+/// The key of one node's part of a backup.
+pub fn backup_node_key(backup: &str, node: &str) -> Key {
+    key(format!(
+        "{BACKUP_NODES_PREFIX}/{}/{}.json",
+        key_part(backup),
+        key_part(node)
+    ))
+}
+
+/// The key of a restore point's entry.
+pub fn restore_point_key(name: &str) -> Key {
+    key(format!("{RESTORE_POINTS_PREFIX}/{}.json", key_part(name)))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Bytes {
+    let mut text = serde_json::to_vec_pretty(value).expect("plain data serializes");
+    text.push(b'\n');
+    text.into()
 }
 
 impl Catalog {
-    /// The catalog of `config`.
+    /// The catalog in `config`'s `backupBaseFolder`, today's files (a config without a
+    /// `repository`). [`Catalog::open`] chooses by the config.
     pub fn new(config: &ClusterConfig) -> Self {
         Catalog {
             root: config.backup_base_folder.clone(),
+            store: Store::Folder,
         }
+    }
+
+    /// The catalog in `repository` when given (the config's; [`crate::Cluster`] passes its
+    /// own), else in `backupBaseFolder`.
+    pub fn open(config: &ClusterConfig, repository: Option<Arc<dyn Repository>>) -> Self {
+        let Some(repo) = repository else {
+            return Self::new(config);
+        };
+        let posix_root = match &config.repository {
+            Some(RepositoryConfig::Posix { path }) => Some(path.clone()),
+            _ => None,
+        };
+        Catalog {
+            root: config.backup_base_folder.clone(),
+            store: Store::Repository { repo, posix_root },
+        }
+    }
+
+    /// Whether the records are in a repository (else in `backupBaseFolder`).
+    pub fn in_repository(&self) -> bool {
+        matches!(self.store, Store::Repository { .. })
     }
 
     /// The backup folder.
@@ -218,8 +329,40 @@ impl Catalog {
         self.root.join(backup).join(node)
     }
 
+    /// Where the records are, for messages: the backup folder or the repository's `catalog/`.
+    pub fn describe(&self) -> PathBuf {
+        match &self.store {
+            Store::Folder => self.root.clone(),
+            Store::Repository { repo, .. } => {
+                PathBuf::from(format!("{}: catalog", repo.describe()))
+            }
+        }
+    }
+
     /// Complete backups, oldest first.
-    pub fn backups(&self) -> Result<Vec<Backup>> {
+    pub async fn backups(&self) -> Result<Vec<Backup>> {
+        match &self.store {
+            Store::Folder => self.folder_backups(),
+            Store::Repository { .. } => {
+                let mut backups = Vec::new();
+                for k in self.list(BACKUPS_PREFIX).await? {
+                    match self.read::<Backup>(&k).await {
+                        Ok(Some(backup)) => backups.push(backup),
+                        Ok(None) => {}
+                        // One doubtful backup must not hide the others; it is named when asked for.
+                        Err(e @ Error::UntrustedFile { .. }) => {
+                            tracing::warn!("backup entry {k} skipped: {e}")
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                backups.sort_by(|a, b| a.start_time.cmp(&b.start_time).then(a.name.cmp(&b.name)));
+                Ok(backups)
+            }
+        }
+    }
+
+    fn folder_backups(&self) -> Result<Vec<Backup>> {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -246,24 +389,44 @@ impl Catalog {
     }
 
     /// The complete backup of that name.
-    pub fn backup(&self, name: &str) -> Result<Backup> {
+    pub async fn backup(&self, name: &str) -> Result<Backup> {
         crate::names::check_backup_name(name)?;
-        let manifest = self.backup_dir(name).join(CLUSTER_MANIFEST);
-        if let Some(backup) = trusted::read_json::<Backup>(&manifest)? {
+        let (found, shown) = match &self.store {
+            Store::Folder => {
+                let manifest = self.backup_dir(name).join(CLUSTER_MANIFEST);
+                let found = trusted::read_json::<Backup>(&manifest)?;
+                (found, manifest)
+            }
+            Store::Repository { .. } => {
+                let k = backup_key(name);
+                (self.read::<Backup>(&k).await?, PathBuf::from(k.as_str()))
+            }
+        };
+        if let Some(backup) = found {
             if backup.name != name {
                 return Err(Error::UntrustedFile {
-                    path: manifest,
+                    path: shown,
                     problem: format!("names backup {:?}, not {name:?}", backup.name),
-                    fix: "move the folder back to its own name".into(),
+                    fix: "move it back to its own name".into(),
                 });
             }
             return Ok(backup);
         }
-        let known: Vec<String> = self.backups()?.into_iter().map(|b| b.name).collect();
-        let hint = if self.backup_dir(name).is_dir() {
+        let known: Vec<String> = self.backups().await?.into_iter().map(|b| b.name).collect();
+        let incomplete = match &self.store {
+            Store::Folder => self.backup_dir(name).is_dir(),
+            Store::Repository { .. } => !self
+                .list(&format!("{BACKUP_NODES_PREFIX}/{}", key_part(name)))
+                .await?
+                .is_empty(),
+        };
+        let hint = if incomplete {
             format!(
-                "{} has no {CLUSTER_MANIFEST}: the backup did not complete and cannot be restored",
-                self.backup_dir(name).display()
+                "{name} has no {}: the backup did not complete and cannot be restored",
+                match &self.store {
+                    Store::Folder => CLUSTER_MANIFEST.to_string(),
+                    Store::Repository { .. } => backup_key(name).to_string(),
+                }
             )
         } else if known.is_empty() {
             "there are no complete backups; take one with `citus-recovery basebackup`".into()
@@ -272,7 +435,7 @@ impl Catalog {
         };
         Err(Error::UnknownBackup {
             name: name.into(),
-            folder: self.root.clone(),
+            folder: self.describe(),
             hint,
         })
     }
@@ -282,65 +445,535 @@ impl Catalog {
         self.backup_dir(name).exists()
     }
 
+    /// Whether a backup of that name exists in any state: its folder, or in a repository its
+    /// entry or any node's part (another admin host may have taken it). A new backup must not
+    /// take such a name.
+    pub async fn backup_name_taken(&self, name: &str) -> Result<bool> {
+        if self.backup_folder_exists(name) {
+            return Ok(true);
+        }
+        let Store::Repository { repo, .. } = &self.store else {
+            return Ok(false);
+        };
+        if repo.head(&backup_key(name)).await?.is_some() {
+            return Ok(true);
+        }
+        let parts = key(format!("{BACKUP_NODES_PREFIX}/{}", key_part(name)));
+        Ok(!repo.list(&parts).await?.is_empty())
+    }
+
     /// Creates the backup's folder (the invoking user's) before any node writes into it.
     pub fn create_backup_dir(&self, name: &str) -> Result<()> {
         crate::names::check_backup_name(name)?;
         trusted::ensure_dir(&self.backup_dir(name))
     }
 
-    /// Writes a node's manifest into its backup's folder.
-    pub fn write_node_manifest(&self, node: &NodeBackup) -> Result<()> {
-        let file = format!("{NODE_MANIFEST_PREFIX}{}.json", node.node);
-        let path = trusted::file_in(&self.backup_dir(&node.backup), &file)?;
-        trusted::write_json(&path, node)
+    /// Records a node's part of a backup (its manifest).
+    pub async fn write_node_manifest(&self, node: &NodeBackup) -> Result<()> {
+        match &self.store {
+            Store::Folder => {
+                let file = format!("{NODE_MANIFEST_PREFIX}{}.json", node.node);
+                let path = trusted::file_in(&self.backup_dir(&node.backup), &file)?;
+                trusted::write_json(&path, node)
+            }
+            Store::Repository { .. } => {
+                self.create(&backup_node_key(&node.backup, &node.node), to_json(node))
+                    .await
+            }
+        }
     }
 
-    /// Writes the cluster manifest: from now on the backup is complete.
-    pub fn write_cluster_manifest(&self, backup: &Backup) -> Result<()> {
-        trusted::write_json(
-            &self.backup_dir(&backup.name).join(CLUSTER_MANIFEST),
-            backup,
-        )
+    /// Records the backup's entry: from now on the backup is complete.
+    pub async fn write_cluster_manifest(&self, backup: &Backup) -> Result<()> {
+        match &self.store {
+            Store::Folder => trusted::write_json(
+                &self.backup_dir(&backup.name).join(CLUSTER_MANIFEST),
+                backup,
+            ),
+            Store::Repository { .. } => {
+                self.create(&backup_key(&backup.name), to_json(backup))
+                    .await
+            }
+        }
     }
 
     /// Recorded restore points, oldest first.
-    pub fn restore_points(&self) -> Result<Vec<RestorePoint>> {
-        Ok(
-            trusted::read_json::<RestorePointFile>(&self.root.join(RESTORE_POINTS))?
-                .unwrap_or_default()
-                .restore_points,
-        )
+    pub async fn restore_points(&self) -> Result<Vec<RestorePoint>> {
+        match &self.store {
+            Store::Folder => {
+                let mut points =
+                    trusted::read_json::<RestorePointFile>(&self.root.join(RESTORE_POINTS))?
+                        .unwrap_or_default()
+                        .restore_points;
+                points.sort_by_key(|p| p.time);
+                Ok(points)
+            }
+            Store::Repository { .. } => {
+                let mut points = Vec::new();
+                for k in self.list(RESTORE_POINTS_PREFIX).await? {
+                    if let Some(rp) = self.read::<RestorePoint>(&k).await? {
+                        points.push(rp);
+                    }
+                }
+                points.sort_by(|a, b| a.time.cmp(&b.time).then(a.name.cmp(&b.name)));
+                Ok(points)
+            }
+        }
     }
 
     /// The recorded restore point of that name.
-    pub fn restore_point(&self, name: &str) -> Result<RestorePoint> {
-        let all = self.restore_points()?;
+    pub async fn restore_point(&self, name: &str) -> Result<RestorePoint> {
+        if self.in_repository() {
+            if let Some(rp) = self.read::<RestorePoint>(&restore_point_key(name)).await? {
+                if rp.name == name {
+                    return Ok(rp);
+                }
+            }
+        }
+        let all = self.restore_points().await?;
         if let Some(rp) = all.iter().find(|r| r.name == name) {
             return Ok(rp.clone());
         }
-        let hint = if all.is_empty() {
-            "no restore points are recorded; create one with `citus-recovery restore-point`".into()
-        } else {
-            let names: Vec<String> = all
-                .iter()
-                .rev()
-                .take(10)
-                .map(|r| format!("{:?}", r.name))
-                .collect();
-            format!("known restore points (newest first): {}", names.join(", "))
-        };
-        Err(Error::UnknownRestorePoint {
-            name: name.into(),
-            hint,
-        })
+        Err(unknown_restore_point(name, &all))
     }
 
-    /// Adds a restore point to the record.
-    pub fn record_restore_point(&self, rp: &RestorePoint) -> Result<()> {
-        trusted::ensure_dir(&self.root)?;
-        let path = self.root.join(RESTORE_POINTS);
-        let mut file = trusted::read_json::<RestorePointFile>(&path)?.unwrap_or_default();
-        file.restore_points.push(rp.clone());
-        trusted::write_json(&path, &file)
+    /// Adds a restore point to the record. A point of that name recorded already is
+    /// [`Error::RestorePointExists`]; in a repository the entry is created only if absent, so
+    /// two admin hosts cannot overwrite each other's.
+    pub async fn record_restore_point(&self, rp: &RestorePoint) -> Result<()> {
+        match &self.store {
+            Store::Folder => {
+                trusted::ensure_dir(&self.root)?;
+                let path = self.root.join(RESTORE_POINTS);
+                let mut file = trusted::read_json::<RestorePointFile>(&path)?.unwrap_or_default();
+                if let Some(there) = file.restore_points.iter().find(|r| r.name == rp.name) {
+                    return Err(Error::RestorePointExists {
+                        name: rp.name.clone(),
+                        created: there.time.to_rfc3339(),
+                    });
+                }
+                file.restore_points.push(rp.clone());
+                trusted::write_json(&path, &file)
+            }
+            Store::Repository { .. } => {
+                let k = restore_point_key(&rp.name);
+                match self.create(&k, to_json(rp)).await {
+                    Err(Error::Repository(RepoError::Conflict { .. })) => {
+                        let there = self.read::<RestorePoint>(&k).await?;
+                        Err(Error::RestorePointExists {
+                            name: rp.name.clone(),
+                            created: there.map_or_else(
+                                || "by another command just now".into(),
+                                |t| t.time.to_rfc3339(),
+                            ),
+                        })
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Removes the restore point `name` from the record and returns it. Only the record goes:
+    /// the WAL record stays in every node's WAL (recovery can still stop at it by name, and a
+    /// listing that scans the archive still finds it). Unknown names are
+    /// [`Error::UnknownRestorePoint`], naming those that exist.
+    pub async fn delete_restore_point(&self, name: &str) -> Result<RestorePoint> {
+        match &self.store {
+            Store::Folder => {
+                let path = self.root.join(RESTORE_POINTS);
+                let mut file = trusted::read_json::<RestorePointFile>(&path)?.unwrap_or_default();
+                let Some(at) = file.restore_points.iter().position(|r| r.name == name) else {
+                    return Err(unknown_restore_point(name, &file.restore_points));
+                };
+                let rp = file.restore_points.remove(at);
+                trusted::write_json(&path, &file)?;
+                Ok(rp)
+            }
+            Store::Repository { repo, .. } => {
+                let rp = self.restore_point(name).await?;
+                repo.delete(&restore_point_key(name)).await?;
+                Ok(rp)
+            }
+        }
+    }
+
+    /// The keys under `prefix`, checked first in a posix repository.
+    async fn list(&self, prefix: &str) -> Result<Vec<Key>> {
+        let Store::Repository { repo, posix_root } = &self.store else {
+            return Ok(Vec::new());
+        };
+        if let Some(root) = posix_root {
+            if !trusted::check_repository_folders(root, prefix)? {
+                return Ok(Vec::new());
+            }
+        }
+        Ok(repo
+            .list(&key(prefix.to_string()))
+            .await?
+            .into_iter()
+            .map(|m| m.key)
+            .filter(|k| k.name().ends_with(".json"))
+            .collect())
+    }
+
+    /// Reads and parses the entry at `k`; `None` when absent. In a posix repository the file
+    /// is checked with [`trusted`] rules first: the servers' user cannot have written it.
+    async fn read<T: serde::de::DeserializeOwned>(&self, k: &Key) -> Result<Option<T>> {
+        let Store::Repository { repo, posix_root } = &self.store else {
+            return Ok(None);
+        };
+        if let Some(root) = posix_root {
+            if !trusted::check_repository_file(root, k.as_str())? {
+                return Ok(None);
+            }
+        }
+        let data = match repo.get(k).await {
+            Ok(d) => d,
+            Err(RepoError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|e| Error::Corrupt {
+                key: k.to_string(),
+                problem: format!(
+                    "it is not a catalog entry of citus-recovery ({e}); move it away if it is not needed"
+                ),
+            })
+    }
+
+    /// Creates the entry at `k` (create-only: never overwrites); identical content already
+    /// there is fine (a retried write).
+    async fn create(&self, k: &Key, data: Bytes) -> Result<()> {
+        let Store::Repository { repo, posix_root } = &self.store else {
+            return Ok(());
+        };
+        if let Some(root) = posix_root {
+            let (dir, _) = k.as_str().rsplit_once('/').unwrap_or(("", ""));
+            trusted::check_repository_folders(root, dir)?;
+        }
+        repo.put_create(k, data).await?;
+        Ok(())
+    }
+}
+
+fn unknown_restore_point(name: &str, all: &[RestorePoint]) -> Error {
+    let hint = if all.is_empty() {
+        "no restore points are recorded; create one with `citus-recovery restore-point`".into()
+    } else {
+        let names: Vec<String> = all
+            .iter()
+            .rev()
+            .take(10)
+            .map(|r| format!("{:?}", r.name))
+            .collect();
+        format!("known restore points (newest first): {}", names.join(", "))
+    };
+    Error::UnknownRestorePoint {
+        name: name.into(),
+        hint,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::repository::memory::MemoryRepository;
+
+    fn config(dir: &Path, repository: Option<serde_json::Value>) -> ClusterConfig {
+        let mut json = serde_json::json!({
+            "clusterName": "c", "workerCount": 1,
+            "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [{"name": "worker1", "hostname": "localhost", "port": 9701, "username": "postgres", "dbname": "postgres"}],
+            "clusterBaseFolder": dir.join("cluster"),
+            "archiveBaseFolder": dir.join("archive"),
+            "backupBaseFolder": dir.join("backup"),
+        });
+        if let Some(r) = repository {
+            json["repository"] = r;
+        }
+        ClusterConfig::from_json_str(&json.to_string(), None).unwrap()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn point(name: &str, secs: i64) -> RestorePoint {
+        RestorePoint {
+            name: name.into(),
+            time: at(secs),
+            citus: true,
+            nodes: ["coordinator", "worker1"]
+                .iter()
+                .map(|n| NodeRestorePoint {
+                    node: n.to_string(),
+                    lsn: Some(Lsn(0x3000028 + secs as u64)),
+                    timeline: 2,
+                    segment: "000000020000000000000003".into(),
+                })
+                .collect(),
+        }
+    }
+
+    fn node_backup(backup: &str, node: &str) -> NodeBackup {
+        NodeBackup {
+            backup: backup.into(),
+            node: node.into(),
+            start_lsn: Lsn(0x2000028),
+            end_lsn: Lsn(0x2000100),
+            timeline: 1,
+            start_time: at(0),
+            end_time: at(5),
+            pg_version: "15.8".into(),
+            bytes: 1 << 20,
+            system_identifier: Some(7),
+            hot_standby: None,
+            tablespaces: Vec::new(),
+        }
+    }
+
+    fn backup(name: &str, secs: i64) -> Backup {
+        Backup {
+            name: name.into(),
+            cluster_name: "c".into(),
+            start_time: at(secs),
+            end_time: at(secs + 5),
+            citus_version: Some("13.2-1".into()),
+            nodes: vec![
+                node_backup(name, "coordinator"),
+                node_backup(name, "worker1"),
+            ],
+        }
+    }
+
+    /// Restore points: recorded once each (create-only), found by name, listed oldest first
+    /// with every node's LSN, timeline and segment, deleted by name.
+    async fn restore_points_round_trip(catalog: &Catalog) {
+        assert!(catalog.restore_points().await.unwrap().is_empty());
+        // Names PostgreSQL accepts but no key part can hold as they are.
+        let odd = "before upgrade: v2.1/ü";
+        catalog.record_restore_point(&point(odd, 20)).await.unwrap();
+        catalog
+            .record_restore_point(&point("rp1", 10))
+            .await
+            .unwrap();
+        let all = catalog.restore_points().await.unwrap();
+        assert_eq!(all, vec![point("rp1", 10), point(odd, 20)]);
+        assert_eq!(catalog.restore_point(odd).await.unwrap(), point(odd, 20));
+        match catalog.record_restore_point(&point("rp1", 30)).await {
+            Err(Error::RestorePointExists { name, created }) => {
+                assert_eq!(name, "rp1");
+                assert_eq!(created, at(10).to_rfc3339());
+            }
+            other => panic!("expected RestorePointExists, got {other:?}"),
+        }
+        assert_eq!(
+            catalog.delete_restore_point("rp1").await.unwrap(),
+            point("rp1", 10)
+        );
+        assert_eq!(
+            catalog.restore_points().await.unwrap(),
+            vec![point(odd, 20)]
+        );
+        match catalog.delete_restore_point("rp1").await {
+            Err(Error::UnknownRestorePoint { name, hint }) => {
+                assert_eq!(name, "rp1");
+                assert!(hint.contains(&format!("{odd:?}")), "{hint}");
+            }
+            other => panic!("expected UnknownRestorePoint, got {other:?}"),
+        }
+        catalog.delete_restore_point(odd).await.unwrap();
+        match catalog.restore_point(odd).await {
+            Err(Error::UnknownRestorePoint { hint, .. }) => {
+                assert!(hint.contains("no restore points are recorded"), "{hint}")
+            }
+            other => panic!("expected UnknownRestorePoint, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn restore_points_in_a_memory_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: Arc<dyn Repository> = Arc::new(MemoryRepository::new());
+        let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
+        assert!(catalog.in_repository());
+        restore_points_round_trip(&catalog).await;
+        // Nothing was written beside the backups.
+        assert!(!dir.path().join("backup").exists());
+        catalog
+            .record_restore_point(&point("a.b", 1))
+            .await
+            .unwrap();
+        let keys: Vec<String> = repo
+            .list(&Key::root())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key.as_str().to_string())
+            .collect();
+        assert_eq!(keys, ["catalog/restore-points/a%2Eb.json"]);
+    }
+
+    #[tokio::test]
+    async fn restore_points_in_the_backup_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::new(&config(dir.path(), None));
+        restore_points_round_trip(&catalog).await;
+        assert!(dir.path().join("backup").join(RESTORE_POINTS).is_file());
+    }
+
+    #[tokio::test]
+    async fn a_backup_is_complete_only_once_its_entry_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo: Arc<dyn Repository> = Arc::new(MemoryRepository::new());
+        let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
+        match catalog.backup("b1").await {
+            Err(Error::UnknownBackup { hint, .. }) => {
+                assert!(hint.contains("no complete backups"), "{hint}")
+            }
+            other => panic!("expected UnknownBackup, got {other:?}"),
+        }
+        let b1 = backup("b1", 100);
+        assert!(!catalog.backup_name_taken("b1").await.unwrap());
+        catalog.write_node_manifest(&b1.nodes[0]).await.unwrap();
+        assert!(
+            catalog.backup_name_taken("b1").await.unwrap(),
+            "a part is enough"
+        );
+        for n in &b1.nodes[1..] {
+            catalog.write_node_manifest(n).await.unwrap();
+        }
+        // Node parts alone: an interrupted backup, never listed nor offered.
+        assert!(catalog.backups().await.unwrap().is_empty());
+        match catalog.backup("b1").await {
+            Err(Error::UnknownBackup { hint, .. }) => {
+                assert!(hint.contains("did not complete"), "{hint}")
+            }
+            other => panic!("expected UnknownBackup, got {other:?}"),
+        }
+        catalog.write_cluster_manifest(&b1).await.unwrap();
+        // A retried write of the same entry is fine; another entry of that name is refused.
+        catalog.write_cluster_manifest(&b1).await.unwrap();
+        let mut other = b1.clone();
+        other.end_time = at(999);
+        assert!(matches!(
+            catalog.write_cluster_manifest(&other).await,
+            Err(Error::Repository(RepoError::Conflict { .. }))
+        ));
+        catalog
+            .write_cluster_manifest(&backup("b0", 50))
+            .await
+            .unwrap();
+        let names: Vec<String> = catalog
+            .backups()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(names, ["b0", "b1"]);
+        assert_eq!(catalog.backup("b1").await.unwrap(), b1);
+        assert!(repo
+            .head(&backup_node_key("b1", "worker1"))
+            .await
+            .unwrap()
+            .is_some());
+        // A damaged entry is named, not taken for "no backup".
+        repo.put_create(&backup_key("bad"), Bytes::from_static(b"{"))
+            .await
+            .unwrap();
+        match catalog.backup("bad").await {
+            Err(Error::Corrupt { key, .. }) => assert_eq!(key, "catalog/backups/bad.json"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    fn postgres() -> Option<(u32, u32)> {
+        let u = nix::unistd::User::from_name("postgres").ok()??;
+        Some((u.uid.as_raw(), u.gid.as_raw()))
+    }
+
+    /// In a posix repository the servers' user writes `wal/`; catalog entries it could have
+    /// written or replaced are refused, never believed.
+    #[tokio::test]
+    async fn a_posix_catalog_others_could_change_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("repo");
+        let config = config(
+            dir.path(),
+            Some(serde_json::json!({"type": "posix", "path": root})),
+        );
+        trusted::ensure_dir(&root).unwrap();
+        let repo: Arc<dyn Repository> =
+            Arc::new(crate::repository::posix::PosixRepository::new(root.clone()));
+        let catalog = Catalog::open(&config, Some(repo));
+        catalog.record_restore_point(&point("rp", 1)).await.unwrap();
+        let file = root.join("catalog/restore-points/rp.json");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(catalog.restore_points().await.unwrap().len(), 1);
+
+        let untrusted = |r: Result<Vec<RestorePoint>>, needle: &str| match r {
+            Err(e @ Error::UntrustedFile { .. }) => {
+                assert!(e.to_string().contains(needle), "{e}")
+            }
+            other => panic!("expected UntrustedFile, got {other:?}"),
+        };
+        // A folder anyone may write: anyone could have put entries there.
+        let folder = root.join("catalog/restore-points");
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+        untrusted(
+            catalog.restore_points().await,
+            "writable by group or others",
+        );
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A link where an entry should be: never followed.
+        let forged = dir.path().join("forged.json");
+        std::fs::write(&forged, serde_json::to_vec(&point("rp-link", 3)).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&forged, folder.join("rp-link.json")).unwrap();
+        untrusted_one(catalog.restore_point("rp-link").await);
+        assert_eq!(catalog.restore_points().await.unwrap().len(), 1);
+        std::fs::remove_file(folder.join("rp-link.json")).unwrap();
+        let Some((uid, gid)) = postgres().filter(|_| nix::unistd::Uid::effective().is_root())
+        else {
+            eprintln!("the forged-owner half needs root and a postgres user");
+            return;
+        };
+        // An entry of the servers' user (archive-push runs as it).
+        std::os::unix::fs::chown(&file, Some(uid), Some(gid)).unwrap();
+        untrusted(catalog.restore_points().await, &format!("uid {uid}"));
+        untrusted_one(catalog.restore_point("rp").await);
+        std::fs::remove_file(&file).unwrap();
+        // The repository's folder itself in the servers' user's hands: it could swap catalog/.
+        std::os::unix::fs::chown(&root, Some(uid), Some(gid)).unwrap();
+        untrusted(catalog.restore_points().await, "chown");
+        assert!(matches!(
+            catalog.record_restore_point(&point("rp2", 2)).await,
+            Err(Error::UntrustedFile { .. })
+        ));
+    }
+
+    fn untrusted_one(r: Result<RestorePoint>) {
+        assert!(
+            matches!(r, Err(Error::UntrustedFile { .. })),
+            "expected UntrustedFile, got {r:?}"
+        );
+    }
+
+    #[test]
+    fn names_become_one_key_part() {
+        assert_eq!(key_part("rp-1_a"), "rp-1_a");
+        assert_eq!(key_part(".."), "%2E%2E");
+        assert_eq!(key_part(".tmp-x"), "%2Etmp-x");
+        assert_eq!(key_part("a/b c%"), "a%2Fb%20c%25");
+        assert_ne!(key_part("a%2E"), key_part("a."));
+        for name in ["..", "a/b", ".tmp-1", "ü", " ", "x.json"] {
+            restore_point_key(name);
+        }
     }
 }

@@ -224,6 +224,30 @@ pub enum Error {
         /// Its current value, with anything that looks like a password, key or token masked.
         current: String,
     },
+
+    /// Another command holds the cluster's lock in the repository (maybe on another admin
+    /// host); nothing was changed. A stale lock is reported, never taken over.
+    #[error("{}", repository_locked_text(holder, repository, stale.as_deref()))]
+    RepositoryLocked {
+        /// Who holds it: command, host, pid, since when.
+        holder: String,
+        /// The repository, as it describes itself (no secret).
+        repository: String,
+        /// Why the lock looks abandoned (its process is gone, or it is older than the lease),
+        /// `None` while its holder may still run.
+        stale: Option<String>,
+    },
+}
+
+fn repository_locked_text(holder: &str, repository: &str, stale: Option<&str>) -> String {
+    match stale {
+        Some(why) => format!(
+            "the cluster is locked by {holder} (the lock object in {repository}), and the lock looks stale: {why}; fix: make sure that command no longer runs, then break the lock with `citus-recovery unlock --force` and run this again"
+        ),
+        None => format!(
+            "the cluster is locked by {holder} (the lock object in {repository}); fix: wait for that command to finish; if it died on its host, break the lock with `citus-recovery unlock --force`"
+        ),
+    }
 }
 
 fn join_lines_str(lines: &[String]) -> String {

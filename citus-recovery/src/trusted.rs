@@ -279,6 +279,73 @@ fn sync_folder(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("sync folder", dir, e))
 }
 
+/// Checks the folders `rel` (`a/b`, relative) below the posix repository `root` before the
+/// library trusts or writes its own objects there (catalog entries, the lock): `root` and every
+/// folder above it as [`check_dir`] does, and each existing folder below as ours, writable by no
+/// one else, not a link. Missing folders are fine (the repository makes them as ours, 0700).
+/// `Ok(false)` when one is missing: nothing below it can exist.
+///
+/// The servers' user writes `wal/` in the same repository (archive-push), so without this it
+/// could plant a catalog entry or a lock that root would then believe.
+pub fn check_repository_folders(root: &Path, rel: &str) -> Result<bool> {
+    check_dir(root).map_err(|e| match e {
+        Error::UntrustedFile { path, problem, fix } => Error::UntrustedFile {
+            path,
+            problem: format!(
+                "{problem} (the repository's folder holds the catalog and the lock, so it must be the invoking user's; the servers' user needs only its wal/ folder)"
+            ),
+            fix: format!(
+                "{fix}; for a repository folder: `chown {} {}` and `chmod 755` it, leaving wal/ to the servers' user",
+                me(),
+                root.display()
+            ),
+        },
+        other => other,
+    })?;
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        dir.push(part);
+        match fs::symlink_metadata(&dir) {
+            Ok(_) => check_folder(&dir, true)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("inspect", &dir, e)),
+        }
+    }
+    Ok(true)
+}
+
+/// Checks the library's own object `rel` (`catalog/backups/x.json`, `lock`) in the posix
+/// repository `root` before it is read: every folder as [`check_repository_folders`] says, and
+/// the file a regular file of ours, writable by no one else, with no other hard link.
+/// `Ok(false)` when it does not exist. Once this passes, no one else can change the file
+/// before it is read: every folder on the way is ours alone.
+pub fn check_repository_file(root: &Path, rel: &str) -> Result<bool> {
+    let (dir, _) = rel.rsplit_once('/').unwrap_or(("", rel));
+    if !check_repository_folders(root, dir)? {
+        return Ok(false);
+    }
+    let path = root.join(rel);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("inspect", &path, e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(untrusted(
+            &path,
+            "is a symbolic link",
+            "remove the link; the library writes this file itself",
+        ));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    check_file(&path, &file)?;
+    Ok(true)
+}
+
 /// Where a file would go in `dir`, refusing a name that is not one plain path component.
 pub fn file_in(dir: &Path, name: &str) -> Result<PathBuf> {
     let mut parts = Path::new(name).components();

@@ -62,7 +62,7 @@ async fn restore_point_names_with_quotes_semicolons_and_too_long() {
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     assert_eq!(
-        c.list_restore_points().unwrap().len(),
+        c.list_restore_points().await.unwrap().len(),
         1,
         "nothing recorded for the refused name"
     );
@@ -297,10 +297,10 @@ async fn a_base_backup_killed_half_way_is_never_offered() {
     }
 
     assert!(
-        c.list_backups().unwrap().is_empty(),
+        c.list_backups().await.unwrap().is_empty(),
         "a killed backup is never listed"
     );
-    match c.catalog().backup("killed") {
+    match c.catalog().backup("killed").await {
         Err(Error::UnknownBackup { hint, .. }) => {
             assert!(hint.contains("did not complete"), "{hint}")
         }
@@ -308,7 +308,7 @@ async fn a_base_backup_killed_half_way_is_never_offered() {
     }
     // The lock died with the process; the next backup works.
     let next = c.basebackup(Some("next")).await.expect("the next backup");
-    assert_eq!(c.list_backups().unwrap(), vec![next]);
+    assert_eq!(c.list_backups().await.unwrap(), vec![next]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,11 +550,11 @@ async fn a_citus_worker_missing_from_the_config_is_refused() {
         );
     }
     assert!(
-        partial.list_backups().unwrap().is_empty(),
+        partial.list_backups().await.unwrap().is_empty(),
         "no backup was taken"
     );
     assert!(
-        partial.list_restore_points().unwrap().is_empty(),
+        partial.list_restore_points().await.unwrap().is_empty(),
         "no restore point was made"
     );
 }
@@ -584,7 +584,7 @@ async fn a_failing_archive_is_reported_not_waited_on_forever() {
         started.elapsed()
     );
     assert!(
-        c.list_restore_points().unwrap().is_empty(),
+        c.list_restore_points().await.unwrap().is_empty(),
         "an unarchived point is not recorded"
     );
     std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o700)).unwrap();

@@ -190,7 +190,7 @@ async fn a_tablespace_on_a_worker_is_restored_beside_it_and_the_live_one_is_unto
         .await
         .unwrap();
     c.basebackup(Some("base")).await.unwrap();
-    let backup = c.catalog().backup("base").unwrap();
+    let backup = c.catalog().backup("base").await.unwrap();
     assert_eq!(backup.node("worker1").unwrap().tablespaces.len(), 1);
     t.sql(
         "worker1",
@@ -274,7 +274,7 @@ async fn verify_reads_the_backups_wal_and_only_the_archive_it_needs() {
     assert!(report.ok(), "{report}");
 
     // A flipped byte inside a record of pg_wal.tar fails verify and restore-start.
-    let backup = c.catalog().backup("base").unwrap();
+    let backup = c.catalog().backup("base").await.unwrap();
     let part = backup.node("coordinator").unwrap();
     let tar_path = c
         .catalog()

@@ -75,10 +75,10 @@ async fn plain_nodes_restore_to_the_restore_point() {
         Err(Error::RestorePointExists { .. })
     ));
 
-    let listed = c.list_backups().unwrap();
+    let listed = c.list_backups().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, "first");
-    assert_eq!(c.list_restore_points().unwrap()[0].name, rp_name);
+    assert_eq!(c.list_restore_points().await.unwrap()[0].name, rp_name);
 
     // A dry run prints every node's steps and changes nothing.
     let plan = c

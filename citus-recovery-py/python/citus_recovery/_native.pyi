@@ -52,6 +52,7 @@ __all__ = [
     "VerifyReport",
     "ArchivingInUseError",
     "UntrustedFileError",
+    "RepositoryLockedError",
     "NodeInfo",
     "RestoreInProgressError",
     "IdentityError",
@@ -120,6 +121,15 @@ class ArchivingInUseError(CitusRecoveryError):
     """``archive_command``, ``archive_library`` or ``basic_archive.archive_directory``."""
     current: str
     """Its value, with anything that looks like a password, key or token masked."""
+
+class RepositoryLockedError(CitusRecoveryError):
+    """Another command holds the cluster's lock in the repository (maybe on another admin
+    host); nothing was changed. ``stale`` says why the lock looks abandoned (then break it with
+    ``citus-recovery unlock --force``), else None."""
+
+    holder: str
+    repository: str
+    stale: Optional[str]
 
 class UntrustedFileError(CitusRecoveryError):
     """A file or folder of the library's own (catalog, restore state, lock) could have been
@@ -597,6 +607,10 @@ class Cluster:
         """Undoes ``restore_start``: the old data directories are put back."""
     def list_backups(self) -> List[Backup]: ...
     def list_restore_points(self) -> List[RestorePoint]: ...
+    def delete_restore_point(self, name: str) -> RestorePoint:
+        """Removes the restore point from the catalog (under the cluster lock) and returns it.
+        The WAL record itself stays in every node's WAL: recovery can still stop at it by name.
+        An unknown name raises ``UnknownRestorePointError`` naming those that exist."""
     def restore_state(self) -> Optional[RestoreState]: ...
 
 @final

@@ -74,11 +74,14 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Create a named restore point on every node and wait until it is archived.
+    /// Create a named restore point on every node and wait until it is archived
+    /// (`restore-point delete NAME` removes one from the catalog).
     RestorePoint {
         /// The restore point's name (default: the UTC date and time; at most 63 bytes).
         #[arg(long)]
         name: Option<String>,
+        #[command(subcommand)]
+        action: Option<RestorePointCommand>,
     },
     /// Restore every node from a backup and pause it at a restore point.
     RestoreStart {
@@ -102,8 +105,19 @@ enum Command {
     },
     /// Undo restore-start: stop the recovering nodes and put the old data directories back.
     RestoreAbort,
-    /// List complete backups and recorded restore points.
-    List,
+    /// List complete backups and recorded restore points (from the catalog; no WAL is read).
+    List {
+        /// Read every node's WAL archive instead and show each restore point on the nodes that
+        /// really hold it, including points not in the catalog (slower).
+        #[arg(long)]
+        scan: bool,
+    },
+    /// Show who holds the cluster's lock in the repository; with --force, break it.
+    Unlock {
+        /// Remove the lock: only when its holder no longer runs (a command that died).
+        #[arg(long)]
+        force: bool,
+    },
     /// What PostgreSQL's archive_command runs (set by prepare-archiving with a repository):
     /// pushes one WAL file into the repository. Exit 0 only once it is durable there.
     #[command(hide = true)]
@@ -157,6 +171,16 @@ enum Command {
     },
     /// Print the manual page (roff) on stdout.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum RestorePointCommand {
+    /// Remove a restore point from the catalog. The WAL record itself stays in the WAL:
+    /// recovery can still stop at it by name, and `list --scan` still finds it.
+    Delete {
+        /// The restore point's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,7 +290,25 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
             }
             out.report(&cluster.basebackup(name).await?)
         }
-        Command::RestorePoint { name } => {
+        Command::RestorePoint {
+            action: Some(RestorePointCommand::Delete { name }),
+            ..
+        } => {
+            if dry {
+                let rp = cluster.plan_delete_restore_point(name).await?;
+                return out.text(&format!(
+                    "dry run: would remove restore point {:?} (created {}) from the catalog; its WAL record stays in the WAL",
+                    rp.name,
+                    rp.time.format("%Y-%m-%d %H:%M:%S UTC")
+                ));
+            }
+            let rp = cluster.delete_restore_point(name).await?;
+            out.text(&format!(
+                "removed restore point {:?} from the catalog. Its WAL record stays in every node's WAL: recovery can still stop at it by name, and `list --scan` shows it as not made by citus-recovery",
+                rp.name
+            ))
+        }
+        Command::RestorePoint { name, action: None } => {
             let name = name.as_deref();
             if dry {
                 return out.plan(&cluster.plan_restore_point(name).await?);
@@ -313,10 +355,30 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
                 })
             }
         }
-        Command::List => out.list(
-            &cluster.list_backups()?,
+        Command::List { scan: false } => out.list_recorded(
+            &cluster.list_backups().await?,
+            &cluster.list_restore_points().await?,
+        ),
+        Command::List { scan: true } => out.list(
+            &cluster.list_backups().await?,
             &cluster.archived_restore_points().await?,
         ),
+        Command::Unlock { force } => {
+            let holder = if *force && !dry {
+                cluster.break_lock().await?
+            } else {
+                cluster.lock_holder().await?
+            };
+            out.text(&match (holder, *force && !dry) {
+                (None, _) if cluster.repository().is_none() => "no repository: the lock is a flock in backupBaseFolder, which the kernel releases when its holder exits; nothing to break".to_string(),
+                (None, _) => "the cluster is not locked".to_string(),
+                (Some(h), true) => format!("broke the lock held by {h}"),
+                (Some(h), false) => format!(
+                    "locked by {h}{}; if that command no longer runs, `citus-recovery unlock --force` breaks the lock",
+                    h.stale(chrono::Utc::now()).map(|w| format!(" (looks stale: {w})")).unwrap_or_default()
+                ),
+            })
+        }
         Command::Completions { .. }
         | Command::Man
         | Command::NodeExtract { .. }

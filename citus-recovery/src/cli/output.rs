@@ -5,7 +5,7 @@ use std::fmt::Display;
 use serde::Serialize;
 
 use citus_recovery::verify::listing::ArchivedRestorePoint;
-use citus_recovery::{Backup, ClusterStatus, Plan, Result};
+use citus_recovery::{Backup, ClusterStatus, Plan, RestorePoint, Result};
 
 /// Where and how results are printed.
 pub struct Output {
@@ -67,6 +67,27 @@ impl Output {
             print!("{b}");
         }
         println!("restore points in the WAL archives ({}):", points.len());
+        for p in points {
+            print!("{p}");
+        }
+        Ok(())
+    }
+
+    /// Backups and the restore points recorded in the catalog.
+    pub fn list_recorded(&self, backups: &[Backup], points: &[RestorePoint]) -> Result<()> {
+        if self.json {
+            let value = serde_json::json!({ "backups": backups, "restore_points": points });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).expect("plain data serializes")
+            );
+            return Ok(());
+        }
+        println!("backups ({}):", backups.len());
+        for b in backups {
+            print!("{b}");
+        }
+        println!("restore points in the catalog ({}):", points.len());
         for p in points {
             print!("{p}");
         }

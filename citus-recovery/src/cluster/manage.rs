@@ -90,7 +90,7 @@ impl Cluster {
     /// localhost), the config's ports, and, when Citus is installed and `plain` is false,
     /// `shared_preload_libraries = 'citus'`, `CREATE EXTENSION citus` and the workers added.
     pub async fn create(&self, plain: bool) -> Result<()> {
-        let _lock = self.lock("cluster create")?;
+        let _lock = self.lock("cluster create").await?;
         let config = self.config();
         let backend = self.backend();
         for node in config.nodes() {
@@ -168,7 +168,7 @@ impl Cluster {
     /// pauses, as restore-start left it); otherwise the command is refused before any node
     /// starts, saying to run restore-start again or restore-abort.
     pub async fn start(&self) -> Result<()> {
-        let _lock = self.lock("cluster start")?;
+        let _lock = self.lock("cluster start").await?;
         if let Some(state) = self.restore_state()? {
             let backend = self.backend();
             for node in self.config().nodes() {
@@ -205,7 +205,7 @@ impl Cluster {
 
     /// Stops every running node.
     pub async fn stop(&self) -> Result<()> {
-        let _lock = self.lock("cluster stop")?;
+        let _lock = self.lock("cluster stop").await?;
         let backend = self.backend();
         each_node(self, |node| async move {
             match backend.server_state(node).await? {

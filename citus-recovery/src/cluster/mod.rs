@@ -19,7 +19,7 @@ use crate::catalog::{Backup, Catalog, RestorePoint};
 use crate::config::{ClusterConfig, RepositoryConfig};
 use crate::error::{Error, Result};
 use crate::files::OsUser;
-use crate::lock::ClusterLock;
+use crate::lock::{ClusterLock, LockHolder};
 use crate::observe;
 use crate::plan::{
     existing_paths, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
@@ -80,9 +80,22 @@ impl Cluster {
         })
     }
 
-    /// Takes the cluster's lock for a command that changes things.
-    fn lock(&self, command: &str) -> Result<ClusterLock> {
-        ClusterLock::acquire(self.config(), command)
+    /// Takes the cluster's lock for a command that changes things: in the repository when the
+    /// config has one, else in `backupBaseFolder`.
+    async fn lock(&self, command: &str) -> Result<ClusterLock> {
+        ClusterLock::acquire_in(self.config(), self.repository.as_ref(), command).await
+    }
+
+    /// Who holds the cluster's lock in the repository, `None` when it is free (or there is no
+    /// repository: a `flock` cannot outlive its holder).
+    pub async fn lock_holder(&self) -> Result<Option<LockHolder>> {
+        ClusterLock::holder(self.config(), self.repository.as_ref()).await
+    }
+
+    /// `unlock --force`: breaks the repository lock that a command which died left behind and
+    /// returns who held it (`None`: it was free). Check first that the holder no longer runs.
+    pub async fn break_lock(&self) -> Result<Option<LockHolder>> {
+        ClusterLock::break_lock(self.config(), self.repository.as_ref()).await
     }
 
     /// Replaces the run options (concurrency, timeouts).
@@ -145,19 +158,34 @@ impl Cluster {
         self.backend.as_ref()
     }
 
-    /// The catalog of backups and restore points.
+    /// The catalog of backups and restore points: in the repository when the config has one,
+    /// else in `backupBaseFolder`.
     pub fn catalog(&self) -> Catalog {
-        Catalog::new(self.config())
+        Catalog::open(self.config(), self.repository.clone())
     }
 
     /// Complete backups, oldest first.
-    pub fn list_backups(&self) -> Result<Vec<Backup>> {
-        self.catalog().backups()
+    pub async fn list_backups(&self) -> Result<Vec<Backup>> {
+        self.catalog().backups().await
     }
 
-    /// Recorded restore points, oldest first.
-    pub fn list_restore_points(&self) -> Result<Vec<RestorePoint>> {
-        self.catalog().restore_points()
+    /// Recorded restore points, oldest first (from the catalog: no WAL is read).
+    pub async fn list_restore_points(&self) -> Result<Vec<RestorePoint>> {
+        self.catalog().restore_points().await
+    }
+
+    /// Plans `restore-point delete`: the recorded point that would be removed (an unknown
+    /// name is [`Error::UnknownRestorePoint`]). Changes nothing.
+    pub async fn plan_delete_restore_point(&self, name: &str) -> Result<RestorePoint> {
+        self.catalog().restore_point(name).await
+    }
+
+    /// `restore-point delete`: removes the restore point from the catalog, under the cluster
+    /// lock, and returns it. The WAL record itself stays in every node's WAL: recovery can
+    /// still stop at it when named, and `list --scan` shows it as "not made by citus-recovery".
+    pub async fn delete_restore_point(&self, name: &str) -> Result<RestorePoint> {
+        let _lock = self.lock("restore-point delete").await?;
+        self.catalog().delete_restore_point(name).await
     }
 
     /// Every restore point in any node's WAL archive or in the record, with the nodes that hold
@@ -166,8 +194,8 @@ impl Cluster {
         crate::verify::listing::archived_restore_points(
             self.config(),
             self.repository.as_ref(),
-            &self.list_restore_points()?,
-            &self.list_backups()?,
+            &self.list_restore_points().await?,
+            &self.list_backups().await?,
         )
         .await
     }
@@ -196,7 +224,7 @@ impl Cluster {
         restart: bool,
         replace_existing: bool,
     ) -> Result<ArchiveReport> {
-        let _lock = self.lock("prepare-archiving")?;
+        let _lock = self.lock("prepare-archiving").await?;
         let plan = self
             .plan_prepare_archiving(restart, replace_existing)
             .await?;
@@ -205,13 +233,24 @@ impl Cluster {
 
     /// Plans `basebackup`; the name defaults to the UTC date and time.
     pub async fn plan_basebackup(&self, name: Option<&str>) -> Result<BasebackupPlan> {
+        if let Some(name) = name.filter(|_| self.catalog().in_repository()) {
+            // Taken in the repository by another admin host: refused before any work.
+            crate::names::check_backup_name(name)?;
+            if self.catalog().backup_name_taken(name).await? {
+                return Err(Error::InvalidArgument {
+                    what: "backup name",
+                    value: name.into(),
+                    problem: "is taken in the repository's catalog; choose another name".into(),
+                });
+            }
+        }
         let observed = observe::cluster(self.backend()).await?;
         BasebackupPlan::build(self.config(), &observed, name, Utc::now(), &self.catalog())
     }
 
     /// Takes a base backup of every node.
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
-        let _lock = self.lock("basebackup")?;
+        let _lock = self.lock("basebackup").await?;
         let plan = self.plan_basebackup(name).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -222,14 +261,14 @@ impl Cluster {
             // Refuse a bad name before asking any node.
             crate::names::check_restore_point_name(name)?;
         }
-        let known = self.list_restore_points()?;
+        let known = self.list_restore_points().await?;
         let observed = observe::cluster(self.backend()).await?;
         RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)
     }
 
     /// Creates a restore point on every node and waits until it is archived everywhere.
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
-        let _lock = self.lock("restore-point")?;
+        let _lock = self.lock("restore-point").await?;
         let plan = self.plan_restore_point(name).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -291,7 +330,7 @@ impl Cluster {
             });
         }
         let catalog = self.catalog();
-        let backup = catalog.backup(&report.backup)?;
+        let backup = catalog.backup(&report.backup).await?;
         let observed = observe::cluster(self.backend()).await?;
         observe::check_identity(config, &observed, &backup)?;
         let now = Utc::now();
@@ -332,7 +371,7 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<RestoreReport> {
-        let _lock = self.lock("restore-start")?;
+        let _lock = self.lock("restore-start").await?;
         let plan = self.plan_restore_start(backup, restore_point).await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -345,7 +384,7 @@ impl Cluster {
 
     /// Ends recovery on every node: the cluster is writable again.
     pub async fn restore_finish(&self) -> Result<FinishReport> {
-        let _lock = self.lock("restore-finish")?;
+        let _lock = self.lock("restore-finish").await?;
         let plan = self.plan_restore_finish().await?;
         plan.execute(self.backend(), &self.options).await
     }
@@ -365,7 +404,7 @@ impl Cluster {
 
     /// Undoes restore-start: stops the recovering nodes and puts the old data directories back.
     pub async fn restore_abort(&self) -> Result<AbortReport> {
-        let _lock = self.lock("restore-abort")?;
+        let _lock = self.lock("restore-abort").await?;
         let plan = self.plan_restore_abort().await?;
         plan.execute(self.backend(), &self.options).await
     }

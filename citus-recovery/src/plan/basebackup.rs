@@ -104,7 +104,7 @@ impl BasebackupPlan {
         let config = backend.config();
         // The backup's folder is the invoking user's; only the node folders inside are the
         // servers' user's (pg_basebackup writes them).
-        Catalog::new(config).create_backup_dir(&self.name)?;
+        Catalog::open(config, opts.repository.clone()).create_backup_dir(&self.name)?;
         let outputs = run_phases(backend, &self.phases, opts).await?;
         let mut nodes = Vec::new();
         for node in config.nodes() {
@@ -128,7 +128,9 @@ impl BasebackupPlan {
             citus_version: self.citus_version.clone(),
             nodes,
         };
-        Catalog::new(config).write_cluster_manifest(&backup)?;
+        Catalog::open(config, opts.repository.clone())
+            .write_cluster_manifest(&backup)
+            .await?;
         Ok(backup)
     }
 }

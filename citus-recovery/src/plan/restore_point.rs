@@ -190,7 +190,9 @@ impl RestorePointPlan {
             citus: self.citus,
             nodes,
         };
-        Catalog::new(config).record_restore_point(&rp)?;
+        Catalog::open(config, opts.repository.clone())
+            .record_restore_point(&rp)
+            .await?;
         Ok(rp)
     }
 }

@@ -620,7 +620,9 @@ async fn base_backup(
         hot_standby: Some(hot_standby),
         tablespaces: files.tablespaces.clone(),
     };
-    Catalog::new(backend.config()).write_node_manifest(&node_backup)?;
+    Catalog::open(backend.config(), opts.repository.clone())
+        .write_node_manifest(&node_backup)
+        .await?;
     Ok(StepOutput::Backup(node_backup))
 }
 

@@ -284,10 +284,13 @@ pub async fn verify(
     backup: Option<&str>,
     point: &str,
 ) -> Result<VerifyReport> {
-    let recorded = catalog.restore_points()?;
+    let recorded = catalog.restore_points().await?;
     let in_record = recorded.iter().find(|r| r.name == point);
-    let given = backup.map(|name| catalog.backup(name)).transpose()?;
-    let all_backups = catalog.backups()?;
+    let given = match backup {
+        Some(name) => Some(catalog.backup(name).await?),
+        None => None,
+    };
+    let all_backups = catalog.backups().await?;
     let candidates: Vec<&Backup> = match &given {
         Some(b) => vec![b],
         None => all_backups.iter().collect(),
@@ -327,7 +330,7 @@ pub async fn verify(
                 .map_err(|e| match e {
                     Error::UnknownBackup { name, hint, .. } => Error::UnknownBackup {
                         name,
-                        folder: catalog.root().to_path_buf(),
+                        folder: catalog.describe(),
                         hint,
                     },
                     other => other,

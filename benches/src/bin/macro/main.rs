@@ -379,7 +379,7 @@ async fn measure(
 
     let backup = format!("all-{}", reps - 1);
     let target = format!("rp-{}", reps - 1);
-    let timeline = lib.cluster.catalog().restore_point(&target)?.nodes[0].timeline;
+    let timeline = lib.cluster.catalog().restore_point(&target).await?.nodes[0].timeline;
     for r in 0..reps {
         progress(&format!(
             "{}: restore until paused, round {}/{reps}",

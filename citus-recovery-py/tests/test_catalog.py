@@ -1,0 +1,67 @@
+"""Cluster.delete_restore_point on real PostgreSQL servers: the point leaves the catalog (in
+backupBaseFolder, or in a posix repository), an unknown name raises UnknownRestorePointError
+naming what exists, and the WAL record stays (the archive scan still finds it)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import citus_recovery
+from conftest import TestCluster, cli_binary, close_cluster, open_cluster, skip_or_fail
+
+
+def delete_cycle(t: TestCluster) -> None:
+    c = t.cluster
+    c.create(plain=True)
+    c.prepare_archiving()
+    first = c.create_restore_point("first point")
+    second = c.create_restore_point("second")
+    assert [p.name for p in c.list_restore_points()] == ["first point", "second"]
+
+    removed = c.delete_restore_point("first point")
+    assert isinstance(removed, citus_recovery.RestorePoint)
+    assert removed == first
+    assert c.list_restore_points() == [second]
+
+    with pytest.raises(citus_recovery.UnknownRestorePointError) as raised:
+        c.delete_restore_point("first point")
+    assert raised.value.name == "first point"
+    assert '"second"' in raised.value.hint
+    assert c.list_restore_points() == [second]
+
+
+def test_delete_restore_point_from_the_backup_folder() -> None:
+    t = open_cluster(workers=1)
+    try:
+        delete_cycle(t)
+        assert (t.folder / "backup" / "restore-points.json").is_file()
+    finally:
+        close_cluster(t)
+
+
+def test_delete_restore_point_from_a_posix_repository() -> None:
+    binary = cli_binary()
+    if binary is None:
+        skip_or_fail(
+            "the citus-recovery binary (archive-push) is not built; set CITUS_RECOVERY_BIN",
+            "CITUS_RECOVERY_REQUIRE_POSTGRES",
+        )
+    t = open_cluster(workers=1)
+    try:
+        repo = t.folder / "repo"
+        t.config["repository"] = {"type": "posix", "path": str(repo)}
+        t.config["binary"] = str(binary)
+        t.config_file()  # archive-push reads the config from this file
+        t.cluster = citus_recovery.Cluster.from_config(t.folder / "cluster-config.json")
+        delete_cycle(t)
+        entries = sorted(p.name for p in (repo / "catalog" / "restore-points").iterdir())
+        assert entries == ["second.json"]
+        assert not (t.folder / "backup" / "restore-points.json").exists()
+        assert not (repo / "lock").exists(), "released after each command"
+        assert issubclass(citus_recovery.RepositoryLockedError, citus_recovery.CitusRecoveryError)
+        assert os.stat(repo).st_uid == os.geteuid()
+    finally:
+        close_cluster(t)
+
