@@ -348,12 +348,14 @@ impl Cluster {
 
     /// Plans `restore-abort`: every node's data directory from before restore-start put back.
     pub async fn plan_restore_abort(&self) -> Result<AbortPlan> {
-        let state = self.restore_state()?.ok_or_else(|| {
-            Error::State(format!(
-                "no restore is under way ({} does not exist): there is nothing to abort",
-                RestoreState::path(self.config()).display()
-            ))
-        })?;
+        let state = self
+            .restore_state()?
+            .ok_or_else(|| Error::NoRestoreUnderWay {
+                detail: format!(
+                    "{} does not exist, so there is nothing to abort",
+                    RestoreState::path(self.config()).display()
+                ),
+            })?;
         let observed = observe::cluster(self.backend()).await?;
         let existing = existing_paths(self.backend(), state.paths()).await?;
         AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())

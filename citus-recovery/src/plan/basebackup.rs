@@ -59,16 +59,18 @@ impl BasebackupPlan {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;
             if !obs.archiving() {
-                return Err(Error::State(format!(
-                    "WAL archiving is not on for node {}: a backup without archived WAL cannot be restored to a restore point; run `citus-recovery prepare-archiving` first",
-                    node.name
-                )));
+                return Err(Error::ArchivingOff {
+                    node: node.name.clone(),
+                    why: "a backup without archived WAL cannot be restored to a restore point",
+                });
             }
             if obs.in_recovery == Some(true) {
-                return Err(Error::State(format!(
-                    "node {} is in recovery; finish the restore (`citus-recovery restore-finish`) before taking a backup",
-                    node.name
-                )));
+                return Err(Error::NodeInRecovery {
+                    node: node.name.clone(),
+                    command: "basebackup",
+                    fix: "finish the restore (`citus-recovery restore-finish`) before taking a backup"
+                        .into(),
+                });
             }
             nodes.push(NodePlan {
                 node: node.name.clone(),

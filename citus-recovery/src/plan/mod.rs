@@ -215,11 +215,8 @@ async fn run_node(
     let node = backend
         .config()
         .node(&np.node)
-        .ok_or_else(|| {
-            Error::State(format!(
-                "the plan names node {} which the config lacks",
-                np.node
-            ))
+        .ok_or_else(|| Error::PlanOutdated {
+            what: format!("it names node {} which the config lacks", np.node),
         })?
         .clone();
     let mut outputs = Vec::new();
