@@ -2,8 +2,10 @@
 //! Python module call these and nothing else.
 //!
 //! Each recovery step comes as a pair: `plan_*` observes the nodes and builds the plan (changing
-//! nothing), and the plain method builds the same plan and executes it.
+//! nothing), and the plain method builds the plan and runs it through [`Cluster::apply`], which
+//! runs a printed plan exactly as printed once it has checked that the plan is not outdated.
 
+mod apply;
 mod manage;
 
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+pub use apply::Apply;
 pub use manage::ClusterStatus;
 
 use crate::archiving::GetOutcome;
@@ -22,8 +25,8 @@ use crate::files::OsUser;
 use crate::lock::ClusterLock;
 use crate::observe;
 use crate::plan::{
-    existing_paths, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
-    BasebackupPlan, FinishPlan, FinishReport, RestoreInputs, RestorePlan, RestorePointPlan,
+    moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan,
+    FinishPlan, FinishReport, PlanBasis, RestoreInputs, RestorePlan, RestorePointPlan,
     RestoreReport, RestoreState, RunOptions,
 };
 use crate::repository::object::ObjectRepository;
@@ -183,7 +186,9 @@ impl Cluster {
         replace_existing: bool,
     ) -> Result<ArchivePlan> {
         let observed = observe::cluster(self.backend()).await?;
-        ArchivePlan::build(self.config(), &observed, restart, replace_existing)
+        let mut plan = ArchivePlan::build(self.config(), &observed, restart, replace_existing)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Prepares WAL archiving on every node (see [`Cluster::plan_prepare_archiving`]).
@@ -192,24 +197,31 @@ impl Cluster {
         restart: bool,
         replace_existing: bool,
     ) -> Result<ArchiveReport> {
-        let _lock = self.lock("prepare-archiving")?;
         let plan = self
             .plan_prepare_archiving(restart, replace_existing)
             .await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 
     /// Plans `basebackup`; the name defaults to the UTC date and time.
     pub async fn plan_basebackup(&self, name: Option<&str>) -> Result<BasebackupPlan> {
+        let now = Utc::now();
+        let name = name.map_or_else(|| crate::names::default_name(now), str::to_string);
+        // Checked before the name reaches the disk.
+        crate::names::check_backup_name(&name)?;
+        let catalog = self.catalog();
+        let taken = catalog.backup_folder_exists(&name);
         let observed = observe::cluster(self.backend()).await?;
-        BasebackupPlan::build(self.config(), &observed, name, Utc::now(), &self.catalog())
+        let mut plan =
+            BasebackupPlan::build(self.config(), &observed, Some(&name), now, &catalog, taken)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Takes a base backup of every node.
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
-        let _lock = self.lock("basebackup")?;
         let plan = self.plan_basebackup(name).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 
     /// Plans `restore-point`; the name defaults to the UTC date and time.
@@ -220,14 +232,15 @@ impl Cluster {
         }
         let known = self.list_restore_points()?;
         let observed = observe::cluster(self.backend()).await?;
-        RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)
+        let mut plan = RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Creates a restore point on every node and waits until it is archived everywhere.
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
-        let _lock = self.lock("restore-point")?;
         let plan = self.plan_restore_point(name).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 
     /// The restore point a restore goes to: the one given, else the config's `restorePoint`.
@@ -303,11 +316,12 @@ impl Cluster {
                 ]
             })
             .collect();
-        let existing = existing_paths(
-            self.backend(),
-            paths.iter().map(|(n, p)| (n.as_str(), p.as_path())),
-        )
-        .await?;
+        let checked = self.path_basis(paths.into_iter()).await?;
+        let existing = checked
+            .iter()
+            .filter(|(_, _, exists)| *exists)
+            .map(|(_, p, _)| p.clone())
+            .collect();
         let inputs = RestoreInputs {
             backup: &backup,
             restore_point: &report.target,
@@ -319,6 +333,11 @@ impl Cluster {
         if let Some(why) = report.chosen_because {
             plan.notes.insert(0, why);
         }
+        plan.basis = PlanBasis {
+            paths: checked,
+            backup: Some(backup.name.clone()),
+            ..PlanBasis::new(&observed).with_restore(previous.map(|p| p.started.to_rfc3339()))
+        };
         Ok(plan)
     }
 
@@ -328,22 +347,23 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<RestoreReport> {
-        let _lock = self.lock("restore-start")?;
         let plan = self.plan_restore_start(backup, restore_point).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 
     /// Plans `restore-finish`.
     pub async fn plan_restore_finish(&self) -> Result<FinishPlan> {
         let observed = observe::cluster(self.backend()).await?;
-        FinishPlan::build(self.config(), &observed, self.restore_state()?.as_ref())
+        let state = self.restore_state()?;
+        let mut plan = FinishPlan::build(self.config(), &observed, state.as_ref())?;
+        plan.basis = PlanBasis::new(&observed).with_restore(state.map(|s| s.started.to_rfc3339()));
+        Ok(plan)
     }
 
     /// Ends recovery on every node: the cluster is writable again.
     pub async fn restore_finish(&self) -> Result<FinishReport> {
-        let _lock = self.lock("restore-finish")?;
         let plan = self.plan_restore_finish().await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 
     /// Plans `restore-abort`: every node's data directory from before restore-start put back.
@@ -357,15 +377,26 @@ impl Cluster {
                 ),
             })?;
         let observed = observe::cluster(self.backend()).await?;
-        let existing = existing_paths(self.backend(), state.paths()).await?;
-        AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())
+        let checked = self
+            .path_basis(state.paths().map(|(n, p)| (n.to_string(), p.to_path_buf())))
+            .await?;
+        let existing = checked
+            .iter()
+            .filter(|(_, _, exists)| *exists)
+            .map(|(_, p, _)| p.clone())
+            .collect();
+        let mut plan = AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())?;
+        plan.basis = PlanBasis {
+            paths: checked,
+            ..PlanBasis::new(&observed).with_restore(Some(state.started.to_rfc3339()))
+        };
+        Ok(plan)
     }
 
     /// Undoes restore-start: stops the recovering nodes and puts the old data directories back.
     pub async fn restore_abort(&self) -> Result<AbortReport> {
-        let _lock = self.lock("restore-abort")?;
         let plan = self.plan_restore_abort().await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply(&plan).await
     }
 }
 

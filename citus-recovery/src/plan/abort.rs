@@ -28,6 +28,9 @@ pub struct AbortPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// What restore-abort did.
@@ -111,6 +114,7 @@ impl AbortPlan {
             notes: vec![
                 "restored data directories are kept as <node>.failed-restore-<time> beside the data directory; remove them by hand".into(),
             ],
+            basis: super::PlanBasis::default(),
         })
     }
 

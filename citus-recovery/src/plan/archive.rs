@@ -31,6 +31,9 @@ pub struct ArchivePlan {
     pub replaces: Vec<ReplacedSetting>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// An archiving setting that belongs to something else, replaced by the plan.
@@ -230,6 +233,7 @@ impl ArchivePlan {
             restart_pending,
             replaces,
             notes,
+            basis: super::PlanBasis::default(),
         })
     }
 

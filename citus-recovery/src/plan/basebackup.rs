@@ -27,23 +27,28 @@ pub struct BasebackupPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 impl BasebackupPlan {
-    /// Builds the plan. `name` defaults to the UTC date and time; a name that exists in the
-    /// backup folder (complete or not) is refused. Every node must run with archiving on.
+    /// Builds the plan. `name` defaults to the UTC date and time; `name_taken` says that a
+    /// backup folder of that name exists (complete or not), and it is then refused. Every node
+    /// must run with archiving on. Touches no disk: `catalog` only names the folders.
     pub fn build(
         config: &ClusterConfig,
         observed: &[NodeObservation],
         name: Option<&str>,
         now: DateTime<Utc>,
         catalog: &Catalog,
+        name_taken: bool,
     ) -> Result<Self> {
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| names::default_name(now));
         names::check_backup_name(&name)?;
-        if catalog.backup_folder_exists(&name) {
+        if name_taken {
             return Err(Error::InvalidArgument {
                 what: "backup name",
                 value: name.clone(),
@@ -97,6 +102,7 @@ impl BasebackupPlan {
                     .display()
             )],
             name,
+            basis: super::PlanBasis::default(),
         })
     }
 

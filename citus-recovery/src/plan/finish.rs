@@ -21,6 +21,9 @@ pub struct FinishPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// One node after restore-finish.
@@ -125,6 +128,7 @@ impl FinishPlan {
                     })
                     .unwrap_or_default()
             )],
+            basis: super::PlanBasis::default(),
         })
     }
 

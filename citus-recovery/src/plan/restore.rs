@@ -196,6 +196,9 @@ pub struct RestorePlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// One node after restore-start.
@@ -444,6 +447,7 @@ impl RestorePlan {
                 },
                 "once paused, check the data with read-only queries, then run `citus-recovery restore-finish`".into(),
             ],
+            basis: super::PlanBasis::default(),
         })
     }
 

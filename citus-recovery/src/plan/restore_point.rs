@@ -28,6 +28,9 @@ pub struct RestorePointPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 impl RestorePointPlan {
@@ -126,6 +129,7 @@ impl RestorePointPlan {
             citus,
             phases,
             notes,
+            basis: super::PlanBasis::default(),
         })
     }
 

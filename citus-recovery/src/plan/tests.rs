@@ -170,15 +170,16 @@ fn basebackup_plan_refuses_without_archiving_and_bad_names() {
     let catalog = Catalog::new(&c);
     let mut obs = all(true);
     obs[1] = running("worker1", false);
-    let err = BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err();
+    let err = BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err();
     assert!(
         err.to_string()
             .contains("WAL archiving is not on for node worker1"),
         "{err}"
     );
-    let err = BasebackupPlan::build(&c, &all(true), Some("../x"), t(0), &catalog).unwrap_err();
+    let err =
+        BasebackupPlan::build(&c, &all(true), Some("../x"), t(0), &catalog, false).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
-    let plan = BasebackupPlan::build(&c, &all(true), None, t(0), &catalog).unwrap();
+    let plan = BasebackupPlan::build(&c, &all(true), None, t(0), &catalog, false).unwrap();
     assert_eq!(plan.name, crate::names::default_name(t(0)));
     assert_eq!(plan.phases[0].nodes.len(), 3, "every node at once");
     assert!(plan.to_json().contains("\"action\": \"base_backup\""));
@@ -522,14 +523,15 @@ fn a_citus_node_missing_from_the_config_is_refused() {
         cn("127.0.0.1", 9701),
         cn("localhost", 9702),
     ]);
-    BasebackupPlan::build(&c, &obs, None, t(0), &catalog).expect("every active node is configured");
+    BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false)
+        .expect("every active node is configured");
     obs[0]
         .citus_nodes
         .as_mut()
         .unwrap()
         .push(cn("localhost", 9703));
     for err in [
-        BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err(),
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err(),
         RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
     ] {
         assert!(
