@@ -349,7 +349,7 @@ pub(crate) fn tool_command(
             config_error(
                 "(file)",
                 "the config was not read from a file with an absolute path, and PostgreSQL's commands must name it",
-                "load the config with ClusterConfig::from_file and an absolute path",
+                "load the config from a file with an absolute path (ClusterConfig::from_file; Python: Cluster.from_config, or Cluster(config, config_file=...))",
             )
         })?;
     Ok(format!(
