@@ -64,6 +64,12 @@ impl Cluster {
     /// the plan moves appeared or vanished, or the backup it restores is gone.
     pub async fn apply<P: Apply>(&self, plan: &P) -> Result<P::Report> {
         let _lock = self.lock(plan.command())?;
+        self.apply_locked(plan).await
+    }
+
+    /// [`Cluster::apply`] for a caller that holds the lock already (the plain commands, which
+    /// take it before they plan, so that a busy cluster is reported before any planning).
+    pub(super) async fn apply_locked<P: Apply>(&self, plan: &P) -> Result<P::Report> {
         self.check_basis(plan.basis()).await?;
         plan.execute_on(self.backend(), &self.options).await
     }

@@ -2,8 +2,8 @@
 //! Python module call these and nothing else.
 //!
 //! Each recovery step comes as a pair: `plan_*` observes the nodes and builds the plan (changing
-//! nothing), and the plain method builds the plan and runs it through [`Cluster::apply`], which
-//! runs a printed plan exactly as printed once it has checked that the plan is not outdated.
+//! nothing); the plain method takes the lock, builds the plan and runs it as [`Cluster::apply`]
+//! does: exactly as printed, once it has checked that the plan is not outdated.
 
 mod apply;
 mod manage;
@@ -197,10 +197,11 @@ impl Cluster {
         restart: bool,
         replace_existing: bool,
     ) -> Result<ArchiveReport> {
+        let _lock = self.lock("prepare-archiving")?;
         let plan = self
             .plan_prepare_archiving(restart, replace_existing)
             .await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `basebackup`; the name defaults to the UTC date and time.
@@ -220,8 +221,9 @@ impl Cluster {
 
     /// Takes a base backup of every node.
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
+        let _lock = self.lock("basebackup")?;
         let plan = self.plan_basebackup(name).await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-point`; the name defaults to the UTC date and time.
@@ -239,8 +241,9 @@ impl Cluster {
 
     /// Creates a restore point on every node and waits until it is archived everywhere.
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
+        let _lock = self.lock("restore-point")?;
         let plan = self.plan_restore_point(name).await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 
     /// The restore point a restore goes to: the one given, else the config's `restorePoint`.
@@ -347,8 +350,9 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<RestoreReport> {
+        let _lock = self.lock("restore-start")?;
         let plan = self.plan_restore_start(backup, restore_point).await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-finish`.
@@ -362,8 +366,9 @@ impl Cluster {
 
     /// Ends recovery on every node: the cluster is writable again.
     pub async fn restore_finish(&self) -> Result<FinishReport> {
+        let _lock = self.lock("restore-finish")?;
         let plan = self.plan_restore_finish().await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-abort`: every node's data directory from before restore-start put back.
@@ -395,8 +400,9 @@ impl Cluster {
 
     /// Undoes restore-start: stops the recovering nodes and puts the old data directories back.
     pub async fn restore_abort(&self) -> Result<AbortReport> {
+        let _lock = self.lock("restore-abort")?;
         let plan = self.plan_restore_abort().await?;
-        self.apply(&plan).await
+        self.apply_locked(&plan).await
     }
 }
 
