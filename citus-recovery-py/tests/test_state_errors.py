@@ -4,8 +4,10 @@ one the cluster moved away from."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+from typing import Callable, List
 
 import pytest
 
@@ -92,3 +94,25 @@ def test_state_refusals_on_a_fresh_cluster(test_cluster: TestCluster) -> None:
     report = c.apply(plan)
     assert isinstance(report, citus_recovery.ArchiveReport)
     assert t.sql("worker1", "SHOW archive_mode") == ["on"]
+
+
+def test_a_held_lock_refuses_commands_and_apply(archived_cluster: TestCluster) -> None:
+    c = archived_cluster.cluster
+    plan = c.plan_restore_point("never-made")
+    path = archived_cluster.folder / "backup" / "citus-recovery.lock"
+    with open(path, "r+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.truncate(0)
+        held.write("pid 1 running `a test` since now")
+        held.flush()
+        calls: List[Callable[[], object]] = [
+            lambda: c.apply(plan),
+            lambda: c.create_restore_point("never-made"),
+        ]
+        for call in calls:
+            with pytest.raises(citus_recovery.LockedError) as raised:
+                call()
+            assert raised.value.path == path
+            assert raised.value.holder == "pid 1 running `a test` since now"
+            assert "wait for it to finish" in str(raised.value)
+    assert "never-made" not in [p.name for p in c.list_restore_points()]
