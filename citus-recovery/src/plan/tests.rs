@@ -540,3 +540,66 @@ fn a_citus_node_missing_from_the_config_is_refused() {
         );
     }
 }
+
+/// The refusals are typed: callers match on the variant and its fields, not on the text.
+#[test]
+fn refusals_are_typed_variants_naming_the_node() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let mut obs = all(true);
+    obs[2].server = ServerState::Stopped;
+    assert!(matches!(
+        ArchivePlan::build(&c, &obs, true, false),
+        Err(Error::NodeNotRunning { ref node, state: ServerState::Stopped, .. }) if node == "worker2"
+    ));
+    assert!(matches!(
+        FinishPlan::build(&c, &obs, None),
+        Err(Error::NodeNotRunning { ref node, .. }) if node == "worker2"
+    ));
+    assert!(matches!(
+        FinishPlan::build(&c, &all(true), None),
+        Err(Error::NoRestoreUnderWay { .. })
+    ));
+
+    let mut obs = all(true);
+    obs[1].in_recovery = Some(true);
+    obs[1].pause_state = Some("not paused".into());
+    assert!(matches!(
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false),
+        Err(Error::NodeInRecovery { ref node, command: "basebackup", .. }) if node == "worker1"
+    ));
+    assert!(matches!(
+        RestorePointPlan::build(&c, &obs, None, t(0), &[]),
+        Err(Error::NodeInRecovery { ref node, command: "restore-point", .. }) if node == "worker1"
+    ));
+    for o in &mut obs {
+        o.in_recovery = Some(true);
+        o.pause_state.get_or_insert_with(|| "paused".into());
+    }
+    let err = FinishPlan::build(&c, &obs, None).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotPaused { node, pause_state } if node == "worker1" && pause_state == "not paused"),
+        "{err}"
+    );
+    assert_eq!(err.node_name(), Some("worker1"));
+
+    let mut obs = all(true);
+    obs[0] = running("coordinator", false);
+    for err in [
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err(),
+        RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::ArchivingOff { node, .. } if node == "coordinator"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("prepare-archiving"), "{err}");
+    }
+    assert!(matches!(
+        BasebackupPlan::build(&c, &all(true), Some("b1"), t(0), &catalog, true),
+        Err(Error::InvalidArgument {
+            what: "backup name",
+            ..
+        })
+    ));
+}
