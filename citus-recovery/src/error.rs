@@ -352,7 +352,7 @@ pub enum Error {
 
     /// A worker task of the library panicked or was cancelled; what it did is named. A bug:
     /// please report it with the message.
-    #[error("{what} failed: the worker task {source}; this is a bug in citus-recovery, please report it")]
+    #[error("{what} failed: a worker task of citus-recovery stopped ({source}); this is a bug in citus-recovery, please report it with this message")]
     TaskFailed {
         /// What the task was doing (`checking a backup`).
         what: String,
