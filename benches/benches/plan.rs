@@ -35,6 +35,7 @@ fn build(c: &mut Criterion) {
                     Some("nightly"),
                     now,
                     &catalog,
+                    false,
                 )
                 .unwrap()
             })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use citus_recovery::config::NodeInfo;
 use citus_recovery::{Cluster, ClusterConfig, RunOptions};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
 
@@ -31,12 +31,17 @@ pub struct PyCluster(Cluster);
 #[pymethods]
 impl PyCluster {
     /// A cluster from a config given as a dict in the `cluster-config.json` format (camelCase
-    /// keys); validated as the command-line tool validates a config file. The keywords set the
-    /// run options (seconds for times; `concurrency` 0 means every node at once).
+    /// keys, `repository`, `compression` and `binary` included); validated as the command-line
+    /// tool validates a config file. With `config_file`, the config is also written there (an
+    /// absolute path, replaced whole, mode 0644, links not followed) and read back from it: a
+    /// config with a `repository` needs that, since PostgreSQL's `archive_command` and
+    /// `restore_command` run `binary --config <config_file>`. The other keywords set the run
+    /// options (seconds for times; `concurrency` 0 means every node at once).
     #[new]
-    #[pyo3(signature = (config, *, wait_timeout = None, poll_interval = None, concurrency = None))]
+    #[pyo3(signature = (config, *, config_file = None, wait_timeout = None, poll_interval = None, concurrency = None))]
     fn new(
         config: &Bound<'_, PyDict>,
+        config_file: Option<PathBuf>,
         wait_timeout: Option<f64>,
         poll_interval: Option<f64>,
         concurrency: Option<usize>,
@@ -48,7 +53,14 @@ impl PyCluster {
             .import("json")?
             .call_method("dumps", (config,), Some(&options))?
             .extract()?;
-        let config = ClusterConfig::from_json_str(&text, None).map_err(|e| errors::to_py(py, e))?;
+        let config = match config_file {
+            None => ClusterConfig::from_json_str(&text, None).map_err(|e| errors::to_py(py, e))?,
+            Some(file) => blocking(py, || {
+                // Checked before anything is written.
+                ClusterConfig::from_json_str(&text, Some(&file))?;
+                write_config(&file, &text)
+            })?,
+        };
         let options = run_options(wait_timeout, poll_interval, concurrency)?;
         Cluster::new(config)
             .map(|c| PyCluster(c.with_options(options)))
@@ -252,6 +264,50 @@ impl PyCluster {
         run(py, || self.0.restore_abort()).map(PyAbortReport)
     }
 
+    /// Runs a plan from one of the `plan_*` methods exactly as it was built and printed, after
+    /// checking under the cluster's lock that the cluster has not changed since (a node started,
+    /// stopped or promoted, a restore begun or ended, a moved path or the backup gone): then
+    /// `PlanOutdatedError` is raised and nothing is changed. Returns what the plain command
+    /// returns (`ArchiveReport`, `Backup`, `RestorePoint`, `RestoreReport`, `FinishReport`,
+    /// `AbortReport`).
+    fn apply(&self, plan: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = plan.py();
+        if let Ok(p) = plan.downcast::<PyArchivePlan>() {
+            let p = &p.get().0;
+            let report = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyArchiveReport(report))?.into_any());
+        }
+        if let Ok(p) = plan.downcast::<PyBasebackupPlan>() {
+            let p = &p.get().0;
+            let backup = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyBackup(backup))?.into_any());
+        }
+        if let Ok(p) = plan.downcast::<PyRestorePointPlan>() {
+            let p = &p.get().0;
+            let point = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyRestorePoint(point))?.into_any());
+        }
+        if let Ok(p) = plan.downcast::<PyRestorePlan>() {
+            let p = &p.get().0;
+            let report = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyRestoreReport(report))?.into_any());
+        }
+        if let Ok(p) = plan.downcast::<PyFinishPlan>() {
+            let p = &p.get().0;
+            let report = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyFinishReport(report))?.into_any());
+        }
+        if let Ok(p) = plan.downcast::<PyAbortPlan>() {
+            let p = &p.get().0;
+            let report = run(py, || self.0.apply(p))?;
+            return Ok(Py::new(py, PyAbortReport(report))?.into_any());
+        }
+        Err(PyTypeError::new_err(format!(
+            "apply() takes a plan from one of the Cluster's plan_* methods, not {}",
+            plan.get_type().name()?
+        )))
+    }
+
     /// Complete backups, oldest first.
     fn list_backups(&self, py: Python<'_>) -> PyResult<Vec<PyBackup>> {
         let backups = run(py, || self.0.list_backups())?;
@@ -284,6 +340,43 @@ impl PyCluster {
             self.node_names().into_pyobject(py)?.repr()?
         ))
     }
+}
+
+/// Writes the config text to `file` (absolute) whole: a new file beside it (created new, so a
+/// planted link is never followed), readable by the servers' user, then renamed over it; returns the config
+/// read back from `file`, so PostgreSQL's commands name exactly what was checked.
+fn write_config(file: &std::path::Path, text: &str) -> citus_recovery::Result<ClusterConfig> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !file.is_absolute() {
+        return Err(citus_recovery::Error::InvalidArgument {
+            what: "config_file",
+            value: file.display().to_string(),
+            problem: "is relative; give an absolute path (PostgreSQL's commands name it)".into(),
+        });
+    }
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = file.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        // rename replaces a link at `file` itself, never what it points to.
+        std::fs::rename(&tmp, file)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        citus_recovery::Error::io("write the config file", file, e)
+    })?;
+    ClusterConfig::from_file(file)
 }
 
 /// The run options from the keywords; the core's defaults where none is given.

@@ -14,12 +14,35 @@
 //! | `RestoreInProgress`                     | `RestoreInProgressError` (`.backup`, `.restore_point`, `.started`, `.fix`) |
 //! | `Identity`                              | `IdentityError` (`.node`, `.problem`, `.fix`)    |
 //! | `NotAtTarget`                           | `NotAtTargetError` (`.node`, `.restore_point`, `.replay_lsn`, `.target_lsn`, `.cause`) |
-//! | `RepositoryLocked`                      | `RepositoryLockedError` (`.holder`, `.repository`, `.stale`) |
-//! | anything else                           | `CitusRecoveryError`                             |
+//! | `NodeNotRunning`                        | `NodeNotRunningError` (`.node`, `.state`, `.fix`) |
+//! | `NodeInRecovery`                        | `NodeInRecoveryError` (`.node`, `.command`, `.fix`) |
+//! | `ArchivingOff`                          | `ArchivingOffError` (`.node`, `.why`)            |
+//! | `NotPaused`                             | `NotPausedError` (`.node`, `.pause_state`)       |
+//! | `NoRestoreUnderWay`                     | `NoRestoreUnderWayError` (`.detail`)             |
+//! | `DataDirExists`                         | `DataDirExistsError` (`.node`, `.data_dir`)      |
+//! | `DataDirMissing`                        | `DataDirMissingError` (`.node`, `.data_dir`)     |
+//! | `OldDataDirGone`                        | `OldDataDirGoneError` (`.node`, `.data_dir`, `.moved_aside_to`) |
+//! | `BackupTooNew`                          | `BackupTooNewError` (`.backup`, `.restore_point`, `.made`, `.node`) |
+//! | `UnlistedCitusNode`                     | `UnlistedCitusNodeError` (`.host`, `.port`, `.active`) |
+//! | `PlanOutdated`                          | `PlanOutdatedError` (`.what`)                    |
+//! | `ServersUser`                           | `ServersUserError` (`.user`, `.problem`, `.fix`) |
+//! | `WalArchive`                            | `WalArchiveError` (`.node`)                      |
+//! | `Locked`                                | `LockedError` (`.holder`, `.path`)               |
+//! | `RepositoryLocked`                      | `RepositoryLockedError`, a `LockedError` (`.holder`, `.repository`, `.stale`) |
+//! | `Repository`                            | `RepositoryError` (`.kind`, `.key`, `.repository`) |
+//! | `Corrupt`                               | `CorruptError` (`.key`, `.problem`)              |
+//! | `Io`                                    | `FileError` (`.action`, `.path`)                 |
+//! | `TaskFailed`, anything else             | `CitusRecoveryError`                             |
+//!
+//! The refusals that depend on the cluster's state (`RestoreInProgressError`,
+//! `NoRestoreUnderWayError`, `NodeNotRunningError`, `NodeInRecoveryError`, `ArchivingOffError`,
+//! `NotPausedError`, `DataDirExistsError`, `DataDirMissingError`, `OldDataDirGoneError`,
+//! `PlanOutdatedError`) share the base class `ClusterStateError`: nothing was changed.
 //!
 //! The message is always the core error's own text. Every exception has `.rollback`: `None`,
 //! except when a failed restore-start rolled the nodes back (then: how that went).
 
+use citus_recovery::repository::RepoError;
 use citus_recovery::Error;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -77,7 +100,7 @@ create_exception!(
 create_exception!(
     citus_recovery,
     RepositoryLockedError,
-    CitusRecoveryError,
+    LockedError,
     "Another command holds the cluster's lock in the repository, maybe on another admin host; nothing was changed. `.stale` says why the lock looks abandoned (then break it with `citus-recovery unlock --force`), else None (`.holder`, `.repository`, `.stale`)."
 );
 
@@ -90,8 +113,15 @@ create_exception!(
 
 create_exception!(
     citus_recovery,
-    RestoreInProgressError,
+    ClusterStateError,
     CitusRecoveryError,
+    "The cluster is not in a state the command can work from (a restore under way or not, a node stopped or in recovery); nothing was changed."
+);
+
+create_exception!(
+    citus_recovery,
+    RestoreInProgressError,
+    ClusterStateError,
     "A restore is under way and the command must not run now; nothing was changed (`.backup`, `.restore_point`, `.started`, `.fix`)."
 );
 
@@ -107,6 +137,109 @@ create_exception!(
     NotAtTargetError,
     CitusRecoveryError,
     "Recovery paused before the restore point (for instance for a setting the WAL raised) (`.node`, `.restore_point`, `.replay_lsn`, `.target_lsn`, `.cause`)."
+);
+
+create_exception!(
+    citus_recovery,
+    NodeNotRunningError,
+    ClusterStateError,
+    "A node's server must run for the command and does not; nothing was changed (`.node`, `.state`, `.fix`)."
+);
+create_exception!(
+    citus_recovery,
+    NodeInRecoveryError,
+    ClusterStateError,
+    "A node is in recovery where the command needs a primary; nothing was changed (`.node`, `.command`, `.fix`)."
+);
+create_exception!(
+    citus_recovery,
+    ArchivingOffError,
+    ClusterStateError,
+    "WAL archiving is not on for a node; run prepare_archiving() first; nothing was changed (`.node`, `.why`)."
+);
+create_exception!(
+    citus_recovery,
+    NotPausedError,
+    ClusterStateError,
+    "A node is in recovery but not paused at the restore point, so recovery cannot end there; nothing was changed (`.node`, `.pause_state`)."
+);
+create_exception!(
+    citus_recovery,
+    NoRestoreUnderWayError,
+    ClusterStateError,
+    "restore_finish or restore_abort found no restore under way; nothing was changed (`.detail`)."
+);
+create_exception!(
+    citus_recovery,
+    DataDirExistsError,
+    ClusterStateError,
+    "create() found a node's data directory there already; nothing was changed (`.node`, `.data_dir`)."
+);
+create_exception!(
+    citus_recovery,
+    DataDirMissingError,
+    ClusterStateError,
+    "A node has no data directory where the command needs one (`.node`, `.data_dir`)."
+);
+create_exception!(
+    citus_recovery,
+    OldDataDirGoneError,
+    ClusterStateError,
+    "The data directory from before the restore under way is gone from both places; restore it by hand (`.node`, `.data_dir`, `.moved_aside_to`)."
+);
+create_exception!(
+    citus_recovery,
+    PlanOutdatedError,
+    ClusterStateError,
+    "The plan given to apply() no longer fits the cluster; build it again; nothing was changed (`.what`)."
+);
+create_exception!(
+    citus_recovery,
+    BackupTooNewError,
+    CitusRecoveryError,
+    "The restore point lies before the end of the backup on a node; choose an older backup; nothing was changed (`.backup`, `.restore_point`, `.made`, `.node`)."
+);
+create_exception!(
+    citus_recovery,
+    UnlistedCitusNodeError,
+    CitusRecoveryError,
+    "Citus' pg_dist_node lists a node the config lacks; add it to workerNodes; nothing was changed (`.host`, `.port`, `.active`)."
+);
+create_exception!(
+    citus_recovery,
+    ServersUserError,
+    CitusRecoveryError,
+    "File work cannot be done as the servers' OS user (`.user`, `.problem`, `.fix`)."
+);
+create_exception!(
+    citus_recovery,
+    WalArchiveError,
+    CitusRecoveryError,
+    "A node's WAL archive could not be read (`.node`); the message names the file."
+);
+create_exception!(
+    citus_recovery,
+    LockedError,
+    CitusRecoveryError,
+    "Another command that changes the cluster holds its lock; wait for it (`.holder`, `.path`)."
+);
+create_exception!(
+    citus_recovery,
+    RepositoryError,
+    CitusRecoveryError,
+    "The repository failed or refused a request (`.kind`: not_found, conflict or unavailable; `.key`; `.repository`); never holds a secret."
+);
+create_exception!(
+    citus_recovery,
+    CorruptError,
+    CitusRecoveryError,
+    "An object in the repository is damaged (`.key`, `.problem`)."
+);
+create_exception!(
+    citus_recovery,
+    FileError,
+    CitusRecoveryError,
+    "A file operation failed (`.action`, `.path`); the message has the operating system's error."
 );
 
 /// `InvalidArgumentError(CitusRecoveryError, ValueError)`: made with `type()` because
@@ -163,6 +296,30 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("IdentityError", py.get_type::<IdentityError>())?;
     m.add("NotAtTargetError", py.get_type::<NotAtTargetError>())?;
+    m.add("ClusterStateError", py.get_type::<ClusterStateError>())?;
+    m.add("NodeNotRunningError", py.get_type::<NodeNotRunningError>())?;
+    m.add("NodeInRecoveryError", py.get_type::<NodeInRecoveryError>())?;
+    m.add("ArchivingOffError", py.get_type::<ArchivingOffError>())?;
+    m.add("NotPausedError", py.get_type::<NotPausedError>())?;
+    m.add(
+        "NoRestoreUnderWayError",
+        py.get_type::<NoRestoreUnderWayError>(),
+    )?;
+    m.add("DataDirExistsError", py.get_type::<DataDirExistsError>())?;
+    m.add("DataDirMissingError", py.get_type::<DataDirMissingError>())?;
+    m.add("OldDataDirGoneError", py.get_type::<OldDataDirGoneError>())?;
+    m.add("PlanOutdatedError", py.get_type::<PlanOutdatedError>())?;
+    m.add("BackupTooNewError", py.get_type::<BackupTooNewError>())?;
+    m.add(
+        "UnlistedCitusNodeError",
+        py.get_type::<UnlistedCitusNodeError>(),
+    )?;
+    m.add("ServersUserError", py.get_type::<ServersUserError>())?;
+    m.add("WalArchiveError", py.get_type::<WalArchiveError>())?;
+    m.add("LockedError", py.get_type::<LockedError>())?;
+    m.add("RepositoryError", py.get_type::<RepositoryError>())?;
+    m.add("CorruptError", py.get_type::<CorruptError>())?;
+    m.add("FileError", py.get_type::<FileError>())?;
     // A class attribute, so `.rollback` is there (None) on every error.
     py.get_type::<CitusRecoveryError>()
         .setattr("rollback", py.None())?;
@@ -349,6 +506,166 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 ("replay_lsn", replay_lsn.into_pyobject(py)?.into_any()),
                 ("target_lsn", target_lsn.into_pyobject(py)?.into_any()),
                 ("cause", cause.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::NodeNotRunning { node, state, fix } => instance(
+            &py.get_type::<NodeNotRunningError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("state", state.to_string().into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::NodeInRecovery { node, command, fix } => instance(
+            &py.get_type::<NodeInRecoveryError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("command", command.into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::ArchivingOff { node, why } => instance(
+            &py.get_type::<ArchivingOffError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("why", why.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::NotPaused { node, pause_state } => instance(
+            &py.get_type::<NotPausedError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("pause_state", pause_state.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::NoRestoreUnderWay { detail } => instance(
+            &py.get_type::<NoRestoreUnderWayError>(),
+            message,
+            [("detail", detail.into_pyobject(py)?.into_any())],
+        )?,
+        Error::DataDirExists { node, data_dir } => instance(
+            &py.get_type::<DataDirExistsError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("data_dir", convert::path(py, data_dir)?),
+            ],
+        )?,
+        Error::DataDirMissing { node, data_dir } => instance(
+            &py.get_type::<DataDirMissingError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("data_dir", convert::path(py, data_dir)?),
+            ],
+        )?,
+        Error::OldDataDirGone {
+            node,
+            data_dir,
+            moved_aside_to,
+        } => instance(
+            &py.get_type::<OldDataDirGoneError>(),
+            message,
+            [
+                ("node", node.into_pyobject(py)?.into_any()),
+                ("data_dir", convert::path(py, data_dir)?),
+                ("moved_aside_to", convert::path(py, moved_aside_to)?),
+            ],
+        )?,
+        Error::PlanOutdated { what } => instance(
+            &py.get_type::<PlanOutdatedError>(),
+            message,
+            [("what", what.into_pyobject(py)?.into_any())],
+        )?,
+        Error::BackupTooNew {
+            backup,
+            restore_point,
+            made,
+            node,
+        } => instance(
+            &py.get_type::<BackupTooNewError>(),
+            message,
+            [
+                ("backup", backup.into_pyobject(py)?.into_any()),
+                ("restore_point", restore_point.into_pyobject(py)?.into_any()),
+                ("made", made.into_pyobject(py)?.into_any()),
+                ("node", node.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::UnlistedCitusNode { host, port, active } => instance(
+            &py.get_type::<UnlistedCitusNodeError>(),
+            message,
+            [
+                ("host", host.into_pyobject(py)?.into_any()),
+                ("port", port.into_pyobject(py)?.into_any()),
+                ("active", active.into_pyobject(py)?.to_owned().into_any()),
+            ],
+        )?,
+        Error::ServersUser {
+            user, problem, fix, ..
+        } => instance(
+            &py.get_type::<ServersUserError>(),
+            message,
+            [
+                ("user", user.into_pyobject(py)?.into_any()),
+                ("problem", problem.into_pyobject(py)?.into_any()),
+                ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::WalArchive { node, .. } => instance(
+            &py.get_type::<WalArchiveError>(),
+            message,
+            [("node", node.into_pyobject(py)?.into_any())],
+        )?,
+        Error::Locked { holder, path } => instance(
+            &py.get_type::<LockedError>(),
+            message,
+            [
+                ("holder", holder.into_pyobject(py)?.into_any()),
+                ("path", convert::path(py, path)?),
+            ],
+        )?,
+        Error::Repository(repo) => {
+            let (kind, key, repository) = match repo {
+                RepoError::NotFound { key } => ("not_found", Some(key.to_string()), None),
+                RepoError::Conflict { key } => ("conflict", Some(key.to_string()), None),
+                RepoError::Unavailable {
+                    repository, key, ..
+                } => (
+                    "unavailable",
+                    Some(key.to_string()),
+                    Some(repository.clone()),
+                ),
+                _ => ("other", None, None),
+            };
+            instance(
+                &py.get_type::<RepositoryError>(),
+                message,
+                [
+                    ("kind", kind.into_pyobject(py)?.into_any()),
+                    ("key", key.into_pyobject(py)?),
+                    ("repository", repository.into_pyobject(py)?),
+                ],
+            )?
+        }
+        Error::Corrupt { key, problem } => instance(
+            &py.get_type::<CorruptError>(),
+            message,
+            [
+                ("key", key.into_pyobject(py)?.into_any()),
+                ("problem", problem.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::Io { action, path, .. } => instance(
+            &py.get_type::<FileError>(),
+            message,
+            [
+                ("action", action.into_pyobject(py)?.into_any()),
+                ("path", convert::path(py, path)?),
             ],
         )?,
         Error::RestoreFailed { failure, rollback } => {

@@ -105,11 +105,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The cluster is not in a state the command can work from (a restore already under way, a node
-    /// that must be running is stopped); nothing was changed.
-    #[error("{0}")]
-    State(String),
-
     /// A check before restore-start failed; nothing was changed.
     #[error("restore of backup {backup} to restore point {restore_point:?} would fail, so nothing was changed:\n{}", join_lines_str(.failures))]
     PreflightFailed {
@@ -225,6 +220,155 @@ pub enum Error {
         current: String,
     },
 
+    /// A node's server must run (and answer) for the command, and does not; nothing was changed.
+    #[error("node {node} is not running ({state}); {fix}")]
+    NodeNotRunning {
+        /// The node's name from the config.
+        node: String,
+        /// What was found instead (stopped, no data directory).
+        state: crate::backend::ServerState,
+        /// What to do.
+        fix: String,
+    },
+
+    /// A node is in recovery (a restore is paused or replaying) where the command needs a
+    /// primary; nothing was changed.
+    #[error("node {node} is in recovery, and {command} needs a primary; fix: {fix}")]
+    NodeInRecovery {
+        /// The node's name from the config.
+        node: String,
+        /// The command refused (`basebackup`, `restore-point`).
+        command: &'static str,
+        /// What to do.
+        fix: String,
+    },
+
+    /// WAL archiving is not on for a node, and the command needs it; nothing was changed.
+    #[error("WAL archiving is not on for node {node}: {why}; run `citus-recovery prepare-archiving` (Python: prepare_archiving()) first")]
+    ArchivingOff {
+        /// The node's name from the config.
+        node: String,
+        /// Why the command needs archiving.
+        why: &'static str,
+    },
+
+    /// A node is still in recovery but not paused at the restore point, so recovery cannot be
+    /// ended there; nothing was changed.
+    #[error("node {node} is still in recovery but not paused at the restore point (replay {pause_state}); wait for restore-start to report every node paused, or run restore-abort")]
+    NotPaused {
+        /// The node's name from the config.
+        node: String,
+        /// `pg_get_wal_replay_pause_state()` as found (`not paused`, `pause requested`).
+        pause_state: String,
+    },
+
+    /// restore-finish or restore-abort found no restore under way; nothing was changed.
+    #[error("no restore is under way: {detail}; run `citus-recovery restore-start` first")]
+    NoRestoreUnderWay {
+        /// What was looked at (the state file that does not exist, no node paused).
+        detail: String,
+    },
+
+    /// `cluster create` found a node's data directory there already; nothing was changed.
+    #[error("node {node} has a data directory already ({}); remove it or choose another clusterBaseFolder", data_dir.display())]
+    DataDirExists {
+        /// The node's name from the config.
+        node: String,
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+
+    /// A node has no data directory where the command needs one.
+    #[error("node {node} has no data directory ({}); run `citus-recovery cluster create`, or restore-start to restore one", data_dir.display())]
+    DataDirMissing {
+        /// The node's name from the config.
+        node: String,
+        /// Where the data directory should be.
+        data_dir: PathBuf,
+    },
+
+    /// A restore under way moved a node's data directory aside, and neither it nor the moved
+    /// copy exists any more; nothing was changed.
+    #[error("node {node}: neither {} nor {} exists, so the data directory from before the restore is gone; restore it by hand (from a backup), then run restore-abort", data_dir.display(), moved_aside_to.display())]
+    OldDataDirGone {
+        /// The node's name from the config.
+        node: String,
+        /// The data directory.
+        data_dir: PathBuf,
+        /// Where restore-start had moved the old one.
+        moved_aside_to: PathBuf,
+    },
+
+    /// The restore point lies before the end of the backup on a node: recovery from that backup
+    /// cannot stop there; nothing was changed.
+    #[error("restore point {restore_point:?} (made {made}) lies before the end of backup {backup} on node {node}: recovery cannot stop there; choose an older backup")]
+    BackupTooNew {
+        /// The backup.
+        backup: String,
+        /// The restore point.
+        restore_point: String,
+        /// When the restore point was made (RFC 3339).
+        made: String,
+        /// The first node on which it lies before the backup's end.
+        node: String,
+    },
+
+    /// Citus' `pg_dist_node` lists a node the config lacks: a backup or restore point without it
+    /// would lose its shards; nothing was changed.
+    #[error("Citus lists {} node {host}:{port} in pg_dist_node that the config lacks: a backup or restore point without it would lose its shards; add it to workerNodes (or remove it from the cluster with citus_remove_node)", if *active { "an active" } else { "an inactive but placement-holding" })]
+    UnlistedCitusNode {
+        /// `pg_dist_node.nodename`.
+        host: String,
+        /// `pg_dist_node.nodeport`.
+        port: u16,
+        /// `pg_dist_node.isactive`.
+        active: bool,
+    },
+
+    /// File work cannot be done as the servers' OS user (the identity switch was refused, or the
+    /// user cannot reach or write a folder); nothing was changed.
+    #[error("OS user {user}: {problem}; fix: {fix}")]
+    ServersUser {
+        /// The servers' OS user.
+        user: String,
+        /// What could not be done.
+        problem: String,
+        /// What to do.
+        fix: String,
+        /// The operating system's error, when there is one.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// A node's WAL archive could not be read while listing restore points.
+    #[error("node {node}: reading its WAL archive failed: {source}; fix what the message names, or run `citus-recovery verify` for every check")]
+    WalArchive {
+        /// The node's name from the config.
+        node: String,
+        /// The WAL reader's error (it names the file).
+        #[source]
+        source: crate::wal::WalError,
+    },
+
+    /// A worker task of the library panicked or was cancelled; what it did is named. A bug:
+    /// please report it with the message.
+    #[error("{what} failed: a worker task of citus-recovery stopped ({source}); this is a bug in citus-recovery, please report it with this message")]
+    TaskFailed {
+        /// What the task was doing (`checking a backup`).
+        what: String,
+        /// The runtime's error.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
+    /// A plan given to [`crate::Cluster::apply`] no longer fits the cluster (a node's state
+    /// changed, a restore began or ended, the chosen backup is gone); nothing was changed.
+    #[error("the plan is outdated: {what}; build the plan again (run the command without the plan, or plan it again) and check it")]
+    PlanOutdated {
+        /// What changed since the plan was built.
+        what: String,
+    },
+
     /// Another command holds the cluster's lock in the repository (maybe on another admin
     /// host); nothing was changed. A stale lock is reported, never taken over.
     #[error("{}", repository_locked_text(holder, repository, stale.as_deref()))]
@@ -319,6 +463,12 @@ impl Error {
         }
     }
 
+    /// The error for a worker task doing `what` that panicked or was cancelled, for `map_err`.
+    pub fn task(what: impl Into<String>) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        let what = what.into();
+        move |source| Error::TaskFailed { what, source }
+    }
+
     /// One error from several: itself when there is one, [`Error::Several`] otherwise.
     pub fn from_several(mut errors: Vec<Error>) -> Option<Error> {
         match errors.len() {
@@ -335,7 +485,16 @@ impl Error {
             | Error::Sql { node, .. }
             | Error::Identity { node, .. }
             | Error::NotAtTarget { node, .. }
-            | Error::ArchivingInUse { node, .. } => Some(node),
+            | Error::ArchivingInUse { node, .. }
+            | Error::NodeNotRunning { node, .. }
+            | Error::NodeInRecovery { node, .. }
+            | Error::ArchivingOff { node, .. }
+            | Error::NotPaused { node, .. }
+            | Error::DataDirExists { node, .. }
+            | Error::DataDirMissing { node, .. }
+            | Error::OldDataDirGone { node, .. }
+            | Error::BackupTooNew { node, .. }
+            | Error::WalArchive { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

@@ -128,16 +128,21 @@ impl OsUser {
                 mode & 0o001 != 0
             };
             if !ok {
-                return Err(Error::State(format!(
-                    "OS user {} cannot reach {}: folder {} (mode {:o}, owner uid {}) is not searchable by it; \
-                     run `chmod o+x {}` or choose folders the user can reach",
-                    self.name,
-                    path.display(),
-                    dir.display(),
-                    mode & 0o7777,
-                    meta.uid(),
-                    dir.display()
-                )));
+                return Err(Error::ServersUser {
+                    user: self.name.clone(),
+                    problem: format!(
+                        "cannot reach {}: folder {} (mode {:o}, owner uid {}) is not searchable by it",
+                        path.display(),
+                        dir.display(),
+                        mode & 0o7777,
+                        meta.uid()
+                    ),
+                    fix: format!(
+                        "run `chmod o+x {}` or choose folders the user can reach",
+                        dir.display()
+                    ),
+                    source: None,
+                });
             }
         }
         Ok(())

@@ -127,10 +127,11 @@ impl NodeObservation {
             (ServerState::Running, Some(e)) => {
                 Err(Error::node(&self.node, "connect", format!("{e}; {fix}")))
             }
-            (state, _) => Err(Error::State(format!(
-                "node {} is not running ({state}); {fix}",
-                self.node
-            ))),
+            (state, _) => Err(Error::NodeNotRunning {
+                node: self.node.clone(),
+                state: *state,
+                fix: fix.into(),
+            }),
         }
     }
 }
@@ -235,12 +236,11 @@ pub fn check_citus_topology(config: &ClusterConfig, observed: &[NodeObservation]
             cn.is(n, addresses)
         });
         if !known {
-            return Err(Error::State(format!(
-                "Citus lists {} node {}:{} in pg_dist_node that the config lacks: a backup or restore point without it would lose its shards; add it to workerNodes (or remove it from the cluster with citus_remove_node)",
-                if cn.active { "an active" } else { "an inactive but placement-holding" },
-                cn.host,
-                cn.port
-            )));
+            return Err(Error::UnlistedCitusNode {
+                host: cn.host.clone(),
+                port: cn.port,
+                active: cn.active,
+            });
         }
     }
     Ok(())

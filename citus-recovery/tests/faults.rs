@@ -126,7 +126,10 @@ async fn restore_abort_puts_the_old_data_directories_back() {
     }
     assert!(c.restore_state().unwrap().is_none());
     assert!(
-        matches!(c.restore_abort().await, Err(Error::State(_))),
+        matches!(
+            c.restore_abort().await,
+            Err(Error::NoRestoreUnderWay { .. })
+        ),
         "nothing left to abort"
     );
     // And a restore still works afterwards.

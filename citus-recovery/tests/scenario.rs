@@ -180,7 +180,10 @@ async fn plain_nodes_restore_to_the_restore_point() {
         "finish closes the restore"
     );
     assert!(
-        matches!(c.restore_finish().await, Err(Error::State(_))),
+        matches!(
+            c.restore_finish().await,
+            Err(Error::NoRestoreUnderWay { .. })
+        ),
         "nothing left to finish"
     );
     c.stop().await.unwrap();

@@ -8,7 +8,7 @@ PostgreSQL writes them (``"0/3000028"``), paths are ``pathlib.Path``.
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, final
+from typing import Any, Dict, List, Optional, Union, final, overload
 
 from typing_extensions import disjoint_base
 
@@ -57,6 +57,24 @@ __all__ = [
     "RestoreInProgressError",
     "IdentityError",
     "NotAtTargetError",
+    "ClusterStateError",
+    "NodeNotRunningError",
+    "NodeInRecoveryError",
+    "ArchivingOffError",
+    "NotPausedError",
+    "NoRestoreUnderWayError",
+    "DataDirExistsError",
+    "DataDirMissingError",
+    "OldDataDirGoneError",
+    "PlanOutdatedError",
+    "BackupTooNewError",
+    "UnlistedCitusNodeError",
+    "ServersUserError",
+    "WalArchiveError",
+    "LockedError",
+    "RepositoryError",
+    "CorruptError",
+    "FileError",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -122,15 +140,6 @@ class ArchivingInUseError(CitusRecoveryError):
     current: str
     """Its value, with anything that looks like a password, key or token masked."""
 
-class RepositoryLockedError(CitusRecoveryError):
-    """Another command holds the cluster's lock in the repository (maybe on another admin
-    host); nothing was changed. ``stale`` says why the lock looks abandoned (then break it with
-    ``citus-recovery unlock --force``), else None."""
-
-    holder: str
-    repository: str
-    stale: Optional[str]
-
 class UntrustedFileError(CitusRecoveryError):
     """A file or folder of the library's own (catalog, restore state, lock) could have been
     changed by someone other than the user running the tool, so it was not trusted; nothing was
@@ -140,7 +149,11 @@ class UntrustedFileError(CitusRecoveryError):
     problem: str
     fix: str
 
-class RestoreInProgressError(CitusRecoveryError):
+class ClusterStateError(CitusRecoveryError):
+    """The cluster is not in a state the command can work from (a restore under way or not, a
+    node stopped or in recovery, a plan outdated); nothing was changed."""
+
+class RestoreInProgressError(ClusterStateError):
     """A restore is under way (``restore_start`` began, nothing ended it) and the command must
     not run now; nothing was changed."""
 
@@ -168,6 +181,138 @@ class NotAtTargetError(CitusRecoveryError):
     target_lsn: str
     cause: str
     """The server log's lines that say why."""
+
+class NodeNotRunningError(ClusterStateError):
+    """A node's server must run for the command and does not; nothing was changed."""
+
+    node: str
+    state: str
+    """``"stopped"`` or ``"no data directory"``."""
+    fix: str
+
+class NodeInRecoveryError(ClusterStateError):
+    """A node is in recovery where the command needs a primary; nothing was changed."""
+
+    node: str
+    command: str
+    """The command refused (``"basebackup"``, ``"restore-point"``)."""
+    fix: str
+
+class ArchivingOffError(ClusterStateError):
+    """WAL archiving is not on for a node: run ``prepare_archiving()`` first; nothing was
+    changed."""
+
+    node: str
+    why: str
+    """Why the command needs archiving."""
+
+class NotPausedError(ClusterStateError):
+    """A node is in recovery but not paused at the restore point, so ``restore_finish`` cannot
+    end recovery there; nothing was changed."""
+
+    node: str
+    pause_state: str
+    """``pg_get_wal_replay_pause_state()`` as found."""
+
+class NoRestoreUnderWayError(ClusterStateError):
+    """``restore_finish`` or ``restore_abort`` found no restore under way; nothing was changed."""
+
+    detail: str
+
+class DataDirExistsError(ClusterStateError):
+    """``create()`` found a node's data directory there already; nothing was changed."""
+
+    node: str
+    data_dir: Path
+
+class DataDirMissingError(ClusterStateError):
+    """A node has no data directory where the command needs one (``create()`` first)."""
+
+    node: str
+    data_dir: Path
+
+class OldDataDirGoneError(ClusterStateError):
+    """The data directory from before the restore under way exists neither in place nor where
+    ``restore_start`` moved it; restore it by hand; nothing was changed."""
+
+    node: str
+    data_dir: Path
+    moved_aside_to: Path
+
+class PlanOutdatedError(ClusterStateError):
+    """The plan given to ``Cluster.apply`` no longer fits the cluster (a node's state changed, a
+    restore began or ended, the backup is gone); build it again; nothing was changed."""
+
+    what: str
+    """What changed since the plan was built."""
+
+class BackupTooNewError(CitusRecoveryError):
+    """The restore point lies before the end of the backup on a node: choose an older backup;
+    nothing was changed."""
+
+    backup: str
+    restore_point: str
+    made: str
+    """When the restore point was made (RFC 3339)."""
+    node: str
+
+class UnlistedCitusNodeError(CitusRecoveryError):
+    """Citus' ``pg_dist_node`` lists a node the config lacks: add it to ``workerNodes``;
+    nothing was changed."""
+
+    host: str
+    port: int
+    active: bool
+
+class ServersUserError(CitusRecoveryError):
+    """File work cannot be done as the servers' OS user (identity switch refused, a folder it
+    cannot reach or write)."""
+
+    user: str
+    problem: str
+    fix: str
+
+class WalArchiveError(CitusRecoveryError):
+    """A node's WAL archive could not be read; the message names the file."""
+
+    node: str
+
+class LockedError(CitusRecoveryError):
+    """Another command that changes the cluster holds its lock; wait for it."""
+
+    holder: str
+    path: Path
+
+class RepositoryLockedError(LockedError):
+    """Another command holds the cluster's lock in the repository (maybe on another admin
+    host); nothing was changed. ``stale`` says why the lock looks abandoned (then break it with
+    ``citus-recovery unlock --force``), else None."""
+
+    holder: str
+    repository: str
+    stale: Optional[str]
+
+class RepositoryError(CitusRecoveryError):
+    """The repository failed or refused a request; the message names the repository and the
+    key, never a secret."""
+
+    kind: str
+    """``"not_found"``, ``"conflict"`` or ``"unavailable"``."""
+    key: Optional[str]
+    repository: Optional[str]
+    """The repository, for ``"unavailable"``."""
+
+class CorruptError(CitusRecoveryError):
+    """An object in the repository is damaged (bad checksum, truncated)."""
+
+    key: str
+    problem: str
+
+class FileError(CitusRecoveryError):
+    """A file operation failed; the message has the operating system's error."""
+
+    action: str
+    path: Path
 
 class NodeError(CitusRecoveryError):
     """Work on one or more nodes failed."""
@@ -545,11 +690,18 @@ class Cluster:
         cls,
         config: Dict[str, Any],
         *,
+        config_file: Optional[Union[str, os.PathLike[str]]] = None,
         wait_timeout: Optional[float] = None,
         poll_interval: Optional[float] = None,
         concurrency: Optional[int] = None,
     ) -> Cluster:
-        """A cluster from a config dict in the ``cluster-config.json`` format (camelCase keys).
+        """A cluster from a config dict in the ``cluster-config.json`` format (camelCase keys,
+        ``repository``, ``compression`` and ``binary`` included).
+
+        With ``config_file`` (an absolute path) the config is also written there, whole (mode
+        0644, links not followed), and read back: a config with a ``repository`` needs it, as
+        PostgreSQL's ``archive_command``/``restore_command`` run ``binary --config
+        <config_file>``; without it ``prepare_archiving`` raises ``ConfigError``.
 
         The keywords set the run options: how long to wait for archiving, a pause or a
         promotion (seconds, default 3600), how often to look (seconds, default 0.1), how many
@@ -605,6 +757,21 @@ class Cluster:
     def plan_restore_abort(self) -> AbortPlan: ...
     def restore_abort(self) -> AbortReport:
         """Undoes ``restore_start``: the old data directories are put back."""
+    @overload
+    def apply(self, plan: ArchivePlan) -> ArchiveReport:
+        """Runs a plan from a ``plan_*`` method exactly as printed, after checking under the
+        cluster's lock that the cluster has not changed since it was built; else
+        ``PlanOutdatedError`` and nothing is changed. Returns what the plain command returns."""
+    @overload
+    def apply(self, plan: BasebackupPlan) -> Backup: ...
+    @overload
+    def apply(self, plan: RestorePointPlan) -> RestorePoint: ...
+    @overload
+    def apply(self, plan: RestorePlan) -> RestoreReport: ...
+    @overload
+    def apply(self, plan: FinishPlan) -> FinishReport: ...
+    @overload
+    def apply(self, plan: AbortPlan) -> AbortReport: ...
     def list_backups(self) -> List[Backup]: ...
     def list_restore_points(self) -> List[RestorePoint]: ...
     def delete_restore_point(self, name: str) -> RestorePoint:

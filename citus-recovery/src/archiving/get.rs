@@ -46,7 +46,7 @@ pub async fn archive_get(
             Ok(GetOutcome::Restored)
         })
         .await
-        .map_err(|e| Error::State(format!("restoring {file} failed: {e}")))?;
+        .map_err(Error::task(format!("restoring {file}")))?;
     }
     Ok(GetOutcome::NotFound)
 }

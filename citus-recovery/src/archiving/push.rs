@@ -40,7 +40,7 @@ pub async fn archive_push(
         let data = data.clone();
         tokio::task::spawn_blocking(move || codec::encode(compression, &data))
             .await
-            .map_err(|e| Error::State(format!("compressing {file} failed: {e}")))?
+            .map_err(Error::task(format!("compressing {file}")))?
     };
     match repo.put_create(&key, frame).await {
         // Another level or library version encodes the same content differently.

@@ -172,6 +172,16 @@ impl FakeBackend {
         }
     }
 
+    /// Another handle on the same hosts, servers and call log (for a [`crate::Cluster`], which
+    /// owns its backend, while the test keeps this one to look and to script).
+    pub fn share(&self) -> Self {
+        FakeBackend {
+            config: self.config.clone(),
+            inner: self.inner.clone(),
+            port: tokio::sync::OnceCell::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }

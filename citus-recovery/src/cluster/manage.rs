@@ -97,11 +97,10 @@ impl Cluster {
             if backend.server_state(node).await? != ServerState::Missing
                 || config.data_dir(node).exists()
             {
-                return Err(Error::State(format!(
-                    "node {} has a data directory already ({}); remove it or choose another clusterBaseFolder",
-                    node.name,
-                    config.data_dir(node).display()
-                )));
+                return Err(Error::DataDirExists {
+                    node: node.name.clone(),
+                    data_dir: config.data_dir(node),
+                });
             }
         }
         let citus = !plain && backend.citus_available(&config.coordinator).await?;
@@ -193,11 +192,10 @@ impl Cluster {
             match backend.server_state(node).await? {
                 ServerState::Running => Ok(()),
                 ServerState::Stopped => backend.start(node, StartWait::UntilReady).await,
-                ServerState::Missing => Err(Error::State(format!(
-                    "node {} has no data directory ({}); run `citus-recovery cluster create`",
-                    node.name,
-                    self.config().data_dir(node).display()
-                ))),
+                ServerState::Missing => Err(Error::DataDirMissing {
+                    node: node.name.clone(),
+                    data_dir: self.config().data_dir(node),
+                }),
             }
         })
         .await

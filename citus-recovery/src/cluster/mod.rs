@@ -2,8 +2,10 @@
 //! Python module call these and nothing else.
 //!
 //! Each recovery step comes as a pair: `plan_*` observes the nodes and builds the plan (changing
-//! nothing), and the plain method builds the same plan and executes it.
+//! nothing); the plain method takes the lock, builds the plan and runs it as [`Cluster::apply`]
+//! does: exactly as printed, once it has checked that the plan is not outdated.
 
+mod apply;
 mod manage;
 
 use std::path::Path;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+pub use apply::Apply;
 pub use manage::ClusterStatus;
 
 use crate::archiving::GetOutcome;
@@ -22,8 +25,8 @@ use crate::files::OsUser;
 use crate::lock::{ClusterLock, LockHolder};
 use crate::observe;
 use crate::plan::{
-    existing_paths, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
-    BasebackupPlan, FinishPlan, FinishReport, RestoreInputs, RestorePlan, RestorePointPlan,
+    moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan,
+    FinishPlan, FinishReport, PlanBasis, RestoreInputs, RestorePlan, RestorePointPlan,
     RestoreReport, RestoreState, RunOptions,
 };
 use crate::repository::object::ObjectRepository;
@@ -215,7 +218,9 @@ impl Cluster {
         replace_existing: bool,
     ) -> Result<ArchivePlan> {
         let observed = observe::cluster(self.backend()).await?;
-        ArchivePlan::build(self.config(), &observed, restart, replace_existing)
+        let mut plan = ArchivePlan::build(self.config(), &observed, restart, replace_existing)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Prepares WAL archiving on every node (see [`Cluster::plan_prepare_archiving`]).
@@ -228,31 +233,34 @@ impl Cluster {
         let plan = self
             .plan_prepare_archiving(restart, replace_existing)
             .await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `basebackup`; the name defaults to the UTC date and time.
     pub async fn plan_basebackup(&self, name: Option<&str>) -> Result<BasebackupPlan> {
-        if let Some(name) = name.filter(|_| self.catalog().in_repository()) {
-            // Taken in the repository by another admin host: refused before any work.
-            crate::names::check_backup_name(name)?;
-            if self.catalog().backup_name_taken(name).await? {
-                return Err(Error::InvalidArgument {
-                    what: "backup name",
-                    value: name.into(),
-                    problem: "is taken in the repository's catalog; choose another name".into(),
-                });
-            }
-        }
+        let now = Utc::now();
+        let name = name.map_or_else(|| crate::names::default_name(now), str::to_string);
+        // Checked before the name reaches the disk or the repository.
+        crate::names::check_backup_name(&name)?;
+        let catalog = self.catalog();
+        // In a repository the name may be taken by another admin host: refused before any work.
+        let taken = if catalog.in_repository() {
+            catalog.backup_name_taken(&name).await?
+        } else {
+            catalog.backup_folder_exists(&name)
+        };
         let observed = observe::cluster(self.backend()).await?;
-        BasebackupPlan::build(self.config(), &observed, name, Utc::now(), &self.catalog())
+        let mut plan =
+            BasebackupPlan::build(self.config(), &observed, Some(&name), now, &catalog, taken)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Takes a base backup of every node.
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
         let _lock = self.lock("basebackup").await?;
         let plan = self.plan_basebackup(name).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-point`; the name defaults to the UTC date and time.
@@ -263,14 +271,16 @@ impl Cluster {
         }
         let known = self.list_restore_points().await?;
         let observed = observe::cluster(self.backend()).await?;
-        RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)
+        let mut plan = RestorePointPlan::build(self.config(), &observed, name, Utc::now(), &known)?;
+        plan.basis = PlanBasis::new(&observed);
+        Ok(plan)
     }
 
     /// Creates a restore point on every node and waits until it is archived everywhere.
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
         let _lock = self.lock("restore-point").await?;
         let plan = self.plan_restore_point(name).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 
     /// The restore point a restore goes to: the one given, else the config's `restorePoint`.
@@ -346,11 +356,12 @@ impl Cluster {
                 ]
             })
             .collect();
-        let existing = existing_paths(
-            self.backend(),
-            paths.iter().map(|(n, p)| (n.as_str(), p.as_path())),
-        )
-        .await?;
+        let checked = self.path_basis(paths.into_iter()).await?;
+        let existing = checked
+            .iter()
+            .filter(|(_, _, exists)| *exists)
+            .map(|(_, p, _)| p.clone())
+            .collect();
         let inputs = RestoreInputs {
             backup: &backup,
             restore_point: &report.target,
@@ -362,6 +373,11 @@ impl Cluster {
         if let Some(why) = report.chosen_because {
             plan.notes.insert(0, why);
         }
+        plan.basis = PlanBasis {
+            paths: checked,
+            backup: Some(backup.name.clone()),
+            ..PlanBasis::new(&observed).with_restore(previous.map(|p| p.started.to_rfc3339()))
+        };
         Ok(plan)
     }
 
@@ -373,40 +389,57 @@ impl Cluster {
     ) -> Result<RestoreReport> {
         let _lock = self.lock("restore-start").await?;
         let plan = self.plan_restore_start(backup, restore_point).await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-finish`.
     pub async fn plan_restore_finish(&self) -> Result<FinishPlan> {
         let observed = observe::cluster(self.backend()).await?;
-        FinishPlan::build(self.config(), &observed, self.restore_state()?.as_ref())
+        let state = self.restore_state()?;
+        let mut plan = FinishPlan::build(self.config(), &observed, state.as_ref())?;
+        plan.basis = PlanBasis::new(&observed).with_restore(state.map(|s| s.started.to_rfc3339()));
+        Ok(plan)
     }
 
     /// Ends recovery on every node: the cluster is writable again.
     pub async fn restore_finish(&self) -> Result<FinishReport> {
         let _lock = self.lock("restore-finish").await?;
         let plan = self.plan_restore_finish().await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 
     /// Plans `restore-abort`: every node's data directory from before restore-start put back.
     pub async fn plan_restore_abort(&self) -> Result<AbortPlan> {
-        let state = self.restore_state()?.ok_or_else(|| {
-            Error::State(format!(
-                "no restore is under way ({} does not exist): there is nothing to abort",
-                RestoreState::path(self.config()).display()
-            ))
-        })?;
+        let state = self
+            .restore_state()?
+            .ok_or_else(|| Error::NoRestoreUnderWay {
+                detail: format!(
+                    "{} does not exist, so there is nothing to abort",
+                    RestoreState::path(self.config()).display()
+                ),
+            })?;
         let observed = observe::cluster(self.backend()).await?;
-        let existing = existing_paths(self.backend(), state.paths()).await?;
-        AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())
+        let checked = self
+            .path_basis(state.paths().map(|(n, p)| (n.to_string(), p.to_path_buf())))
+            .await?;
+        let existing = checked
+            .iter()
+            .filter(|(_, _, exists)| *exists)
+            .map(|(_, p, _)| p.clone())
+            .collect();
+        let mut plan = AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())?;
+        plan.basis = PlanBasis {
+            paths: checked,
+            ..PlanBasis::new(&observed).with_restore(Some(state.started.to_rfc3339()))
+        };
+        Ok(plan)
     }
 
     /// Undoes restore-start: stops the recovering nodes and puts the old data directories back.
     pub async fn restore_abort(&self) -> Result<AbortReport> {
         let _lock = self.lock("restore-abort").await?;
         let plan = self.plan_restore_abort().await?;
-        plan.execute(self.backend(), &self.options).await
+        self.apply_locked(&plan).await
     }
 }
 

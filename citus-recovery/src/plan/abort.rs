@@ -28,6 +28,9 @@ pub struct AbortPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// What restore-abort did.
@@ -60,11 +63,13 @@ impl AbortPlan {
         let stamp = crate::names::default_name(now);
         let mut nodes = Vec::new();
         for n in &state.nodes {
-            let node = config.node(&n.node).ok_or_else(|| {
-                Error::State(format!(
-                    "the restore state names node {} which the config lacks; restore its data directory by hand from {:?}",
-                    n.node, n.moved_aside_to
-                ))
+            let node = config.node(&n.node).ok_or_else(|| Error::Identity {
+                node: n.node.clone(),
+                problem: "the restore under way names this node, which the config lacks".into(),
+                fix: format!(
+                    "use the config the restore began with, or restore its data directory by hand from {:?}",
+                    n.moved_aside_to
+                ),
             })?;
             let mut steps = Vec::new();
             if find(observed, &node.name).server == ServerState::Running {
@@ -109,6 +114,7 @@ impl AbortPlan {
             notes: vec![
                 "restored data directories are kept as <node>.failed-restore-<time> beside the data directory; remove them by hand".into(),
             ],
+            basis: super::PlanBasis::default(),
         })
     }
 

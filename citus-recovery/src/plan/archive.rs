@@ -31,6 +31,9 @@ pub struct ArchivePlan {
     pub replaces: Vec<ReplacedSetting>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// An archiving setting that belongs to something else, replaced by the plan.
@@ -230,6 +233,7 @@ impl ArchivePlan {
             restart_pending,
             replaces,
             notes,
+            basis: super::PlanBasis::default(),
         })
     }
 
@@ -345,7 +349,7 @@ pub(crate) fn tool_command(
             config_error(
                 "(file)",
                 "the config was not read from a file with an absolute path, and PostgreSQL's commands must name it",
-                "load the config with ClusterConfig::from_file and an absolute path",
+                "load the config from a file with an absolute path (ClusterConfig::from_file; Python: Cluster.from_config, or Cluster(config, config_file=...))",
             )
         })?;
     Ok(format!(

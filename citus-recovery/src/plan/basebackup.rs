@@ -27,23 +27,28 @@ pub struct BasebackupPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 impl BasebackupPlan {
-    /// Builds the plan. `name` defaults to the UTC date and time; a name that exists in the
-    /// backup folder (complete or not) is refused. Every node must run with archiving on.
+    /// Builds the plan. `name` defaults to the UTC date and time; `name_taken` says that a
+    /// backup folder of that name exists (complete or not), and it is then refused. Every node
+    /// must run with archiving on. Touches no disk: `catalog` only names the folders.
     pub fn build(
         config: &ClusterConfig,
         observed: &[NodeObservation],
         name: Option<&str>,
         now: DateTime<Utc>,
         catalog: &Catalog,
+        name_taken: bool,
     ) -> Result<Self> {
         let name = name
             .map(str::to_string)
             .unwrap_or_else(|| names::default_name(now));
         names::check_backup_name(&name)?;
-        if catalog.backup_folder_exists(&name) {
+        if name_taken {
             return Err(Error::InvalidArgument {
                 what: "backup name",
                 value: name.clone(),
@@ -59,16 +64,18 @@ impl BasebackupPlan {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;
             if !obs.archiving() {
-                return Err(Error::State(format!(
-                    "WAL archiving is not on for node {}: a backup without archived WAL cannot be restored to a restore point; run `citus-recovery prepare-archiving` first",
-                    node.name
-                )));
+                return Err(Error::ArchivingOff {
+                    node: node.name.clone(),
+                    why: "a backup without archived WAL cannot be restored to a restore point",
+                });
             }
             if obs.in_recovery == Some(true) {
-                return Err(Error::State(format!(
-                    "node {} is in recovery; finish the restore (`citus-recovery restore-finish`) before taking a backup",
-                    node.name
-                )));
+                return Err(Error::NodeInRecovery {
+                    node: node.name.clone(),
+                    command: "basebackup",
+                    fix: "finish the restore (`citus-recovery restore-finish`) before taking a backup"
+                        .into(),
+                });
             }
             nodes.push(NodePlan {
                 node: node.name.clone(),
@@ -95,6 +102,7 @@ impl BasebackupPlan {
                     .display()
             )],
             name,
+            basis: super::PlanBasis::default(),
         })
     }
 

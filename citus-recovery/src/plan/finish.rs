@@ -21,6 +21,9 @@ pub struct FinishPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// One node after restore-finish.
@@ -68,10 +71,11 @@ impl FinishPlan {
         for node in config.nodes() {
             let obs = find(observed, &node.name);
             if obs.server != ServerState::Running {
-                return Err(Error::State(format!(
-                    "node {} is not running ({}); run `citus-recovery restore-start` again, or start it with `citus-recovery cluster start`",
-                    node.name, obs.server
-                )));
+                return Err(Error::NodeNotRunning {
+                    node: node.name.clone(),
+                    state: obs.server,
+                    fix: "run `citus-recovery restore-start` again, or start it with `citus-recovery cluster start`".into(),
+                });
             }
             obs.require_running("check the server log")?;
             let conf = config.data_dir(node).join("postgresql.auto.conf");
@@ -81,11 +85,10 @@ impl FinishPlan {
                     steps: vec![Step::Resume, Step::WaitPromoted],
                 }),
                 (Some(true), other) => {
-                    return Err(Error::State(format!(
-                        "node {} is still in recovery but not paused at the restore point (replay {}); wait for restore-start to report every node paused",
-                        node.name,
-                        other.unwrap_or("unknown")
-                    )))
+                    return Err(Error::NotPaused {
+                        node: node.name.clone(),
+                        pause_state: other.unwrap_or("unknown").into(),
+                    })
                 }
                 _ => {}
             }
@@ -95,9 +98,9 @@ impl FinishPlan {
             });
         }
         if promote.is_empty() && state.is_none() {
-            return Err(Error::State(
-                "no restore is under way: no node is paused in recovery; run `citus-recovery restore-start` first".into(),
-            ));
+            return Err(Error::NoRestoreUnderWay {
+                detail: "no node is paused in recovery and no restore-start is recorded".into(),
+            });
         }
         let mut phases = Vec::new();
         if !promote.is_empty() {
@@ -125,6 +128,7 @@ impl FinishPlan {
                     })
                     .unwrap_or_default()
             )],
+            basis: super::PlanBasis::default(),
         })
     }
 

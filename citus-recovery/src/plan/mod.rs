@@ -10,6 +10,7 @@
 mod abort;
 mod archive;
 mod basebackup;
+mod basis;
 mod finish;
 pub mod recovery_conf;
 mod restore;
@@ -25,6 +26,7 @@ use serde::Serialize;
 pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
 pub use basebackup::BasebackupPlan;
+pub use basis::{NodeBasis, PlanBasis};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{
     failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs, RestorePlan,
@@ -215,11 +217,8 @@ async fn run_node(
     let node = backend
         .config()
         .node(&np.node)
-        .ok_or_else(|| {
-            Error::State(format!(
-                "the plan names node {} which the config lacks",
-                np.node
-            ))
+        .ok_or_else(|| Error::PlanOutdated {
+            what: format!("it names node {} which the config lacks", np.node),
         })?
         .clone();
     let mut outputs = Vec::new();

@@ -748,3 +748,142 @@ async fn a_pause_before_the_restore_point_rolls_every_node_back() {
     );
     setup.assert_original_layout([true; 3], "paused before the point");
 }
+
+/// A [`crate::Cluster`] over the setup's fake (sharing its hosts and call log).
+fn cluster_of(setup: &Setup) -> crate::Cluster {
+    crate::Cluster::with_backend(std::sync::Arc::new(setup.fake.share()))
+        .unwrap()
+        .with_options(opts())
+}
+
+/// The calls of `node` that change it (stop, start, rename), in order.
+fn changes(setup: &Setup, node: &str) -> Vec<String> {
+    setup
+        .fake
+        .node_calls(node)
+        .into_iter()
+        .filter(|c| c.starts_with("stop") || c.starts_with("start") || c.starts_with("rename"))
+        .collect()
+}
+
+#[tokio::test]
+async fn apply_refuses_a_plan_the_cluster_moved_away_from_and_changes_nothing() {
+    // The coordinator restored and started, worker1 stopped and moved aside, worker2 untouched.
+    let (setup, _) = killed_restore(Setup::new([true; 3]), [7, 2, 0]).await;
+    let cluster = cluster_of(&setup);
+    let plan = cluster.plan_restore_abort().await.unwrap();
+    // Someone stops the coordinator behind the plan's back.
+    let coordinator = setup.config().coordinator.clone();
+    setup.fake.stop(&coordinator).await.unwrap();
+    setup.fake.clear_calls();
+    let err = cluster.apply(&plan).await.unwrap_err();
+    match &err {
+        Error::PlanOutdated { what } => assert_eq!(
+            what, "node coordinator was running when planned and is stopped now",
+            "{err}"
+        ),
+        other => panic!("not PlanOutdated: {other}"),
+    }
+    assert!(err.to_string().contains("build the plan again"), "{err}");
+    for node in NODES {
+        assert_eq!(changes(&setup, node), Vec::<String>::new(), "{node}");
+    }
+
+    // The restore ends (restore-finish elsewhere): a plan from before is outdated too.
+    let plan = cluster.plan_restore_abort().await.unwrap();
+    let state = RestoreState::load(setup.config())
+        .unwrap()
+        .expect("under way");
+    RestoreState::remove(setup.config()).unwrap();
+    let err = cluster.apply(&plan).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PlanOutdated { what } if what.contains("has ended")),
+        "{err}"
+    );
+    state.save(setup.config()).unwrap();
+
+    // A plan not built by the cluster's plan methods has no basis to check.
+    let mut bare = plan.clone();
+    bare.basis = PlanBasis::default();
+    assert!(matches!(
+        cluster.apply(&bare).await,
+        Err(Error::PlanOutdated { .. })
+    ));
+    for node in NODES {
+        assert_eq!(changes(&setup, node), Vec::<String>::new(), "{node}");
+    }
+}
+
+#[tokio::test]
+async fn apply_runs_a_fresh_plan_exactly_as_printed() {
+    let (setup, _) = killed_restore(Setup::new([true; 3]), [7, 2, 0]).await;
+    let cluster = cluster_of(&setup);
+    let plan = cluster.plan_restore_abort().await.unwrap();
+    let printed = plan.to_string();
+    setup.fake.clear_calls();
+    let report = cluster.apply(&plan).await.unwrap();
+    assert_eq!(plan.to_string(), printed);
+    // Every step of the plan ran, in order, and nothing else changed a node.
+    for np in &plan.phases[0].nodes {
+        let expected: Vec<String> = np
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Stop => "stop".to_string(),
+                Step::Start { .. } => "start".to_string(),
+                Step::MoveAside { from, to } => {
+                    format!("rename {} -> {}", from.display(), to.display())
+                }
+                other => panic!("an abort plan has no {other:?} step"),
+            })
+            .collect();
+        let done = changes(&setup, &np.node);
+        assert_eq!(done.len(), expected.len(), "{}: {done:?}", np.node);
+        for (d, e) in done.iter().zip(&expected) {
+            assert_eq!(d.split(' ').next(), e.split(' ').next(), "{d} vs {e}");
+        }
+        for (d, s) in done.iter().zip(&np.steps) {
+            if let Step::MoveAside { from, .. } = s {
+                assert!(d.contains(&from.display().to_string()), "{d}");
+            }
+        }
+    }
+    setup.assert_original_layout([true, false, false], "aborted through apply");
+    let put_back: Vec<bool> = report
+        .nodes
+        .iter()
+        .map(|n| n.restored_old_data_dir)
+        .collect();
+    assert_eq!(put_back, [true, true, false], "worker2 was never touched");
+    assert!(!RestoreState::path(setup.config()).exists());
+}
+
+#[test]
+fn plan_basis_names_what_changed() {
+    use crate::observe::NodeObservation;
+    let mut a = NodeObservation::new("worker1", ServerState::Running);
+    a.in_recovery = Some(false);
+    a.settings.insert("archive_mode".into(), "off".into());
+    let mut b = a.clone();
+    b.settings.insert("archive_mode".into(), "on".into());
+    let planned = PlanBasis::new(std::slice::from_ref(&a));
+    planned
+        .check(&PlanBasis::new(std::slice::from_ref(&a)))
+        .unwrap();
+    let err = planned
+        .check(&PlanBasis::new(std::slice::from_ref(&b)))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the plan is outdated: node worker1: archive_mode changed since the plan was built; build the plan again (run the command without the plan, or plan it again) and check it"
+    );
+    // Replay going on (not answering yet, pause state moving) is no change.
+    let mut c = a.clone();
+    c.error = Some("starting up".into());
+    c.in_recovery = None;
+    c.settings.clear();
+    planned.check(&PlanBasis::new(&[c])).unwrap();
+    let mut d = a.clone();
+    d.in_recovery = Some(true);
+    assert!(planned.check(&PlanBasis::new(&[d])).is_err());
+}

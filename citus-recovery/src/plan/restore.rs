@@ -196,6 +196,9 @@ pub struct RestorePlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 /// One node after restore-start.
@@ -266,30 +269,35 @@ impl RestorePlan {
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {
-            let part = backup.node(&node.name).ok_or_else(|| {
-                Error::State(format!(
-                    "backup {} has no part for node {}: it was taken of a cluster without that node; choose another backup",
-                    backup.name, node.name
-                ))
+            let part = backup.node(&node.name).ok_or_else(|| Error::Identity {
+                node: node.name.clone(),
+                problem: format!(
+                    "backup {} has no part for this node: it was taken of a cluster without it",
+                    backup.name
+                ),
+                fix: "choose another backup".into(),
             })?;
-            let point = restore_point.node(&node.name).ok_or_else(|| {
-                Error::State(format!(
-                    "restore point {:?} was not made on node {}; choose another restore point",
-                    restore_point.name, node.name
-                ))
-            })?;
+            let point =
+                restore_point
+                    .node(&node.name)
+                    .ok_or_else(|| Error::UnknownRestorePoint {
+                        name: restore_point.name.clone(),
+                        hint: format!(
+                            "it was not made on node {}; choose another restore point",
+                            node.name
+                        ),
+                    })?;
             let too_old = match point.lsn {
                 Some(lsn) if point.timeline == part.timeline => lsn < part.end_lsn,
                 _ => restore_point.time < backup.end_time,
             };
             if too_old {
-                return Err(Error::State(format!(
-                    "restore point {:?} (made {}) lies before the end of backup {} on node {}: recovery cannot stop there; choose an older backup",
-                    restore_point.name,
-                    restore_point.time.to_rfc3339(),
-                    backup.name,
-                    node.name
-                )));
+                return Err(Error::BackupTooNew {
+                    backup: backup.name.clone(),
+                    restore_point: restore_point.name.clone(),
+                    made: restore_point.time.to_rfc3339(),
+                    node: node.name.clone(),
+                });
             }
             let obs = find(observed, &node.name);
             let data_dir = config.data_dir(node);
@@ -328,12 +336,11 @@ impl RestorePlan {
                             to: aside.clone(),
                         });
                     } else if prev.moved_aside_to.is_some() && !old_kept {
-                        return Err(Error::State(format!(
-                            "node {}: neither {} nor {} exists, so the data directory from before the restore is gone; restore by hand",
-                            node.name,
-                            data_dir.display(),
-                            aside.display()
-                        )));
+                        return Err(Error::OldDataDirGone {
+                            node: node.name.clone(),
+                            data_dir: data_dir.clone(),
+                            moved_aside_to: aside.clone(),
+                        });
                     } else if has_data_dir {
                         // What the killed attempt restored: kept, never deleted.
                         steps.push(Step::MoveAside {
@@ -440,6 +447,7 @@ impl RestorePlan {
                 },
                 "once paused, check the data with read-only queries, then run `citus-recovery restore-finish`".into(),
             ],
+            basis: super::PlanBasis::default(),
         })
     }
 

@@ -28,6 +28,9 @@ pub struct RestorePointPlan {
     pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
+    /// What it was built from, checked again by [`crate::Cluster::apply`] (not in the JSON).
+    #[serde(skip)]
+    pub basis: super::PlanBasis,
 }
 
 impl RestorePointPlan {
@@ -55,16 +58,17 @@ impl RestorePointPlan {
             let obs = find(observed, &node.name);
             obs.require_running("start it with `citus-recovery cluster start`")?;
             if obs.in_recovery == Some(true) {
-                return Err(Error::State(format!(
-                    "node {} is in recovery; a restore point can only be written on a primary (run `citus-recovery restore-finish` first)",
-                    node.name
-                )));
+                return Err(Error::NodeInRecovery {
+                    node: node.name.clone(),
+                    command: "restore-point",
+                    fix: "run `citus-recovery restore-finish` first".into(),
+                });
             }
             if !obs.archiving() {
-                return Err(Error::State(format!(
-                    "WAL archiving is not on for node {}: run `citus-recovery prepare-archiving` first",
-                    node.name
-                )));
+                return Err(Error::ArchivingOff {
+                    node: node.name.clone(),
+                    why: "a restore point is found only in archived WAL",
+                });
             }
         }
         let citus = find(observed, &config.coordinator.name)
@@ -125,6 +129,7 @@ impl RestorePointPlan {
             citus,
             phases,
             notes,
+            basis: super::PlanBasis::default(),
         })
     }
 

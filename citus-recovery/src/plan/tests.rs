@@ -170,15 +170,16 @@ fn basebackup_plan_refuses_without_archiving_and_bad_names() {
     let catalog = Catalog::new(&c);
     let mut obs = all(true);
     obs[1] = running("worker1", false);
-    let err = BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err();
+    let err = BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err();
     assert!(
         err.to_string()
             .contains("WAL archiving is not on for node worker1"),
         "{err}"
     );
-    let err = BasebackupPlan::build(&c, &all(true), Some("../x"), t(0), &catalog).unwrap_err();
+    let err =
+        BasebackupPlan::build(&c, &all(true), Some("../x"), t(0), &catalog, false).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
-    let plan = BasebackupPlan::build(&c, &all(true), None, t(0), &catalog).unwrap();
+    let plan = BasebackupPlan::build(&c, &all(true), None, t(0), &catalog, false).unwrap();
     assert_eq!(plan.name, crate::names::default_name(t(0)));
     assert_eq!(plan.phases[0].nodes.len(), 3, "every node at once");
     assert!(plan.to_json().contains("\"action\": \"base_backup\""));
@@ -522,14 +523,15 @@ fn a_citus_node_missing_from_the_config_is_refused() {
         cn("127.0.0.1", 9701),
         cn("localhost", 9702),
     ]);
-    BasebackupPlan::build(&c, &obs, None, t(0), &catalog).expect("every active node is configured");
+    BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false)
+        .expect("every active node is configured");
     obs[0]
         .citus_nodes
         .as_mut()
         .unwrap()
         .push(cn("localhost", 9703));
     for err in [
-        BasebackupPlan::build(&c, &obs, None, t(0), &catalog).unwrap_err(),
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err(),
         RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
     ] {
         assert!(
@@ -537,4 +539,67 @@ fn a_citus_node_missing_from_the_config_is_refused() {
             "{err}"
         );
     }
+}
+
+/// The refusals are typed: callers match on the variant and its fields, not on the text.
+#[test]
+fn refusals_are_typed_variants_naming_the_node() {
+    let c = config();
+    let catalog = Catalog::new(&c);
+    let mut obs = all(true);
+    obs[2].server = ServerState::Stopped;
+    assert!(matches!(
+        ArchivePlan::build(&c, &obs, true, false),
+        Err(Error::NodeNotRunning { ref node, state: ServerState::Stopped, .. }) if node == "worker2"
+    ));
+    assert!(matches!(
+        FinishPlan::build(&c, &obs, None),
+        Err(Error::NodeNotRunning { ref node, .. }) if node == "worker2"
+    ));
+    assert!(matches!(
+        FinishPlan::build(&c, &all(true), None),
+        Err(Error::NoRestoreUnderWay { .. })
+    ));
+
+    let mut obs = all(true);
+    obs[1].in_recovery = Some(true);
+    obs[1].pause_state = Some("not paused".into());
+    assert!(matches!(
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false),
+        Err(Error::NodeInRecovery { ref node, command: "basebackup", .. }) if node == "worker1"
+    ));
+    assert!(matches!(
+        RestorePointPlan::build(&c, &obs, None, t(0), &[]),
+        Err(Error::NodeInRecovery { ref node, command: "restore-point", .. }) if node == "worker1"
+    ));
+    for o in &mut obs {
+        o.in_recovery = Some(true);
+        o.pause_state.get_or_insert_with(|| "paused".into());
+    }
+    let err = FinishPlan::build(&c, &obs, None).unwrap_err();
+    assert!(
+        matches!(&err, Error::NotPaused { node, pause_state } if node == "worker1" && pause_state == "not paused"),
+        "{err}"
+    );
+    assert_eq!(err.node_name(), Some("worker1"));
+
+    let mut obs = all(true);
+    obs[0] = running("coordinator", false);
+    for err in [
+        BasebackupPlan::build(&c, &obs, None, t(0), &catalog, false).unwrap_err(),
+        RestorePointPlan::build(&c, &obs, None, t(0), &[]).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&err, Error::ArchivingOff { node, .. } if node == "coordinator"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("prepare-archiving"), "{err}");
+    }
+    assert!(matches!(
+        BasebackupPlan::build(&c, &all(true), Some("b1"), t(0), &catalog, true),
+        Err(Error::InvalidArgument {
+            what: "backup name",
+            ..
+        })
+    ));
 }

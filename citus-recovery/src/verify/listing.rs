@@ -109,18 +109,13 @@ pub async fn archived_restore_points(
     }
     let mut by_name: BTreeMap<String, ArchivedRestorePoint> = BTreeMap::new();
     for task in tasks {
-        let (node, dir, in_folder, found) = task
-            .await
-            .map_err(|e| Error::State(format!("reading a WAL archive failed: {e}")))?;
+        let (node, dir, in_folder, found) =
+            task.await.map_err(Error::task("reading a WAL archive"))?;
         let found = match found {
             Ok(found) => found,
             // An archive that was never made holds nothing; any other failure is an error.
             Err(_) if in_folder && !dir.exists() => Vec::new(),
-            Err(e) => {
-                return Err(Error::State(format!(
-                    "node {node}: reading its WAL archive: {e}"
-                )))
-            }
+            Err(source) => return Err(Error::WalArchive { node, source }),
         };
         for r in found {
             let entry = by_name

@@ -264,9 +264,7 @@ async fn read_archives(
     }
     let mut archives = HashMap::new();
     for task in tasks {
-        let (name, archive) = task
-            .await
-            .map_err(|e| Error::State(format!("reading a WAL archive failed: {e}")))?;
+        let (name, archive) = task.await.map_err(Error::task("reading a WAL archive"))?;
         archives.insert(name, archive);
     }
     Ok(archives)
@@ -359,9 +357,7 @@ pub async fn verify(
                 detail,
             })
         };
-        let tar = tar_check
-            .await
-            .map_err(|e| Error::State(format!("checking a backup failed: {e}")))?;
+        let tar = tar_check.await.map_err(Error::task("checking a backup"))?;
         let Some(part) = backup.node(&node.name) else {
             check(
                 "backup",
@@ -404,7 +400,7 @@ pub async fn verify(
         let backup_wal =
             tokio::task::spawn_blocking(move || wal::check_backup_wal(&tar, tli, start, end))
                 .await
-                .map_err(|e| Error::State(format!("checking a backup's WAL failed: {e}")))?;
+                .map_err(Error::task("checking a backup's WAL"))?;
         check(
             "backup WAL",
             backup_wal.is_ok(),
@@ -493,7 +489,7 @@ pub async fn verify(
             )
         })
         .await
-        .map_err(|e| Error::State(format!("checking WAL failed: {e}")))?;
+        .map_err(Error::task("checking WAL"))?;
         if let Ok(r) = &continuity {
             if let Some(p) = r.parameter_max {
                 raised.insert(node.name.clone(), p);

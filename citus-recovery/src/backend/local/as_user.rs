@@ -25,13 +25,16 @@ pub(crate) fn as_user<T>(user: &OsUser, f: impl FnOnce() -> Result<T>) -> Result
         return f();
     }
     if !Uid::effective().is_root() {
-        return Err(Error::State(format!(
-            "cannot act as OS user {} (uid {}): this process runs as uid {}; run it as root or as {}",
-            user.name,
-            user.uid,
-            Uid::effective(),
-            user.name
-        )));
+        return Err(Error::ServersUser {
+            user: user.name.clone(),
+            problem: format!(
+                "cannot act as this user (uid {}): this process runs as uid {}",
+                user.uid,
+                Uid::effective()
+            ),
+            fix: format!("run it as root or as {}", user.name),
+            source: None,
+        });
     }
     let _guard = Switched::enter(user)?;
     f()
@@ -46,12 +49,22 @@ struct Switched {
 
 impl Switched {
     fn enter(user: &OsUser) -> Result<Self> {
-        let groups = thread_groups()?;
+        let groups = thread_groups().map_err(|source| Error::ServersUser {
+            user: user.name.clone(),
+            problem: "cannot read this thread's supplementary groups, to put them back after file work as this user".into(),
+            fix: "run citus-recovery as root where getgroups(2) is allowed (no seccomp filter forbidding it)".into(),
+            source: Some(source),
+        })?;
         let refused = |what: &str| {
-            Error::State(format!(
-                "cannot take the {what} of OS user {} (uid {}, gid {}) for file work: the kernel refused",
-                user.name, user.uid, user.gid
-            ))
+            Error::ServersUser {
+            user: user.name.clone(),
+            problem: format!(
+                "cannot take its {what} (uid {}, gid {}) for file work: the kernel refused",
+                user.uid, user.gid
+            ),
+            fix: "run citus-recovery as root, without a seccomp or user-namespace rule that forbids setfsuid/setfsgid/setgroups".into(),
+            source: None,
+        }
         };
         // From here on, dropping `saved` puts back whatever was changed.
         let mut saved = Switched {
@@ -95,22 +108,16 @@ impl Drop for Switched {
 }
 
 /// The calling thread's supplementary groups.
-fn thread_groups() -> Result<Vec<libc::gid_t>> {
+fn thread_groups() -> std::io::Result<Vec<libc::gid_t>> {
     // SAFETY: getgroups with size 0 only counts; the second call fills a buffer of that size.
     let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
     if n < 0 {
-        return Err(Error::State(format!(
-            "cannot read this thread's groups: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(std::io::Error::last_os_error());
     }
     let mut groups = vec![0 as libc::gid_t; n as usize];
     let got = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
     if got < 0 {
-        return Err(Error::State(format!(
-            "cannot read this thread's groups: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(std::io::Error::last_os_error());
     }
     groups.truncate(got as usize);
     Ok(groups)

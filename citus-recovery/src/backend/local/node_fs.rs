@@ -312,16 +312,15 @@ pub(super) fn create_dir(path: &Path, user: &OsUser) -> Result<()> {
         let parent_fd = match made {
             Ok(fd) => fd,
             Err(Errno::EACCES | Errno::EPERM) if user.needs_switch() => {
-                create_as_root(parent, name, user).map_err(|why| {
-                    Error::State(format!(
-                        "cannot create folder {}: OS user {} may not write in {}, and {why}; \
-                         create {} yourself, owned by {}",
+                create_as_root(parent, name, user).map_err(|why| Error::ServersUser {
+                    user: user.name.clone(),
+                    problem: format!(
+                        "cannot create folder {}: the user may not write in {}, and {why}",
                         dir.display(),
-                        user.name,
-                        parent.display(),
-                        dir.display(),
-                        user.name
-                    ))
+                        parent.display()
+                    ),
+                    fix: format!("create {} yourself, owned by {}", dir.display(), user.name),
+                    source: None,
                 })?
             }
             Err(e) => return Err(Error::io("create folder", dir, io_err(e))),
