@@ -364,10 +364,21 @@ impl RestorePlan {
                     location: tablespace_dir(config, &node.name, &attempt, oid),
                 })
                 .collect();
-            steps.push(Step::Extract {
-                backup: catalog.node_backup_dir(&backup.name, &node.name),
-                data_dir: data_dir.clone(),
-                tablespaces: tablespaces.clone(),
+            // With a repository, backups are in it (see plan::basebackup); without, in folders.
+            steps.push(match config.repository {
+                Some(_) => Step::ExtractFromRepository {
+                    backup: backup.name.clone(),
+                    objects: crate::repository::backup::node_folder(&backup.name, &node.name)?
+                        .as_str()
+                        .to_string(),
+                    data_dir: data_dir.clone(),
+                    tablespaces: tablespaces.clone(),
+                },
+                None => Step::Extract {
+                    backup: catalog.node_backup_dir(&backup.name, &node.name),
+                    data_dir: data_dir.clone(),
+                    tablespaces: tablespaces.clone(),
+                },
             });
             steps.push(Step::WriteRecoverySettings {
                 file: data_dir.join("postgresql.auto.conf"),

@@ -8,6 +8,7 @@
 //! Keys are logical, never host paths: `wal/<node>/<segment>.zst`,
 //! `backups/<backup>/<node>/base.tar.zst`, `catalog/restore-points/<name>.json`.
 
+pub mod backup;
 pub mod codec;
 pub mod key;
 pub mod memory;
