@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::TestCluster;
-use repository_cycle::{cycle, files_below, BIN};
+use repository_cycle::{cycle, files_below, with_repository, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posix_repository_backup_restore_point_verify_restore() {
@@ -29,6 +29,62 @@ async fn posix_repository_backup_restore_point_verify_restore() {
             "{node}: {objects:?}"
         );
     }
+}
+
+/// A byte flipped in a stored base backup object: verify names the object, restore-start
+/// refuses before touching any node, and the cluster runs on unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    c.basebackup(Some("first")).await.expect("base backup");
+    t.sql(
+        "worker1",
+        "CREATE TABLE xx AS SELECT g FROM generate_series(1, 500) g",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(report.ok(), "intact first: {report}");
+
+    let object = repo.join("backups/first/worker1/base.tar.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(!report.ok(), "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("backups/first/worker1/base.tar.zst"),
+        "names the object: {text}"
+    );
+    let data_dirs = t.data_dirs();
+    let before: Vec<Vec<String>> = data_dirs.iter().map(|d| files_below(d)).collect();
+    let e = c
+        .restore_start(Some("first"), Some("rp"))
+        .await
+        .expect_err("a damaged backup is not restored");
+    assert!(
+        e.to_string().contains("backups/first/worker1/base.tar.zst"),
+        "{e}"
+    );
+    assert!(c.restore_state().unwrap().is_none(), "no restore begun");
+    assert_eq!(t.count("worker1", "xx").await, 500, "the cluster runs on");
+    for (dir, was) in data_dirs.iter().zip(&before) {
+        let now = files_below(dir);
+        assert!(now.len() >= was.len() / 2 && dir.join("PG_VERSION").is_file());
+    }
+    c.stop().await.unwrap();
 }
 
 /// archive-get's exit codes: 0 restored, 1 not in the repository, 200 on any other failure

@@ -693,8 +693,13 @@ async fn base_backup(
                 .repository
                 .as_deref()
                 .ok_or_else(|| no_repository(backend, "take a backup into the repository"))?;
-            let stored =
-                super::basebackup::into_repository(backend, repo, node, backup, &client).await?;
+            // Without WAL in the stream, the server ends the backup only once the WAL it needs
+            // is archived: when archiving is stuck, fail rather than wait for ever. Dropping
+            // the stream stops pg_basebackup and leaves nothing visible in the repository.
+            let stored = tokio::select! {
+                stored = super::basebackup::into_repository(backend, repo, node, backup, &client) => stored?,
+                stuck = archiving_stuck(backend, &client, node, opts) => return Err(stuck),
+            };
             (
                 stored.bytes,
                 stored.tablespaces,
@@ -730,6 +735,45 @@ async fn base_backup(
     };
     Catalog::new(backend.config()).write_node_manifest(&node_backup)?;
     Ok(StepOutput::Backup(node_backup))
+}
+
+/// Returns (an error saying why) once the node's archiver has failed for six checks in a row
+/// (half a minute at least) or archiving is off; never returns while archiving works.
+async fn archiving_stuck(
+    backend: &dyn ClusterBackend,
+    client: &tokio_postgres::Client,
+    node: &NodeConfig,
+    opts: &RunOptions,
+) -> Error {
+    let mut failing_checks = 0;
+    let check_every = Duration::from_secs(5).max(opts.poll_interval);
+    loop {
+        tokio::time::sleep(check_every).await;
+        let row = match client
+            .query_one(
+                "SELECT failed_count, coalesce(last_failed_wal, ''), current_setting('archive_mode'), \
+                 coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => return Error::sql(&node.name, "read pg_stat_archiver", e),
+        };
+        let (failed, last_failed, mode, failing): (i64, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        failing_checks = if failing { failing_checks + 1 } else { 0 };
+        if mode == "off" || failing_checks >= 6 {
+            return Error::node(
+                &node.name,
+                "base backup",
+                format!(
+                    "WAL archiving fails (archive_mode = {mode}, {failed} failure(s), last failed {last_failed:?}), and PostgreSQL ends a backup only once its WAL is archived, so the backup was stopped and nothing of it is kept; make archiving work (is the repository reachable?) and take the backup again:\n{}",
+                    backend.log_tail(node, 10).await
+                ),
+            );
+        }
+    }
 }
 
 /// The node's archive folder (unused with a repository, where WAL is looked up by node).

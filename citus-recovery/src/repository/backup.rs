@@ -178,7 +178,16 @@ pub async fn upload_tar(
             }
         }
     };
-    let (stored, scanned) = tokio::join!(put, work);
+    tokio::pin!(put, work);
+    // A store that fails first stops the work: dropping `done` stops the program, which may be
+    // blocked (a server waiting for its WAL to be archived) and would never end by itself.
+    let (stored, scanned) = tokio::select! {
+        stored = &mut put => match stored {
+            Err(e) if !matches!(e, RepoError::Abandoned { .. }) => return Err(e.into()),
+            stored => (stored, work.await),
+        },
+        scanned = &mut work => (put.await, scanned),
+    };
     match (stored, scanned) {
         (Ok(stored), Ok(scanned)) => Ok(UploadedTar {
             key: key.clone(),
