@@ -87,6 +87,85 @@ async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
     c.stop().await.unwrap();
 }
 
+/// A node with a user tablespace cannot stream one tar: its backup is staged compressed in the
+/// backup folder, uploaded as base.tar.zst and <oid>.tar.zst, and the staging removed; the
+/// restore brings the rows of the tablespace's table back at the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablespace_backup_goes_through_a_compressed_staging_into_the_repository() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(0);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let node = t.config().coordinator.clone();
+    let live_ts = t.dir().join("ts-live");
+    c.backend().create_dir(&node, &live_ts).await.unwrap();
+    t.sql(
+        "coordinator",
+        &format!("CREATE TABLESPACE ts LOCATION '{}'", live_ts.display()),
+    )
+    .await
+    .unwrap();
+    t.sql(
+        "coordinator",
+        "CREATE TABLE xx(x int) TABLESPACE ts; INSERT INTO xx SELECT generate_series(1, 1000)",
+    )
+    .await
+    .unwrap();
+    let oid = t
+        .sql(
+            "coordinator",
+            "SELECT oid FROM pg_tablespace WHERE spcname = 'ts'",
+        )
+        .await
+        .unwrap()[0]
+        .clone();
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
+    assert_eq!(
+        backup.nodes[0].tablespaces,
+        vec![oid.parse::<u32>().unwrap()]
+    );
+    let stored = files_below(&repo.join("backups/first/coordinator"));
+    assert_eq!(
+        stored,
+        vec![
+            format!("{oid}.tar.zst"),
+            "backup_manifest".to_string(),
+            "base.tar.zst".to_string()
+        ]
+    );
+    assert!(
+        !t.dir().join("backup/first/coordinator").exists(),
+        "staging removed: {:?}",
+        files_below(&t.dir().join("backup"))
+    );
+    t.sql(
+        "coordinator",
+        "INSERT INTO xx SELECT generate_series(1, 200)",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    t.sql(
+        "coordinator",
+        "INSERT INTO xx SELECT generate_series(1, 300)",
+    )
+    .await
+    .unwrap();
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(report.ok(), "{report}");
+    c.restore_start(Some("first"), Some("rp"))
+        .await
+        .expect("restore-start");
+    assert_eq!(t.count("coordinator", "xx").await, 1200, "at the point");
+    c.restore_finish().await.expect("restore-finish");
+    c.stop().await.unwrap();
+}
+
 /// archive-get's exit codes: 0 restored, 1 not in the repository, 200 on any other failure
 /// (PostgreSQL must stop recovery then, not take it for the end of the WAL).
 #[test]

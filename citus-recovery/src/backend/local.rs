@@ -510,6 +510,87 @@ impl ClusterBackend for LocalBackend {
         })
     }
 
+    async fn base_backup_staged(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        self.create_dir(node, folder).await?;
+        let mut cmd = self.client_program("pg_basebackup");
+        cmd.arg("-h")
+            .arg(&node.hostname)
+            .arg("-p")
+            .arg(node.port.to_string())
+            .arg("-U")
+            .arg(&node.username)
+            .arg("-D")
+            .arg(folder)
+            .arg("-Ft")
+            .arg("-X")
+            .arg("none")
+            .arg("-c")
+            .arg("fast")
+            .arg("--compress=client-zstd:1")
+            .arg("--manifest-checksums=CRC32C")
+            .arg("-l")
+            .arg(label)
+            .arg("--no-password");
+        self.run_supervised(node, "pg_basebackup", cmd).await?;
+        let folder = folder.to_path_buf();
+        self.on_host(node, "list the backup", move || {
+            let (mut bytes, mut tablespaces) = (0, Vec::new());
+            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("look at", entry.path(), e))?;
+                bytes += meta.len();
+                use std::os::unix::ffi::OsStrExt;
+                let name = entry.file_name();
+                if let Some(oid) = name
+                    .as_bytes()
+                    .strip_suffix(b".zst")
+                    .and_then(extract::tablespace_oid)
+                {
+                    tablespaces.push(oid);
+                }
+            }
+            tablespaces.sort_unstable();
+            Ok(BackupFiles {
+                folder,
+                bytes,
+                tablespaces,
+            })
+        })
+        .await
+    }
+
+    async fn open_read(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let path = path.to_path_buf();
+        let file = self
+            .on_host(node, "open a file", move || node_fs::open_regular(&path))
+            .await?;
+        Ok(Box::new(file))
+    }
+
+    async fn remove_empty_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        let path = path.to_path_buf();
+        // As the invoking user: the staging folder lies in the catalog's folder, where the
+        // servers' user may not remove entries. rmdir never follows a link in the last
+        // component (it fails with ENOTDIR) and removes only an empty folder.
+        tokio::task::spawn_blocking(move || {
+            std::fs::remove_dir(&path).map_err(|e| Error::io("remove folder", &path, e))
+        })
+        .await
+        .map_err(|e| Error::node(&node.name, "remove a folder", e.to_string()))?
+    }
+
     async fn extract_backup_streams(
         &self,
         node: &NodeConfig,

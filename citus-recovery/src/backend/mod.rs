@@ -195,6 +195,52 @@ pub trait ClusterBackend: Send + Sync {
         ))
     }
 
+    /// The fallback of [`Self::base_backup_stream`] for a node with user tablespaces, which
+    /// PostgreSQL cannot write as one stream: a base backup into `folder` (made as for
+    /// [`Self::base_backup`]) as zstd-compressed tars (`base.tar.zst`, one `<oid>.tar.zst` per
+    /// tablespace; `pg_basebackup -Ft -X none --compress=client-zstd:1`) beside
+    /// `backup_manifest`, so that no uncompressed copy is written. `BackupFiles::tablespaces`
+    /// lists the oids.
+    async fn base_backup_staged(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        let _ = (folder, label);
+        Err(crate::error::Error::node(
+            &node.name,
+            "pg_basebackup",
+            "this backend cannot stage a compressed base backup",
+        ))
+    }
+
+    /// Opens a regular file on the node's host for reading, as the servers' user; a link is an
+    /// error. The reader is read on a blocking thread.
+    async fn open_read(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let _ = path;
+        Err(crate::error::Error::node(
+            &node.name,
+            "open a file",
+            "this backend cannot read files on the node's host",
+        ))
+    }
+
+    /// Removes an empty folder on the node's host (the staging folder of
+    /// [`Self::base_backup_staged`], once uploaded); a link is an error.
+    async fn remove_empty_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        let _ = path;
+        Err(crate::error::Error::node(
+            &node.name,
+            "remove a folder",
+            "this backend cannot remove folders",
+        ))
+    }
+
     /// Like [`Self::extract_backup`], from tar streams instead of a backup folder, and checking
     /// every file against `tars.manifest` as it is written (a file differing from the
     /// manifest, one it lacks or one it does not list fails the extraction, naming the tar and

@@ -191,13 +191,7 @@ pub async fn into_repository(
         .await
         .map_err(|e| Error::sql(&node.name, "list tablespaces", e))?;
     if row.get::<_, i64>(0) > 0 {
-        return Err(Error::node(
-            &node.name,
-            "base backup",
-            "the node has user tablespaces, and PostgreSQL writes a backup as one tar stream only \
-             without them, so it cannot be streamed into the repository; move the tables into \
-             pg_default, or back the cluster up without \"repository\" (into backupBaseFolder)",
-        ));
+        return staged_into_repository(backend, repo, node, backup).await;
     }
     let compression = backend.config().compression;
     let folder = node_folder(backup, &node.name)?;
@@ -245,6 +239,132 @@ pub async fn into_repository(
         bytes: uploaded.stored,
         tablespaces: Vec::new(),
         manifest: String::from_utf8_lossy(&manifest).into_owned(),
+        manifest_key: mkey.as_str().to_string(),
+    })
+}
+
+/// The fallback of [`into_repository`] for a node with user tablespaces (PostgreSQL writes
+/// those backups only as one tar per tablespace, into a folder): the backup is staged in the
+/// node's backup folder as zstd-compressed tars (never an uncompressed copy), then each tar is
+/// decompressed, checked against the manifest, re-encoded and uploaded as it streams, and the
+/// staged files are removed. Objects of a backup that fails the check are deleted.
+async fn staged_into_repository(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+) -> Result<StoredBackup> {
+    let config = backend.config();
+    let compression = config.compression;
+    let staging = Catalog::new(config).node_backup_dir(backup, &node.name);
+    let files = backend.base_backup_staged(node, &staging, backup).await?;
+    let manifest_path = staging.join("backup_manifest");
+    let manifest = backend
+        .read_file(node, &manifest_path)
+        .await?
+        .ok_or_else(|| {
+            Error::node(
+                &node.name,
+                "pg_basebackup",
+                format!("it wrote no {}", manifest_path.display()),
+            )
+        })?;
+    let folder = node_folder(backup, &node.name)?;
+    let check = ManifestCheck::parse(manifest.as_bytes()).map_err(|problem| Error::Corrupt {
+        key: manifest_path.display().to_string(),
+        problem,
+    })?;
+    let check = std::sync::Arc::new(std::sync::Mutex::new(Some(check)));
+    let mut names = vec!["base".to_string()];
+    names.extend(files.tablespaces.iter().map(|oid| oid.to_string()));
+    let (mut stored_bytes, mut keys) = (0, Vec::new());
+    let mut outcome = Ok(());
+    for name in &names {
+        let staged = staging.join(format!("{name}.tar.zst"));
+        let key = stored::tar_key(&folder, name, compression);
+        let reader = backend.open_read(node, &staged).await?;
+        let decoder = zstd::stream::read::Decoder::new(reader)
+            .map_err(|e| Error::io("decompress", &staged, e))?;
+        let prefix = if name == "base" {
+            String::new()
+        } else {
+            format!("pg_tblspc/{name}/")
+        };
+        let (shown, check) = (key.as_str().to_string(), check.clone());
+        let uploaded = stored::upload_tar(
+            repo,
+            &key,
+            compression,
+            Box::new(decoder),
+            async { Ok(()) },
+            move |scan| {
+                let mut guard = check.lock().unwrap_or_else(|p| p.into_inner());
+                let check = guard.as_mut().expect("the check lives until the end");
+                for f in &scan.files {
+                    if !(prefix.is_empty() && ManifestCheck::ignored(&f.path)) {
+                        check.file(&shown, &format!("{prefix}{}", f.path), f.size, f.crc);
+                    }
+                }
+                match check.check.problems.first() {
+                    None => Ok(()),
+                    Some(p) => Err(Error::Corrupt {
+                        key: shown.clone(),
+                        problem: format!("{p}; nothing of it was stored, take the backup again"),
+                    }),
+                }
+            },
+        )
+        .await;
+        match uploaded {
+            Ok(u) => {
+                stored_bytes += u.stored;
+                keys.push(key);
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        let check = check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("taken once");
+        let result = check.finish(&format!("{}", staging.display()));
+        if !result.problems.is_empty() {
+            outcome = Err(Error::Corrupt {
+                key: folder.as_str().into(),
+                problem: format!(
+                    "the staged backup differs from its manifest: {}; take the backup again",
+                    result.problems[..result.problems.len().min(5)].join("; ")
+                ),
+            });
+        }
+    }
+    // The staged files go in every case; a failed backup's objects too (no catalog entry names
+    // them, but they should not linger).
+    for name in &names {
+        let _ = backend
+            .remove_file(node, &staging.join(format!("{name}.tar.zst")))
+            .await;
+    }
+    let _ = backend.remove_file(node, &manifest_path).await;
+    let _ = backend.remove_empty_dir(node, &staging).await;
+    if let Err(e) = outcome {
+        for key in &keys {
+            let _ = repo.delete(key).await;
+        }
+        return Err(e);
+    }
+    let mkey = manifest_key(&folder);
+    repo.put_create(&mkey, codec::encode(compression, manifest.as_bytes()))
+        .await?;
+    Ok(StoredBackup {
+        bytes: stored_bytes,
+        tablespaces: files.tablespaces,
+        manifest,
         manifest_key: mkey.as_str().to_string(),
     })
 }
