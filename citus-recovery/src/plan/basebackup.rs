@@ -158,6 +158,19 @@ impl BasebackupPlan {
     }
 }
 
+/// Whether backup `name` lies in `<backupBaseFolder>` (a folder per node) rather than in the
+/// repository: always without a `repository`; with one, only a backup taken before it was
+/// configured (its coordinator's folder holds a `base.tar`; looked at without following a link).
+pub fn in_backup_folder(config: &ClusterConfig, catalog: &Catalog, name: &str) -> bool {
+    config.repository.is_none()
+        || std::fs::symlink_metadata(
+            catalog
+                .node_backup_dir(name, &config.coordinator.name)
+                .join("base.tar"),
+        )
+        .is_ok_and(|m| m.is_file())
+}
+
 /// What [`into_repository`] stored for one node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBackup {

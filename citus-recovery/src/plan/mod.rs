@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
-pub use basebackup::BasebackupPlan;
+pub use basebackup::{in_backup_folder, BasebackupPlan};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{
     failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs, RestorePlan,
