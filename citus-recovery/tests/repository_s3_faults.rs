@@ -60,3 +60,57 @@ async fn s3_stopped_during_a_backup_leaves_no_backup() {
     moto.restart().unwrap();
     c.stop().await.unwrap();
 }
+
+/// A byte flipped in a base backup object in S3: verify names the object and restore-start
+/// refuses before touching any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_object_in_s3_is_named_and_nothing_changes() {
+    use citus_recovery::repository::{Key, Repository};
+    skip_unless_postgres!();
+    let moto = moto_or_skip!(&["corrupt-bucket"], false);
+    // The same values as the other test of this binary: the process-wide variables agree.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test-key");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-s3cr3t-sentinel");
+    std::env::remove_var("AWS_SESSION_TOKEN");
+    let mut t = TestCluster::new(1);
+    with_repository(
+        &mut t,
+        serde_json::json!({
+            "type": "s3", "bucket": "corrupt-bucket", "prefix": "c",
+            "region": "us-east-1", "endpoint": moto.endpoint(), "allowHttp": true
+        }),
+    );
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    c.basebackup(Some("first")).await.expect("base backup");
+    t.sql(
+        "worker1",
+        "CREATE TABLE xx AS SELECT g FROM generate_series(1, 700) g",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+
+    let repo = moto.repository("corrupt-bucket", "c");
+    let key = Key::new("backups/first/worker1/base.tar.zst").unwrap();
+    let mut bytes = repo.get(&key).await.unwrap().to_vec();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x08;
+    repo.delete(&key).await.unwrap();
+    repo.put_create(&key, bytes.into()).await.unwrap();
+
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(!report.ok(), "{report}");
+    assert!(report.to_string().contains(key.as_str()), "{report}");
+    let e = c
+        .restore_start(Some("first"), Some("rp"))
+        .await
+        .expect_err("a damaged backup is not restored");
+    assert!(e.to_string().contains(key.as_str()), "{e}");
+    assert!(c.restore_state().unwrap().is_none(), "no restore begun");
+    assert_eq!(t.count("worker1", "xx").await, 700, "the cluster runs on");
+    c.stop().await.unwrap();
+}
