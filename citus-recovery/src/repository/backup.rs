@@ -233,7 +233,8 @@ fn scan_and_encode(
     tx.blocking_send(Ok(header))
         .map_err(|_| std::io::Error::other("the upload stopped"))?;
     let mut tee = Tee {
-        inner: tar,
+        // Tar headers are read 512 bytes at a time: buffer the pipe.
+        inner: std::io::BufReader::with_capacity(1 << 20, tar),
         encoder,
         tx,
         bytes: 0,
