@@ -166,6 +166,97 @@ async fn a_tablespace_backup_goes_through_a_compressed_staging_into_the_reposito
     c.stop().await.unwrap();
 }
 
+/// The tool killed (SIGKILL) while a base backup streams into a posix repository: pg_basebackup
+/// dies with it, the backup is never listed or offered, and no object of it is visible (the
+/// temporary file left behind is not an object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered() {
+    use citus_recovery::repository::Key;
+    use std::time::{Duration, Instant};
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    let file = with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    t.sql(
+        "coordinator",
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
+         FROM generate_series(1, 1500000) g",
+    )
+    .await
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["--quiet", "basebackup", "--name", "killed"])
+        .spawn()
+        .unwrap();
+    let folder = repo.join("backups/killed/coordinator");
+    let started = Instant::now();
+    let growing = || {
+        std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .any(|e| e.metadata().map(|m| m.len()).unwrap_or(0) > 1 << 20)
+    };
+    while !growing() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never streamed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    loop {
+        let ps = Command::new("ps")
+            .args(["-eo", "pid,stat,args"])
+            .output()
+            .unwrap();
+        let alive: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("pg_basebackup") && l.contains("-l killed"))
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|s| !s.starts_with('Z'))
+            })
+            .map(str::to_string)
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pg_basebackup outlived its parent: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.list_backups().unwrap().is_empty(), "never listed");
+    assert!(c.catalog().backup("killed").is_err(), "never offered");
+    let objects = c
+        .repository()
+        .unwrap()
+        .list(&Key::new("backups/killed").unwrap())
+        .await
+        .unwrap();
+    assert!(objects.is_empty(), "no object visible: {objects:?}");
+    c.stop().await.unwrap();
+}
+
 /// archive-get's exit codes: 0 restored, 1 not in the repository, 200 on any other failure
 /// (PostgreSQL must stop recovery then, not take it for the end of the WAL).
 #[test]
