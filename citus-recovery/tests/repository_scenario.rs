@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::TestCluster;
-use repository_cycle::{cycle, files_below, BIN};
+use repository_cycle::{cycle, files_below, with_repository, BIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posix_repository_backup_restore_point_verify_restore() {
@@ -29,6 +29,232 @@ async fn posix_repository_backup_restore_point_verify_restore() {
             "{node}: {objects:?}"
         );
     }
+}
+
+/// A byte flipped in a stored base backup object: verify names the object, restore-start
+/// refuses before touching any node, and the cluster runs on unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    c.basebackup(Some("first")).await.expect("base backup");
+    t.sql(
+        "worker1",
+        "CREATE TABLE xx AS SELECT g FROM generate_series(1, 500) g",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(report.ok(), "intact first: {report}");
+
+    let object = repo.join("backups/first/worker1/base.tar.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(!report.ok(), "{report}");
+    let text = report.to_string();
+    assert!(
+        text.contains("backups/first/worker1/base.tar.zst"),
+        "names the object: {text}"
+    );
+    let data_dirs = t.data_dirs();
+    let before: Vec<Vec<String>> = data_dirs.iter().map(|d| files_below(d)).collect();
+    let e = c
+        .restore_start(Some("first"), Some("rp"))
+        .await
+        .expect_err("a damaged backup is not restored");
+    assert!(
+        e.to_string().contains("backups/first/worker1/base.tar.zst"),
+        "{e}"
+    );
+    assert!(c.restore_state().unwrap().is_none(), "no restore begun");
+    assert_eq!(t.count("worker1", "xx").await, 500, "the cluster runs on");
+    for (dir, was) in data_dirs.iter().zip(&before) {
+        let now = files_below(dir);
+        assert!(now.len() >= was.len() / 2 && dir.join("PG_VERSION").is_file());
+    }
+    c.stop().await.unwrap();
+}
+
+/// A node with a user tablespace cannot stream one tar: its backup is staged compressed in the
+/// backup folder, uploaded as base.tar.zst and <oid>.tar.zst, and the staging removed; the
+/// restore brings the rows of the tablespace's table back at the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tablespace_backup_goes_through_a_compressed_staging_into_the_repository() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(0);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let node = t.config().coordinator.clone();
+    let live_ts = t.dir().join("ts-live");
+    c.backend().create_dir(&node, &live_ts).await.unwrap();
+    t.sql(
+        "coordinator",
+        &format!("CREATE TABLESPACE ts LOCATION '{}'", live_ts.display()),
+    )
+    .await
+    .unwrap();
+    t.sql(
+        "coordinator",
+        "CREATE TABLE xx(x int) TABLESPACE ts; INSERT INTO xx SELECT generate_series(1, 1000)",
+    )
+    .await
+    .unwrap();
+    let oid = t
+        .sql(
+            "coordinator",
+            "SELECT oid FROM pg_tablespace WHERE spcname = 'ts'",
+        )
+        .await
+        .unwrap()[0]
+        .clone();
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
+    assert_eq!(
+        backup.nodes[0].tablespaces,
+        vec![oid.parse::<u32>().unwrap()]
+    );
+    let stored = files_below(&repo.join("backups/first/coordinator"));
+    assert_eq!(
+        stored,
+        vec![
+            format!("{oid}.tar.zst"),
+            "backup_manifest".to_string(),
+            "base.tar.zst".to_string()
+        ]
+    );
+    assert!(
+        !t.dir().join("backup/first/coordinator").exists(),
+        "staging removed: {:?}",
+        files_below(&t.dir().join("backup"))
+    );
+    t.sql(
+        "coordinator",
+        "INSERT INTO xx SELECT generate_series(1, 200)",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    t.sql(
+        "coordinator",
+        "INSERT INTO xx SELECT generate_series(1, 300)",
+    )
+    .await
+    .unwrap();
+    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
+    assert!(report.ok(), "{report}");
+    c.restore_start(Some("first"), Some("rp"))
+        .await
+        .expect("restore-start");
+    assert_eq!(t.count("coordinator", "xx").await, 1200, "at the point");
+    c.restore_finish().await.expect("restore-finish");
+    c.stop().await.unwrap();
+}
+
+/// The tool killed (SIGKILL) while a base backup streams into a posix repository: pg_basebackup
+/// dies with it, the backup is never listed or offered, and no object of it is visible (the
+/// temporary file left behind is not an object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered() {
+    use citus_recovery::repository::Key;
+    use std::time::{Duration, Instant};
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    let file = with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    t.sql(
+        "coordinator",
+        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
+         FROM generate_series(1, 1500000) g",
+    )
+    .await
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&file)
+        .args(["--quiet", "basebackup", "--name", "killed"])
+        .spawn()
+        .unwrap();
+    let folder = repo.join("backups/killed/coordinator");
+    let started = Instant::now();
+    let growing = || {
+        std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            .any(|e| e.metadata().map(|m| m.len()).unwrap_or(0) > 1 << 20)
+    };
+    while !growing() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never streamed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    loop {
+        let ps = Command::new("ps")
+            .args(["-eo", "pid,stat,args"])
+            .output()
+            .unwrap();
+        let alive: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.contains("pg_basebackup") && l.contains("-l killed"))
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|s| !s.starts_with('Z'))
+            })
+            .map(str::to_string)
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pg_basebackup outlived its parent: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(c.list_backups().await.unwrap().is_empty(), "never listed");
+    assert!(c.catalog().backup("killed").await.is_err(), "never offered");
+    let objects = c
+        .repository()
+        .unwrap()
+        .list(&Key::new("backups/killed").unwrap())
+        .await
+        .unwrap();
+    assert!(objects.is_empty(), "no object visible: {objects:?}");
+    c.stop().await.unwrap();
 }
 
 /// archive-get's exit codes: 0 restored, 1 not in the repository, 200 on any other failure

@@ -13,7 +13,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::process::Command;
 
-use super::{BackupFiles, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget};
+use super::{
+    BackupFiles, BackupStream, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget,
+    TarStreams,
+};
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::files::OsUser;
@@ -438,6 +441,170 @@ impl ClusterBackend for LocalBackend {
         .await
         .map_err(|e| match e {
             Error::Node { .. } => e,
+            other => Error::node(&node.name, "extract backup", other.to_string()),
+        })
+    }
+
+    async fn base_backup_stream(&self, node: &NodeConfig, label: &str) -> Result<BackupStream> {
+        let mut cmd = self.client_program("pg_basebackup");
+        cmd.arg("-h")
+            .arg(&node.hostname)
+            .arg("-p")
+            .arg(node.port.to_string())
+            .arg("-U")
+            .arg(&node.username)
+            .arg("-D")
+            .arg("-")
+            .arg("-Ft")
+            .arg("-X")
+            .arg("none")
+            .arg("-c")
+            .arg("fast")
+            .arg("--manifest-checksums=CRC32C")
+            .arg("-l")
+            .arg(label)
+            .arg("--no-password");
+        let action = "pg_basebackup";
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let guard = GroupGuard(child.id());
+        let pipe = |e: std::io::Error| Error::node(&node.name, action, format!("its pipe: {e}"));
+        let stdout = child
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .into_owned_fd()
+            .map_err(pipe)?;
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let name = node.name.clone();
+        let done = async move {
+            use tokio::io::AsyncReadExt;
+            // The whole guard moves in: dropping `done` unfinished stops the program.
+            let mut guard = guard;
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text).await;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| Error::node(&name, action, format!("cannot wait for it: {e}")))?;
+            guard.0 = None;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(Error::node(
+                    &name,
+                    action,
+                    format!(
+                        "{action} ({status}): {}",
+                        String::from_utf8_lossy(&text).trim()
+                    ),
+                ))
+            }
+        };
+        Ok(BackupStream {
+            tar: Box::new(std::fs::File::from(stdout)),
+            done: Box::pin(done),
+        })
+    }
+
+    async fn base_backup_staged(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        self.create_dir(node, folder).await?;
+        let mut cmd = self.client_program("pg_basebackup");
+        cmd.arg("-h")
+            .arg(&node.hostname)
+            .arg("-p")
+            .arg(node.port.to_string())
+            .arg("-U")
+            .arg(&node.username)
+            .arg("-D")
+            .arg(folder)
+            .arg("-Ft")
+            .arg("-X")
+            .arg("none")
+            .arg("-c")
+            .arg("fast")
+            .arg("--compress=client-zstd:1")
+            .arg("--manifest-checksums=CRC32C")
+            .arg("-l")
+            .arg(label)
+            .arg("--no-password");
+        self.run_supervised(node, "pg_basebackup", cmd).await?;
+        let folder = folder.to_path_buf();
+        self.on_host(node, "list the backup", move || {
+            let (mut bytes, mut tablespaces) = (0, Vec::new());
+            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("look at", entry.path(), e))?;
+                bytes += meta.len();
+                use std::os::unix::ffi::OsStrExt;
+                let name = entry.file_name();
+                if let Some(oid) = name
+                    .as_bytes()
+                    .strip_suffix(b".zst")
+                    .and_then(extract::tablespace_oid)
+                {
+                    tablespaces.push(oid);
+                }
+            }
+            tablespaces.sort_unstable();
+            Ok(BackupFiles {
+                folder,
+                bytes,
+                tablespaces,
+            })
+        })
+        .await
+    }
+
+    async fn open_read(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let path = path.to_path_buf();
+        let file = self
+            .on_host(node, "open a file", move || node_fs::open_regular(&path))
+            .await?;
+        Ok(Box::new(file))
+    }
+
+    async fn remove_empty_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        let path = path.to_path_buf();
+        // As the invoking user: the staging folder lies in the catalog's folder, where the
+        // servers' user may not remove entries. rmdir never follows a link in the last
+        // component (it fails with ENOTDIR) and removes only an empty folder.
+        tokio::task::spawn_blocking(move || {
+            std::fs::remove_dir(&path).map_err(|e| Error::io("remove folder", &path, e))
+        })
+        .await
+        .map_err(|e| Error::node(&node.name, "remove a folder", e.to_string()))?
+    }
+
+    async fn extract_backup_streams(
+        &self,
+        node: &NodeConfig,
+        tars: TarStreams,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        let (data_dir, tablespaces) = (data_dir.to_path_buf(), tablespaces.to_vec());
+        self.on_host(node, "extract backup", move || {
+            extract::extract_streams(tars, &data_dir, &tablespaces)
+        })
+        .await
+        .map_err(|e| match e {
+            Error::Node { .. } | Error::Corrupt { .. } => e,
             other => Error::node(&node.name, "extract backup", other.to_string()),
         })
     }

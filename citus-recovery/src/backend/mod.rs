@@ -65,6 +65,42 @@ pub struct BackupFiles {
     pub tablespaces: Vec<u32>,
 }
 
+/// A base backup being written as one tar into a pipe ([`ClusterBackend::base_backup_stream`]).
+pub struct BackupStream {
+    /// The tar, to be read on a blocking thread: the data directory's files, then PostgreSQL's
+    /// `backup_manifest` as the last member.
+    pub tar: Box<dyn std::io::Read + Send>,
+    /// Resolves once the program has exited: `Ok` only if it succeeded (its error quotes the
+    /// program's messages). Dropping it unfinished stops the program.
+    pub done: futures::future::BoxFuture<'static, Result<()>>,
+}
+
+impl std::fmt::Debug for BackupStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupStream").finish_non_exhaustive()
+    }
+}
+
+/// The tars of a backup as streams, for [`ClusterBackend::extract_backup_streams`]: each is
+/// read on a blocking thread, and each has a name for messages (the repository key).
+pub struct TarStreams {
+    /// `base.tar`: its name and its reader.
+    pub base: (String, Box<dyn std::io::Read + Send>),
+    /// Each tablespace's `<oid>.tar`, by oid.
+    pub tablespaces: Vec<(u32, String, Box<dyn std::io::Read + Send>)>,
+    /// PostgreSQL's `backup_manifest` of the backup: every file is checked against it while it
+    /// is written.
+    pub manifest: Vec<u8>,
+}
+
+impl std::fmt::Debug for TarStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TarStreams")
+            .field("base", &self.base.0)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A tablespace of a backup and the new folder it is restored into.
 ///
 /// `oid` names the backup's `<oid>.tar`; `location` is a folder that must not exist yet (its
@@ -148,6 +184,85 @@ pub trait ClusterBackend: Send + Sync {
         data_dir: &Path,
         tablespaces: &[TablespaceTarget],
     ) -> Result<()>;
+
+    /// Starts a base backup of the node written as one tar into a pipe (`pg_basebackup -D -
+    /// -Ft -X none -c fast --manifest-checksums=CRC32C`): nothing is written on the node's
+    /// host, and the backup's WAL must come from the archive. PostgreSQL refuses this for a
+    /// node with user tablespaces. The default refuses: a backend that cannot do it says so.
+    async fn base_backup_stream(&self, node: &NodeConfig, label: &str) -> Result<BackupStream> {
+        let _ = label;
+        Err(crate::error::Error::node(
+            &node.name,
+            "pg_basebackup",
+            "this backend cannot stream a base backup; use a backup folder (no \"repository\")",
+        ))
+    }
+
+    /// The fallback of [`Self::base_backup_stream`] for a node with user tablespaces, which
+    /// PostgreSQL cannot write as one stream: a base backup into `folder` (made as for
+    /// [`Self::base_backup`]) as zstd-compressed tars (`base.tar.zst`, one `<oid>.tar.zst` per
+    /// tablespace; `pg_basebackup -Ft -X none --compress=client-zstd:1`) beside
+    /// `backup_manifest`, so that no uncompressed copy is written. `BackupFiles::tablespaces`
+    /// lists the oids.
+    async fn base_backup_staged(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+    ) -> Result<BackupFiles> {
+        let _ = (folder, label);
+        Err(crate::error::Error::node(
+            &node.name,
+            "pg_basebackup",
+            "this backend cannot stage a compressed base backup",
+        ))
+    }
+
+    /// Opens a regular file on the node's host for reading, as the servers' user; a link is an
+    /// error. The reader is read on a blocking thread.
+    async fn open_read(
+        &self,
+        node: &NodeConfig,
+        path: &Path,
+    ) -> Result<Box<dyn std::io::Read + Send>> {
+        let _ = path;
+        Err(crate::error::Error::node(
+            &node.name,
+            "open a file",
+            "this backend cannot read files on the node's host",
+        ))
+    }
+
+    /// Removes an empty folder on the node's host (the staging folder of
+    /// [`Self::base_backup_staged`], once uploaded); a link is an error.
+    async fn remove_empty_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
+        let _ = path;
+        Err(crate::error::Error::node(
+            &node.name,
+            "remove a folder",
+            "this backend cannot remove folders",
+        ))
+    }
+
+    /// Like [`Self::extract_backup`], from tar streams instead of a backup folder, and checking
+    /// every file against `tars.manifest` as it is written (a file differing from the
+    /// manifest, one it lacks or one it does not list fails the extraction, naming the tar and
+    /// the file). No `pg_wal.tar`: `pg_wal` stays empty and recovery fetches WAL through
+    /// `restore_command`. A top-level `backup_manifest` member of `base.tar` is not written.
+    async fn extract_backup_streams(
+        &self,
+        node: &NodeConfig,
+        tars: TarStreams,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        let _ = (tars, data_dir, tablespaces);
+        Err(crate::error::Error::node(
+            &node.name,
+            "extract backup",
+            "this backend cannot extract a backup from the repository",
+        ))
+    }
 
     /// Makes an extracted data directory startable, as its last step: syncs every filesystem
     /// holding `data_dir` or a tablespace location, renames [`PENDING_CONTROL_FILE`] to

@@ -3,18 +3,29 @@
 //! Each node's folder gets PostgreSQL's tar backup and, once its WAL up to the stop LSN is in the
 //! archive, a node manifest; the cluster manifest is written last, after every node is done, so a
 //! backup that failed or was interrupted on any node is never listed or offered for restore.
+//!
+//! With a `repository` in the config, each node's backup streams into the repository instead
+//! ([`into_repository`]): `pg_basebackup` writes one tar to a pipe, every file is checked
+//! against the `backup_manifest` PostgreSQL appends to it, and the tar is compressed into
+//! `backups/<backup>/<node>/base.tar.<ext>` as it passes; nothing is written on local disk.
+//! A restore streams it back ([`extract_from_repository`]).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::find;
 use super::{run_phases, NodePlan, Phase, RunOptions, Step, StepOutput};
-use crate::backend::ClusterBackend;
+use crate::backend::{ClusterBackend, TablespaceTarget, TarStreams};
 use crate::catalog::{Backup, Catalog};
 use crate::config::ClusterConfig;
+use crate::config::NodeConfig;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::observe::NodeObservation;
+use crate::repository::backup::{self as stored, blocking_reader, manifest_key, node_folder};
+use crate::repository::codec::{self, StreamDecoder};
+use crate::repository::{Key, Repository};
+use crate::verify::manifest::ManifestCheck;
 
 /// The plan of `basebackup`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,13 +88,27 @@ impl BasebackupPlan {
                         .into(),
                 });
             }
-            nodes.push(NodePlan {
-                node: node.name.clone(),
-                steps: vec![Step::BaseBackup {
+            let step = match config.repository {
+                Some(_) => Step::BaseBackupToRepository {
+                    backup: name.clone(),
+                    object: stored::tar_key(
+                        &node_folder(&name, &node.name)?,
+                        "base",
+                        config.compression,
+                    )
+                    .as_str()
+                    .to_string(),
+                    compression: config.compression.to_string(),
+                },
+                None => Step::BaseBackup {
                     backup: name.clone(),
                     folder: catalog.node_backup_dir(&name, &node.name),
                     archive: config.archive_dir(node),
-                }],
+                },
+            };
+            nodes.push(NodePlan {
+                node: node.name.clone(),
+                steps: vec![step],
             });
         }
         Ok(BasebackupPlan {
@@ -141,6 +166,276 @@ impl BasebackupPlan {
             .await?;
         Ok(backup)
     }
+}
+
+/// Whether backup `name` lies in `<backupBaseFolder>` (a folder per node) rather than in the
+/// repository: always without a `repository`; with one, only a backup taken before it was
+/// configured (its coordinator's folder holds a `base.tar`; looked at without following a link).
+pub fn in_backup_folder(config: &ClusterConfig, catalog: &Catalog, name: &str) -> bool {
+    config.repository.is_none()
+        || std::fs::symlink_metadata(
+            catalog
+                .node_backup_dir(name, &config.coordinator.name)
+                .join("base.tar"),
+        )
+        .is_ok_and(|m| m.is_file())
+}
+
+/// What [`into_repository`] stored for one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBackup {
+    /// The stored size of the node's tar objects (compressed).
+    pub bytes: u64,
+    /// The oids of the user tablespaces backed up (one `<oid>.tar` object each).
+    pub tablespaces: Vec<u32>,
+    /// PostgreSQL's `backup_manifest`.
+    pub manifest: String,
+    /// The manifest's key, for messages.
+    pub manifest_key: String,
+}
+
+/// Streams a base backup of `node` into `repo` as `backups/<backup>/<node>/base.tar<ext>`,
+/// checking each file against the manifest PostgreSQL appends to the tar, and stores the
+/// manifest as `backups/<backup>/<node>/backup_manifest`. The tar object is completed only when
+/// `pg_basebackup` succeeded and every file matched; otherwise nothing is left visible.
+/// `client` is a connection to the node (to look for user tablespaces).
+pub async fn into_repository(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+    client: &tokio_postgres::Client,
+) -> Result<StoredBackup> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::sql(&node.name, "list tablespaces", e))?;
+    if row.get::<_, i64>(0) > 0 {
+        return staged_into_repository(backend, repo, node, backup).await;
+    }
+    let compression = backend.config().compression;
+    let folder = node_folder(backup, &node.name)?;
+    let key = stored::tar_key(&folder, "base", compression);
+    let stream = backend.base_backup_stream(node, backup).await?;
+    let shown = key.as_str().to_string();
+    let uploaded = stored::upload_tar(repo, &key, compression, stream.tar, stream.done, |scan| {
+        let manifest = scan.manifest.as_deref().ok_or_else(|| Error::Corrupt {
+            key: shown.clone(),
+            problem: "pg_basebackup's tar holds no backup_manifest, so its files cannot be \
+                      checked; nothing was stored (is the server PostgreSQL 13 or newer?)"
+                .into(),
+        })?;
+        let mut check = ManifestCheck::parse(manifest).map_err(|problem| Error::Corrupt {
+            key: shown.clone(),
+            problem,
+        })?;
+        for f in scan
+            .files
+            .iter()
+            .filter(|f| !ManifestCheck::ignored(&f.path))
+        {
+            check.file(&shown, &f.path, f.size, f.crc);
+        }
+        let result = check.finish(&shown);
+        if result.problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Corrupt {
+                key: shown.clone(),
+                problem: format!(
+                    "the stream from pg_basebackup differs from its own manifest: {}; nothing \
+                     was stored, take the backup again",
+                    result.problems[..result.problems.len().min(5)].join("; ")
+                ),
+            })
+        }
+    })
+    .await?;
+    let manifest = uploaded.scanned.manifest.unwrap_or_default();
+    let mkey = manifest_key(&folder);
+    repo.put_create(&mkey, codec::encode(compression, &manifest))
+        .await?;
+    Ok(StoredBackup {
+        bytes: uploaded.stored,
+        tablespaces: Vec::new(),
+        manifest: String::from_utf8_lossy(&manifest).into_owned(),
+        manifest_key: mkey.as_str().to_string(),
+    })
+}
+
+/// The fallback of [`into_repository`] for a node with user tablespaces (PostgreSQL writes
+/// those backups only as one tar per tablespace, into a folder): the backup is staged in the
+/// node's backup folder as zstd-compressed tars (never an uncompressed copy), then each tar is
+/// decompressed, checked against the manifest, re-encoded and uploaded as it streams, and the
+/// staged files are removed. Objects of a backup that fails the check are deleted.
+async fn staged_into_repository(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+) -> Result<StoredBackup> {
+    let config = backend.config();
+    let compression = config.compression;
+    let staging = Catalog::new(config).node_backup_dir(backup, &node.name);
+    let files = backend.base_backup_staged(node, &staging, backup).await?;
+    let manifest_path = staging.join("backup_manifest");
+    let manifest = backend
+        .read_file(node, &manifest_path)
+        .await?
+        .ok_or_else(|| {
+            Error::node(
+                &node.name,
+                "pg_basebackup",
+                format!("it wrote no {}", manifest_path.display()),
+            )
+        })?;
+    let folder = node_folder(backup, &node.name)?;
+    let check = ManifestCheck::parse(manifest.as_bytes()).map_err(|problem| Error::Corrupt {
+        key: manifest_path.display().to_string(),
+        problem,
+    })?;
+    let check = std::sync::Arc::new(std::sync::Mutex::new(Some(check)));
+    let mut names = vec!["base".to_string()];
+    names.extend(files.tablespaces.iter().map(|oid| oid.to_string()));
+    let (mut stored_bytes, mut keys) = (0, Vec::new());
+    let mut outcome = Ok(());
+    for name in &names {
+        let staged = staging.join(format!("{name}.tar.zst"));
+        let key = stored::tar_key(&folder, name, compression);
+        let reader = backend.open_read(node, &staged).await?;
+        let decoder = zstd::stream::read::Decoder::new(reader)
+            .map_err(|e| Error::io("decompress", &staged, e))?;
+        let prefix = if name == "base" {
+            String::new()
+        } else {
+            format!("pg_tblspc/{name}/")
+        };
+        let (shown, check) = (key.as_str().to_string(), check.clone());
+        let uploaded = stored::upload_tar(
+            repo,
+            &key,
+            compression,
+            Box::new(decoder),
+            async { Ok(()) },
+            move |scan| {
+                let mut guard = check.lock().unwrap_or_else(|p| p.into_inner());
+                let check = guard.as_mut().expect("the check lives until the end");
+                for f in &scan.files {
+                    if !(prefix.is_empty() && ManifestCheck::ignored(&f.path)) {
+                        check.file(&shown, &format!("{prefix}{}", f.path), f.size, f.crc);
+                    }
+                }
+                match check.check.problems.first() {
+                    None => Ok(()),
+                    Some(p) => Err(Error::Corrupt {
+                        key: shown.clone(),
+                        problem: format!("{p}; nothing of it was stored, take the backup again"),
+                    }),
+                }
+            },
+        )
+        .await;
+        match uploaded {
+            Ok(u) => {
+                stored_bytes += u.stored;
+                keys.push(key);
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    if outcome.is_ok() {
+        let check = check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("taken once");
+        let result = check.finish(&format!("{}", staging.display()));
+        if !result.problems.is_empty() {
+            outcome = Err(Error::Corrupt {
+                key: folder.as_str().into(),
+                problem: format!(
+                    "the staged backup differs from its manifest: {}; take the backup again",
+                    result.problems[..result.problems.len().min(5)].join("; ")
+                ),
+            });
+        }
+    }
+    // The staged files go in every case; a failed backup's objects too (no catalog entry names
+    // them, but they should not linger).
+    for name in &names {
+        let _ = backend
+            .remove_file(node, &staging.join(format!("{name}.tar.zst")))
+            .await;
+    }
+    let _ = backend.remove_file(node, &manifest_path).await;
+    let _ = backend.remove_empty_dir(node, &staging).await;
+    if let Err(e) = outcome {
+        for key in &keys {
+            let _ = repo.delete(key).await;
+        }
+        return Err(e);
+    }
+    let mkey = manifest_key(&folder);
+    repo.put_create(&mkey, codec::encode(compression, manifest.as_bytes()))
+        .await?;
+    Ok(StoredBackup {
+        bytes: stored_bytes,
+        tablespaces: files.tablespaces,
+        manifest,
+        manifest_key: mkey.as_str().to_string(),
+    })
+}
+
+/// Streams node `node`'s part of backup `backup` from `repo` into the new `data_dir` (and each
+/// tablespace into its new folder) through [`ClusterBackend::extract_backup_streams`]: decoded,
+/// each chunk's checksum checked, each file checked against the manifest while written.
+pub async fn extract_from_repository(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+    data_dir: &std::path::Path,
+    tablespaces: &[TablespaceTarget],
+) -> Result<()> {
+    let (mkey, manifest, tars) = stored::stored_objects(repo, backup, &node.name).await?;
+    let find = |name: &str| -> Result<Key> {
+        tars.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| m.key.clone())
+            .ok_or_else(|| Error::Corrupt {
+                key: mkey.as_str().into(),
+                problem: format!(
+                    "its backup has no {name}.tar object beside it; the backup is incomplete, \
+                     choose another backup"
+                ),
+            })
+    };
+    let open = |key: Key| async move {
+        let stream = repo.get_stream(&key).await?;
+        let reader: Box<dyn std::io::Read + Send> =
+            Box::new(StreamDecoder::new(blocking_reader(stream)));
+        Ok::<_, Error>((key.as_str().to_string(), reader))
+    };
+    let base = open(find("base")?).await?;
+    let mut ts = Vec::new();
+    for t in tablespaces {
+        let (name, reader) = open(find(&t.oid.to_string())?).await?;
+        ts.push((t.oid, name, reader));
+    }
+    let tars = TarStreams {
+        base,
+        tablespaces: ts,
+        manifest,
+    };
+    backend
+        .extract_backup_streams(node, tars, data_dir, tablespaces)
+        .await
 }
 
 super::plan_impls!(BasebackupPlan, "basebackup", |p| format!(

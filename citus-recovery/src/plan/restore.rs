@@ -266,6 +266,7 @@ impl RestorePlan {
         // stay where that attempt put them.
         let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
         crate::observe::check_backup_nodes(config, backup)?;
+        let legacy = super::basebackup::in_backup_folder(config, catalog, &backup.name);
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {
@@ -371,10 +372,21 @@ impl RestorePlan {
                     location: tablespace_dir(config, &node.name, &attempt, oid),
                 })
                 .collect();
-            steps.push(Step::Extract {
-                backup: catalog.node_backup_dir(&backup.name, &node.name),
-                data_dir: data_dir.clone(),
-                tablespaces: tablespaces.clone(),
+            // With a repository, backups are in it (see plan::basebackup); without, in folders.
+            steps.push(match legacy {
+                false => Step::ExtractFromRepository {
+                    backup: backup.name.clone(),
+                    objects: crate::repository::backup::node_folder(&backup.name, &node.name)?
+                        .as_str()
+                        .to_string(),
+                    data_dir: data_dir.clone(),
+                    tablespaces: tablespaces.clone(),
+                },
+                true => Step::Extract {
+                    backup: catalog.node_backup_dir(&backup.name, &node.name),
+                    data_dir: data_dir.clone(),
+                    tablespaces: tablespaces.clone(),
+                },
             });
             steps.push(Step::WriteRecoverySettings {
                 file: data_dir.join("postgresql.auto.conf"),

@@ -70,6 +70,17 @@ pub enum Step {
         /// The node's WAL archive.
         archive: PathBuf,
     },
+    /// `pg_basebackup` as one tar stream (`-X none`) checked against its `backup_manifest` as
+    /// it passes, compressed into the repository; wait until the WAL up to its stop LSN is
+    /// archived, and write the node manifest.
+    BaseBackupToRepository {
+        /// The backup's name.
+        backup: String,
+        /// The key of the `base.tar` object.
+        object: String,
+        /// The compression (`zstd:1`, `lz4`, `none`).
+        compression: String,
+    },
     /// Write a named restore point.
     CreateRestorePoint {
         /// Its name.
@@ -96,6 +107,20 @@ pub enum Step {
     Extract {
         /// The node's backup folder.
         backup: PathBuf,
+        /// The new data directory.
+        data_dir: PathBuf,
+        /// The backup's tablespaces and the new folders they go to.
+        tablespaces: Vec<TablespaceTarget>,
+    },
+    /// Stream a base backup from the repository into a new data directory (every tablespace
+    /// into a new folder of its own), decoding, checking every file against the backup's
+    /// manifest as it is written; `global/pg_control` is held back under a temporary name and
+    /// `pg_wal` stays empty (recovery fetches WAL through `restore_command`).
+    ExtractFromRepository {
+        /// The backup's name.
+        backup: String,
+        /// The key of the node's folder of objects (`backups/<backup>/<node>`).
+        objects: String,
         /// The new data directory.
         data_dir: PathBuf,
         /// The backup's tablespaces and the new folders they go to.
@@ -178,6 +203,14 @@ impl fmt::Display for Step {
                 folder.display(),
                 archive.display()
             ),
+            Step::BaseBackupToRepository {
+                object,
+                compression,
+                ..
+            } => write!(
+                f,
+                "pg_basebackup as a tar stream (WAL from the archive, fast checkpoint), each file checked against its backup_manifest as it streams, compressed ({compression}) into the repository as {object} (no copy on local disk), wait until WAL up to its stop LSN is in the repository, write the node manifest"
+            ),
             Step::CreateRestorePoint { name, function } => match function {
                 RestorePointFunction::Citus => write!(
                     f,
@@ -215,6 +248,27 @@ impl fmt::Display for Step {
                     write!(
                         f,
                         ", {}.tar into {} (tablespace_map rewritten)",
+                        t.oid,
+                        t.location.display()
+                    )?;
+                }
+                Ok(())
+            }
+            Step::ExtractFromRepository {
+                objects,
+                data_dir,
+                tablespaces,
+                ..
+            } => {
+                write!(
+                    f,
+                    "stream {objects}/base.tar from the repository into {} as the servers' user, checking every file against {objects}/backup_manifest as it is written (mode 0700, global/pg_control held back, pg_wal left empty)",
+                    data_dir.display()
+                )?;
+                for t in tablespaces {
+                    write!(
+                        f,
+                        ", {objects}/{}.tar into {} (tablespace_map rewritten)",
                         t.oid,
                         t.location.display()
                     )?;
@@ -388,9 +442,19 @@ impl Step {
                 backup,
                 folder,
                 archive,
-            } => base_backup(backend, node, backup, folder, archive, opts)
+            } => base_backup(backend, node, backup, Some(folder), archive, opts)
                 .await
                 .map(Some),
+            Step::BaseBackupToRepository { backup, .. } => base_backup(
+                backend,
+                node,
+                backup,
+                None,
+                &config_archive(backend, node),
+                opts,
+            )
+            .await
+            .map(Some),
             Step::CreateRestorePoint { name, function } => {
                 let client = backend.connect(node).await?;
                 let sql = match function {
@@ -444,6 +508,29 @@ impl Step {
                     .extract_backup(node, backup, data_dir, tablespaces)
                     .await
                     .map(|_| None)
+            }
+            Step::ExtractFromRepository {
+                backup,
+                data_dir,
+                tablespaces,
+                ..
+            } => {
+                for parent in tablespaces.iter().filter_map(|t| t.location.parent()) {
+                    backend.create_dir(node, parent).await?;
+                }
+                let repo = opts.repository.as_deref().ok_or_else(|| {
+                    no_repository(backend, "restore a backup stored in the repository")
+                })?;
+                super::basebackup::extract_from_repository(
+                    backend,
+                    repo,
+                    node,
+                    backup,
+                    data_dir,
+                    tablespaces,
+                )
+                .await
+                .map(|_| None)
             }
             Step::InstallControlFile {
                 data_dir,
@@ -556,7 +643,7 @@ async fn base_backup(
     backend: &dyn ClusterBackend,
     node: &NodeConfig,
     backup: &str,
-    folder: &std::path::Path,
+    folder: Option<&std::path::Path>,
     archive: &std::path::Path,
     opts: &RunOptions,
 ) -> Result<StepOutput> {
@@ -583,23 +670,49 @@ async fn base_backup(
         max_locks_per_xact: setting(7),
     };
     let start_time = Utc::now();
-    let files = backend.base_backup(node, folder, backup).await?;
-    let manifest_path = folder.join("backup_manifest");
-    let manifest = backend
-        .read_file(node, &manifest_path)
-        .await?
-        .ok_or_else(|| {
-            Error::node(
-                &node.name,
-                "pg_basebackup",
-                format!("it wrote no {}", manifest_path.display()),
+    // Without a folder the backup goes into the repository.
+    let (bytes, tablespaces, manifest, manifest_place) = match folder {
+        Some(folder) => {
+            let files = backend.base_backup(node, folder, backup).await?;
+            let manifest_path = folder.join("backup_manifest");
+            let manifest = backend
+                .read_file(node, &manifest_path)
+                .await?
+                .ok_or_else(|| {
+                    Error::node(
+                        &node.name,
+                        "pg_basebackup",
+                        format!("it wrote no {}", manifest_path.display()),
+                    )
+                })?;
+            let place = manifest_path.display().to_string();
+            (files.bytes, files.tablespaces, manifest, place)
+        }
+        None => {
+            let repo = opts
+                .repository
+                .as_deref()
+                .ok_or_else(|| no_repository(backend, "take a backup into the repository"))?;
+            // Without WAL in the stream, the server ends the backup only once the WAL it needs
+            // is archived: when archiving is stuck, fail rather than wait for ever. Dropping
+            // the stream stops pg_basebackup and leaves nothing visible in the repository.
+            let stored = tokio::select! {
+                stored = super::basebackup::into_repository(backend, repo, node, backup, &client) => stored?,
+                stuck = archiving_stuck(backend, &client, node, opts) => return Err(stuck),
+            };
+            (
+                stored.bytes,
+                stored.tablespaces,
+                stored.manifest,
+                stored.manifest_key,
             )
-        })?;
+        }
+    };
     let (start_lsn, end_lsn, timeline) = wal_range(&manifest).ok_or_else(|| {
         Error::node(
             &node.name,
             "read backup_manifest",
-            format!("{} has no usable WAL-Ranges", manifest_path.display()),
+            format!("{manifest_place} has no usable WAL-Ranges"),
         )
     })?;
     let segment =
@@ -614,16 +727,71 @@ async fn base_backup(
         start_time,
         end_time: Utc::now(),
         pg_version,
-        bytes: files.bytes,
+        bytes,
         // A uint64 shown through a signed bigint: the bits are the identifier.
         system_identifier: Some(system_id as u64),
         hot_standby: Some(hot_standby),
-        tablespaces: files.tablespaces.clone(),
+        tablespaces,
     };
     Catalog::open(backend.config(), opts.repository.clone())
         .write_node_manifest(&node_backup)
         .await?;
     Ok(StepOutput::Backup(node_backup))
+}
+
+/// Returns (an error saying why) once the node's archiver has failed for six checks in a row
+/// (half a minute at least) or archiving is off; never returns while archiving works.
+async fn archiving_stuck(
+    backend: &dyn ClusterBackend,
+    client: &tokio_postgres::Client,
+    node: &NodeConfig,
+    opts: &RunOptions,
+) -> Error {
+    let mut failing_checks = 0;
+    let check_every = Duration::from_secs(5).max(opts.poll_interval);
+    loop {
+        tokio::time::sleep(check_every).await;
+        let row = match client
+            .query_one(
+                "SELECT failed_count, coalesce(last_failed_wal, ''), current_setting('archive_mode'), \
+                 coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) FROM pg_stat_archiver",
+                &[],
+            )
+            .await
+        {
+            Ok(row) => row,
+            Err(e) => return Error::sql(&node.name, "read pg_stat_archiver", e),
+        };
+        let (failed, last_failed, mode, failing): (i64, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        failing_checks = if failing { failing_checks + 1 } else { 0 };
+        if mode == "off" || failing_checks >= 6 {
+            return Error::node(
+                &node.name,
+                "base backup",
+                format!(
+                    "WAL archiving fails (archive_mode = {mode}, {failed} failure(s), last failed {last_failed:?}), and PostgreSQL ends a backup only once its WAL is archived, so the backup was stopped and nothing of it is kept; make archiving work (is the repository reachable?) and take the backup again:\n{}",
+                    backend.log_tail(node, 10).await
+                ),
+            );
+        }
+    }
+}
+
+/// The node's archive folder (unused with a repository, where WAL is looked up by node).
+fn config_archive(backend: &dyn ClusterBackend, node: &NodeConfig) -> PathBuf {
+    backend.config().archive_dir(node)
+}
+
+/// The error of a repository step run without the config's repository.
+fn no_repository(backend: &dyn ClusterBackend, what: &str) -> Error {
+    Error::Config {
+        path: backend.config().source.clone(),
+        field: "repository".into(),
+        problem: format!("is not set, so nothing can {what}"),
+        fix: "run the plan through citus_recovery::Cluster, which opens the config's repository"
+            .into(),
+    }
 }
 
 /// The WAL range of a backup from PostgreSQL's `backup_manifest`: first start, last end, and the

@@ -603,3 +603,64 @@ fn refusals_are_typed_variants_naming_the_node() {
         })
     ));
 }
+
+/// With a `repository`, the base backup streams into it and the restore streams from it; the
+/// dry run says so and names the keys.
+#[test]
+fn with_a_repository_backups_go_into_it_and_restores_come_from_it() {
+    let mut c = config();
+    c.repository = Some(crate::config::RepositoryConfig::Posix {
+        path: "/nonexistent/repo".into(),
+    });
+    c.compression = "lz4".parse().unwrap();
+    c.binary = Some("/usr/local/bin/citus-recovery".into());
+    c.source = Some("/etc/citus-recovery/cluster.json".into());
+    let catalog = Catalog::new(&c);
+    let plan = BasebackupPlan::build(&c, &all(true), Some("b1"), t(0), &catalog, false).unwrap();
+    match &plan.phases[0].nodes[1].steps[..] {
+        [Step::BaseBackupToRepository {
+            backup,
+            object,
+            compression,
+        }] => {
+            assert_eq!(
+                (backup.as_str(), object.as_str(), compression.as_str()),
+                ("b1", "backups/b1/worker1/base.tar.lz4", "lz4")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = plan.to_string();
+    assert!(
+        text.contains("into the repository as backups/b1/coordinator/base.tar.lz4"),
+        "{text}"
+    );
+    assert!(plan
+        .to_json()
+        .contains("\"action\": \"base_backup_to_repository\""));
+
+    let plan = restore_plan(
+        &c,
+        &all(true),
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &data_dirs(&c),
+        None,
+        t(30),
+    )
+    .unwrap();
+    let extracts: Vec<&Step> = plan.phases[0]
+        .nodes
+        .iter()
+        .flat_map(|n| &n.steps)
+        .filter(|s| matches!(s, Step::ExtractFromRepository { .. } | Step::Extract { .. }))
+        .collect();
+    assert_eq!(extracts.len(), 3, "one per node");
+    for s in extracts {
+        let Step::ExtractFromRepository { objects, .. } = s else {
+            panic!("from the repository: {s:?}")
+        };
+        assert!(objects.starts_with("backups/"), "{objects}");
+        assert!(s.to_string().contains("checking every file against"), "{s}");
+    }
+}

@@ -355,6 +355,319 @@ pub fn decode(frame: &[u8]) -> Result<Bytes, CodecError> {
     Ok(data)
 }
 
+/// The first four bytes of a streamed object (see [`StreamEncoder`]).
+pub const STREAM_MAGIC: [u8; 4] = *b"CRST";
+
+/// The streamed header's length: magic, version, codec, flags.
+pub const STREAM_HEADER_LEN: usize = 8;
+
+/// How much uncompressed data one chunk of a streamed object holds (the last may hold less).
+pub const STREAM_CHUNK: usize = 1 << 20;
+
+/// The largest chunk a reader accepts, whatever the chunk header claims.
+const MAX_STREAM_CHUNK: u32 = 16 << 20;
+
+/// Encodes a stream of any length, chunk by chunk, so that no more than one chunk is held in
+/// memory: the codec for base backups, which can be many GB.
+///
+/// Layout (integers little-endian): an 8-byte header (`CRST`, version 1, codec id as in
+/// [`encode`], flags 0), then chunks of `[raw length u32][payload length u32][CRC32C of the raw
+/// data u32][payload]`, each holding at most [`STREAM_CHUNK`] bytes of data, then an end marker
+/// (a chunk header of three zeros) and a trailer `[total length u64][CRC32C of all data u32]`.
+/// A reader that does not reach the trailer knows the object is cut short.
+#[derive(Debug)]
+pub struct StreamEncoder {
+    compression: Compression,
+    pending: Vec<u8>,
+    total: u64,
+    crc: u32,
+}
+
+impl StreamEncoder {
+    /// An encoder, and the header to write first.
+    pub fn new(compression: Compression) -> (Self, Bytes) {
+        let mut header = BytesMut::with_capacity(STREAM_HEADER_LEN);
+        header.put_slice(&STREAM_MAGIC);
+        header.put_u8(FORMAT_VERSION);
+        header.put_u8(compression.id());
+        header.put_u16_le(0);
+        let encoder = StreamEncoder {
+            compression,
+            pending: Vec::with_capacity(STREAM_CHUNK),
+            total: 0,
+            crc: 0,
+        };
+        (encoder, header.freeze())
+    }
+
+    /// Adds `data`; returns the chunks it completed, to be written in order.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let take = (STREAM_CHUNK - self.pending.len()).min(data.len());
+            self.pending.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.pending.len() == STREAM_CHUNK {
+                out.push(self.chunk());
+            }
+        }
+        out
+    }
+
+    /// The data pushed so far.
+    pub fn total(&self) -> u64 {
+        self.total + self.pending.len() as u64
+    }
+
+    /// The last chunk (if data is pending), the end marker and the trailer.
+    pub fn finish(mut self) -> Bytes {
+        let mut out = BytesMut::new();
+        if !self.pending.is_empty() {
+            out.put_slice(&self.chunk());
+        }
+        out.put_slice(&[0u8; 12]);
+        out.put_u64_le(self.total);
+        out.put_u32_le(self.crc);
+        out.freeze()
+    }
+
+    fn chunk(&mut self) -> Bytes {
+        let data = std::mem::take(&mut self.pending);
+        let payload: std::borrow::Cow<'_, [u8]> = match self.compression {
+            Compression::None => data.as_slice().into(),
+            Compression::Zstd(level) => zstd::bulk::compress(&data, level.clamp(1, MAX_ZSTD_LEVEL))
+                .expect("zstd compresses any input held in memory")
+                .into(),
+            Compression::Lz4 => lz4_flex::block::compress(&data).into(),
+        };
+        let mut out = BytesMut::with_capacity(12 + payload.len());
+        out.put_u32_le(data.len() as u32);
+        out.put_u32_le(payload.len() as u32);
+        out.put_u32_le(crc32c::crc32c(&data));
+        out.put_slice(&payload);
+        self.total += data.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, &data);
+        self.pending = data;
+        self.pending.clear();
+        out.freeze()
+    }
+}
+
+/// Reads a streamed object (see [`StreamEncoder`]) from `inner` and gives its data, checking
+/// every chunk's checksum as it goes and, at the end, the total length and checksum. Every
+/// failure is an [`std::io::Error`] of kind `InvalidData` whose inner error is a
+/// [`CodecError`]; a stream that ends before the trailer is [`CodecError::Truncated`].
+#[derive(Debug)]
+pub struct StreamDecoder<R> {
+    inner: R,
+    codec: Option<u8>,
+    data: Vec<u8>,
+    at: usize,
+    payload: Vec<u8>,
+    read: u64,
+    total: u64,
+    crc: u32,
+    done: bool,
+}
+
+impl<R: std::io::Read> StreamDecoder<R> {
+    /// A decoder over `inner`; the header is read at the first read.
+    pub fn new(inner: R) -> Self {
+        StreamDecoder {
+            inner,
+            codec: None,
+            data: Vec::new(),
+            at: 0,
+            payload: Vec::new(),
+            read: 0,
+            total: 0,
+            crc: 0,
+            done: false,
+        }
+    }
+
+    /// Reads exactly `buf.len()` bytes; an early end is [`CodecError::Truncated`].
+    fn fill(&mut self, len: usize, into_payload: bool) -> std::io::Result<()> {
+        let buf = if into_payload {
+            &mut self.payload
+        } else {
+            &mut self.data
+        };
+        buf.clear();
+        buf.resize(len, 0);
+        let mut got = 0;
+        while got < len {
+            match self.inner.read(&mut buf[got..]) {
+                Ok(0) => {
+                    return Err(invalid(CodecError::Truncated {
+                        needed: self.read + len as u64,
+                        have: self.read + got as u64,
+                    }))
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.read += len as u64;
+        Ok(())
+    }
+
+    fn header(&mut self) -> std::io::Result<u8> {
+        self.fill(STREAM_HEADER_LEN, false)?;
+        let h = &self.data;
+        if h[..4] != STREAM_MAGIC {
+            return Err(invalid(CodecError::BadMagic {
+                found: h[..4].try_into().expect("four bytes"),
+            }));
+        }
+        if h[4] != FORMAT_VERSION {
+            return Err(invalid(CodecError::UnsupportedVersion { version: h[4] }));
+        }
+        if h[5] > 2 {
+            return Err(invalid(CodecError::UnknownCodec { id: h[5] }));
+        }
+        let flags = u16::from_le_bytes([h[6], h[7]]);
+        if flags != 0 {
+            return Err(invalid(CodecError::UnknownFlags { flags }));
+        }
+        Ok(h[5])
+    }
+
+    /// Decodes the next chunk into `self.data`; `false` at the end (trailer checked).
+    fn next_chunk(&mut self, codec: u8) -> std::io::Result<bool> {
+        self.fill(12, false)?;
+        let word = |i: usize, d: &[u8]| u32::from_le_bytes(d[i..i + 4].try_into().expect("4"));
+        let (raw_len, payload_len, crc) = (
+            word(0, &self.data),
+            word(4, &self.data),
+            word(8, &self.data),
+        );
+        if raw_len == 0 {
+            if payload_len != 0 || crc != 0 {
+                return Err(invalid(CodecError::BadLength {
+                    declared: 0,
+                    found: Some(u64::from(payload_len)),
+                }));
+            }
+            self.fill(12, false)?;
+            let total = u64::from_le_bytes(self.data[..8].try_into().expect("8"));
+            let all_crc = word(8, &self.data);
+            if total != self.total {
+                return Err(invalid(CodecError::BadLength {
+                    declared: total,
+                    found: Some(self.total),
+                }));
+            }
+            if all_crc != self.crc {
+                return Err(invalid(CodecError::ChecksumMismatch {
+                    declared: all_crc,
+                    computed: self.crc,
+                }));
+            }
+            let mut extra = [0u8; 1];
+            loop {
+                match self.inner.read(&mut extra) {
+                    Ok(0) => break,
+                    Ok(_) => return Err(invalid(CodecError::TrailingBytes { extra: 1 })),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(false);
+        }
+        if raw_len > MAX_STREAM_CHUNK || payload_len > MAX_STREAM_CHUNK + (MAX_STREAM_CHUNK >> 4) {
+            return Err(invalid(CodecError::TooLarge {
+                declared: u64::from(raw_len.max(payload_len)),
+            }));
+        }
+        self.fill(payload_len as usize, true)?;
+        let declared = u64::from(raw_len);
+        let decompress_err = |detail: String| {
+            invalid(CodecError::Decompress {
+                codec: Compression::codec_name(codec),
+                detail,
+            })
+        };
+        let bad_length = |found| invalid(CodecError::BadLength { declared, found });
+        self.data = match codec {
+            0 => {
+                if payload_len != raw_len {
+                    return Err(bad_length(Some(u64::from(payload_len))));
+                }
+                std::mem::take(&mut self.payload)
+            }
+            1 => {
+                let out = zstd::bulk::decompress(&self.payload, raw_len as usize)
+                    .map_err(|e| decompress_err(e.to_string()))?;
+                if out.len() != raw_len as usize {
+                    return Err(bad_length(Some(out.len() as u64)));
+                }
+                out
+            }
+            _ => {
+                let mut out = vec![0u8; raw_len as usize + 1];
+                let n = match lz4_flex::block::decompress_into(&self.payload, &mut out) {
+                    Ok(n) => n,
+                    Err(lz4_flex::block::DecompressError::OutputTooSmall { .. }) => {
+                        return Err(bad_length(None))
+                    }
+                    Err(e) => return Err(decompress_err(e.to_string())),
+                };
+                if n != raw_len as usize {
+                    return Err(bad_length(Some(n as u64)));
+                }
+                out.truncate(n);
+                out
+            }
+        };
+        let computed = crc32c::crc32c(&self.data);
+        if computed != crc {
+            return Err(invalid(CodecError::ChecksumMismatch {
+                declared: crc,
+                computed,
+            }));
+        }
+        self.total += declared;
+        self.crc = crc32c::crc32c_append(self.crc, &self.data);
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.at < self.data.len() {
+                let n = buf.len().min(self.data.len() - self.at);
+                buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.done || buf.is_empty() {
+                return Ok(0);
+            }
+            let codec = match self.codec {
+                Some(c) => c,
+                None => {
+                    let c = self.header()?;
+                    self.codec = Some(c);
+                    c
+                }
+            };
+            self.data.clear();
+            if !self.next_chunk(codec)? {
+                self.data.clear();
+                self.done = true;
+            }
+        }
+    }
+}
+
+fn invalid(e: CodecError) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,5 +848,93 @@ mod tests {
         assert_eq!(Compression::Zstd(3).suffix(), ".zst");
         assert_eq!(Compression::Lz4.suffix(), ".lz4");
         assert_eq!(Compression::None.suffix(), "");
+    }
+
+    fn stream_encode(c: Compression, data: &[u8], piece: usize) -> Vec<u8> {
+        let (mut enc, header) = StreamEncoder::new(c);
+        let mut out = header.to_vec();
+        for part in data.chunks(piece.max(1)) {
+            for chunk in enc.push(part) {
+                out.extend_from_slice(&chunk);
+            }
+        }
+        assert_eq!(enc.total(), data.len() as u64);
+        out.extend_from_slice(&enc.finish());
+        out
+    }
+
+    fn stream_decode(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut StreamDecoder::new(bytes), &mut out)?;
+        Ok(out)
+    }
+
+    fn codec_error(e: std::io::Error) -> CodecError {
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        e.into_inner()
+            .and_then(|i| i.downcast::<CodecError>().ok())
+            .map(|b| *b)
+            .expect("a codec error inside")
+    }
+
+    #[test]
+    fn streams_round_trip_every_codec() {
+        for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+            for len in [0, 1, STREAM_CHUNK - 1, STREAM_CHUNK, 3 * STREAM_CHUNK + 17] {
+                let data = sample(len);
+                let encoded = stream_encode(c, &data, 70_000);
+                assert_eq!(&encoded[..4], b"CRST");
+                assert_eq!(stream_decode(&encoded).unwrap(), data, "{c} {len}");
+                if len > STREAM_CHUNK && c != Compression::None {
+                    assert!(encoded.len() < len / 2, "{c} compresses");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stream_corruption_is_named() {
+        for c in [Compression::None, Compression::Zstd(1), Compression::Lz4] {
+            let data = sample(2 * STREAM_CHUNK + 5);
+            let good = stream_encode(c, &data, STREAM_CHUNK);
+            // Cut anywhere (header, inside a chunk, before the trailer): truncated.
+            for cut in [3, STREAM_HEADER_LEN + 5, good.len() / 2, good.len() - 1] {
+                let e = codec_error(stream_decode(&good[..cut]).unwrap_err());
+                assert!(
+                    matches!(e, CodecError::Truncated { .. }),
+                    "{c} cut {cut}: {e:?}"
+                );
+            }
+            // A flipped byte anywhere in the data is caught.
+            for at in [STREAM_HEADER_LEN + 12, good.len() / 2, good.len() - 20] {
+                let mut bad = good.clone();
+                bad[at] ^= 0x40;
+                let e = codec_error(stream_decode(&bad).unwrap_err());
+                assert!(!e.to_string().is_empty(), "{c} at {at}");
+            }
+            let mut bad = good.clone();
+            bad.push(0);
+            assert!(matches!(
+                codec_error(stream_decode(&bad).unwrap_err()),
+                CodecError::TrailingBytes { .. }
+            ));
+            let mut bad = good.clone();
+            bad[0] = b'X';
+            assert!(matches!(
+                codec_error(stream_decode(&bad).unwrap_err()),
+                CodecError::BadMagic { .. }
+            ));
+            // A whole chunk dropped: the total length and checksum in the trailer catch it.
+            let first_chunk_end = {
+                let raw = &good[STREAM_HEADER_LEN + 4..STREAM_HEADER_LEN + 8];
+                STREAM_HEADER_LEN + 12 + u32::from_le_bytes(raw.try_into().unwrap()) as usize
+            };
+            let mut dropped = good[..STREAM_HEADER_LEN].to_vec();
+            dropped.extend_from_slice(&good[first_chunk_end..]);
+            assert!(matches!(
+                codec_error(stream_decode(&dropped).unwrap_err()),
+                CodecError::BadLength { .. }
+            ));
+        }
     }
 }

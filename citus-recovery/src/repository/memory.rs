@@ -7,7 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{Key, ObjectMeta, PutOutcome, RepoError, Repository};
+use futures::StreamExt;
+
+use super::{GetStream, Key, ObjectMeta, PutOutcome, PutStream, RepoError, Repository};
 
 /// A repository held in a map in memory; its objects go when it is dropped.
 #[derive(Debug, Default)]
@@ -59,6 +61,42 @@ impl Repository for MemoryRepository {
             .get(key)
             .cloned()
             .ok_or_else(|| RepoError::NotFound { key: key.clone() })
+    }
+
+    async fn put_stream(&self, key: &Key, mut data: PutStream) -> Result<u64, RepoError> {
+        if key.as_str().is_empty() {
+            return Err(RepoError::Unavailable {
+                repository: self.describe(),
+                action: "put",
+                key: key.clone(),
+                detail: "the root key names no object; give an object's key".to_string(),
+            });
+        }
+        let mut all = bytes::BytesMut::new();
+        while let Some(piece) = data.next().await {
+            let piece = piece.map_err(|e| RepoError::Abandoned {
+                key: key.clone(),
+                detail: e.to_string(),
+            })?;
+            all.extend_from_slice(&piece);
+        }
+        let mut objects = self.objects();
+        if objects.contains_key(key) {
+            return Err(RepoError::Conflict { key: key.clone() });
+        }
+        let len = all.len() as u64;
+        objects.insert(key.clone(), all.freeze());
+        Ok(len)
+    }
+
+    async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
+        let data = self.get(key).await?;
+        // Several pieces, so that readers are tested on pieces that split the data.
+        let pieces: Vec<Result<Bytes, RepoError>> = data
+            .chunks(64 << 10)
+            .map(|c| Ok(data.slice_ref(c)))
+            .collect();
+        Ok(futures::stream::iter(pieces).boxed())
     }
 
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {

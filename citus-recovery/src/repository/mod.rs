@@ -8,6 +8,7 @@
 //! Keys are logical, never host paths: `wal/<node>/<segment>.zst`,
 //! `backups/<backup>/<node>/base.tar.zst`, `catalog/restore-points/<name>.json`.
 
+pub mod backup;
 pub mod codec;
 pub mod key;
 pub mod memory;
@@ -18,6 +19,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
 pub use key::Key;
 pub use object::{ObjectRepository, S3Settings};
@@ -53,7 +55,22 @@ pub enum RepoError {
         /// The backend's message.
         detail: String,
     },
+    /// [`Repository::put_stream`] stopped because its data failed (the program producing it
+    /// failed, or a check on the data did); nothing was stored at the key.
+    #[error("storing {key} was abandoned, nothing was stored: {detail}")]
+    Abandoned {
+        /// The key.
+        key: Key,
+        /// Why the data failed.
+        detail: String,
+    },
 }
+
+/// The bytes [`Repository::put_stream`] stores, in order. An `Err` item abandons the put.
+pub type PutStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// An object's bytes, in order, as [`Repository::get_stream`] gives them.
+pub type GetStream = BoxStream<'static, Result<Bytes, RepoError>>;
 
 /// Whether [`Repository::put_create`] stored the object or found the same bytes there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +100,12 @@ pub struct ObjectMeta {
 /// - `get` of an absent key is [`RepoError::NotFound`].
 /// - `list(prefix)` returns every object whose key starts with `prefix` followed by `/` (or
 ///   equals it), sorted by key; an empty prefix lists everything.
+/// - `put_stream` is create-only too, and stores an object of any size without holding it in
+///   memory: an object already at the key is [`RepoError::Conflict`] (streams are not
+///   compared) and stays unchanged; an `Err` item in the stream, or the call being dropped,
+///   leaves nothing visible at the key. After `Ok` the object is durable.
+/// - `get_stream` gives the object's bytes in pieces; an absent key is [`RepoError::NotFound`]
+///   (from the call itself, not the stream).
 /// - `delete` of an absent key is `Ok` (deleting is idempotent).
 /// - Methods may be called from many tasks at once.
 #[async_trait]
@@ -96,6 +119,13 @@ pub trait Repository: Send + Sync + fmt::Debug {
 
     /// The whole object at `key`.
     async fn get(&self, key: &Key) -> Result<Bytes, RepoError>;
+
+    /// Stores the bytes of `data` at `key` unless an object is there (see the contract);
+    /// returns how many bytes were stored.
+    async fn put_stream(&self, key: &Key, data: PutStream) -> Result<u64, RepoError>;
+
+    /// The object at `key` as a stream of pieces.
+    async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError>;
 
     /// The object at `key`'s size, or `None` when it is absent.
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError>;

@@ -16,6 +16,13 @@
 //! such a server create-only holds across processes only as far as the server makes it hold.
 //! Within one process, puts to one key are serialised here, so that there the outcome never
 //! depends on the server's atomicity.
+//!
+//! Streamed puts ([`Repository::put_stream`]) shorter than one part are one conditional put;
+//! longer ones are a multipart upload, which S3 shows only once it is completed: the key is
+//! checked to be free before the upload starts and again before it is completed, and a failed
+//! stream aborts the upload. A process killed half-way leaves an incomplete upload, invisible
+//! to readers, whose parts the bucket's lifecycle rule (`AbortIncompleteMultipartUpload`)
+//! should remove.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,15 +32,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
 use object_store::path::Path;
 use object_store::{
     ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    WriteMultipart,
 };
 use serde::Deserialize;
 
-use super::{Key, ObjectMeta, PutOutcome, RepoError, Repository};
+use super::{GetStream, Key, ObjectMeta, PutOutcome, PutStream, RepoError, Repository};
+
+/// The part size of a streamed put's multipart upload (S3 needs at least 5 MiB but for the
+/// last); a stream shorter than one part is stored with one conditional put instead.
+const PART_SIZE: usize = 8 << 20;
+
+/// How many parts of one streamed put are uploaded at once.
+const PARTS_IN_FLIGHT: usize = 2;
 
 /// Where an S3 repository is, as the configuration's `repository` object gives it
 /// (`{"type": "s3", "bucket": ..., "prefix": ..., "region": ..., "endpoint": ..., "allowHttp": ...}`).
@@ -391,6 +406,108 @@ impl Repository for ObjectRepository {
             Err(e) => return Err(self.missing_or_error("get", key, e).await),
         };
         result.bytes().await.map_err(|e| self.error("get", key, e))
+    }
+
+    async fn put_stream(&self, key: &Key, mut data: PutStream) -> Result<u64, RepoError> {
+        let lock = self.put_lock(key);
+        let _held = lock.lock().await;
+        let abandoned = |e: std::io::Error| RepoError::Abandoned {
+            key: key.clone(),
+            detail: e.to_string(),
+        };
+        if self.head(key).await?.is_some() {
+            return Err(RepoError::Conflict { key: key.clone() });
+        }
+        let path = self.path(key);
+        // The first part, to learn whether one conditional put is enough.
+        let mut first = Vec::new();
+        let mut first_len = 0;
+        let mut ended = true;
+        while let Some(piece) = data.next().await {
+            let piece = piece.map_err(abandoned)?;
+            first_len += piece.len();
+            first.push(piece);
+            if first_len >= PART_SIZE {
+                ended = false;
+                break;
+            }
+        }
+        if ended {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            return match self
+                .store
+                .put_opts(&path, PutPayload::from_iter(first), opts)
+                .await
+            {
+                Ok(_) => Ok(first_len as u64),
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    Err(RepoError::Conflict { key: key.clone() })
+                }
+                Err(e) => Err(self.error("put", key, e)),
+            };
+        }
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.error("put", key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut total = first_len as u64;
+        for piece in first {
+            writer.put(piece);
+        }
+        let failed = loop {
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                break self.error("put", key, e);
+            }
+            match data.next().await {
+                Some(Ok(piece)) => {
+                    total += piece.len() as u64;
+                    writer.put(piece);
+                }
+                Some(Err(e)) => break abandoned(e),
+                None => match self.head(key).await {
+                    // Someone created the key meanwhile: never replace it.
+                    Ok(Some(_)) => break RepoError::Conflict { key: key.clone() },
+                    Err(e) => break e,
+                    Ok(None) => {
+                        return match writer.finish().await {
+                            Ok(_) => Ok(total),
+                            Err(e) => Err(self.error("put", key, e)),
+                        }
+                    }
+                },
+            }
+        };
+        // Best effort: an upload left behind is invisible anyway.
+        let _ = writer.abort().await;
+        Err(failed)
+    }
+
+    async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
+        let result = match self.store.get(&self.path(key)).await {
+            Ok(r) => r,
+            Err(e) => return Err(self.missing_or_error("get", key, e).await),
+        };
+        let (repository, secrets, key) =
+            (self.description.clone(), self.secrets.clone(), key.clone());
+        Ok(result
+            .into_stream()
+            .map(move |piece| {
+                piece.map_err(|e| RepoError::Unavailable {
+                    repository: repository.clone(),
+                    action: "get",
+                    key: key.clone(),
+                    detail: redact(&error_chain(&e), &secrets)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                })
+            })
+            .boxed())
     }
 
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {

@@ -11,6 +11,9 @@
 //! reader sees either no file or the whole of it. The folder (and each folder on the way, once
 //! per repository value) is synced before `Ok` is returned. A crash can leave a temporary file
 //! behind; listings skip those names and keys may not use them.
+//!
+//! `put_stream` writes the same way, piece by piece from a channel, and publishes only once
+//! the stream has ended well: a failed or dropped stream removes the temporary file.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -28,7 +31,9 @@ use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
-use super::{Key, ObjectMeta, PutOutcome, RepoError, Repository};
+use futures::StreamExt;
+
+use super::{GetStream, Key, ObjectMeta, PutOutcome, PutStream, RepoError, Repository};
 
 /// The start of the names of the temporary files `put_create` writes. No key may have a part
 /// starting with it, and listings skip such files (a crash can leave them behind).
@@ -244,6 +249,66 @@ impl PosixRepository {
         Ok(cur)
     }
 
+    /// Writes the pieces `rx` brings into a temporary file and publishes it at `key` once
+    /// [`Piece::End`] arrives; a channel closed before it stores nothing.
+    fn put_stream_blocking(
+        &self,
+        key: &Key,
+        mut rx: tokio::sync::mpsc::Receiver<Piece>,
+    ) -> Result<u64, Fail> {
+        let name = key.name();
+        if name.is_empty() {
+            return Err(Fail::Other(
+                "the root key names no object; give an object's key".to_string(),
+            ));
+        }
+        let root = self.open_root()?;
+        let folders: Vec<&str> = folder_parts(key);
+        let dir = self.make_folders(&root, &folders)?;
+        match beneath(&dir, name, OFlag::O_PATH) {
+            Ok(_) => return Err(Fail::Conflict),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Fail::Other(errno_text("look at the key", e))),
+        }
+        let (temp, mut file) = TempFile::open(&dir)?;
+        let mut total = 0u64;
+        loop {
+            match rx.blocking_recv() {
+                Some(Piece::Data(bytes)) => {
+                    file.write_all(&bytes)
+                        .map_err(|e| Fail::Other(format!("cannot write a temporary file: {e}")))?;
+                    total += bytes.len() as u64;
+                }
+                Some(Piece::End) => break,
+                None => {
+                    return Err(Fail::Other(
+                        "the data stopped before its end; nothing was stored".to_string(),
+                    ))
+                }
+            }
+        }
+        file.sync_all()
+            .map_err(|e| Fail::Other(format!("cannot sync a temporary file: {e}")))?;
+        match nix::unistd::linkat(
+            Some(dir.as_raw_fd()),
+            temp.name.as_str(),
+            Some(dir.as_raw_fd()),
+            name,
+            AtFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) => return Err(Fail::Conflict),
+            Err(e) => return Err(Fail::Other(errno_text("publish the object", e))),
+        }
+        drop(temp);
+        sync(&dir, "sync the object's folder")?;
+        self.durable_folders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(folders.join("/"));
+        Ok(total)
+    }
+
     fn get_blocking(&self, key: &Key) -> Result<Bytes, Fail> {
         let (fd, st) = match self.open_object(key, OFlag::O_RDONLY | OFlag::O_NONBLOCK)? {
             Some(found) => found,
@@ -368,6 +433,76 @@ impl Repository for PosixRepository {
         self.run("get", key, |r, k| r.get_blocking(k)).await
     }
 
+    async fn put_stream(&self, key: &Key, mut data: PutStream) -> Result<u64, RepoError> {
+        if key.parts().any(is_temp) {
+            return Err(RepoError::Unavailable {
+                repository: self.describe(),
+                action: "put",
+                key: key.clone(),
+                detail: format!(
+                    "names starting with {TEMP_PREFIX} are the repository's temporary files; \
+                     choose another key"
+                ),
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let writer = self.run("put", key, move |r, k| r.put_stream_blocking(k, rx));
+        let feed = async move {
+            while let Some(piece) = data.next().await {
+                // A closed channel: the writer failed, and its error is the one returned.
+                if tx.send(Piece::Data(piece?)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let _ = tx.send(Piece::End).await;
+            Ok::<(), std::io::Error>(())
+        };
+        let (fed, written) = tokio::join!(feed, writer);
+        match fed {
+            Err(e) => Err(RepoError::Abandoned {
+                key: key.clone(),
+                detail: e.to_string(),
+            }),
+            Ok(()) => written,
+        }
+    }
+
+    async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
+        let (fd, _) = self
+            .run("get", key, |r, k| {
+                r.open_object(k, OFlag::O_RDONLY | OFlag::O_NONBLOCK)?
+                    .ok_or(Fail::Absent)
+            })
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (repository, key) = (self.describe(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut file = File::from(fd);
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let piece = match file.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Ok(Bytes::from(buf))
+                    }
+                    Err(e) => Err(RepoError::Unavailable {
+                        repository: repository.clone(),
+                        action: "get",
+                        key: key.clone(),
+                        detail: format!("cannot read the object: {e}"),
+                    }),
+                };
+                let failed = piece.is_err();
+                // The reader went away: stop reading.
+                if tx.blocking_send(piece).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(receiver_stream(rx))
+    }
+
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
         self.run("head", key, |r, k| r.head_blocking(k)).await
     }
@@ -381,6 +516,21 @@ impl Repository for PosixRepository {
     }
 }
 
+/// What the task feeding [`PosixRepository::put_stream_blocking`] sends.
+enum Piece {
+    /// The next bytes.
+    Data(Bytes),
+    /// The stream ended well: publish.
+    End,
+}
+
+/// The items of `rx` as a stream.
+pub(crate) fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> futures::stream::BoxStream<'static, T> {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed()
+}
+
 /// A temporary file holding the new object, removed when dropped (published or not).
 struct TempFile<'a> {
     dir: &'a OwnedFd,
@@ -390,6 +540,15 @@ struct TempFile<'a> {
 impl<'a> TempFile<'a> {
     /// Writes and syncs `data` in a new temporary file in `dir`.
     fn create(dir: &'a OwnedFd, data: &[u8]) -> Result<TempFile<'a>, Fail> {
+        let (temp, mut file) = Self::open(dir)?;
+        file.write_all(data)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Fail::Other(format!("cannot write a temporary file: {e}")))?;
+        Ok(temp)
+    }
+
+    /// A new, empty temporary file in `dir`, open for writing.
+    fn open(dir: &'a OwnedFd) -> Result<(TempFile<'a>, File), Fail> {
         let mut tries = 0;
         let (fd, name) = loop {
             let name = format!(
@@ -404,12 +563,7 @@ impl<'a> TempFile<'a> {
                 Err(e) => return Err(Fail::Other(errno_text("create a temporary file", e))),
             }
         };
-        let temp = TempFile { dir, name };
-        let mut file = File::from(fd);
-        file.write_all(data)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| Fail::Other(format!("cannot write a temporary file: {e}")))?;
-        Ok(temp)
+        Ok((TempFile { dir, name }, File::from(fd)))
     }
 }
 

@@ -50,6 +50,93 @@ pub struct TarCheck {
     pub problems: Vec<String>,
 }
 
+/// A manifest's files, checked off one by one as a backup's tars are read (a single pass: the
+/// upload of a streamed backup and the extraction of a restore feed each file's size and CRC32C
+/// as they go).
+pub struct ManifestCheck {
+    expected: HashMap<String, ManifestFile>,
+    /// What was found so far.
+    pub check: TarCheck,
+}
+
+impl ManifestCheck {
+    /// The check of the backup whose `backup_manifest` is `manifest`.
+    pub fn parse(manifest: &[u8]) -> Result<Self, String> {
+        let manifest: Manifest = serde_json::from_slice(manifest)
+            .map_err(|e| format!("backup_manifest cannot be read: {e}"))?;
+        Ok(ManifestCheck {
+            expected: manifest
+                .files
+                .into_iter()
+                .filter(|f| !IGNORED.contains(&f.path.as_str()))
+                .map(|f| (f.path.clone(), f))
+                .collect(),
+            check: TarCheck::default(),
+        })
+    }
+
+    /// How many files the manifest lists (beside those it ignores), and their total size: what
+    /// extracting the backup writes.
+    pub fn listed(&self) -> (usize, u64) {
+        (
+            self.expected.len(),
+            self.expected.values().map(|f| f.size).sum(),
+        )
+    }
+
+    /// Whether the manifest ignores the file at `path` (it may change after the backup).
+    pub fn ignored(path: &str) -> bool {
+        IGNORED.contains(&path)
+    }
+
+    /// Checks off the file at manifest path `path`, found in `tar` with `size` bytes whose
+    /// CRC32C is `crc`.
+    pub fn file(&mut self, tar: &str, path: &str, size: u64, crc: u32) {
+        let Some(want) = self.expected.remove(path) else {
+            self.check
+                .problems
+                .push(format!("{path} is in {tar} but not in the manifest"));
+            return;
+        };
+        self.check.files += 1;
+        self.check.bytes += size;
+        compare(&want, path, size, crc, &mut self.check);
+    }
+
+    /// The result: every file the manifest lists but no tar held is a problem.
+    pub fn finish(mut self, place: &str) -> TarCheck {
+        let mut missing: Vec<&String> = self.expected.keys().collect();
+        missing.sort();
+        for path in missing {
+            self.check.problems.push(format!(
+                "{path} is in the manifest but in no tar of {place}"
+            ));
+        }
+        self.check
+    }
+}
+
+/// Compares one file's size and checksum with the manifest's entry.
+fn compare(want: &ManifestFile, path: &str, size: u64, crc: u32, check: &mut TarCheck) {
+    if size != want.size {
+        check.problems.push(format!(
+            "{path} has {size} bytes, the manifest says {}",
+            want.size
+        ));
+        return;
+    }
+    if want.algorithm.as_deref() == Some("CRC32C") {
+        // The manifest holds the checksum's bytes in memory order: little-endian.
+        let got = hex(&crc.to_le_bytes());
+        if want.checksum.as_deref().map(str::to_ascii_lowercase) != Some(got.clone()) {
+            check.problems.push(format!(
+                "{path} has checksum {got}, the manifest says {}",
+                want.checksum.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+}
+
 /// Checks `<folder>/base.tar` and every `<folder>/<oid>.tar` against `<folder>/backup_manifest`,
 /// and that every file the manifest lists is in one of them. Files are opened without following
 /// links. An unreadable manifest or tar is a problem in the result, not an error: the caller
@@ -186,23 +273,7 @@ fn read_tar(
         }
         check.files += 1;
         check.bytes += size;
-        if size != want.size {
-            check.problems.push(format!(
-                "{path} has {size} bytes, the manifest says {}",
-                want.size
-            ));
-            continue;
-        }
-        if want.algorithm.as_deref() == Some("CRC32C") {
-            // The manifest holds the checksum's bytes in memory order: little-endian.
-            let got = hex(&crc.to_le_bytes());
-            if want.checksum.as_deref().map(str::to_ascii_lowercase) != Some(got.clone()) {
-                check.problems.push(format!(
-                    "{path} has checksum {got}, the manifest says {}",
-                    want.checksum.as_deref().unwrap_or("none")
-                ));
-            }
-        }
+        compare(&want, &path, size, crc, check);
     }
     Ok(())
 }

@@ -341,12 +341,20 @@ pub async fn verify(
     let mut target_nodes = Vec::new();
     let mut raised = BTreeMap::new();
     let mut tar_checks = Vec::new();
+    // With a repository, backups are in it (plan::basebackup); without, in folders.
+    let stored = repo.filter(|_| !crate::plan::in_backup_folder(config, catalog, &backup.name));
     for node in config.nodes() {
         let folder = catalog.node_backup_dir(&backup.name, &node.name);
+        let in_folder = stored.is_none();
         tar_checks.push(tokio::task::spawn_blocking(move || {
-            manifest::check_tar_backup(&folder)
+            if in_folder {
+                manifest::check_tar_backup(&folder)
+            } else {
+                manifest::TarCheck::default()
+            }
         }));
     }
+    let mut needed_bytes = 0u64;
     for (node, tar_check) in config.nodes().zip(tar_checks) {
         let name = node.name.clone();
         let mut check = |what: &str, ok: bool, detail: String| {
@@ -369,53 +377,67 @@ pub async fn verify(
             );
             continue;
         };
-        check(
-            "backup files",
-            tar.problems.is_empty(),
-            if tar.problems.is_empty() {
+        if let Some(repo) = stored {
+            let (ok, detail, needed) = stored_backup_check(repo.as_ref(), part).await;
+            needed_bytes += needed;
+            check("backup files", ok, detail);
+            check(
+                "backup WAL",
+                true,
                 format!(
-                    "{} files, {} bytes match backup_manifest",
-                    tar.files, tar.bytes
-                )
-            } else {
-                format!(
-                    "{} in {}; the backup is damaged: choose another backup",
-                    tar.problems
-                        .iter()
-                        .take(5)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    catalog.node_backup_dir(&backup.name, &node.name).display()
-                )
-            },
-        );
-        let folder = catalog.node_backup_dir(&backup.name, &node.name);
-        let (tar, tli, start, end) = (
-            folder.join("pg_wal.tar"),
-            part.timeline,
-            part.start_lsn,
-            part.end_lsn,
-        );
-        let backup_wal =
-            tokio::task::spawn_blocking(move || wal::check_backup_wal(&tar, tli, start, end))
-                .await
-                .map_err(Error::task("checking a backup's WAL"))?;
-        check(
-            "backup WAL",
-            backup_wal.is_ok(),
-            match backup_wal {
-                Ok(r) => format!(
-                    "pg_wal.tar: {} segment(s), {} records intact from {start} to {end}",
-                    r.segments.len(),
-                    r.records
+                    "taken without WAL (-X none): its WAL from {} to {} comes from the archive, checked below with the WAL continuity",
+                    part.start_lsn, part.end_lsn
                 ),
-                Err(e) => format!(
-                    "pg_wal.tar in {}: {e}; the backup is damaged: choose another backup",
-                    folder.display()
-                ),
-            },
-        );
+            );
+        } else {
+            check(
+                "backup files",
+                tar.problems.is_empty(),
+                if tar.problems.is_empty() {
+                    format!(
+                        "{} files, {} bytes match backup_manifest",
+                        tar.files, tar.bytes
+                    )
+                } else {
+                    format!(
+                        "{} in {}; the backup is damaged: choose another backup",
+                        tar.problems
+                            .iter()
+                            .take(5)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        catalog.node_backup_dir(&backup.name, &node.name).display()
+                    )
+                },
+            );
+            let folder = catalog.node_backup_dir(&backup.name, &node.name);
+            let (tar, tli, start, end) = (
+                folder.join("pg_wal.tar"),
+                part.timeline,
+                part.start_lsn,
+                part.end_lsn,
+            );
+            let backup_wal =
+                tokio::task::spawn_blocking(move || wal::check_backup_wal(&tar, tli, start, end))
+                    .await
+                    .map_err(Error::task("checking a backup's WAL"))?;
+            check(
+                "backup WAL",
+                backup_wal.is_ok(),
+                match backup_wal {
+                    Ok(r) => format!(
+                        "pg_wal.tar: {} segment(s), {} records intact from {start} to {end}",
+                        r.segments.len(),
+                        r.records
+                    ),
+                    Err(e) => format!(
+                        "pg_wal.tar in {}: {e}; the backup is damaged: choose another backup",
+                        folder.display()
+                    ),
+                },
+            );
+        }
         let archive = &archives[&node.name];
         if let Some(e) = &archive.error {
             check(
@@ -523,7 +545,12 @@ pub async fn verify(
             segment: target.last_segment.clone(),
         });
     }
-    checks.push(disk_check(config, catalog, &backup));
+    checks.push(disk_check(
+        config,
+        catalog,
+        &backup,
+        stored.map(|_| needed_bytes),
+    ));
     let time = archives
         .values()
         .flat_map(|a| a.records.iter().map(|r| r.time))
@@ -545,19 +572,94 @@ pub async fn verify(
     })
 }
 
-/// Whether the file system of the data directories has room for every node's extracted backup.
-fn disk_check(config: &ClusterConfig, catalog: &Catalog, backup: &Backup) -> Check {
-    let needed: u64 = config
-        .nodes()
-        .flat_map(|n| {
-            let folder = catalog.node_backup_dir(&backup.name, &n.name);
-            ["base.tar", "pg_wal.tar"].map(|f| {
-                std::fs::metadata(folder.join(f))
-                    .map(|m| m.len())
-                    .unwrap_or(0)
+/// The check of a node's backup in the repository: the manifest is there, intact and
+/// readable; every tar object is there, together of the size recorded when the backup was
+/// taken; and every object read in full (decoded, chunk checksums checked) holds exactly the
+/// manifest's files with their sizes and CRC32C. Returns whether it passed, the detail, and the
+/// bytes extracting it writes (the manifest's total).
+async fn stored_backup_check(
+    repo: &dyn Repository,
+    part: &crate::catalog::NodeBackup,
+) -> (bool, String, u64) {
+    let fail = |detail: String| (false, format!("{detail}; choose another backup"), 0);
+    let (mkey, manifest, tars) =
+        match crate::repository::backup::stored_objects(repo, &part.backup, &part.node).await {
+            Ok(found) => found,
+            Err(e) => return fail(e.to_string()),
+        };
+    let listed = match manifest::ManifestCheck::parse(&manifest) {
+        Ok(m) => m.listed(),
+        Err(e) => return fail(format!("{mkey}: {e}")),
+    };
+    let mut wanted = vec!["base".to_string()];
+    wanted.extend(part.tablespaces.iter().map(|oid| oid.to_string()));
+    let mut stored = 0;
+    let mut keys = Vec::new();
+    for name in &wanted {
+        match tars.iter().find(|(n, _)| n == name) {
+            Some((_, meta)) => {
+                stored += meta.size;
+                keys.push((name.clone(), meta.key.clone()));
+            }
+            None => {
+                return fail(format!(
+                    "{name}.tar of backup {} is not in the repository beside {mkey}",
+                    part.backup
+                ))
+            }
+        }
+    }
+    if stored != part.bytes {
+        return fail(format!(
+            "the tar objects beside {mkey} hold {stored} bytes where {} were stored when the backup was taken: an object was changed or replaced",
+            part.bytes
+        ));
+    }
+    // Read in full, as the check of a backup folder does: damage is found before any data
+    // directory is touched.
+    let tar = match crate::repository::backup::check_stored_tars(repo, &manifest, &keys).await {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !tar.problems.is_empty() {
+        return fail(format!(
+            "{}; the backup is damaged",
+            tar.problems[..tar.problems.len().min(5)].join("; ")
+        ));
+    }
+    (
+        true,
+        format!(
+            "{} files, {} bytes in {} tar object(s) ({stored} bytes stored) match {mkey}",
+            tar.files,
+            tar.bytes,
+            keys.len()
+        ),
+        listed.1,
+    )
+}
+
+/// Whether the file system of the data directories has room for every node's extracted backup
+/// (`stored`: the bytes a backup in the repository extracts to, from its manifests).
+fn disk_check(
+    config: &ClusterConfig,
+    catalog: &Catalog,
+    backup: &Backup,
+    stored: Option<u64>,
+) -> Check {
+    let needed: u64 = stored.unwrap_or_else(|| {
+        config
+            .nodes()
+            .flat_map(|n| {
+                let folder = catalog.node_backup_dir(&backup.name, &n.name);
+                ["base.tar", "pg_wal.tar"].map(|f| {
+                    std::fs::metadata(folder.join(f))
+                        .map(|m| m.len())
+                        .unwrap_or(0)
+                })
             })
-        })
-        .sum();
+            .sum()
+    });
     let mut dir = config.cluster_base_folder.as_path();
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));

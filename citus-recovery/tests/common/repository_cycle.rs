@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use citus_recovery::plan::RunOptions;
+use citus_recovery::repository::Key;
 use citus_recovery::{Cluster, ClusterConfig, LocalBackend};
 
 use crate::common::TestCluster;
@@ -85,8 +86,43 @@ pub async fn cycle(t: &mut TestCluster, repository: serde_json::Value) -> Vec<St
         "{command:?}"
     );
 
-    c.basebackup(Some("first")).await.expect("base backup");
+    let plan = c.plan_basebackup(Some("first")).await.unwrap().to_string();
+    assert!(
+        plan.contains("into the repository as backups/first/")
+            && plan.contains("no copy on local disk"),
+        "{plan}"
+    );
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
     let names: Vec<String> = t.config().nodes().map(|n| n.name.clone()).collect();
+    // The base backups are in the repository, and nothing of them on the local disk.
+    let repo = c.repository().expect("a repository").clone();
+    for node in &names {
+        let listed = repo
+            .list(&Key::new(&format!("backups/first/{node}")).unwrap())
+            .await
+            .unwrap();
+        let objects: Vec<(&str, u64)> = listed.iter().map(|m| (m.key.name(), m.size)).collect();
+        assert!(
+            objects.iter().any(|(n, _)| *n == "backup_manifest"),
+            "{node}: {objects:?}"
+        );
+        let base: Vec<u64> = objects
+            .iter()
+            .filter(|(n, _)| *n == "base.tar.zst")
+            .map(|(_, size)| *size)
+            .collect();
+        assert_eq!(base.len(), 1, "{node}: {objects:?}");
+        let part = backup.node(node).expect("a part per node");
+        assert_eq!(part.bytes, base[0], "{node}: the stored size is recorded");
+        assert!(part.start_lsn < part.end_lsn && part.system_identifier.is_some());
+    }
+    let local = files_below(&t.dir().join("backup"));
+    assert!(
+        !local
+            .iter()
+            .any(|f| f.ends_with(".tar") || f.ends_with("backup_manifest")),
+        "no tar on the local disk: {local:?}"
+    );
     for (i, node) in names.iter().enumerate() {
         let lo = i as i64 * 1_000_000;
         t.sql(node, &format!("CREATE TABLE xx(id int); INSERT INTO xx SELECT g FROM generate_series({lo} + 1, {lo} + {FIRST}) g"))

@@ -2,7 +2,8 @@
 //! S3): each backend's test file calls [`run`] on a fresh, empty repository.
 
 use bytes::Bytes;
-use citus_recovery::repository::{Key, PutOutcome, RepoError, Repository};
+use citus_recovery::repository::{Key, PutOutcome, PutStream, RepoError, Repository};
+use futures::{StreamExt, TryStreamExt};
 
 fn key(k: &str) -> Key {
     Key::new(k).unwrap()
@@ -18,6 +19,121 @@ pub async fn run(repo: &dyn Repository) {
     concurrent_puts(repo).await;
     large_objects(repo).await;
     listing_an_object_key(repo).await;
+    streaming(repo).await;
+    abandoned_streams(repo).await;
+}
+
+/// `data` in pieces of `piece` bytes, as a put stream.
+fn pieces(data: &Bytes, piece: usize) -> PutStream {
+    let parts: Vec<std::io::Result<Bytes>> =
+        data.chunks(piece).map(|c| Ok(data.slice_ref(c))).collect();
+    futures::stream::iter(parts).boxed()
+}
+
+async fn read_all(repo: &dyn Repository, k: &Key) -> Result<Bytes, RepoError> {
+    let parts: Vec<Bytes> = repo.get_stream(k).await?.try_collect().await?;
+    Ok(parts.concat().into())
+}
+
+async fn streaming(repo: &dyn Repository) {
+    // Larger than a multipart part (8 MiB), in uneven pieces; and a small one; and an empty one.
+    let big: Bytes = (0..20 * 1024 * 1024u32)
+        .map(|i| (i % 253) as u8)
+        .collect::<Vec<_>>()
+        .into();
+    for (name, data) in [
+        ("backups/b1/n1/base.tar.zst", big.clone()),
+        ("backups/b1/n1/small", Bytes::from_static(b"a small object")),
+        ("backups/b1/n1/empty", Bytes::new()),
+    ] {
+        let k = key(name);
+        assert_eq!(
+            repo.put_stream(&k, pieces(&data, 3 * 1024 * 1024 + 7))
+                .await
+                .unwrap(),
+            data.len() as u64,
+            "{name}"
+        );
+        assert_eq!(read_all(repo, &k).await.unwrap(), data, "{name}");
+        assert_eq!(repo.get(&k).await.unwrap().len(), data.len(), "{name}");
+        assert_eq!(
+            repo.head(&k).await.unwrap().map(|m| m.size),
+            Some(data.len() as u64)
+        );
+        // Create-only: a second stream to the key conflicts and changes nothing.
+        match repo
+            .put_stream(&k, pieces(&Bytes::from_static(b"other"), 2))
+            .await
+        {
+            Err(RepoError::Conflict { key }) => assert_eq!(key, k),
+            other => panic!("{name}: a second put_stream must conflict, got {other:?}"),
+        }
+        assert_eq!(read_all(repo, &k).await.unwrap(), data, "{name} unchanged");
+        repo.delete(&k).await.unwrap();
+    }
+    // A streamed get of an absent key fails at the call.
+    match repo.get_stream(&key("backups/none/n1/base.tar")).await {
+        Err(RepoError::NotFound { .. }) => {}
+        Err(e) => panic!("absent key must be NotFound, got {e:?}"),
+        Ok(_) => panic!("absent key must be NotFound, got a stream"),
+    }
+    // An object made by put_create reads back through get_stream too.
+    let k = key("backups/b1/n1/backup_manifest");
+    repo.put_create(&k, Bytes::from_static(b"{}"))
+        .await
+        .unwrap();
+    assert_eq!(read_all(repo, &k).await.unwrap(), Bytes::from_static(b"{}"));
+    repo.delete(&k).await.unwrap();
+}
+
+async fn abandoned_streams(repo: &dyn Repository) {
+    // A stream that fails, after a little data and after more than a part: nothing is visible.
+    for (name, before) in [
+        ("backups/b2/n1/small", 1000usize),
+        ("backups/b2/n1/big", 12 << 20),
+    ] {
+        let k = key(name);
+        let mut parts: Vec<std::io::Result<Bytes>> = vec![Ok(Bytes::from(vec![1u8; before]))];
+        parts.push(Err(std::io::Error::other("pg_basebackup failed")));
+        match repo
+            .put_stream(&k, futures::stream::iter(parts).boxed())
+            .await
+        {
+            Err(RepoError::Abandoned { key, detail }) => {
+                assert_eq!(key, k);
+                assert!(detail.contains("pg_basebackup failed"), "{detail}");
+            }
+            other => panic!("{name}: a failed stream must be Abandoned, got {other:?}"),
+        }
+        assert_eq!(
+            repo.head(&k).await.unwrap(),
+            None,
+            "{name}: nothing visible"
+        );
+        assert!(matches!(
+            repo.get(&k).await,
+            Err(RepoError::NotFound { .. })
+        ));
+    }
+    // A put dropped half-way (the stream never ends): nothing visible either.
+    let k = key("backups/b2/n1/dropped");
+    let endless = futures::stream::iter(vec![Ok(Bytes::from(vec![2u8; 4096]))])
+        .chain(futures::stream::pending())
+        .boxed();
+    let put = repo.put_stream(&k, endless);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), put)
+            .await
+            .is_err(),
+        "the put waits for the stream's end"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        repo.head(&k).await.unwrap(),
+        None,
+        "dropped: nothing visible"
+    );
+    assert_eq!(repo.list(&key("backups/b2")).await.unwrap(), vec![]);
 }
 
 async fn create_only(repo: &dyn Repository) {

@@ -28,8 +28,10 @@ use nix::sys::stat::Mode;
 use nix::sys::time::TimeSpec;
 
 use super::node_fs::{self, io_err, shown};
-use crate::backend::TablespaceTarget;
+use crate::backend::{TablespaceTarget, TarStreams};
 use crate::error::{Error, Result};
+use crate::repository::codec::CodecError;
+use crate::verify::manifest::ManifestCheck;
 
 /// Where extraction puts the backup's `global/pg_control`, relative to the data directory, until
 /// [`crate::backend::ClusterBackend::install_control_file`] renames it to `global/pg_control`.
@@ -73,29 +75,7 @@ pub(in crate::backend) fn extract_backup(
             "it is missing, yet the backup has tablespaces",
         ));
     }
-    let wal_fd = match open_beneath(&data_fd, Path::new("pg_wal"), true) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => {
-            nix::sys::stat::mkdirat(
-                Some(data_fd.as_raw_fd()),
-                "pg_wal",
-                Mode::from_bits_truncate(0o700),
-            )
-            .map_err(|e| Error::io("create folder", data_dir.join("pg_wal"), io_err(e)))?;
-            open_beneath(&data_fd, Path::new("pg_wal"), true)
-                .map_err(|e| Error::io("open folder", data_dir.join("pg_wal"), io_err(e)))?
-        }
-        Err(e) => {
-            return Err(Error::io(
-                "open folder",
-                data_dir.join("pg_wal"),
-                std::io::Error::other(format!(
-                    "{} (base.tar must give pg_wal as a plain folder)",
-                    io_err(e)
-                )),
-            ))
-        }
-    };
+    let wal_fd = ensure_pg_wal(&data_fd, data_dir)?;
     if let Some(wal) = &tars.wal {
         unpack(wal, &wal_fd, TarKind::Wal, &targets)?;
     }
@@ -110,6 +90,101 @@ pub(in crate::backend) fn extract_backup(
         set_mode(&fd, 0o700, location)?;
     }
     set_mode(&data_fd, 0o700, data_dir)
+}
+
+/// Extracts a backup from tar streams (see
+/// [`crate::backend::ClusterBackend::extract_backup_streams`]), checking every file against
+/// the manifest as it is written. Runs as the servers' user.
+pub(super) fn extract_streams(
+    tars: TarStreams,
+    data_dir: &Path,
+    tablespaces: &[TablespaceTarget],
+) -> Result<()> {
+    let TarStreams {
+        base: (base_name, base),
+        tablespaces: tablespace_tars,
+        manifest,
+    } = tars;
+    let base_label = PathBuf::from(&base_name);
+    let in_backup: BTreeSet<u32> = tablespace_tars.iter().map(|(oid, ..)| *oid).collect();
+    let targets = check_targets(&base_label, &in_backup, data_dir, tablespaces)?;
+    let mut check = ManifestCheck::parse(&manifest).map_err(|problem| Error::Corrupt {
+        key: format!("the backup_manifest beside {base_name}"),
+        problem,
+    })?;
+    let data_fd = make_new_dir(data_dir)?;
+    let map_seen = unpack_from(
+        base,
+        &base_label,
+        &data_fd,
+        TarKind::Base,
+        &targets,
+        Some((&mut check, "")),
+    )?;
+    if !targets.is_empty() && !map_seen {
+        return Err(refused(
+            &base_label,
+            b"tablespace_map",
+            "it is missing, yet the backup has tablespaces",
+        ));
+    }
+    ensure_pg_wal(&data_fd, data_dir)?;
+    for (oid, name, reader) in tablespace_tars {
+        let location = &targets[&oid];
+        let fd = make_new_dir(location)?;
+        let prefix = format!("pg_tblspc/{oid}/");
+        unpack_from(
+            reader,
+            Path::new(&name),
+            &fd,
+            TarKind::Tablespace,
+            &targets,
+            Some((&mut check, &prefix)),
+        )?;
+        set_mode(&fd, 0o700, location)?;
+    }
+    let result = check.finish(&base_name);
+    if !result.problems.is_empty() {
+        return Err(Error::Corrupt {
+            key: base_name,
+            problem: format!(
+                "{} (checked against its backup_manifest while extracting); choose another backup",
+                result
+                    .problems
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    set_mode(&data_fd, 0o700, data_dir)
+}
+
+/// Opens `pg_wal` of the new data directory, making it when the tar had none.
+fn ensure_pg_wal(data_fd: &OwnedFd, data_dir: &Path) -> Result<OwnedFd> {
+    match open_beneath(data_fd, Path::new("pg_wal"), true) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ENOENT) => {
+            nix::sys::stat::mkdirat(
+                Some(data_fd.as_raw_fd()),
+                "pg_wal",
+                Mode::from_bits_truncate(0o700),
+            )
+            .map_err(|e| Error::io("create folder", data_dir.join("pg_wal"), io_err(e)))?;
+            open_beneath(data_fd, Path::new("pg_wal"), true)
+                .map_err(|e| Error::io("open folder", data_dir.join("pg_wal"), io_err(e)))
+        }
+        Err(e) => Err(Error::io(
+            "open folder",
+            data_dir.join("pg_wal"),
+            std::io::Error::other(format!(
+                "{} (base.tar must give pg_wal as a plain folder)",
+                io_err(e)
+            )),
+        )),
+    }
 }
 
 /// Makes the extracted `data_dir` startable (see
@@ -391,7 +466,7 @@ struct DirTimes {
     mtime: u64,
 }
 
-/// Extracts one tar into the folder `dest`; returns whether it held a `tablespace_map`.
+/// Extracts one tar file into the folder `dest`; returns whether it held a `tablespace_map`.
 fn unpack(
     tar_path: &Path,
     dest: &OwnedFd,
@@ -399,8 +474,36 @@ fn unpack(
     targets: &BTreeMap<u32, PathBuf>,
 ) -> Result<bool> {
     let file = node_fs::open_regular(tar_path)?;
-    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
-    let read_err = |e: std::io::Error| Error::io("read", tar_path, e);
+    unpack_from(file, tar_path, dest, kind, targets, None)
+}
+
+/// A read error of the tar `tar_path`: a damaged stream (its codec's check failed) is
+/// [`Error::Corrupt`] naming the object.
+fn read_error(tar_path: &Path, e: std::io::Error) -> Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<CodecError>()) {
+        Some(codec) => Error::Corrupt {
+            key: tar_path.display().to_string(),
+            problem: format!("{codec}; choose another backup"),
+        },
+        None => Error::io("read", tar_path, e),
+    }
+}
+
+/// Extracts the tar read from `reader` (named `tar_path` in messages) into the folder `dest`;
+/// returns whether it held a `tablespace_map`. With `check`, every regular file is checked off
+/// the manifest under its prefix as it is written, and a top-level `backup_manifest` of
+/// `base.tar` is skipped.
+fn unpack_from(
+    reader: impl Read,
+    tar_path: &Path,
+    dest: &OwnedFd,
+    kind: TarKind,
+    targets: &BTreeMap<u32, PathBuf>,
+    mut check: Option<(&mut ManifestCheck, &str)>,
+) -> Result<bool> {
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, reader));
+    let read_err = |e: std::io::Error| read_error(tar_path, e);
+    let tar_name = tar_path.display().to_string();
     let mut dirs: Vec<DirTimes> = Vec::new();
     let mut map_seen = false;
     let mut buf = vec![0u8; 1 << 20];
@@ -447,8 +550,22 @@ fn unpack(
                 entry_type.as_byte() as char
             )));
         }
+        let manifest_path = rel.to_string_lossy().into_owned();
+        if check.is_some() && kind == TarKind::Base && manifest_path == "backup_manifest" {
+            continue;
+        }
+        // The manifest's path of this file, when it is checked against it.
+        let checked = match &check {
+            Some((_, prefix))
+                if !(kind == TarKind::Base && ManifestCheck::ignored(&manifest_path)) =>
+            {
+                Some(format!("{prefix}{manifest_path}"))
+            }
+            _ => None,
+        };
         let mut name = rel.clone();
         let mut rewritten = None;
+        let (mut crc, mut size) = (0u32, 0u64);
         if kind == TarKind::Base {
             if rel == Path::new(PENDING_CONTROL_FILE) {
                 return Err(refuse(
@@ -464,6 +581,8 @@ fn unpack(
                 }
                 let mut old = Vec::new();
                 entry.read_to_end(&mut old).map_err(read_err)?;
+                crc = crc32c::crc32c(&old);
+                size = old.len() as u64;
                 let oids = map_oids(&old).map_err(refuse)?;
                 let given: BTreeSet<u32> = targets.keys().copied().collect();
                 if oids != given {
@@ -487,10 +606,17 @@ fn unpack(
                 if n == 0 {
                     break;
                 }
+                if checked.is_some() {
+                    crc = crc32c::crc32c_append(crc, &buf[..n]);
+                    size += n as u64;
+                }
                 std::io::Write::write_all(&mut out, &buf[..n]).map_err(write_err)?;
             },
         }
         finish_node(out.as_raw_fd(), mode, mtime).map_err(|e| write_err(io_err(e)))?;
+        if let (Some(path), Some((manifest, _))) = (checked, check.as_mut()) {
+            manifest.file(&tar_name, &path, size, crc);
+        }
     }
     // Innermost first, so a parent's time is set after its children changed it.
     for d in dirs.iter().rev() {

@@ -503,3 +503,107 @@ fn create_dir_from_many_threads_at_once_hands_over_the_shared_parent() {
         assert_eq!(std::fs::read_dir(place.path("shared")).unwrap().count(), 6);
     }
 }
+
+/// A manifest listing `files` (path, content) with their CRC32C.
+fn manifest_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let list: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(p, d)| {
+            let crc = crc32c::crc32c(d).to_le_bytes();
+            let hex: String = crc.iter().map(|b| format!("{b:02x}")).collect();
+            serde_json::json!({"Path": p, "Size": d.len(), "Checksum-Algorithm": "CRC32C", "Checksum": hex})
+        })
+        .collect();
+    serde_json::json!({"PostgreSQL-Backup-Manifest-Version": 1, "Files": list})
+        .to_string()
+        .into_bytes()
+}
+
+fn tar_bytes(entries: &[Entry]) -> Vec<u8> {
+    let place = Place::new();
+    place.tar("t.tar", entries);
+    std::fs::read(place.path("backup/t.tar")).unwrap()
+}
+
+fn extract_stream(place: &Place, base: Vec<u8>, manifest: Vec<u8>) -> Result<()> {
+    let data = place.data_dir();
+    let tars = TarStreams {
+        base: (
+            "backups/b/n/base.tar.zst".into(),
+            Box::new(std::io::Cursor::new(base)),
+        ),
+        tablespaces: Vec::new(),
+        manifest,
+    };
+    as_user(&postgres(), || extract_streams(tars, &data, &[]))
+}
+
+#[test]
+fn a_stream_extracts_checked_against_its_manifest() {
+    let place = Place::new();
+    let mut base = base_minimal();
+    base.push(file("base/1/1234", 0o640, b"rows"));
+    base.push(file("backup_manifest", 0o600, b"{}"));
+    let manifest = manifest_of(&[
+        ("PG_VERSION", b"15\n"),
+        ("global/pg_control", b"control"),
+        ("base/1/1234", b"rows"),
+    ]);
+    extract_stream(&place, tar_bytes(&base), manifest).unwrap();
+    let data = place.data_dir();
+    assert_eq!(std::fs::read(data.join("base/1/1234")).unwrap(), b"rows");
+    assert!(!data.join("backup_manifest").exists(), "not extracted");
+    assert!(data.join("pg_wal").is_dir());
+}
+
+#[test]
+fn a_stream_differing_from_its_manifest_fails_naming_the_object_and_file() {
+    let place = Place::new();
+    let mut base = base_minimal();
+    base.push(file("base/1/1234", 0o640, b"rowz"));
+    let manifest = manifest_of(&[
+        ("PG_VERSION", b"15\n"),
+        ("global/pg_control", b"control"),
+        ("base/1/1234", b"rows"),
+        ("base/1/5678", b"gone"),
+    ]);
+    let err = extract_stream(&place, tar_bytes(&base), manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backups/b/n/base.tar.zst"), "{err}");
+    assert!(err.contains("base/1/1234 has checksum"), "{err}");
+    assert!(
+        err.contains("base/1/5678 is in the manifest but in no tar"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_damaged_stream_is_named_as_corrupt() {
+    let place = Place::new();
+    let (mut enc, header) =
+        crate::repository::codec::StreamEncoder::new(crate::repository::codec::Compression::Lz4);
+    let mut framed = header.to_vec();
+    for c in enc.push(&tar_bytes(&base_minimal())) {
+        framed.extend_from_slice(&c);
+    }
+    framed.extend_from_slice(&enc.finish());
+    let at = framed.len() / 2;
+    framed[at] ^= 0x55;
+    let data = place.data_dir();
+    let tars = TarStreams {
+        base: (
+            "backups/b/n/base.tar.lz4".into(),
+            Box::new(crate::repository::codec::StreamDecoder::new(
+                std::io::Cursor::new(framed),
+            )),
+        ),
+        tablespaces: Vec::new(),
+        manifest: manifest_of(&[]),
+    };
+    let err = as_user(&postgres(), || extract_streams(tars, &data, &[])).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corrupt { key, .. } if key == "backups/b/n/base.tar.lz4"),
+        "{err:?}"
+    );
+}
