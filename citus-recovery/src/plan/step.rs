@@ -324,6 +324,8 @@ pub struct RunOptions {
     /// The repository of the WAL archive, when the config has one; [`crate::Cluster`] sets it
     /// (from the config's `repository`) whatever options it is given.
     pub repository: Option<std::sync::Arc<dyn crate::repository::Repository>>,
+    /// Where every node's step reports its progress (see [`crate::progress`]); `None`: nowhere.
+    pub progress: Option<crate::progress::ProgressSink>,
 }
 
 impl Default for RunOptions {
@@ -333,6 +335,7 @@ impl Default for RunOptions {
             wait_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(100),
             repository: None,
+            progress: None,
         }
     }
 }
@@ -583,7 +586,10 @@ async fn base_backup(
         max_locks_per_xact: setting(7),
     };
     let start_time = Utc::now();
-    let files = backend.base_backup(node, folder, backup).await?;
+    let files =
+        crate::progress::base_backup(&client, backend.base_backup(node, folder, backup)).await?;
+    let bytes = Some(files.bytes);
+    crate::progress::update(crate::progress::ProgressUnit::Bytes, files.bytes, bytes);
     let manifest_path = folder.join("backup_manifest");
     let manifest = backend
         .read_file(node, &manifest_path)
@@ -647,6 +653,7 @@ async fn wait_archived(
     segment: &str,
     opts: &RunOptions,
 ) -> Result<()> {
+    crate::progress::message(format!("waiting until WAL segment {segment} is archived"));
     let target = archive.join(segment);
     // With a repository, archive-push puts it there, not in the folder.
     let place = match &opts.repository {

@@ -36,6 +36,8 @@ pub(super) async fn paused(
     // Asking pg_ctl starts a process: while the server refuses connections (starting up), ask
     // it once a second rather than at every poll.
     let mut last_state_check: Option<Instant> = None;
+    // Replay progress runs from the first LSN seen to the restore point's record.
+    let mut first_lsn: Option<Lsn> = None;
     loop {
         if started.elapsed() > opts.wait_timeout {
             return Err(Error::node(
@@ -115,6 +117,15 @@ pub(super) async fn paused(
                         }
                         _ => return Ok(StepOutput::Paused { replay_lsn }),
                     }
+                }
+                if let (Ok(now), Some(t)) = (lsn.parse::<Lsn>(), target) {
+                    let from = *first_lsn.get_or_insert(now);
+                    let (done, total) = (now.0.saturating_sub(from.0), t.0.saturating_sub(from.0));
+                    crate::progress::update(
+                        crate::progress::ProgressUnit::WalBytes,
+                        done,
+                        Some(total),
+                    );
                 }
                 if last_progress.elapsed() > PROGRESS_EVERY {
                     last_progress = Instant::now();

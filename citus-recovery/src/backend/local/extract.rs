@@ -63,6 +63,7 @@ pub(super) fn extract_backup(
 ) -> Result<()> {
     let tars = backup_tars(backup)?;
     let targets = check_targets(backup, &tars.tablespaces, data_dir, tablespaces)?;
+    report_total(backup);
     let data_fd = make_new_dir(data_dir)?;
     let base = backup.join("base.tar");
     let map_seen = unpack(&base, &data_fd, TarKind::Base, &targets)?;
@@ -196,6 +197,20 @@ pub(super) fn install_control_file(
 /// The last component of one of our constant relative paths.
 fn file_name(rel: &'static str) -> &'static OsStr {
     Path::new(rel).file_name().expect("a constant file path")
+}
+
+/// Reports the size of the backup's tar files as the extraction's total (progress only: a file
+/// that cannot be looked at counts as empty here and fails later when it is opened).
+fn report_total(backup: &Path) {
+    let total = std::fs::read_dir(backup)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().ends_with(b".tar"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    crate::progress::update(crate::progress::ProgressUnit::Bytes, 0, Some(total));
 }
 
 /// The tars of a backup folder.
@@ -399,6 +414,7 @@ fn unpack(
     targets: &BTreeMap<u32, PathBuf>,
 ) -> Result<bool> {
     let file = node_fs::open_regular(tar_path)?;
+    let file = crate::progress::CountingReader(file);
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
     let read_err = |e: std::io::Error| Error::io("read", tar_path, e);
     let mut dirs: Vec<DirTimes> = Vec::new();
