@@ -2,6 +2,7 @@
 //! this module only parses, calls and prints.
 
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +49,21 @@ struct Args {
     /// Only errors on stderr, no progress.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Log lines as text or as JSON objects, one a line (default: json with --json, else text).
+    /// Which lines: CITUS_RECOVERY_LOG, else RUST_LOG (such as `citus_recovery=debug`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,19 +168,8 @@ enum ClusterCommand {
 /// Runs the tool; the exit code is 0 on success, 1 on any error (printed on stderr).
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = if args.quiet {
-        "error"
-    } else {
-        "citus_recovery=info"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet));
+    init_logging(&args, &display);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -180,8 +183,13 @@ pub fn main() -> ExitCode {
     if let Command::ArchivePush { .. } | Command::ArchiveGet { .. } = &args.command {
         return runtime.block_on(wal_command(&args));
     }
-    let out = Output { json: args.json };
-    match runtime.block_on(run(&args, &out)) {
+    let out = Output {
+        json: args.json,
+        progress: display.clone(),
+    };
+    let result = runtime.block_on(run(&args, &out, &display));
+    display.finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -190,7 +198,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
+/// Log lines on stderr (through the progress bars, when shown), filtered by `CITUS_RECOVERY_LOG`
+/// or `RUST_LOG`; every line logged during a node's steps names the node.
+fn init_logging(args: &Args, display: &progress::Progress) {
+    let default = if args.quiet {
+        "error"
+    } else {
+        "citus_recovery=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(display.log_writer())
+        .with_target(false);
+    let json = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(
+    args: &Args,
+    out: &Output,
+    display: &std::sync::Arc<progress::Progress>,
+) -> citus_recovery::Result<()> {
     // Generated from the command definition; no config needed.
     match &args.command {
         Command::Completions { shell } => {
@@ -207,6 +247,11 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         _ => {}
     }
     let cluster = Cluster::new(load_config(args)?)?;
+    let options = citus_recovery::RunOptions {
+        progress: display.sink(),
+        ..cluster.options().clone()
+    };
+    let cluster = cluster.with_options(options);
     let dry = args.dry_run;
     match &args.command {
         Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,

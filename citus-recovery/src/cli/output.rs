@@ -11,11 +11,14 @@ use citus_recovery::{Backup, ClusterStatus, Plan, Result};
 pub struct Output {
     /// JSON instead of text.
     pub json: bool,
+    /// The live progress, ended before anything is printed so output never tears the bars.
+    pub progress: std::sync::Arc<super::progress::Progress>,
 }
 
 impl Output {
     /// A plan: its numbered steps, or its JSON.
     pub fn plan<P: Plan>(&self, plan: &P) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!("{}", plan.to_json());
         } else {
@@ -26,6 +29,7 @@ impl Output {
 
     /// A command's report.
     pub fn report<T: Serialize + Display>(&self, report: &T) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!(
                 "{}",
@@ -44,6 +48,7 @@ impl Output {
 
     /// A line of text (as `{"message": ...}` in JSON).
     pub fn text(&self, text: &str) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!("{}", serde_json::json!({ "message": text }));
         } else {
@@ -54,6 +59,7 @@ impl Output {
 
     /// Backups and restore points.
     pub fn list(&self, backups: &[Backup], points: &[ArchivedRestorePoint]) -> Result<()> {
+        self.progress.finish();
         if self.json {
             let value = serde_json::json!({ "backups": backups, "restore_points": points });
             println!(

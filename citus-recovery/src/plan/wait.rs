@@ -103,6 +103,20 @@ pub(super) async fn paused(
                         ),
                     ));
                 }
+                if let (Ok(now), Some(t)) = (lsn.parse::<Lsn>(), target) {
+                    if first_lsn.is_none() && crate::progress::current().is_some() {
+                        first_lsn = Some(replay_start(c, now).await);
+                    }
+                    if let Some(from) = first_lsn {
+                        let (done, total) =
+                            (now.0.saturating_sub(from.0), t.0.saturating_sub(from.0));
+                        crate::progress::update(
+                            crate::progress::ProgressUnit::WalBytes,
+                            done,
+                            Some(total),
+                        );
+                    }
+                }
                 if state == "paused" {
                     let replay_lsn = parse_lsn(node, &lsn)?;
                     match target {
@@ -118,15 +132,6 @@ pub(super) async fn paused(
                         _ => return Ok(StepOutput::Paused { replay_lsn }),
                     }
                 }
-                if let (Ok(now), Some(t)) = (lsn.parse::<Lsn>(), target) {
-                    let from = *first_lsn.get_or_insert(now);
-                    let (done, total) = (now.0.saturating_sub(from.0), t.0.saturating_sub(from.0));
-                    crate::progress::update(
-                        crate::progress::ProgressUnit::WalBytes,
-                        done,
-                        Some(total),
-                    );
-                }
                 if last_progress.elapsed() > PROGRESS_EVERY {
                     last_progress = Instant::now();
                     tracing::info!(node = %node.name, replay_lsn = %lsn, "replaying WAL");
@@ -135,6 +140,17 @@ pub(super) async fn paused(
         }
         tokio::time::sleep(opts.poll_interval).await;
     }
+}
+
+/// Where replay began, for progress: the redo point of the checkpoint recovery started from
+/// (still the backup's early on), else the replay LSN first seen.
+async fn replay_start(client: &tokio_postgres::Client, now: Lsn) -> Lsn {
+    let redo = client
+        .query_one("SELECT redo_lsn::text FROM pg_control_checkpoint()", &[])
+        .await
+        .ok()
+        .and_then(|row| row.get::<_, String>(0).parse::<Lsn>().ok());
+    redo.map_or(now, |r| r.min(now))
 }
 
 /// Why recovery paused, from the server log: the lines PostgreSQL writes for a pause.
