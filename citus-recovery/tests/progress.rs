@@ -177,3 +177,61 @@ async fn bars_on_a_terminal_render_and_end_cleanly() {
     assert!(row.starts_with("coordinator"), "{tail:?}");
     assert!(tail.contains("tty"), "the report follows: {tail:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_a_time_picks_the_newest_point_made_before_it() {
+    skip_unless_postgres!();
+    let t = common::TestCluster::new(1);
+    t.cluster.create(true).await.unwrap();
+    t.cluster.prepare_archiving(true, false).await.unwrap();
+    t.cluster.basebackup(Some("b")).await.unwrap();
+    t.cluster.create_restore_point(Some("early")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    t.cluster.create_restore_point(Some("late")).await.unwrap();
+    let time = between.format("%Y-%m-%d %H:%M:%S%.3f+00").to_string();
+
+    let out = tool(&["--json", "verify", "--before", &time], &t.config_file());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["restore_point"], "early");
+    // The log says which point and how far before the time.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("restore point \\\"early\\\" chosen"), "{log}");
+
+    let out = tool(
+        &["--json", "--dry-run", "restore-start", "--before", &time],
+        &t.config_file(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = plan["notes"].to_string();
+    assert!(notes.contains("before it"), "{notes}");
+    assert_eq!(plan["state"]["restore_point"], "early", "{plan}");
+
+    // Before every point: an error naming the time, exit code 1.
+    let out = tool(
+        &["verify", "--before", "2000-01-01 00:00:00+00"],
+        &t.config_file(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("before 2000-01-01 00:00:00 UTC"), "{err}");
+    // Local times in the listing carry their offset.
+    let out = tool(&["list", "--tz", "local"], &t.config_file());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"early\"") && !text.contains(" UTC  "),
+        "{text}"
+    );
+}

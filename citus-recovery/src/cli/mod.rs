@@ -57,6 +57,16 @@ struct Args {
     command: Command,
 }
 
+/// The time zone times are shown in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TimeZone {
+    /// UTC (for machines and for comparing across hosts).
+    #[value(name = "utc", alias = "UTC")]
+    Utc,
+    /// This host's local time zone.
+    Local,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -102,6 +112,10 @@ enum Command {
         /// The restore point (default: restorePoint from the config).
         #[arg(long)]
         restore_point: Option<String>,
+        /// Instead of --restore-point: the newest restore point on every node created before
+        /// this time ("2026-11-26 14:05:00+00").
+        #[arg(long, conflicts_with = "restore_point")]
+        before: Option<String>,
     },
     /// End recovery on every node: the restored cluster becomes writable.
     RestoreFinish,
@@ -113,11 +127,19 @@ enum Command {
         /// The restore point (default: restorePoint from the config).
         #[arg(long)]
         restore_point: Option<String>,
+        /// Instead of --restore-point: the newest restore point on every node created before
+        /// this time ("2026-11-26 14:05:00+00").
+        #[arg(long, conflicts_with = "restore_point")]
+        before: Option<String>,
     },
     /// Undo restore-start: stop the recovering nodes and put the old data directories back.
     RestoreAbort,
     /// List complete backups and recorded restore points.
-    List,
+    List {
+        /// The time zone restore points' times are shown in.
+        #[arg(long, value_enum, default_value = "utc")]
+        tz: TimeZone,
+    },
     /// What PostgreSQL's archive_command runs (set by prepare-archiving with a repository):
     /// pushes one WAL file into the repository. Exit 0 only once it is durable there.
     #[command(hide = true)]
@@ -282,10 +304,15 @@ async fn run(
         Command::RestoreStart {
             backup,
             restore_point,
+            before,
         } => {
-            let (backup, point) = (backup.as_deref(), restore_point.as_deref());
+            let chosen = point_before(&cluster, before.as_deref()).await?;
+            let point = chosen.as_ref().map(|c| c.name.as_str());
+            let (backup, point) = (backup.as_deref(), point.or(restore_point.as_deref()));
             if dry {
-                return out.plan(&cluster.plan_restore_start(backup, point).await?);
+                let mut plan = cluster.plan_restore_start(backup, point).await?;
+                plan.notes.extend(chosen.map(|c| c.note));
+                return out.plan(&plan);
             }
             out.report(&cluster.restore_start(backup, point).await?)
         }
@@ -304,9 +331,12 @@ async fn run(
         Command::Verify {
             backup,
             restore_point,
+            before,
         } => {
+            let chosen = point_before(&cluster, before.as_deref()).await?;
+            let point = chosen.as_ref().map(|c| c.name.as_str());
             let report = cluster
-                .verify(backup.as_deref(), restore_point.as_deref())
+                .verify(backup.as_deref(), point.or(restore_point.as_deref()))
                 .await?;
             out.report(&report)?;
             if report.ok() {
@@ -319,15 +349,31 @@ async fn run(
                 })
             }
         }
-        Command::List => out.list(
+        Command::List { tz } => out.list(
             &cluster.list_backups()?,
             &cluster.archived_restore_points().await?,
+            *tz == TimeZone::Local,
         ),
         Command::Completions { .. }
         | Command::Man
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. } => unreachable!("handled above"),
     }
+}
+
+/// The restore point `--before` names, if given; its note (which point, how far before the
+/// time) is logged, and goes into a dry run's plan.
+async fn point_before(
+    cluster: &Cluster,
+    before: Option<&str>,
+) -> citus_recovery::Result<Option<citus_recovery::verify::before::ChosenPoint>> {
+    let Some(text) = before else {
+        return Ok(None);
+    };
+    let time = citus_recovery::verify::before::parse_time(text)?;
+    let chosen = cluster.restore_point_before(time).await?;
+    tracing::info!("{}", chosen.note);
+    Ok(Some(chosen))
 }
 
 /// The config, read from its absolute path (it goes into archive_command and restore_command),

@@ -57,8 +57,13 @@ impl Output {
         Ok(())
     }
 
-    /// Backups and restore points.
-    pub fn list(&self, backups: &[Backup], points: &[ArchivedRestorePoint]) -> Result<()> {
+    /// Backups and restore points; `local`: restore points' times in this host's time zone.
+    pub fn list(
+        &self,
+        backups: &[Backup],
+        points: &[ArchivedRestorePoint],
+        local: bool,
+    ) -> Result<()> {
         self.progress.finish();
         if self.json {
             let value = serde_json::json!({ "backups": backups, "restore_points": points });
@@ -74,7 +79,7 @@ impl Output {
         }
         println!("restore points in the WAL archives ({}):", points.len());
         for p in points {
-            print!("{p}");
+            print!("{}", p.render(local));
         }
         Ok(())
     }
