@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List
@@ -48,11 +47,9 @@ def test_progress_callback_and_log_lines(
             node, "CREATE TABLE xx(id int); INSERT INTO xx SELECT generate_series(1, 100000)"
         )
     events: List[citus_recovery.ProgressEvent] = []
-    threads = set()
 
     def progress(e: citus_recovery.ProgressEvent) -> None:
         events.append(e)
-        threads.add(threading.get_ident())
 
     with caplog.at_level(logging.INFO, logger="citus_recovery"):
         backup = c.basebackup("b1", progress=progress)

@@ -69,7 +69,7 @@ pub struct ProgressEvent {
     pub total: Option<u64>,
     /// `steps`, `bytes` or `wal_bytes` (see [`ProgressUnit`]).
     pub unit: String,
-    /// Units per second since the step started, once measurable.
+    /// Units per second since the step's figures began, once measurable (half a second on).
     pub rate: Option<f64>,
     /// Seconds until done at that rate, when the total is known.
     pub eta_secs: Option<f64>,
@@ -119,6 +119,8 @@ pub struct Reporter {
     phase: String,
     unit: ProgressUnit,
     started: Instant,
+    /// When the current unit's figures began: the rate counts from there.
+    measured_since: Instant,
     last: Option<Instant>,
     done: u64,
     total: Option<u64>,
@@ -136,6 +138,7 @@ impl Reporter {
             phase: phase.into(),
             unit: ProgressUnit::Steps,
             started: Instant::now(),
+            measured_since: Instant::now(),
             last: None,
             done: 0,
             total: Some(1),
@@ -153,7 +156,7 @@ impl Reporter {
         if new_unit {
             self.unit = unit;
             self.first_done = done;
-            self.started = Instant::now();
+            self.measured_since = Instant::now();
         }
         self.done = done;
         // An estimate may fall short of the real size: the total grows rather than `done`
@@ -190,9 +193,10 @@ impl Reporter {
     fn emit(&mut self, state: &str) {
         self.last = Some(Instant::now());
         let elapsed = self.started.elapsed().as_secs_f64();
+        let measuring = self.measured_since.elapsed().as_secs_f64();
         let measured = self.done.saturating_sub(self.first_done);
-        let rate = (self.unit != ProgressUnit::Steps && elapsed >= 0.5 && measured > 0)
-            .then(|| measured as f64 / elapsed);
+        let rate = (self.unit != ProgressUnit::Steps && measuring >= 0.5 && measured > 0)
+            .then(|| measured as f64 / measuring);
         let eta_secs = match (rate, self.total) {
             (Some(r), Some(t)) if state != STATE_DONE => {
                 Some(t.saturating_sub(self.done) as f64 / r)

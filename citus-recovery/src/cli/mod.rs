@@ -234,6 +234,8 @@ fn init_logging(args: &Args, display: &progress::Progress) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(display.log_writer())
+        // Colours only for a person at a terminal, never into files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     let json = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
     if json {

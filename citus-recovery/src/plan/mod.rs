@@ -228,7 +228,8 @@ async fn run_node(
         .clone();
     let mut outputs = Vec::new();
     for step in &np.steps {
-        tracing::info!(node = %node.name, "{step}");
+        // The node is in the span around these steps (run_phases).
+        tracing::info!("{step}");
         let phase = serde_json::to_value(step).ok();
         let phase = phase
             .as_ref()
