@@ -53,6 +53,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reports::PyRestoreState>()?;
     m.add_class::<reports::PyNodeRestore>()?;
     m.add_class::<citus_recovery::progress::ProgressEvent>()?;
+    m.add_class::<runtime::CancelToken>()?;
     progress::forward_logging();
     errors::register(m)?;
     Ok(())

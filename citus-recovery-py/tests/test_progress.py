@@ -3,6 +3,7 @@ time-based targets (``before=``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -112,3 +113,45 @@ def test_before_picks_the_newest_point_made_before_the_time(test_cluster: TestCl
         c.verify(before=datetime(2000, 1, 1, tzinfo=timezone.utc))
     with pytest.raises(ValueError):
         c.verify(restore_point="early", before=between)
+
+
+def test_asyncio_calls_run_alongside_the_loop_and_cancel(test_cluster: TestCluster) -> None:
+    from citus_recovery.aio import AsyncCluster
+
+    c = test_cluster.cluster
+    c.create(plain=True)
+    c.prepare_archiving()
+    for node in test_cluster.nodes:
+        test_cluster.sql(
+            node, "CREATE TABLE xx(id int); INSERT INTO xx SELECT generate_series(1, 300000)"
+        )
+    ac = AsyncCluster(c)
+
+    async def scenario() -> None:
+        ticks = 0
+        task = asyncio.create_task(ac.basebackup("a1"))
+        while not task.done():
+            ticks += 1  # the loop goes on while the backup runs
+            await asyncio.sleep(0.01)
+        backup = await task
+        assert backup.name == "a1"
+        assert ticks > 5, ticks
+
+        # Cancelled while it waits for archiving to get a segment that never comes.
+        events: List[citus_recovery.ProgressEvent] = []
+        for node in test_cluster.nodes:
+            test_cluster.sql(node, "ALTER SYSTEM SET archive_library = ''")
+            test_cluster.sql(node, "ALTER SYSTEM SET archive_command = 'false'")
+            test_cluster.sql(node, "SELECT pg_reload_conf()")
+        point = asyncio.create_task(ac.create_restore_point("never", progress=events.append))
+        await asyncio.sleep(2)
+        assert not point.done()
+        started = time.monotonic()
+        point.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await point
+        assert time.monotonic() - started < 2
+        assert any(e.phase == "switch_wal_and_wait" for e in events), [e.phase for e in events]
+        assert "never" not in [p.name for p in c.list_restore_points()]
+
+    asyncio.run(scenario())

@@ -8,7 +8,7 @@ PostgreSQL writes them (``"0/3000028"``), paths are ``pathlib.Path``.
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union, final
+from typing import Any, Callable, Dict, List, Literal, Optional, Union, final
 
 from typing_extensions import disjoint_base
 
@@ -57,6 +57,7 @@ __all__ = [
     "IdentityError",
     "NotAtTargetError",
     "ProgressEvent",
+    "CancelToken",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -561,6 +562,19 @@ class ProgressEvent:
         """What the step does or waits for, in words."""
 
 _ProgressCallback = Callable[[ProgressEvent], Any]
+
+@final
+class CancelToken:
+    """Stops a long call from another thread (what ``citus_recovery.aio`` uses): enter it with
+    ``with`` on the thread making the call; ``cancel()`` makes the call raise
+    ``asyncio.CancelledError`` within a tenth of a second."""
+
+    def __new__(cls) -> CancelToken: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def __enter__(self) -> CancelToken: ...
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> Literal[False]: ...
 
 @final
 class Cluster:
