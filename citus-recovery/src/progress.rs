@@ -174,9 +174,18 @@ impl Reporter {
         self.update(unit, done, total);
     }
 
-    /// Replaces the message (what the step waits for now); emitted with the next event.
+    /// Replaces the message (what the step waits for now) and emits it, throttled.
     pub fn message(&mut self, message: String) {
         self.message = message;
+        self.tick();
+    }
+
+    /// Emits the current figures again unless an event went out less than [`EVERY`] ago: a
+    /// heartbeat while the step waits, so a slow step never looks stuck.
+    pub fn tick(&mut self) {
+        if self.last.map_or(true, |t| t.elapsed() >= EVERY) {
+            self.emit(STATE_PROGRESS);
+        }
     }
 
     /// Emits the `done` event: `done` set to the total, so it reads 100%.
@@ -298,6 +307,11 @@ pub fn message(text: impl Into<String>) {
     with_current(move |r| r.message(text));
 }
 
+/// A heartbeat of the current step while it waits (see [`Reporter::tick`]).
+pub fn tick() {
+    with_current(|r| r.tick());
+}
+
 /// A reader that reports every byte read through it as done by the current step.
 #[derive(Debug)]
 pub struct CountingReader<R>(pub R);
@@ -414,6 +428,24 @@ mod tests {
         let events = events.lock().unwrap();
         assert_eq!((events[1].done, events[1].total), (150, Some(150)));
         assert_eq!((events[2].done, events[2].total), (150, Some(150)));
+    }
+
+    #[test]
+    fn a_waiting_step_sends_heartbeats_at_most_every_quarter_second() {
+        let (sink, events) = collecting();
+        let mut r = Reporter::start(sink, "c", "switch_wal_and_wait", String::new());
+        r.message("waiting until WAL segment 0000000100000000000000AA is archived".into());
+        let started = Instant::now();
+        while started.elapsed() < EVERY * 3 {
+            r.tick();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let events = events.lock().unwrap();
+        // start, then about one heartbeat per EVERY; never one per tick.
+        assert!((3..=5).contains(&events.len()), "{}", events.len());
+        assert!(events[1..].iter().all(
+            |e| e.state == STATE_PROGRESS && e.message.starts_with("waiting until WAL segment")
+        ));
     }
 
     #[test]

@@ -215,7 +215,7 @@ fn summary_table(summary: &[NodeSummary]) -> String {
 /// The bar's look for a unit: a spinner for plain steps, a bar otherwise.
 fn style(unit: &str) -> ProgressStyle {
     let template = if unit == "steps" {
-        "{prefix:<14.bold} {spinner} {wide_msg}"
+        "{prefix:<14.bold} {spinner} {elapsed:>4} {wide_msg}"
     } else {
         "{prefix:<14.bold} [{bar:24}] {wide_msg}"
     };

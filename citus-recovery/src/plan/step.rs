@@ -674,6 +674,7 @@ async fn wait_archived(
             Some(repo) => crate::archiving::is_archived(repo.as_ref(), &node.name, segment).await,
             None => backend.exists(node, &target).await,
         };
+        crate::progress::tick();
         match found {
             Ok(true) => return Ok(()),
             Ok(false) => {}
