@@ -55,6 +55,7 @@ def test_progress_callback_and_log_lines(
     with caplog.at_level(logging.INFO, logger="citus_recovery"):
         backup = c.basebackup("b1", progress=progress)
     order = check_stream(events)
+    assert repr(events[0]).startswith("ProgressEvent(node="), repr(events[0])
     assert sorted(order) == sorted(test_cluster.nodes)
     for node in test_cluster.nodes:
         assert order[node] == ["base_backup"]

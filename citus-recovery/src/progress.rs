@@ -88,6 +88,22 @@ impl ProgressEvent {
     }
 }
 
+#[cfg(feature = "python")]
+#[pyo3::pymethods]
+impl ProgressEvent {
+    fn __repr__(&self) -> String {
+        format!(
+            "ProgressEvent(node={:?}, phase={:?}, state={:?}, done={}, total={}, unit={:?})",
+            self.node,
+            self.phase,
+            self.state,
+            self.done,
+            self.total.map_or("None".into(), |t| t.to_string()),
+            self.unit
+        )
+    }
+}
+
 /// Where progress events go: a function called on the thread doing the work, so it must be
 /// quick (hand the event to a channel or a progress bar, no blocking I/O).
 #[derive(Clone)]
