@@ -176,6 +176,49 @@ async fn bars_on_a_terminal_render_and_end_cleanly() {
     let row = tail.lines().nth(1).unwrap_or_default();
     assert!(row.starts_with("coordinator"), "{tail:?}");
     assert!(tail.contains("tty"), "the report follows: {tail:?}");
+
+    // Off a terminal: no bars and no colours, log lines with the figures, the table at the end.
+    let out = tool(&["basebackup", "--name", "piped"], &t.config_file());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains('\u{1b}') && !err.contains('\r'), "{err:?}");
+    let final_line = err
+        .lines()
+        .find(|l| l.contains("base_backup") && l.contains("(100%)"))
+        .unwrap_or_else(|| panic!("no final figures: {err}"));
+    assert!(final_line.contains("coordinator") || final_line.contains("worker1"));
+    assert!(err.contains("MB/s"), "{err}");
+
+    // JSON log lines for a collector: every stderr line is JSON, the summary included.
+    let out = tool(
+        &["--log-format", "json", "basebackup", "--name", "collected"],
+        &t.config_file(),
+    );
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let summary: Vec<&serde_json::Value> =
+        lines.iter().filter(|l| l["message"] == "summary").collect();
+    assert_eq!(summary.len(), t.node_names().len(), "{lines:?}");
+    assert!(summary
+        .iter()
+        .all(|l| l["bytes"].as_u64() > Some(1_000_000)));
+    // The node is on every line logged during a node's steps.
+    let steps: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("pg_basebackup"))
+        })
+        .collect();
+    assert_eq!(steps.len(), t.node_names().len());
+    assert!(
+        steps.iter().all(|l| l["span"]["node"].is_string()),
+        "{steps:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,7 +190,8 @@ enum ClusterCommand {
 /// Runs the tool; the exit code is 0 on success, 1 on any error (printed on stderr).
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet));
+    let json_logs = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
+    let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet), json_logs);
     init_logging(&args, &display);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -237,8 +238,7 @@ fn init_logging(args: &Args, display: &progress::Progress) {
         // Colours only for a person at a terminal, never into files or log collectors.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let json = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
-    if json {
+    if display.json_logs() {
         builder
             .json()
             .flatten_event(true)

@@ -63,17 +63,20 @@ struct State {
 /// Shows progress events as the mode says.
 pub struct Progress {
     mode: Mode,
+    /// Log lines are JSON: the summary goes out as log lines too, not as a table.
+    json_logs: bool,
     multi: Option<MultiProgress>,
     state: Mutex<State>,
 }
 
 impl Progress {
-    /// A display in `mode`.
-    pub fn new(mode: Mode) -> Arc<Progress> {
+    /// A display in `mode`; `json_logs` when log lines are JSON objects.
+    pub fn new(mode: Mode, json_logs: bool) -> Arc<Progress> {
         let multi = (mode == Mode::Bars)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)));
         Arc::new(Progress {
             mode,
+            json_logs,
             multi,
             state: Mutex::new(State::default()),
         })
@@ -86,6 +89,11 @@ impl Progress {
         }
         let me = self.clone();
         Some(ProgressSink::new(move |e| me.on_event(e)))
+    }
+
+    /// Whether log lines are JSON objects.
+    pub fn json_logs(&self) -> bool {
+        self.json_logs
     }
 
     /// Where log lines go: through the bars (so they print above them) when there are bars.
@@ -159,7 +167,14 @@ impl Progress {
         }
         if matches!(self.mode, Mode::Bars | Mode::Log) && state.summary.iter().any(|s| s.bytes > 0)
         {
-            eprint!("{}", summary_table(&state.summary));
+            if self.json_logs {
+                for s in &state.summary {
+                    let (seconds, mb_per_s) = figures(s);
+                    tracing::info!(node = %s.node, bytes = s.bytes, seconds, mb_per_s, "summary");
+                }
+            } else {
+                eprint!("{}", summary_table(&state.summary));
+            }
         }
     }
 }
@@ -195,12 +210,8 @@ fn summary_table(summary: &[NodeSummary]) -> String {
         "node", "bytes", "seconds", "MB/s"
     );
     for s in summary {
-        let secs = s.last.duration_since(s.first).as_secs_f64();
-        let rate = if s.byte_secs > 0.0 {
-            format!("{:.1}", s.bytes as f64 / 1e6 / s.byte_secs)
-        } else {
-            "-".into()
-        };
+        let (secs, rate) = figures(s);
+        let rate = rate.map_or("-".into(), |r| format!("{r:.1}"));
         out.push_str(&format!(
             "{:<16} {:>12} {:>9.1} {:>9}\n",
             s.node,
@@ -210,6 +221,14 @@ fn summary_table(summary: &[NodeSummary]) -> String {
         ));
     }
     out
+}
+
+/// A node's seconds from its first event to its last, and MB/s (10^6 bytes) over the time its
+/// byte-measured steps took.
+fn figures(s: &NodeSummary) -> (f64, Option<f64>) {
+    let secs = s.last.duration_since(s.first).as_secs_f64();
+    let rate = (s.byte_secs > 0.0).then(|| s.bytes as f64 / 1e6 / s.byte_secs);
+    (secs, rate)
 }
 
 /// The bar's look for a unit: a spinner for plain steps, a bar otherwise.
