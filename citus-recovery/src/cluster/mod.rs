@@ -176,7 +176,8 @@ impl Cluster {
         before: chrono::DateTime<Utc>,
     ) -> Result<crate::verify::before::ChosenPoint> {
         let nodes: Vec<String> = self.config().nodes().map(|n| n.name.clone()).collect();
-        crate::verify::before::point_before(&self.archived_restore_points().await?, &nodes, before)
+        let points = self.archived_restore_points().await?;
+        crate::verify::before::point_before(&points, &nodes, &self.list_backups()?, before)
     }
 
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.

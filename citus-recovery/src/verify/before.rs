@@ -6,6 +6,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::Serialize;
 
 use super::listing::ArchivedRestorePoint;
+use crate::catalog::Backup;
 use crate::error::{Error, Result};
 
 /// The restore point chosen for a time.
@@ -23,11 +24,14 @@ pub struct ChosenPoint {
 
 /// The newest restore point created strictly before `before` whose record is in the archive of
 /// every node of `nodes`, exactly once there (a name written twice on a node is ambiguous:
-/// recovery would stop at whichever copy comes first after the backup). Its time is the latest of
-/// its records' times, so the point is complete on every node before `before`.
+/// recovery would stop at whichever copy comes first after the backup), and that one of
+/// `backups` could reach: a backup whose every node's part ends at or before the point's record
+/// there. Its time is the latest of its records' times, so the point is complete on every node
+/// before `before`. That backup test is by LSN alone; `verify` then checks timelines and WAL.
 pub fn point_before(
     points: &[ArchivedRestorePoint],
     nodes: &[String],
+    backups: &[Backup],
     before: DateTime<Utc>,
 ) -> Result<ChosenPoint> {
     let mut skipped = Vec::new();
@@ -51,6 +55,18 @@ pub fn point_before(
             skipped.push(format!(
                 "{:?} (written {} times on {}; name it with --restore-point and --backup instead)",
                 p.name, counts[i], nodes[i]
+            ));
+            continue;
+        }
+        let reachable = backups.iter().any(|b| {
+            p.copies
+                .iter()
+                .all(|c| b.node(&c.node).is_some_and(|part| part.end_lsn <= c.lsn))
+        });
+        if !reachable {
+            skipped.push(format!(
+                "{:?} (no complete backup ends before it on every node)",
+                p.name
             ));
             continue;
         }
@@ -138,6 +154,7 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::NodeBackup;
     use crate::verify::listing::ArchivedCopy;
     use crate::wal::Lsn;
     use chrono::TimeZone;
@@ -168,6 +185,32 @@ mod tests {
         vec!["coordinator".into(), "worker1".into()]
     }
 
+    /// A backup of both nodes ending at `end` on each.
+    fn backup(end: u64) -> Vec<Backup> {
+        let part = |node: &str| NodeBackup {
+            backup: "b".into(),
+            node: node.into(),
+            start_lsn: Lsn(end / 2),
+            end_lsn: Lsn(end),
+            timeline: 1,
+            start_time: at(12, 0, 0),
+            end_time: at(12, 0, 0),
+            pg_version: "15".into(),
+            bytes: 0,
+            system_identifier: None,
+            hot_standby: None,
+            tablespaces: Vec::new(),
+        };
+        vec![Backup {
+            name: "b".into(),
+            cluster_name: "c".into(),
+            start_time: at(12, 0, 0),
+            end_time: at(12, 0, 0),
+            citus_version: None,
+            nodes: vec![part("coordinator"), part("worker1")],
+        }]
+    }
+
     #[test]
     fn the_newest_point_on_every_node_before_the_time_is_chosen() {
         let points = vec![
@@ -187,13 +230,13 @@ mod tests {
                 &[("coordinator", at(14, 6, 0)), ("worker1", at(14, 6, 0))],
             ),
         ];
-        let chosen = point_before(&points, &nodes(), at(14, 5, 0)).unwrap();
+        let chosen = point_before(&points, &nodes(), &backup(0x10), at(14, 5, 0)).unwrap();
         assert_eq!(chosen.name, "b");
         assert_eq!(chosen.time, at(14, 1, 1));
         assert!(chosen.note.contains("\"b\""), "{}", chosen.note);
         assert!(chosen.note.contains("3m 59s before"), "{}", chosen.note);
         // Exactly at the time is not before it.
-        let chosen = point_before(&points, &nodes(), at(14, 1, 1)).unwrap();
+        let chosen = point_before(&points, &nodes(), &backup(0x10), at(14, 1, 1)).unwrap();
         assert_eq!(chosen.name, "a");
     }
 
@@ -218,19 +261,50 @@ mod tests {
                 ],
             ),
         ];
-        let chosen = point_before(&points, &nodes(), at(14, 5, 0)).unwrap();
+        let chosen = point_before(&points, &nodes(), &backup(0x10), at(14, 5, 0)).unwrap();
         assert_eq!(chosen.name, "a");
         assert!(chosen.note.contains("1h 5m 0s before"), "{}", chosen.note);
     }
 
     #[test]
+    fn a_point_no_backup_reaches_is_not_chosen() {
+        // Copies are at 0x1000 (coordinator) and 0x2000 (worker1); the backup ends at 0x1800.
+        let points = vec![
+            point(
+                "a",
+                &[("coordinator", at(13, 0, 0)), ("worker1", at(13, 0, 0))],
+            ),
+            point(
+                "b",
+                &[("coordinator", at(14, 0, 0)), ("worker1", at(14, 0, 0))],
+            ),
+        ];
+        let mut points = points;
+        points[1].copies[0].lsn = Lsn(0x3000);
+        points[1].copies[1].lsn = Lsn(0x3000);
+        let chosen = point_before(&points, &nodes(), &backup(0x2800), at(14, 5, 0)).unwrap();
+        assert_eq!(chosen.name, "b");
+        let err = point_before(&points, &nodes(), &backup(0x3800), at(14, 5, 0)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no complete backup ends before it"),
+            "{err}"
+        );
+        let err = point_before(&points, &nodes(), &[], at(14, 5, 0)).unwrap_err();
+        assert!(
+            err.to_string().contains("\"b\" (no complete backup"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn no_point_before_the_time_is_an_error_saying_why() {
         let points = vec![point("c", &[("coordinator", at(14, 3, 0))])];
-        let err = point_before(&points, &nodes(), at(14, 5, 0)).unwrap_err();
+        let err = point_before(&points, &nodes(), &backup(0x10), at(14, 5, 0)).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Error::UnknownRestorePoint { .. }), "{text}");
         assert!(text.contains("not in the archive of worker1"), "{text}");
-        let err = point_before(&[], &nodes(), at(14, 5, 0)).unwrap_err();
+        let err = point_before(&[], &nodes(), &backup(0x10), at(14, 5, 0)).unwrap_err();
         assert!(err.to_string().contains("citus-recovery list"), "{err}");
     }
 
