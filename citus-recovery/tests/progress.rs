@@ -41,6 +41,10 @@ fn check_stream(events: &[serde_json::Value]) -> HashMap<String, Vec<String>> {
         let node = e["node"].as_str().unwrap().to_string();
         let phase = e["phase"].as_str().unwrap().to_string();
         let done = e["done"].as_u64().unwrap();
+        assert!(
+            e["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{e}"
+        );
         if let Some(total) = e["total"].as_u64() {
             assert!(done <= total, "done above total: {e}");
         }

@@ -107,7 +107,10 @@ impl Progress {
         match self.mode {
             Mode::Off => {}
             Mode::Json => {
-                let mut line = serde_json::json!({ "type": "progress" });
+                let mut line = serde_json::json!({
+                    "type": "progress",
+                    "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                });
                 if let (Some(obj), Ok(serde_json::Value::Object(fields))) =
                     (line.as_object_mut(), serde_json::to_value(e))
                 {
