@@ -588,8 +588,9 @@ async fn base_backup(
     let start_time = Utc::now();
     let files =
         crate::progress::base_backup(&client, backend.base_backup(node, folder, backup)).await?;
-    let bytes = Some(files.bytes);
-    crate::progress::update(crate::progress::ProgressUnit::Bytes, files.bytes, bytes);
+    // The real size, which the server's estimate only approached: the step ends at 100% of it.
+    let (unit, bytes) = (crate::progress::ProgressUnit::Bytes, files.bytes);
+    crate::progress::update(unit, bytes, Some(bytes));
     let manifest_path = folder.join("backup_manifest");
     let manifest = backend
         .read_file(node, &manifest_path)
