@@ -1,11 +1,14 @@
 //! `Cluster`: one method per command of the core's [`Cluster`] facade. Each method converts its
 //! arguments, runs the core call through [`runtime::run`] and wraps the result.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use citus_recovery::config::NodeInfo;
+use citus_recovery::verify::before::ChosenPoint;
 use citus_recovery::{Cluster, ClusterConfig, RunOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -147,14 +150,17 @@ impl PyCluster {
     /// `wal_level` or `archive_mode` changed. Archiving another tool set up (`archive_command`,
     /// another `archive_library` or archive folder) raises `ArchivingInUseError` and changes
     /// nothing, unless `replace_existing`: then it is taken over and that tool's WAL stream stops.
-    #[pyo3(signature = (restart = true, replace_existing = false))]
+    /// `progress` is called with every `ProgressEvent`.
+    #[pyo3(signature = (restart = true, replace_existing = false, *, progress = None))]
     fn prepare_archiving(
         &self,
         py: Python<'_>,
         restart: bool,
         replace_existing: bool,
+        progress: Option<PyObject>,
     ) -> PyResult<PyArchiveReport> {
-        run(py, || self.0.prepare_archiving(restart, replace_existing)).map(PyArchiveReport)
+        let c = self.with_progress(progress);
+        run(py, || c.prepare_archiving(restart, replace_existing)).map(PyArchiveReport)
     }
 
     /// Plans `basebackup`; changes nothing.
@@ -169,9 +175,16 @@ impl PyCluster {
     }
 
     /// Takes a base backup of every node at once; the name defaults to the UTC date and time.
-    #[pyo3(signature = (name = None))]
-    fn basebackup(&self, py: Python<'_>, name: Option<String>) -> PyResult<PyBackup> {
-        run(py, || self.0.basebackup(name.as_deref())).map(PyBackup)
+    /// `progress` is called with every `ProgressEvent` (bytes sent of each node's size).
+    #[pyo3(signature = (name = None, *, progress = None))]
+    fn basebackup(
+        &self,
+        py: Python<'_>,
+        name: Option<String>,
+        progress: Option<PyObject>,
+    ) -> PyResult<PyBackup> {
+        let c = self.with_progress(progress);
+        run(py, || c.basebackup(name.as_deref())).map(PyBackup)
     }
 
     /// Plans `create_restore_point`; changes nothing.
@@ -187,57 +200,82 @@ impl PyCluster {
 
     /// Creates a named restore point on every node and waits until it is archived everywhere;
     /// the name defaults to the UTC date and time.
-    #[pyo3(signature = (name = None))]
+    /// `progress` is called with every `ProgressEvent`.
+    #[pyo3(signature = (name = None, *, progress = None))]
     fn create_restore_point(
         &self,
         py: Python<'_>,
         name: Option<String>,
+        progress: Option<PyObject>,
     ) -> PyResult<PyRestorePoint> {
-        run(py, || self.0.create_restore_point(name.as_deref())).map(PyRestorePoint)
+        let c = self.with_progress(progress);
+        run(py, || c.create_restore_point(name.as_deref())).map(PyRestorePoint)
     }
 
     /// Plans `restore_start`; changes nothing. The backup and restore point default to the
-    /// config's `backupToRestore` and `restorePoint`.
-    #[pyo3(signature = (backup = None, restore_point = None))]
+    /// config's `backupToRestore` and `restorePoint`; `before` (an aware `datetime`) instead
+    /// picks the newest restore point on every node created before it, and a note of the plan
+    /// says which and how far before.
+    #[pyo3(signature = (backup = None, restore_point = None, *, before = None))]
     fn plan_restore_start(
         &self,
         py: Python<'_>,
         backup: Option<String>,
         restore_point: Option<String>,
+        before: Option<DateTime<Utc>>,
     ) -> PyResult<Py<PyRestorePlan>> {
-        let plan = run(py, || {
-            self.0
-                .plan_restore_start(backup.as_deref(), restore_point.as_deref())
+        only_one(&restore_point, &before)?;
+        let plan = run(py, || async {
+            let chosen = chosen_point(&self.0, before).await?;
+            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
+            let mut plan = self
+                .0
+                .plan_restore_start(backup.as_deref(), point.as_deref())
+                .await?;
+            plan.notes.extend(chosen.map(|c| c.note));
+            Ok(plan)
         })?;
         plans::wrap(py, plan, PyRestorePlan)
     }
 
     /// Runs every pre-flight check of a restore and changes nothing; without a backup, the newest
-    /// that reaches the restore point on every node is chosen.
-    #[pyo3(signature = (backup = None, restore_point = None))]
+    /// that reaches the restore point on every node is chosen. `before`: as for
+    /// `plan_restore_start` (the choice is logged).
+    #[pyo3(signature = (backup = None, restore_point = None, *, before = None))]
     fn verify(
         &self,
         py: Python<'_>,
         backup: Option<String>,
         restore_point: Option<String>,
+        before: Option<DateTime<Utc>>,
     ) -> PyResult<PyVerifyReport> {
-        run(py, || {
-            self.0.verify(backup.as_deref(), restore_point.as_deref())
+        only_one(&restore_point, &before)?;
+        run(py, || async {
+            let chosen = chosen_point(&self.0, before).await?;
+            let point = chosen.map(|c| c.name).or(restore_point);
+            self.0.verify(backup.as_deref(), point.as_deref()).await
         })
         .map(PyVerifyReport)
     }
 
     /// Restores every node from the backup and waits until all are paused at the restore point.
-    #[pyo3(signature = (backup = None, restore_point = None))]
+    /// `before`: as for `plan_restore_start` (the choice is logged). `progress` is called with
+    /// every `ProgressEvent` (extraction bytes, WAL replayed towards the point).
+    #[pyo3(signature = (backup = None, restore_point = None, *, before = None, progress = None))]
     fn restore_start(
         &self,
         py: Python<'_>,
         backup: Option<String>,
         restore_point: Option<String>,
+        before: Option<DateTime<Utc>>,
+        progress: Option<PyObject>,
     ) -> PyResult<PyRestoreReport> {
-        run(py, || {
-            self.0
-                .restore_start(backup.as_deref(), restore_point.as_deref())
+        only_one(&restore_point, &before)?;
+        let c = self.with_progress(progress);
+        run(py, || async {
+            let chosen = chosen_point(&c, before).await?;
+            let point = chosen.map(|c| c.name).or(restore_point);
+            c.restore_start(backup.as_deref(), point.as_deref()).await
         })
         .map(PyRestoreReport)
     }
@@ -248,9 +286,16 @@ impl PyCluster {
         plans::wrap(py, plan, PyFinishPlan)
     }
 
-    /// Ends recovery on every node: the restored cluster becomes writable.
-    fn restore_finish(&self, py: Python<'_>) -> PyResult<PyFinishReport> {
-        run(py, || self.0.restore_finish()).map(PyFinishReport)
+    /// Ends recovery on every node: the restored cluster becomes writable. `progress` is called
+    /// with every `ProgressEvent`.
+    #[pyo3(signature = (*, progress = None))]
+    fn restore_finish(
+        &self,
+        py: Python<'_>,
+        progress: Option<PyObject>,
+    ) -> PyResult<PyFinishReport> {
+        let c = self.with_progress(progress);
+        run(py, || c.restore_finish()).map(PyFinishReport)
     }
 
     /// Plans `restore_abort`; changes nothing.
@@ -260,8 +305,11 @@ impl PyCluster {
     }
 
     /// Undoes `restore_start`: stops the recovering nodes and puts the old data directories back.
-    fn restore_abort(&self, py: Python<'_>) -> PyResult<PyAbortReport> {
-        run(py, || self.0.restore_abort()).map(PyAbortReport)
+    /// `progress` is called with every `ProgressEvent`.
+    #[pyo3(signature = (*, progress = None))]
+    fn restore_abort(&self, py: Python<'_>, progress: Option<PyObject>) -> PyResult<PyAbortReport> {
+        let c = self.with_progress(progress);
+        run(py, || c.restore_abort()).map(PyAbortReport)
     }
 
     /// Runs a plan from one of the `plan_*` methods exactly as it was built and printed, after
@@ -377,6 +425,45 @@ fn write_config(file: &std::path::Path, text: &str) -> citus_recovery::Result<Cl
         citus_recovery::Error::io("write the config file", file, e)
     })?;
     ClusterConfig::from_file(file)
+}
+
+impl PyCluster {
+    /// The cluster, reporting progress to `callback` when one is given.
+    fn with_progress(&self, callback: Option<PyObject>) -> Cow<'_, Cluster> {
+        match callback {
+            None => Cow::Borrowed(&self.0),
+            Some(callback) => {
+                let options = RunOptions {
+                    progress: Some(crate::progress::sink(callback)),
+                    ..self.0.options().clone()
+                };
+                Cow::Owned(self.0.clone().with_options(options))
+            }
+        }
+    }
+}
+
+/// `restore_point` and `before` name the target two ways: at most one may be given.
+fn only_one(restore_point: &Option<String>, before: &Option<DateTime<Utc>>) -> PyResult<()> {
+    if restore_point.is_some() && before.is_some() {
+        return Err(PyValueError::new_err(
+            "give restore_point or before, not both: before picks a restore point by time",
+        ));
+    }
+    Ok(())
+}
+
+/// The restore point `before` picks, logged with how far before the time it is.
+async fn chosen_point(
+    cluster: &Cluster,
+    before: Option<DateTime<Utc>>,
+) -> citus_recovery::Result<Option<ChosenPoint>> {
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    let chosen = cluster.restore_point_before(before).await?;
+    tracing::info!("{}", chosen.note);
+    Ok(Some(chosen))
 }
 
 /// The run options from the keywords; the core's defaults where none is given.

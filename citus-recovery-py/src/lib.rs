@@ -12,6 +12,7 @@ mod cluster;
 mod convert;
 mod errors;
 mod plans;
+mod progress;
 mod reports;
 mod runtime;
 mod verify;
@@ -51,6 +52,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reports::PyNodeStatus>()?;
     m.add_class::<reports::PyRestoreState>()?;
     m.add_class::<reports::PyNodeRestore>()?;
+    m.add_class::<citus_recovery::progress::ProgressEvent>()?;
+    m.add_class::<runtime::CancelToken>()?;
+    progress::forward_logging();
     errors::register(m)?;
     Ok(())
 }

@@ -183,26 +183,40 @@ impl std::fmt::Display for Backup {
     }
 }
 
-impl std::fmt::Display for RestorePoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "  {:?}  {}  {}",
+impl RestorePoint {
+    /// The point as `list` shows it, its time in UTC or, with `local`, in this host's time zone.
+    pub fn render(&self, local: bool) -> String {
+        use std::fmt::Write;
+        let time = if local {
+            self.time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        } else {
+            self.time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        };
+        let mut out = format!(
+            "  {:?}  {time}  {}\n",
             self.name,
-            self.time.format("%Y-%m-%d %H:%M:%S UTC"),
             if self.citus { "citus" } else { "per node" }
-        )?;
+        );
         for n in &self.nodes {
-            writeln!(
-                f,
+            let _ = writeln!(
+                out,
                 "    {:<16} timeline {}  lsn {}  archived through {}",
                 n.node,
                 n.timeline,
                 n.lsn.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
                 n.segment
-            )?;
+            );
         }
-        Ok(())
+        out
+    }
+}
+
+impl std::fmt::Display for RestorePoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.render(false))
     }
 }
 

@@ -45,6 +45,7 @@ pub mod lock;
 pub mod names;
 pub mod observe;
 pub mod plan;
+pub mod progress;
 pub mod repository;
 pub mod trusted;
 pub mod verify;

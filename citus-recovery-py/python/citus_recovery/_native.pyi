@@ -8,7 +8,7 @@ PostgreSQL writes them (``"0/3000028"``), paths are ``pathlib.Path``.
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, final, overload
+from typing import Any, Callable, Dict, List, Literal, Optional, Union, final, overload
 
 from typing_extensions import disjoint_base
 
@@ -75,6 +75,8 @@ __all__ = [
     "RepositoryError",
     "CorruptError",
     "FileError",
+    "ProgressEvent",
+    "CancelToken",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -680,10 +682,64 @@ class NodeInfo:
         """A libpq connection string: ``host=... port=... user=... dbname=...``."""
 
 @final
+class ProgressEvent:
+    """One report of a node's step, given to a ``progress=`` callback.
+
+    Every step of every node reports ``state`` ``"start"``, then ``"progress"`` while it works
+    (at most four a second), then ``"done"`` at 100% when it succeeded. ``done <= total``."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def phase(self) -> str:
+        """The step as plans name it: ``base_backup``, ``extract``, ``wait_paused``, ..."""
+    @property
+    def state(self) -> str:
+        """``"start"``, ``"progress"`` or ``"done"``."""
+    @property
+    def done(self) -> int: ...
+    @property
+    def total(self) -> Optional[int]:
+        """``None`` while unknown; never below ``done``."""
+    @property
+    def unit(self) -> str:
+        """``"steps"`` (0 or 1 of 1), ``"bytes"`` or ``"wal_bytes"`` (WAL replayed towards the
+        restore point)."""
+    @property
+    def rate(self) -> Optional[float]:
+        """Units per second since the step started, once measurable."""
+    @property
+    def eta_secs(self) -> Optional[float]: ...
+    @property
+    def elapsed_secs(self) -> float: ...
+    @property
+    def message(self) -> str:
+        """What the step does or waits for, in words."""
+
+_ProgressCallback = Callable[[ProgressEvent], Any]
+
+@final
+class CancelToken:
+    """Stops a long call from another thread (what ``citus_recovery.aio`` uses): enter it with
+    ``with`` on the thread making the call; ``cancel()`` makes the call raise
+    ``asyncio.CancelledError`` within a tenth of a second."""
+
+    def __new__(cls) -> CancelToken: ...
+    def cancel(self) -> None: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def __enter__(self) -> CancelToken: ...
+    def __exit__(self, kind: Any, value: Any, traceback: Any) -> Literal[False]: ...
+
+@final
 class Cluster:
     """A Citus (or plain PostgreSQL) cluster of nodes on this host.
 
     Long calls release the GIL and can be interrupted with Ctrl-C (``KeyboardInterrupt``).
+    Their ``progress=`` callback is called with every ``ProgressEvent``, on the thread doing the
+    work, with the GIL taken; an exception it raises is reported (``sys.unraisablehook``) and
+    does not stop the work. The library's log lines go to the ``logging`` logger
+    ``citus_recovery`` (the node in each record's ``node`` attribute).
     """
 
     def __new__(
@@ -734,28 +790,51 @@ class Cluster:
         self, restart: bool = True, replace_existing: bool = False
     ) -> ArchivePlan: ...
     def prepare_archiving(
-        self, restart: bool = True, replace_existing: bool = False
+        self,
+        restart: bool = True,
+        replace_existing: bool = False,
+        *,
+        progress: Optional[_ProgressCallback] = None,
     ) -> ArchiveReport:
         """Turns on WAL archiving on every node. Archiving another tool set up raises
         ``ArchivingInUseError`` unless ``replace_existing``."""
     def plan_basebackup(self, name: Optional[str] = None) -> BasebackupPlan: ...
-    def basebackup(self, name: Optional[str] = None) -> Backup: ...
+    def basebackup(
+        self, name: Optional[str] = None, *, progress: Optional[_ProgressCallback] = None
+    ) -> Backup: ...
     def plan_restore_point(self, name: Optional[str] = None) -> RestorePointPlan: ...
-    def create_restore_point(self, name: Optional[str] = None) -> RestorePoint: ...
+    def create_restore_point(
+        self, name: Optional[str] = None, *, progress: Optional[_ProgressCallback] = None
+    ) -> RestorePoint: ...
     def plan_restore_start(
-        self, backup: Optional[str] = None, restore_point: Optional[str] = None
-    ) -> RestorePlan: ...
+        self,
+        backup: Optional[str] = None,
+        restore_point: Optional[str] = None,
+        *,
+        before: Optional[datetime] = None,
+    ) -> RestorePlan:
+        """``before`` (an aware datetime), instead of ``restore_point``: the newest restore point
+        on every node created before it; a note of the plan says which and how far before."""
     def restore_start(
-        self, backup: Optional[str] = None, restore_point: Optional[str] = None
+        self,
+        backup: Optional[str] = None,
+        restore_point: Optional[str] = None,
+        *,
+        before: Optional[datetime] = None,
+        progress: Optional[_ProgressCallback] = None,
     ) -> RestoreReport: ...
     def plan_restore_finish(self) -> FinishPlan: ...
-    def restore_finish(self) -> FinishReport: ...
+    def restore_finish(self, *, progress: Optional[_ProgressCallback] = None) -> FinishReport: ...
     def verify(
-        self, backup: Optional[str] = None, restore_point: Optional[str] = None
+        self,
+        backup: Optional[str] = None,
+        restore_point: Optional[str] = None,
+        *,
+        before: Optional[datetime] = None,
     ) -> VerifyReport:
         """Runs every pre-flight check of a restore; changes nothing."""
     def plan_restore_abort(self) -> AbortPlan: ...
-    def restore_abort(self) -> AbortReport:
+    def restore_abort(self, *, progress: Optional[_ProgressCallback] = None) -> AbortReport:
         """Undoes ``restore_start``: the old data directories are put back."""
     @overload
     def apply(self, plan: ArchivePlan) -> ArchiveReport:

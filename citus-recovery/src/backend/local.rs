@@ -435,8 +435,11 @@ impl ClusterBackend for LocalBackend {
             data_dir.to_path_buf(),
             tablespaces.to_vec(),
         );
+        let reporter = crate::progress::current();
         self.on_host(node, "extract backup", move || {
-            extract::extract_backup(&backup, &data_dir, &tablespaces)
+            crate::progress::on_thread(reporter, || {
+                extract::extract_backup(&backup, &data_dir, &tablespaces)
+            })
         })
         .await
         .map_err(|e| match e {
@@ -599,8 +602,11 @@ impl ClusterBackend for LocalBackend {
         tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
         let (data_dir, tablespaces) = (data_dir.to_path_buf(), tablespaces.to_vec());
+        let reporter = crate::progress::current();
         self.on_host(node, "extract backup", move || {
-            extract::extract_streams(tars, &data_dir, &tablespaces)
+            crate::progress::on_thread(reporter, || {
+                extract::extract_streams(tars, &data_dir, &tablespaces)
+            })
         })
         .await
         .map_err(|e| match e {

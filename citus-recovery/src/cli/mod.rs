@@ -2,6 +2,7 @@
 //! this module only parses, calls and prints.
 
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +49,31 @@ struct Args {
     /// Only errors on stderr, no progress.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Log lines as text or as JSON objects, one a line (default: json with --json, else text).
+    /// Which lines: CITUS_RECOVERY_LOG, else RUST_LOG (such as `citus_recovery=debug`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The time zone times are shown in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TimeZone {
+    /// UTC (for machines and for comparing across hosts).
+    #[value(name = "utc", alias = "UTC")]
+    Utc,
+    /// This host's local time zone.
+    Local,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +115,10 @@ enum Command {
         /// The restore point (default: restorePoint from the config).
         #[arg(long)]
         restore_point: Option<String>,
+        /// Instead of --restore-point: the newest restore point on every node created before
+        /// this time ("2026-11-26 14:05:00+00").
+        #[arg(long, conflicts_with = "restore_point")]
+        before: Option<String>,
     },
     /// End recovery on every node: the restored cluster becomes writable.
     RestoreFinish,
@@ -102,6 +130,10 @@ enum Command {
         /// The restore point (default: restorePoint from the config).
         #[arg(long)]
         restore_point: Option<String>,
+        /// Instead of --restore-point: the newest restore point on every node created before
+        /// this time ("2026-11-26 14:05:00+00").
+        #[arg(long, conflicts_with = "restore_point")]
+        before: Option<String>,
     },
     /// Undo restore-start: stop the recovering nodes and put the old data directories back.
     RestoreAbort,
@@ -111,6 +143,9 @@ enum Command {
         /// really hold it, including points not in the catalog (slower).
         #[arg(long)]
         scan: bool,
+        /// The time zone restore points' times are shown in.
+        #[arg(long, value_enum, default_value = "utc")]
+        tz: TimeZone,
     },
     /// Show who holds the cluster's lock in the repository; with --force, break it.
     Unlock {
@@ -202,19 +237,9 @@ enum ClusterCommand {
 /// Runs the tool; the exit code is 0 on success, 1 on any error (printed on stderr).
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = if args.quiet {
-        "error"
-    } else {
-        "citus_recovery=info"
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    let json_logs = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
+    let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet), json_logs);
+    init_logging(&args, &display);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -228,8 +253,13 @@ pub fn main() -> ExitCode {
     if let Command::ArchivePush { .. } | Command::ArchiveGet { .. } = &args.command {
         return runtime.block_on(wal_command(&args));
     }
-    let out = Output { json: args.json };
-    match runtime.block_on(run(&args, &out)) {
+    let out = Output {
+        json: args.json,
+        progress: display.clone(),
+    };
+    let result = runtime.block_on(run(&args, &out, &display));
+    display.finish();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -238,7 +268,40 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
+/// Log lines on stderr (through the progress bars, when shown), filtered by `CITUS_RECOVERY_LOG`
+/// or `RUST_LOG`; every line logged during a node's steps names the node.
+fn init_logging(args: &Args, display: &progress::Progress) {
+    let default = if args.quiet {
+        "error"
+    } else {
+        "citus_recovery=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(display.log_writer())
+        // Colours only for a person at a terminal, never into files or log collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false);
+    if display.json_logs() {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(
+    args: &Args,
+    out: &Output,
+    display: &std::sync::Arc<progress::Progress>,
+) -> citus_recovery::Result<()> {
     // Generated from the command definition; no config needed.
     match &args.command {
         Command::Completions { shell } => {
@@ -270,6 +333,11 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         _ => {}
     }
     let cluster = Cluster::new(load_config(args)?)?;
+    let options = citus_recovery::RunOptions {
+        progress: display.sink(),
+        ..cluster.options().clone()
+    };
+    let cluster = cluster.with_options(options);
     let dry = args.dry_run;
     match &args.command {
         Command::Cluster(cmd) => cluster_command(&cluster, cmd, dry, out).await,
@@ -318,10 +386,15 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         Command::RestoreStart {
             backup,
             restore_point,
+            before,
         } => {
-            let (backup, point) = (backup.as_deref(), restore_point.as_deref());
+            let chosen = point_before(&cluster, before.as_deref()).await?;
+            let point = chosen.as_ref().map(|c| c.name.as_str());
+            let (backup, point) = (backup.as_deref(), point.or(restore_point.as_deref()));
             if dry {
-                return out.plan(&cluster.plan_restore_start(backup, point).await?);
+                let mut plan = cluster.plan_restore_start(backup, point).await?;
+                plan.notes.extend(chosen.map(|c| c.note));
+                return out.plan(&plan);
             }
             out.report(&cluster.restore_start(backup, point).await?)
         }
@@ -340,9 +413,12 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
         Command::Verify {
             backup,
             restore_point,
+            before,
         } => {
+            let chosen = point_before(&cluster, before.as_deref()).await?;
+            let point = chosen.as_ref().map(|c| c.name.as_str());
             let report = cluster
-                .verify(backup.as_deref(), restore_point.as_deref())
+                .verify(backup.as_deref(), point.or(restore_point.as_deref()))
                 .await?;
             out.report(&report)?;
             if report.ok() {
@@ -355,13 +431,15 @@ async fn run(args: &Args, out: &Output) -> citus_recovery::Result<()> {
                 })
             }
         }
-        Command::List { scan: false } => out.list_recorded(
+        Command::List { scan: false, tz } => out.list_recorded(
             &cluster.list_backups().await?,
             &cluster.list_restore_points().await?,
+            *tz == TimeZone::Local,
         ),
-        Command::List { scan: true } => out.list(
+        Command::List { scan: true, tz } => out.list(
             &cluster.list_backups().await?,
             &cluster.archived_restore_points().await?,
+            *tz == TimeZone::Local,
         ),
         Command::Unlock { force } => {
             let holder = if *force && !dry {
@@ -396,6 +474,21 @@ fn node_tablespaces(
         .iter()
         .map(|v| citus_recovery::backend::node_side::parse_tablespace(v))
         .collect()
+}
+
+/// The restore point `--before` names, if given; its note (which point, how far before the
+/// time) is logged, and goes into a dry run's plan.
+async fn point_before(
+    cluster: &Cluster,
+    before: Option<&str>,
+) -> citus_recovery::Result<Option<citus_recovery::verify::before::ChosenPoint>> {
+    let Some(text) = before else {
+        return Ok(None);
+    };
+    let time = citus_recovery::verify::before::parse_time(text)?;
+    let chosen = cluster.restore_point_before(time).await?;
+    tracing::info!("{}", chosen.note);
+    Ok(Some(chosen))
 }
 
 /// The config, read from its absolute path (it goes into archive_command and restore_command),

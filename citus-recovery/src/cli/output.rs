@@ -11,11 +11,14 @@ use citus_recovery::{Backup, ClusterStatus, Plan, RestorePoint, Result};
 pub struct Output {
     /// JSON instead of text.
     pub json: bool,
+    /// The live progress, ended before anything is printed so output never tears the bars.
+    pub progress: std::sync::Arc<super::progress::Progress>,
 }
 
 impl Output {
     /// A plan: its numbered steps, or its JSON.
     pub fn plan<P: Plan>(&self, plan: &P) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!("{}", plan.to_json());
         } else {
@@ -26,6 +29,7 @@ impl Output {
 
     /// A command's report.
     pub fn report<T: Serialize + Display>(&self, report: &T) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!(
                 "{}",
@@ -44,6 +48,7 @@ impl Output {
 
     /// A line of text (as `{"message": ...}` in JSON).
     pub fn text(&self, text: &str) -> Result<()> {
+        self.progress.finish();
         if self.json {
             println!("{}", serde_json::json!({ "message": text }));
         } else {
@@ -52,8 +57,14 @@ impl Output {
         Ok(())
     }
 
-    /// Backups and restore points.
-    pub fn list(&self, backups: &[Backup], points: &[ArchivedRestorePoint]) -> Result<()> {
+    /// Backups and restore points; `local`: restore points' times in this host's time zone.
+    pub fn list(
+        &self,
+        backups: &[Backup],
+        points: &[ArchivedRestorePoint],
+        local: bool,
+    ) -> Result<()> {
+        self.progress.finish();
         if self.json {
             let value = serde_json::json!({ "backups": backups, "restore_points": points });
             println!(
@@ -68,13 +79,19 @@ impl Output {
         }
         println!("restore points in the WAL archives ({}):", points.len());
         for p in points {
-            print!("{p}");
+            print!("{}", p.render(local));
         }
         Ok(())
     }
 
     /// Backups and the restore points recorded in the catalog.
-    pub fn list_recorded(&self, backups: &[Backup], points: &[RestorePoint]) -> Result<()> {
+    pub fn list_recorded(
+        &self,
+        backups: &[Backup],
+        points: &[RestorePoint],
+        local: bool,
+    ) -> Result<()> {
+        self.progress.finish();
         if self.json {
             let value = serde_json::json!({ "backups": backups, "restore_points": points });
             println!(
@@ -89,7 +106,7 @@ impl Output {
         }
         println!("restore points in the catalog ({}):", points.len());
         for p in points {
-            print!("{p}");
+            print!("{}", p.render(local));
         }
         Ok(())
     }

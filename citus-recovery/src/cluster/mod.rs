@@ -203,6 +203,18 @@ impl Cluster {
         .await
     }
 
+    /// The newest restore point created before `before` that is in every node's WAL archive
+    /// (see [`crate::verify::before::point_before`]): restore to its name as if it had been
+    /// given; its `note` says which and how far before the time it is.
+    pub async fn restore_point_before(
+        &self,
+        before: chrono::DateTime<Utc>,
+    ) -> Result<crate::verify::before::ChosenPoint> {
+        let nodes: Vec<String> = self.config().nodes().map(|n| n.name.clone()).collect();
+        let points = self.archived_restore_points().await?;
+        crate::verify::before::point_before(&points, &nodes, &self.list_backups().await?, before)
+    }
+
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.
     pub fn restore_state(&self) -> Result<Option<RestoreState>> {
         RestoreState::load(self.config())

@@ -188,7 +188,11 @@ pub(crate) async fn run_phases(
             opts.concurrency
         };
         let results: Vec<Result<NodeOutputs>> = stream::iter(&phase.nodes)
-            .map(|np| run_node(backend, np, opts))
+            .map(|np| {
+                // Every line logged while a node's steps run names the node.
+                let span = tracing::info_span!("node", node = %np.node);
+                tracing::Instrument::instrument(run_node(backend, np, opts), span)
+            })
             .buffered(limit)
             .collect()
             .await;
@@ -223,8 +227,22 @@ async fn run_node(
         .clone();
     let mut outputs = Vec::new();
     for step in &np.steps {
-        tracing::info!(node = %node.name, "{step}");
-        if let Some(out) = step.run(backend, &node, opts).await? {
+        // The node is in the span around these steps (run_phases).
+        tracing::info!("{step}");
+        let phase = serde_json::to_value(step).ok();
+        let phase = phase
+            .as_ref()
+            .and_then(|v| v["action"].as_str())
+            .unwrap_or("step");
+        let work = step.run(backend, &node, opts);
+        let run = crate::progress::run_step(
+            opts.progress.as_ref(),
+            &node.name,
+            phase,
+            step.to_string(),
+            work,
+        );
+        if let Some(out) = run.await? {
             outputs.push(out);
         }
     }

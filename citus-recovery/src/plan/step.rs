@@ -378,6 +378,8 @@ pub struct RunOptions {
     /// The repository of the WAL archive, when the config has one; [`crate::Cluster`] sets it
     /// (from the config's `repository`) whatever options it is given.
     pub repository: Option<std::sync::Arc<dyn crate::repository::Repository>>,
+    /// Where every node's step reports its progress (see [`crate::progress`]); `None`: nowhere.
+    pub progress: Option<crate::progress::ProgressSink>,
 }
 
 impl Default for RunOptions {
@@ -387,6 +389,7 @@ impl Default for RunOptions {
             wait_timeout: Duration::from_secs(3600),
             poll_interval: Duration::from_millis(100),
             repository: None,
+            progress: None,
         }
     }
 }
@@ -671,43 +674,49 @@ async fn base_backup(
     };
     let start_time = Utc::now();
     // Without a folder the backup goes into the repository.
-    let (bytes, tablespaces, manifest, manifest_place) = match folder {
-        Some(folder) => {
-            let files = backend.base_backup(node, folder, backup).await?;
-            let manifest_path = folder.join("backup_manifest");
-            let manifest = backend
-                .read_file(node, &manifest_path)
-                .await?
-                .ok_or_else(|| {
-                    Error::node(
-                        &node.name,
-                        "pg_basebackup",
-                        format!("it wrote no {}", manifest_path.display()),
-                    )
-                })?;
-            let place = manifest_path.display().to_string();
-            (files.bytes, files.tablespaces, manifest, place)
-        }
-        None => {
-            let repo = opts
-                .repository
-                .as_deref()
-                .ok_or_else(|| no_repository(backend, "take a backup into the repository"))?;
-            // Without WAL in the stream, the server ends the backup only once the WAL it needs
-            // is archived: when archiving is stuck, fail rather than wait for ever. Dropping
-            // the stream stops pg_basebackup and leaves nothing visible in the repository.
-            let stored = tokio::select! {
-                stored = super::basebackup::into_repository(backend, repo, node, backup, &client) => stored?,
-                stuck = archiving_stuck(backend, &client, node, opts) => return Err(stuck),
-            };
-            (
-                stored.bytes,
-                stored.tablespaces,
-                stored.manifest,
-                stored.manifest_key,
-            )
-        }
+    let taken = async {
+        Ok::<_, Error>(match folder {
+            Some(folder) => {
+                let files = backend.base_backup(node, folder, backup).await?;
+                let manifest_path = folder.join("backup_manifest");
+                let manifest = backend
+                    .read_file(node, &manifest_path)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::node(
+                            &node.name,
+                            "pg_basebackup",
+                            format!("it wrote no {}", manifest_path.display()),
+                        )
+                    })?;
+                let place = manifest_path.display().to_string();
+                (files.bytes, files.tablespaces, manifest, place)
+            }
+            None => {
+                let repo = opts
+                    .repository
+                    .as_deref()
+                    .ok_or_else(|| no_repository(backend, "take a backup into the repository"))?;
+                // Without WAL in the stream, the server ends the backup only once the WAL it needs
+                // is archived: when archiving is stuck, fail rather than wait for ever. Dropping
+                // the stream stops pg_basebackup and leaves nothing visible in the repository.
+                let stored = tokio::select! {
+                    stored = super::basebackup::into_repository(backend, repo, node, backup, &client) => stored?,
+                    stuck = archiving_stuck(backend, &client, node, opts) => return Err(stuck),
+                };
+                (
+                    stored.bytes,
+                    stored.tablespaces,
+                    stored.manifest,
+                    stored.manifest_key,
+                )
+            }
+        })
     };
+    let (bytes, tablespaces, manifest, manifest_place) =
+        crate::progress::base_backup(&client, taken).await?;
+    // The real size, which the server's estimate only approached: the step ends at 100% of it.
+    crate::progress::update(crate::progress::ProgressUnit::Bytes, bytes, Some(bytes));
     let (start_lsn, end_lsn, timeline) = wal_range(&manifest).ok_or_else(|| {
         Error::node(
             &node.name,
@@ -817,6 +826,7 @@ async fn wait_archived(
     segment: &str,
     opts: &RunOptions,
 ) -> Result<()> {
+    crate::progress::message(format!("waiting until WAL segment {segment} is archived"));
     let target = archive.join(segment);
     // With a repository, archive-push puts it there, not in the folder.
     let place = match &opts.repository {
@@ -837,6 +847,7 @@ async fn wait_archived(
             Some(repo) => crate::archiving::is_archived(repo.as_ref(), &node.name, segment).await,
             None => backend.exists(node, &target).await,
         };
+        crate::progress::tick();
         match found {
             Ok(true) => return Ok(()),
             Ok(false) => {}

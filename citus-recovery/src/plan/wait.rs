@@ -36,6 +36,8 @@ pub(super) async fn paused(
     // Asking pg_ctl starts a process: while the server refuses connections (starting up), ask
     // it once a second rather than at every poll.
     let mut last_state_check: Option<Instant> = None;
+    // Replay progress runs from the first LSN seen to the restore point's record.
+    let mut first_lsn: Option<Lsn> = None;
     loop {
         if started.elapsed() > opts.wait_timeout {
             return Err(Error::node(
@@ -101,6 +103,20 @@ pub(super) async fn paused(
                         ),
                     ));
                 }
+                if let (Ok(now), Some(t)) = (lsn.parse::<Lsn>(), target) {
+                    if first_lsn.is_none() && crate::progress::current().is_some() {
+                        first_lsn = Some(replay_start(c, now).await);
+                    }
+                    if let Some(from) = first_lsn {
+                        let (done, total) =
+                            (now.0.saturating_sub(from.0), t.0.saturating_sub(from.0));
+                        crate::progress::update(
+                            crate::progress::ProgressUnit::WalBytes,
+                            done,
+                            Some(total),
+                        );
+                    }
+                }
                 if state == "paused" {
                     let replay_lsn = parse_lsn(node, &lsn)?;
                     match target {
@@ -124,6 +140,17 @@ pub(super) async fn paused(
         }
         tokio::time::sleep(opts.poll_interval).await;
     }
+}
+
+/// Where replay began, for progress: the redo point of the checkpoint recovery started from
+/// (still the backup's early on), else the replay LSN first seen.
+async fn replay_start(client: &tokio_postgres::Client, now: Lsn) -> Lsn {
+    let redo = client
+        .query_one("SELECT redo_lsn::text FROM pg_control_checkpoint()", &[])
+        .await
+        .ok()
+        .and_then(|row| row.get::<_, String>(0).parse::<Lsn>().ok());
+    redo.map_or(now, |r| r.min(now))
 }
 
 /// Why recovery paused, from the server log: the lines PostgreSQL writes for a pause.

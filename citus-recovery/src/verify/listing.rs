@@ -41,13 +41,33 @@ pub struct ArchivedRestorePoint {
 
 impl fmt::Display for ArchivedRestorePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render(false))
+    }
+}
+
+impl ArchivedRestorePoint {
+    /// The listing's lines for this point, its time in UTC, or with `local` in this host's time
+    /// zone (with its offset).
+    pub fn render(&self, local: bool) -> String {
+        let mut out = String::new();
+        self.write(&mut out, local).expect("writing to a String");
+        out
+    }
+
+    fn write(&self, f: &mut impl fmt::Write, local: bool) -> fmt::Result {
         let first = self.copies.iter().map(|c| c.time).min();
         writeln!(
             f,
             "  {:?}  {}{}{}",
             self.name,
             first
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .map(|t| if local {
+                    t.with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S %:z")
+                        .to_string()
+                } else {
+                    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                })
                 .unwrap_or_default(),
             if self.recorded {
                 ""

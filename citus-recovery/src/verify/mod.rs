@@ -9,6 +9,7 @@
 //! The restore point is read from the archives themselves (the truth), so points made outside the
 //! library (`SELECT citus_create_restore_point(...)`) can be restored to as well.
 
+pub mod before;
 pub mod choose;
 pub mod listing;
 pub mod manifest;

@@ -65,6 +65,7 @@ pub(in crate::backend) fn extract_backup(
 ) -> Result<()> {
     let tars = backup_tars(backup)?;
     let targets = check_targets(backup, &tars.tablespaces, data_dir, tablespaces)?;
+    report_total(backup);
     let data_fd = make_new_dir(data_dir)?;
     let base = backup.join("base.tar");
     let map_seen = unpack(&base, &data_fd, TarKind::Base, &targets)?;
@@ -112,6 +113,13 @@ pub(super) fn extract_streams(
         key: format!("the backup_manifest beside {base_name}"),
         problem,
     })?;
+    // What extracting writes, as the total (tar headers make `done` pass it a little at the end;
+    // the total then grows with it).
+    crate::progress::update(
+        crate::progress::ProgressUnit::Bytes,
+        0,
+        Some(check.listed().1),
+    );
     let data_fd = make_new_dir(data_dir)?;
     let map_seen = unpack_from(
         base,
@@ -271,6 +279,20 @@ pub(in crate::backend) fn install_control_file(
 /// The last component of one of our constant relative paths.
 fn file_name(rel: &'static str) -> &'static OsStr {
     Path::new(rel).file_name().expect("a constant file path")
+}
+
+/// Reports the size of the backup's tar files as the extraction's total (progress only: a file
+/// that cannot be looked at counts as empty here and fails later when it is opened).
+fn report_total(backup: &Path) {
+    let total = std::fs::read_dir(backup)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().as_bytes().ends_with(b".tar"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    crate::progress::update(crate::progress::ProgressUnit::Bytes, 0, Some(total));
 }
 
 /// The tars of a backup folder.
@@ -501,6 +523,8 @@ fn unpack_from(
     targets: &BTreeMap<u32, PathBuf>,
     mut check: Option<(&mut ManifestCheck, &str)>,
 ) -> Result<bool> {
+    // Counted as it is read: the restore's progress is bytes of the backup extracted.
+    let reader = crate::progress::CountingReader(reader);
     let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, reader));
     let read_err = |e: std::io::Error| read_error(tar_path, e);
     let tar_name = tar_path.display().to_string();
