@@ -257,7 +257,14 @@ impl Cluster {
         let catalog = self.catalog();
         // In a repository the name may be taken by another admin host: refused before any work.
         let taken = if catalog.in_repository() {
-            catalog.backup_name_taken(&name).await?
+            if catalog.backup_name_taken(&name).await? {
+                return Err(Error::InvalidArgument {
+                    what: "backup name",
+                    value: name,
+                    problem: "is taken in the repository's catalog; choose another name".into(),
+                });
+            }
+            false
         } else {
             catalog.backup_folder_exists(&name)
         };
