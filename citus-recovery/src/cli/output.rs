@@ -74,9 +74,15 @@ impl Output {
     }
 
     /// Backups and the restore points recorded in the catalog.
-    pub fn list_recorded(&self, backups: &[Backup], points: &[RestorePoint]) -> Result<()> {
+    /// `unreachable`: the points no backup reaches (after expire), marked.
+    pub fn list_recorded(
+        &self,
+        backups: &[Backup],
+        points: &[RestorePoint],
+        unreachable: &[String],
+    ) -> Result<()> {
         if self.json {
-            let value = serde_json::json!({ "backups": backups, "restore_points": points });
+            let value = serde_json::json!({ "backups": backups, "restore_points": points, "unreachable_restore_points": unreachable });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("plain data serializes")
@@ -89,6 +95,9 @@ impl Output {
         }
         println!("restore points in the catalog ({}):", points.len());
         for p in points {
+            if unreachable.contains(&p.name) {
+                println!("  (UNREACHABLE: older than the oldest backup; `expire --restore-points` removes it)");
+            }
             print!("{p}");
         }
         Ok(())
