@@ -52,12 +52,39 @@ pub struct ExpireListing {
 
 impl ExpireListing {
     /// Reads the catalog and the store. `repo` is the config's repository (to read a
-    /// segment's header for the segment size).
+    /// segment's header for each node's segment size).
     pub async fn read(
         config: &ClusterConfig,
         catalog: &Catalog,
         store: &dyn ExpireStore,
         repo: Option<&std::sync::Arc<dyn crate::repository::Repository>>,
+    ) -> Result<Self> {
+        let mut listing = Self::read_files(config, catalog, store).await?;
+        for node in config.nodes() {
+            if !listing.wal[&node.name].iter().any(|f| f.name.len() == 24) {
+                continue;
+            }
+            let (repo, dir, name) = (repo.cloned(), config.archive_dir(node), node.name.clone());
+            let handle = tokio::runtime::Handle::current();
+            let failed = |e: String| Error::node(&node.name, "read the WAL segment size", e);
+            let size = tokio::task::spawn_blocking(move || {
+                let source = wal::node_source(repo, dir, &name, handle)?;
+                wal::ArchiveListing::read_in(source.as_ref(), None).map(|l| l.seg_size)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(e.to_string()))?;
+            listing.segment_size.insert(node.name.clone(), size);
+        }
+        Ok(listing)
+    }
+
+    /// Like [`ExpireListing::read`], with every node's segment size taken to be the default
+    /// 16 MiB instead of read from its archive.
+    pub async fn read_files(
+        config: &ClusterConfig,
+        catalog: &Catalog,
+        store: &dyn ExpireStore,
     ) -> Result<Self> {
         let mut listing = ExpireListing {
             backups: catalog.backups().await?,
@@ -67,23 +94,12 @@ impl ExpireListing {
             ..ExpireListing::default()
         };
         for node in config.nodes() {
-            let files = store.wal_files(&node.name).await?;
-            let size = if files.iter().any(|f| f.name.len() == 24) {
-                let (repo, dir, name) =
-                    (repo.cloned(), config.archive_dir(node), node.name.clone());
-                let handle = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    let source = wal::node_source(repo, dir, &name, handle)?;
-                    wal::ArchiveListing::read_in(source.as_ref(), None).map(|l| l.seg_size)
-                })
-                .await
-                .map_err(|e| Error::node(&node.name, "read the WAL segment size", e.to_string()))?
-                .map_err(|e| Error::node(&node.name, "read the WAL segment size", e.to_string()))?
-            } else {
-                wal::DEFAULT_SEGMENT_SIZE
-            };
-            listing.segment_size.insert(node.name.clone(), size);
-            listing.wal.insert(node.name.clone(), files);
+            listing
+                .wal
+                .insert(node.name.clone(), store.wal_files(&node.name).await?);
+            listing
+                .segment_size
+                .insert(node.name.clone(), wal::DEFAULT_SEGMENT_SIZE);
         }
         Ok(listing)
     }
