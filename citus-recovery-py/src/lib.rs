@@ -11,6 +11,7 @@ mod catalog;
 mod cluster;
 mod convert;
 mod errors;
+mod lifecycle;
 mod plans;
 mod reports;
 mod runtime;
@@ -51,6 +52,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<reports::PyNodeStatus>()?;
     m.add_class::<reports::PyRestoreState>()?;
     m.add_class::<reports::PyNodeRestore>()?;
+    m.add_class::<lifecycle::PyExpirePlan>()?;
+    m.add_class::<lifecycle::PyCheckReport>()?;
     errors::register(m)?;
     Ok(())
 }
