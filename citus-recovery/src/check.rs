@@ -130,6 +130,9 @@ pub struct CheckReport {
     pub status: Status,
     /// The citus-recovery version that checked.
     pub tool_version: String,
+    /// The version of the config's `binary` (what the servers run as `archive_command` with a
+    /// repository), when it is set.
+    pub binary_version: Option<String>,
     /// Every node, in config order.
     pub nodes: Vec<NodeHealth>,
     /// Complete backups.
@@ -668,6 +671,28 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
             &mut |s, c, m| cluster_finding(s, c, m),
         );
     }
+    let binary_version = match config.binary.clone() {
+        Some(b) => Some(
+            tokio::task::spawn_blocking(move || binary_version(&b))
+                .await
+                .unwrap_or_else(|e| format!("cannot run it: {e}")),
+        ),
+        None => None,
+    };
+    if let (Some(v), Some(_)) = (&binary_version, &config.repository) {
+        let ours = format!("citus-recovery {}", env!("CARGO_PKG_VERSION"));
+        if *v != ours {
+            findings.push(Finding {
+                status: Status::Warning,
+                node: None,
+                check: "binary".into(),
+                message: format!(
+                    "the servers' archive_command runs {} which says {v:?}, not {ours:?}: install the same version on every host",
+                    config.binary.as_ref().map(|b| b.display().to_string()).unwrap_or_default()
+                ),
+            });
+        }
+    }
     findings.sort_by_key(|f| std::cmp::Reverse(f.status));
     for h in &mut nodes {
         h.status = findings
@@ -686,6 +711,7 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
             .max()
             .unwrap_or(Status::Ok),
         tool_version: env!("CARGO_PKG_VERSION").into(),
+        binary_version,
         nodes,
         backups: backups.len(),
         newest_backup,
@@ -725,6 +751,24 @@ fn free_space(
             "{what} has {percent:.1}% free ({free} bytes; threshold {limit}%): free space or expire old backups (`citus-recovery expire`)"
         ),
     );
+}
+
+/// What `<binary> --version` prints (its first line), or why it could not run.
+fn binary_version(binary: &std::path::Path) -> String {
+    match std::process::Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        Ok(out) => format!("exited with {}", out.status),
+        Err(e) => format!("cannot run it: {e}"),
+    }
 }
 
 /// What `pg_stat_archiver` and the WAL position say.

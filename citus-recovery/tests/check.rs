@@ -171,5 +171,38 @@ async fn check_reports_backups_archiving_and_exit_codes() {
     let (code, text) = tool(&t, &["check"]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("CRITICAL: node worker1"), "{text}");
+
+    // Stopped nodes: critical, each named.
     c.stop().await.unwrap();
+    let report = c.check(false).await.unwrap();
+    for node in t.node_names() {
+        assert!(
+            report
+                .findings
+                .iter()
+                .any(|f| f.node.as_deref() == Some(&node) && f.check == "up"),
+            "{report}"
+        );
+    }
+    assert!(report
+        .nodes
+        .iter()
+        .all(|n| !n.up && n.status == Status::Critical));
+    let (code, _) = tool(&t, &["check", "--prometheus"]);
+    assert_eq!(code, 2);
+}
+
+/// The command-line tool's answer when the check itself cannot run: 3 (unknown).
+#[test]
+fn check_without_a_config_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(dir.path().join("missing.json"))
+        .arg("check")
+        .env_remove("CITUS_RECOVERY_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
 }

@@ -332,3 +332,24 @@ async fn expire_in_s3() {
     });
     scenario(&mut t, Some(settings)).await;
 }
+
+/// Without a retention in the config or on the command line, expire refuses and says both ways.
+#[test]
+fn expire_without_a_retention_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster-config.json");
+    std::fs::write(&config, common::config_json(dir.path(), 1)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(&config)
+        .args(["expire", "--dry-run"])
+        .env_remove("CITUS_RECOVERY_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("retention") && err.contains("--retain-full"),
+        "{err}"
+    );
+}
