@@ -853,3 +853,130 @@ async fn round_trip_node(cluster: &Cluster, node: &NodeConfig, t: &CheckThreshol
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, status: Status) -> NodeHealth {
+        NodeHealth {
+            node: name.into(),
+            status,
+            up: true,
+            in_recovery: Some(false),
+            server_version: Some("15.8".into()),
+            archiving: true,
+            archive_target_ok: true,
+            last_archived_wal: Some("000000010000000000000003".into()),
+            last_archived_age_seconds: Some(12.0),
+            archived_count: Some(3),
+            failed_count: Some(0),
+            last_failed_wal: None,
+            last_failed_age_seconds: None,
+            archiver_failing: false,
+            current_lsn: Some(Lsn(0x4000100)),
+            lag_segments: Some(0),
+            lag_bytes: Some(0x100),
+            free_bytes: Some(1 << 30),
+            total_bytes: Some(4 << 30),
+            round_trip_seconds: None,
+        }
+    }
+
+    #[test]
+    fn thresholds_and_free_space() {
+        assert_eq!(threshold(5.0, Some(8.0), Some(64.0)), None);
+        assert_eq!(
+            threshold(8.0, Some(8.0), Some(64.0)),
+            Some((Status::Warning, 8.0))
+        );
+        assert_eq!(
+            threshold(70.0, Some(8.0), Some(64.0)),
+            Some((Status::Critical, 64.0))
+        );
+        assert_eq!(threshold(70.0, None, None), None);
+        let t = CheckThresholds::default();
+        let mut seen = Vec::new();
+        free_space(&t, 10, 100, "disk", &mut |s, c, m| {
+            seen.push((s, c.to_string(), m))
+        });
+        free_space(&t, 4, 100, "disk", &mut |s, c, m| {
+            seen.push((s, c.to_string(), m))
+        });
+        free_space(&t, 50, 100, "disk", &mut |s, c, m| {
+            seen.push((s, c.to_string(), m))
+        });
+        let statuses: Vec<Status> = seen.iter().map(|x| x.0).collect();
+        assert_eq!(statuses, [Status::Warning, Status::Critical]);
+        assert!(seen[1].2.contains("4.0% free"), "{}", seen[1].2);
+    }
+
+    #[test]
+    fn prometheus_text_and_exit_codes() {
+        let report = CheckReport {
+            cluster_name: "prod \"a\"".into(),
+            time: Utc::now(),
+            status: Status::Warning,
+            tool_version: "0.1.0".into(),
+            binary_version: None,
+            nodes: vec![
+                node("coordinator", Status::Ok),
+                node("worker1", Status::Warning),
+            ],
+            backups: 2,
+            newest_backup: Some(Aged {
+                name: "b2".into(),
+                time: Utc::now(),
+                age_hours: 1.5,
+            }),
+            restore_points: 0,
+            newest_restore_point: None,
+            archive: "posix /srv/repo".into(),
+            archive_free_bytes: None,
+            archive_total_bytes: None,
+            round_trip: false,
+            findings: vec![Finding {
+                status: Status::Warning,
+                node: Some("worker1".into()),
+                check: "archive_lag".into(),
+                message: "9 closed WAL segment(s)".into(),
+            }],
+        };
+        assert_eq!(report.exit_code(), 1);
+        assert_eq!(Status::Ok.exit_code(), 0);
+        assert_eq!(Status::Critical.exit_code(), 2);
+        let text = report.to_prometheus();
+        assert!(
+            text.contains("citus_recovery_check_status{cluster=\"prod \\\"a\\\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "citus_recovery_node_status{cluster=\"prod \\\"a\\\"\",node=\"worker1\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "citus_recovery_newest_backup_age_seconds{cluster=\"prod \\\"a\\\"\"} 5400\n"
+            ),
+            "{text}"
+        );
+        // Unknown values are left out, not reported as 0.
+        assert!(
+            !text.contains("citus_recovery_newest_restore_point_age_seconds{"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("citus_recovery_round_trip_seconds{"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE citus_recovery_archive_lag_bytes gauge"));
+        let shown = report.to_string();
+        assert!(shown.starts_with("WARNING - cluster"), "{shown}");
+        assert!(shown.contains("WARNING: node worker1: 9 closed"), "{shown}");
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["status"], "warning");
+        assert_eq!(json["nodes"][1]["current_lsn"], "0/4000100");
+    }
+}
