@@ -403,161 +403,22 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
     let observed = crate::observe::cluster(cluster.backend()).await?;
     let mut findings: Vec<Finding> = Vec::new();
     let mut nodes = Vec::new();
-    for node in config.nodes() {
+    // Every node at once: the round trips wait in parallel.
+    let per_node = futures::future::join_all(config.nodes().map(|node| {
         let obs = observed
             .iter()
             .find(|o| o.node == node.name)
             .expect("observe::cluster observes every node");
-        let mut h = NodeHealth {
-            node: node.name.clone(),
-            status: Status::Ok,
-            up: obs.server == ServerState::Running && obs.error.is_none(),
-            in_recovery: obs.in_recovery,
-            server_version: obs.server_version.clone(),
-            archiving: obs.archiving(),
-            archive_target_ok: target_ok(config, node, &obs.settings),
-            last_archived_wal: None,
-            last_archived_age_seconds: None,
-            archived_count: None,
-            failed_count: None,
-            last_failed_wal: None,
-            last_failed_age_seconds: None,
-            archiver_failing: false,
-            current_lsn: None,
-            lag_segments: None,
-            lag_bytes: None,
-            free_bytes: None,
-            total_bytes: None,
-            round_trip_seconds: None,
-        };
-        if let Some((free, total)) = space(&config.data_dir(node)) {
-            (h.free_bytes, h.total_bytes) = (Some(free), Some(total));
+        async move {
+            let mut found = Vec::new();
+            let health = node_health(cluster, node, obs, round_trip, &mut found).await;
+            (health, found)
         }
-        let mut found = |status, check: &str, message: String| {
-            findings.push(Finding {
-                status,
-                node: Some(node.name.clone()),
-                check: check.into(),
-                message,
-            })
-        };
-        if !h.up {
-            found(
-                Status::Critical,
-                "up",
-                match &obs.error {
-                    Some(e) => format!("does not answer: {e}"),
-                    None => format!(
-                        "is not running ({}): nothing is archived; start it with `citus-recovery cluster start`",
-                        obs.server
-                    ),
-                },
-            );
-            nodes.push(h);
-            continue;
-        }
-        if obs.in_recovery == Some(true) {
-            found(
-                Status::Warning,
-                "recovery",
-                "is in recovery (a restore under way?): it archives nothing until restore-finish"
-                    .into(),
-            );
-        }
-        if !h.archiving {
-            found(
-                Status::Critical,
-                "archiving",
-                "WAL archiving is off: no restore can reach anything after its last archived segment; run `citus-recovery prepare-archiving`".into(),
-            );
-        } else if !h.archive_target_ok {
-            found(
-                Status::Critical,
-                "archiving",
-                format!(
-                    "archiving does not go into this config's archive ({}): run `citus-recovery prepare-archiving` (with --replace-existing if another tool set it up)",
-                    match &config.repository {
-                        Some(_) => "archive_command must be citus-recovery archive-push with this config",
-                        None => "archive_library must be basic_archive into archiveBaseFolder/<node>",
-                    }
-                ),
-            );
-        }
-        match archiver(cluster, node).await {
-            Ok(a) => {
-                h.last_archived_wal = a.last_archived_wal;
-                h.last_archived_age_seconds = a.last_archived_age;
-                h.archived_count = Some(a.archived_count);
-                h.failed_count = Some(a.failed_count);
-                h.last_failed_wal = a.last_failed_wal;
-                h.last_failed_age_seconds = a.last_failed_age;
-                h.archiver_failing = a.failing;
-                h.current_lsn = a.current_lsn;
-                if let (Some(lsn), Some(last)) = (a.current_lsn, h.last_archived_wal.as_deref()) {
-                    let seg_size = a.seg_size;
-                    if let Some((_, segno)) =
-                        parse_segment_file_name(last.get(..24).unwrap_or(last), seg_size)
-                    {
-                        let next = segno + 1;
-                        h.lag_segments = Some(lsn.segment(seg_size).saturating_sub(next));
-                        h.lag_bytes = Some(lsn.0.saturating_sub(next * seg_size));
-                    }
-                }
-                if h.archiver_failing {
-                    found(
-                        Status::Critical,
-                        "archiver",
-                        format!(
-                            "the archiver is failing: {} failure(s), the last on {} {:.0} s ago; the reason is in the server log ({})",
-                            a.failed_count,
-                            h.last_failed_wal.as_deref().unwrap_or("?"),
-                            h.last_failed_age_seconds.unwrap_or(0.0),
-                            config.log_file(node).display()
-                        ),
-                    );
-                }
-                if h.archiving && h.last_archived_wal.is_none() && obs.in_recovery != Some(true) {
-                    found(
-                        Status::Warning,
-                        "archiver",
-                        "nothing was archived since the statistics were reset or the server started".into(),
-                    );
-                }
-                if let Some(lag) = h.lag_segments {
-                    let (w, c) = (
-                        t.archive_lag_warning.map(|v| v as f64),
-                        t.archive_lag_critical.map(|v| v as f64),
-                    );
-                    if let Some((s, limit)) = threshold(lag as f64, w, c) {
-                        found(
-                            s,
-                            "archive_lag",
-                            format!(
-                                "{lag} closed WAL segment(s) ({} bytes) wait to be archived (threshold {limit})",
-                                h.lag_bytes.unwrap_or(0)
-                            ),
-                        );
-                    }
-                }
-            }
-            Err(e) => found(Status::Critical, "archiver", e.to_string()),
-        }
-        if let (Some(free), Some(total)) = (h.free_bytes, h.total_bytes) {
-            free_space(
-                &t,
-                free,
-                total,
-                "the data directory's file system",
-                &mut found,
-            );
-        }
-        if round_trip && obs.in_recovery == Some(false) && h.archiving {
-            match round_trip_node(cluster, node, &t).await {
-                Ok(s) => h.round_trip_seconds = Some(s),
-                Err(e) => found(Status::Critical, "round_trip", e.to_string()),
-            }
-        }
-        nodes.push(h);
+    }))
+    .await;
+    for (health, found) in per_node {
+        nodes.push(health);
+        findings.extend(found);
     }
 
     let catalog = cluster.catalog();
@@ -723,6 +584,168 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
         round_trip,
         findings,
     })
+}
+
+/// One node's health; its findings go to `findings`.
+async fn node_health(
+    cluster: &Cluster,
+    node: &NodeConfig,
+    obs: &crate::observe::NodeObservation,
+    round_trip: bool,
+    findings: &mut Vec<Finding>,
+) -> NodeHealth {
+    let config = cluster.config();
+    let t = config.check;
+    let mut h = NodeHealth {
+        node: node.name.clone(),
+        status: Status::Ok,
+        up: obs.server == ServerState::Running && obs.error.is_none(),
+        in_recovery: obs.in_recovery,
+        server_version: obs.server_version.clone(),
+        archiving: obs.archiving(),
+        archive_target_ok: target_ok(config, node, &obs.settings),
+        last_archived_wal: None,
+        last_archived_age_seconds: None,
+        archived_count: None,
+        failed_count: None,
+        last_failed_wal: None,
+        last_failed_age_seconds: None,
+        archiver_failing: false,
+        current_lsn: None,
+        lag_segments: None,
+        lag_bytes: None,
+        free_bytes: None,
+        total_bytes: None,
+        round_trip_seconds: None,
+    };
+    if let Some((free, total)) = space(&config.data_dir(node)) {
+        (h.free_bytes, h.total_bytes) = (Some(free), Some(total));
+    }
+    let mut found = |status, check: &str, message: String| {
+        findings.push(Finding {
+            status,
+            node: Some(node.name.clone()),
+            check: check.into(),
+            message,
+        })
+    };
+    if !h.up {
+        found(
+            Status::Critical,
+            "up",
+            match &obs.error {
+                Some(e) => format!("does not answer: {e}"),
+                None => format!(
+                    "is not running ({}): nothing is archived; start it with `citus-recovery cluster start`",
+                    obs.server
+                ),
+            },
+        );
+        return h;
+    }
+    if obs.in_recovery == Some(true) {
+        found(
+            Status::Warning,
+            "recovery",
+            "is in recovery (a restore under way?): it archives nothing until restore-finish"
+                .into(),
+        );
+    }
+    if !h.archiving {
+        found(
+            Status::Critical,
+            "archiving",
+            "WAL archiving is off: no restore can reach anything after its last archived segment; run `citus-recovery prepare-archiving`".into(),
+        );
+    } else if !h.archive_target_ok {
+        found(
+            Status::Critical,
+            "archiving",
+            format!(
+                "archiving does not go into this config's archive ({}): run `citus-recovery prepare-archiving` (with --replace-existing if another tool set it up)",
+                match &config.repository {
+                    Some(_) => "archive_command must be citus-recovery archive-push with this config",
+                    None => "archive_library must be basic_archive into archiveBaseFolder/<node>",
+                }
+            ),
+        );
+    }
+    match archiver(cluster, node).await {
+        Ok(a) => {
+            h.last_archived_wal = a.last_archived_wal;
+            h.last_archived_age_seconds = a.last_archived_age;
+            h.archived_count = Some(a.archived_count);
+            h.failed_count = Some(a.failed_count);
+            h.last_failed_wal = a.last_failed_wal;
+            h.last_failed_age_seconds = a.last_failed_age;
+            h.archiver_failing = a.failing;
+            h.current_lsn = a.current_lsn;
+            if let (Some(lsn), Some(last)) = (a.current_lsn, h.last_archived_wal.as_deref()) {
+                let seg_size = a.seg_size;
+                if let Some((_, segno)) =
+                    parse_segment_file_name(last.get(..24).unwrap_or(last), seg_size)
+                {
+                    let next = segno + 1;
+                    h.lag_segments = Some(lsn.segment(seg_size).saturating_sub(next));
+                    h.lag_bytes = Some(lsn.0.saturating_sub(next * seg_size));
+                }
+            }
+            if h.archiver_failing {
+                found(
+                    Status::Critical,
+                    "archiver",
+                    format!(
+                        "the archiver is failing: {} failure(s), the last on {} {:.0} s ago; the reason is in the server log ({})",
+                        a.failed_count,
+                        h.last_failed_wal.as_deref().unwrap_or("?"),
+                        h.last_failed_age_seconds.unwrap_or(0.0),
+                        config.log_file(node).display()
+                    ),
+                );
+            }
+            if h.archiving && h.last_archived_wal.is_none() && obs.in_recovery != Some(true) {
+                found(
+                    Status::Warning,
+                    "archiver",
+                    "nothing was archived since the statistics were reset or the server started"
+                        .into(),
+                );
+            }
+            if let Some(lag) = h.lag_segments {
+                let (w, c) = (
+                    t.archive_lag_warning.map(|v| v as f64),
+                    t.archive_lag_critical.map(|v| v as f64),
+                );
+                if let Some((s, limit)) = threshold(lag as f64, w, c) {
+                    found(
+                        s,
+                        "archive_lag",
+                        format!(
+                            "{lag} closed WAL segment(s) ({} bytes) wait to be archived (threshold {limit})",
+                            h.lag_bytes.unwrap_or(0)
+                        ),
+                    );
+                }
+            }
+        }
+        Err(e) => found(Status::Critical, "archiver", e.to_string()),
+    }
+    if let (Some(free), Some(total)) = (h.free_bytes, h.total_bytes) {
+        free_space(
+            &t,
+            free,
+            total,
+            "the data directory's file system",
+            &mut found,
+        );
+    }
+    if round_trip && obs.in_recovery == Some(false) && h.archiving {
+        match round_trip_node(cluster, node, &t).await {
+            Ok(s) => h.round_trip_seconds = Some(s),
+            Err(e) => found(Status::Critical, "round_trip", e.to_string()),
+        }
+    }
+    h
 }
 
 fn free_space(
