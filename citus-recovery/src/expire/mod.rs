@@ -281,7 +281,7 @@ impl ExpirePlan {
             }
             if *protected {
                 notes.push(format!(
-                    "backup folder {name} has its own complete manifest but is not in the repository's catalog (taken before the config had a repository): left alone"
+                    "backup folder {name} has a complete manifest but the catalog does not list it (taken before the config had a repository, or its manifest is not trusted: see the warnings): left alone"
                 ));
                 continue;
             }

@@ -53,8 +53,10 @@ pub trait ExpireStore: Send + Sync {
     async fn wal_files(&self, node: &str) -> Result<Vec<StoredFile>>;
     /// Removes one WAL file that [`ExpireStore::wal_files`] listed.
     async fn delete_wal(&self, node: &str, file: &StoredFile) -> Result<()>;
-    /// Every backup that has files, by name. `protected` ones hold an old layout's complete
-    /// manifest the catalog does not know (a config that gained a repository): never removed.
+    /// Every backup that has files, by name, and whether it is protected: its folder holds a
+    /// complete manifest (a backup the catalog does not list: taken before the config had a
+    /// repository, or with a manifest the catalog does not trust). Protected ones are never
+    /// removed as leftovers.
     async fn backup_files(&self) -> Result<BTreeMap<String, (FileSet, bool)>>;
     /// Removes every file of `backup`.
     async fn delete_backup_files(&self, backup: &str) -> Result<()>;
@@ -240,12 +242,9 @@ impl ExpireStore for FolderStore {
     }
 
     async fn backup_files(&self) -> Result<BTreeMap<String, (FileSet, bool)>> {
-        // The folder catalog's complete backups carry their manifest: the plan knows them
-        // from the catalog, so nothing here is protected.
-        Ok(backup_folders(&self.config)?
-            .into_iter()
-            .map(|(k, (set, _))| (k, (set, false)))
-            .collect())
+        // A folder with a manifest the catalog did not list (one it does not trust) is
+        // protected: expire removes a manifest only as the first step of removing its backup.
+        backup_folders(&self.config)
     }
 
     async fn delete_backup_files(&self, backup: &str) -> Result<()> {

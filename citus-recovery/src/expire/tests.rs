@@ -390,3 +390,63 @@ async fn an_expire_stopped_at_any_deletion_keeps_everything_kept_and_finishes_ne
     }
     assert!(k > 20, "every deletion was a stopping point: {k}");
 }
+
+/// In the folders: an interrupted backup's folder (no manifest) is a leftover and goes; a
+/// folder whose manifest the catalog does not trust is left alone; nothing else there is
+/// taken for a backup.
+#[tokio::test]
+async fn folder_leftovers_go_and_doubtful_backups_stay() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let catalog = Catalog::new(&config);
+    let base = dir.path().join("backup");
+    crate::trusted::ensure_dir(&base).unwrap();
+    for (i, b) in [backup(0), backup(1)].iter().enumerate() {
+        catalog.create_backup_dir(&b.name).unwrap();
+        for part in &b.nodes {
+            std::fs::create_dir(base.join(&b.name).join(&part.node)).unwrap();
+            std::fs::write(
+                base.join(&b.name).join(&part.node).join("base.tar"),
+                vec![0u8; 100],
+            )
+            .unwrap();
+            catalog.write_node_manifest(part).await.unwrap();
+        }
+        if i == 0 {
+            catalog.write_cluster_manifest(b).await.unwrap();
+        }
+    }
+    // b0's manifest made writable by others: the catalog no longer trusts it.
+    let manifest = base.join("b0").join(crate::catalog::CLUSTER_MANIFEST);
+    std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::create_dir(base.join("not-a-backup")).unwrap();
+    let store = FolderStore::new(&config);
+    let listing = ExpireListing::read_files(&config, &catalog, &store)
+        .await
+        .unwrap();
+    assert!(listing.backups.is_empty());
+    let plan = ExpirePlan::build(
+        &listing,
+        Retention {
+            full: Some(1),
+            days: None,
+        },
+        false,
+        at(10),
+    )
+    .unwrap();
+    let leftovers: Vec<&str> = plan.incomplete.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(leftovers, ["b1"], "{plan}");
+    assert_eq!(
+        plan.incomplete[0].files.files, 4,
+        "two node archives, two node manifests"
+    );
+    assert!(
+        plan.notes.iter().any(|n| n.contains("backup folder b0")),
+        "{plan}"
+    );
+    plan.execute(&catalog, &store).await.unwrap();
+    assert!(!base.join("b1").exists());
+    assert!(manifest.exists() && base.join("not-a-backup").exists());
+}
