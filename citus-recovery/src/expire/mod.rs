@@ -296,7 +296,7 @@ impl ExpirePlan {
             );
         }
         for name in &listing.node_parts {
-            if !complete.contains(name.as_str()) {
+            if !complete.contains(name.as_str()) && !incomplete.contains_key(name) {
                 incomplete
                     .entry(name.clone())
                     .or_insert_with(|| ExpiredBackup {
@@ -310,6 +310,16 @@ impl ExpirePlan {
             }
         }
 
+        // Names no backup can have were not written by citus-recovery: never removed.
+        incomplete.retain(|name, _| {
+            let ok = crate::names::check_backup_name(name).is_ok();
+            if !ok {
+                notes.push(format!(
+                    "{name:?} under the backups is not a backup name citus-recovery writes: left alone"
+                ));
+            }
+            ok
+        });
         let mut wal_plan = Vec::new();
         for (node, files) in &listing.wal {
             let seg_size = listing
