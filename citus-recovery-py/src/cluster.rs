@@ -16,6 +16,7 @@ use pyo3::types::{IntoPyDict, PyDict};
 
 use crate::catalog::{PyBackup, PyRestorePoint};
 use crate::errors;
+use crate::lifecycle::{PyCheckReport, PyExpirePlan};
 use crate::plans::{
     self, PyAbortPlan, PyArchivePlan, PyBasebackupPlan, PyFinishPlan, PyRestorePlan,
     PyRestorePointPlan,
@@ -373,6 +374,46 @@ impl PyCluster {
     /// name. An unknown name raises `UnknownRestorePointError` naming those that exist.
     fn delete_restore_point(&self, py: Python<'_>, name: String) -> PyResult<PyRestorePoint> {
         run(py, || self.0.delete_restore_point(&name)).map(PyRestorePoint)
+    }
+
+    /// Plans `expire`: the backups, WAL files and (with `restore_points`) restore points that
+    /// would go, and the bytes freed. `retain_full`/`retain_days` override the config's
+    /// `retention`. Changes nothing.
+    #[pyo3(signature = (retain_full = None, retain_days = None, restore_points = false))]
+    fn plan_expire(
+        &self,
+        py: Python<'_>,
+        retain_full: Option<u32>,
+        retain_days: Option<u32>,
+        restore_points: bool,
+    ) -> PyResult<Py<PyExpirePlan>> {
+        let plan = run(py, || {
+            self.0.plan_expire(retain_full, retain_days, restore_points)
+        })?;
+        plans::wrap(py, plan, PyExpirePlan)
+    }
+
+    /// Removes backups the retention does not keep and the WAL no kept backup needs, under the
+    /// cluster lock; safe to interrupt (run it again to finish). Returns the plan it carried out.
+    #[pyo3(signature = (retain_full = None, retain_days = None, restore_points = false))]
+    fn expire(
+        &self,
+        py: Python<'_>,
+        retain_full: Option<u32>,
+        retain_days: Option<u32>,
+        restore_points: bool,
+    ) -> PyResult<Py<PyExpirePlan>> {
+        let done = run(py, || {
+            self.0.expire(retain_full, retain_days, restore_points)
+        })?;
+        plans::wrap(py, done, PyExpirePlan)
+    }
+
+    /// Archiving, backup and restore point health with the config's thresholds; `round_trip`
+    /// switches WAL on every node and waits until the segment is archived.
+    #[pyo3(signature = (round_trip = false))]
+    fn check(&self, py: Python<'_>, round_trip: bool) -> PyResult<PyCheckReport> {
+        run(py, || self.0.check(round_trip)).map(PyCheckReport)
     }
 
     /// The restore under way, if `restore_start` has begun one that `restore_finish` has not

@@ -11,6 +11,7 @@ mod catalog;
 mod cluster;
 mod convert;
 mod errors;
+mod lifecycle;
 mod plans;
 mod progress;
 mod reports;
@@ -55,6 +56,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<citus_recovery::progress::ProgressEvent>()?;
     m.add_class::<runtime::CancelToken>()?;
     progress::forward_logging();
+    m.add_class::<lifecycle::PyExpirePlan>()?;
+    m.add_class::<lifecycle::PyCheckReport>()?;
     errors::register(m)?;
     Ok(())
 }

@@ -268,6 +268,24 @@ pub fn key_part(name: &str) -> String {
     out
 }
 
+/// The name a [`key_part`] was made of; `None` when `part` is not one.
+pub fn decode_key_part(part: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(part.len());
+    let bytes = part.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = part.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn key(text: String) -> Key {
     Key::new(&text).expect("catalog keys are built from encoded parts")
 }
@@ -610,6 +628,64 @@ impl Catalog {
                 Ok(rp)
             }
         }
+    }
+
+    /// Removes a complete backup's entry: from then on it is neither listed nor offered (the
+    /// first thing `expire` does to a backup, so that an interrupted expire never leaves a
+    /// listed backup with missing files). Its node parts and files stay for the caller.
+    pub async fn delete_backup_entry(&self, name: &str) -> Result<()> {
+        crate::names::check_backup_name(name)?;
+        match &self.store {
+            Store::Folder => {
+                let path = self.backup_dir(name).join(CLUSTER_MANIFEST);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::io("remove", path, e)),
+                }
+            }
+            Store::Repository { repo, posix_root } => {
+                if let Some(root) = posix_root {
+                    trusted::check_repository_folders(root, BACKUPS_PREFIX)?;
+                }
+                Ok(repo.delete(&backup_key(name)).await?)
+            }
+        }
+    }
+
+    /// Removes the node parts of a backup that has no entry (expired or interrupted). In a
+    /// `backupBaseFolder` catalog they are in the backup's folder and go with it.
+    pub async fn delete_backup_node_parts(&self, name: &str) -> Result<()> {
+        crate::names::check_backup_name(name)?;
+        let Store::Repository { repo, .. } = &self.store else {
+            return Ok(());
+        };
+        for k in self
+            .list(&format!("{BACKUP_NODES_PREFIX}/{}", key_part(name)))
+            .await?
+        {
+            repo.delete(&k).await?;
+        }
+        Ok(())
+    }
+
+    /// Backups with node parts in the repository's catalog: complete ones and those whose
+    /// entry is missing (interrupted, or an expire that was). Empty for a folder catalog.
+    pub async fn backups_with_node_parts(&self) -> Result<Vec<String>> {
+        let Store::Repository { .. } = &self.store else {
+            return Ok(Vec::new());
+        };
+        let mut names: Vec<String> = self
+            .list(BACKUP_NODES_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|k| {
+                let rest = k.as_str().strip_prefix(BACKUP_NODES_PREFIX)?;
+                decode_key_part(rest.trim_start_matches('/').split('/').next()?)
+            })
+            .collect();
+        names.dedup();
+        Ok(names)
     }
 
     /// The keys under `prefix`, checked first in a posix repository.

@@ -147,9 +147,73 @@ pub struct ClusterConfig {
     /// How node hosts are reached over SSH (`ssh`); `None` (and no node's own `ssh`): the
     /// nodes run on this host.
     pub ssh: Option<SshConfig>,
+    /// What `expire` keeps (`retention`); `None`: expire needs `--retain-full`/`--retain-days`.
+    pub retention: Option<Retention>,
+    /// The thresholds of `check` (`check`; every one has a default).
+    pub check: CheckThresholds,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
+
+/// What `expire` keeps: `{"full": 7}`, `{"days": 30}` or both. A backup is kept when either
+/// rule keeps it; the newest complete backup is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the newest `full` complete backups (at least 1).
+    #[serde(default)]
+    pub full: Option<u32>,
+    /// Keep every complete backup that ended less than `days` days ago (at least 1).
+    #[serde(default)]
+    pub days: Option<u32>,
+}
+
+/// The thresholds of `check` (`"check": {...}` in the config, camelCase keys). A value of
+/// `null` turns that test off. Ages are in hours, lags in WAL segments.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CheckThresholds {
+    /// Closed WAL segments not yet archived: warning at this many (default 8).
+    pub archive_lag_warning: Option<u64>,
+    /// Closed WAL segments not yet archived: critical at this many (default 64).
+    pub archive_lag_critical: Option<u64>,
+    /// Age of the newest complete backup in hours: warning (default 26).
+    pub backup_age_warning_hours: Option<f64>,
+    /// Age of the newest complete backup in hours: critical (default 50; no backup at all is
+    /// critical unless this is `null`, then a warning).
+    pub backup_age_critical_hours: Option<f64>,
+    /// Age of the newest restore point in hours: warning (default 26).
+    pub restore_point_age_warning_hours: Option<f64>,
+    /// Age of the newest restore point in hours: critical (default off).
+    pub restore_point_age_critical_hours: Option<f64>,
+    /// Free space on a node's data directory file system or the repository, in percent:
+    /// warning at or below (default 15).
+    pub free_space_warning_percent: Option<f64>,
+    /// Free space in percent: critical at or below (default 5).
+    pub free_space_critical_percent: Option<f64>,
+    /// How long the round trip (`--round-trip`) waits for each node's segment, in seconds
+    /// (default 60); longer is critical.
+    pub round_trip_timeout_seconds: f64,
+}
+
+impl Default for CheckThresholds {
+    fn default() -> Self {
+        CheckThresholds {
+            archive_lag_warning: Some(8),
+            archive_lag_critical: Some(64),
+            backup_age_warning_hours: Some(26.0),
+            backup_age_critical_hours: Some(50.0),
+            restore_point_age_warning_hours: Some(26.0),
+            restore_point_age_critical_hours: None,
+            free_space_warning_percent: Some(15.0),
+            free_space_critical_percent: Some(5.0),
+            round_trip_timeout_seconds: 60.0,
+        }
+    }
+}
+
+// Serialize is derived for the config's JSON view; Eq is not (floats), ClusterConfig needs it.
+impl Eq for CheckThresholds {}
 
 fn serialize_display<S: serde::Serializer>(
     value: &Compression,
@@ -185,6 +249,9 @@ struct RawConfig {
     binary: Option<PathBuf>,
     #[serde(default)]
     ssh: Option<SshConfig>,
+    retention: Option<Retention>,
+    #[serde(default)]
+    check: CheckThresholds,
 }
 
 #[derive(Deserialize)]
@@ -508,6 +575,22 @@ impl ClusterConfig {
                 "give backups and WAL archives folders of their own".into(),
             ));
         }
+        if let Some(r) = &raw.retention {
+            check_retention(r).map_err(|(field, problem)| {
+                err(
+                    &format!("retention.{field}"),
+                    problem,
+                    "give {\"full\": N} (keep the newest N backups) and/or {\"days\": D} (keep those of the last D days), each at least 1".into(),
+                )
+            })?;
+        }
+        check_thresholds(&raw.check).map_err(|(field, problem)| {
+            err(
+                &format!("check.{field}"),
+                problem,
+                "give a positive number, null to turn the test off, or leave it out for the default (docs/lifecycle.md)".into(),
+            )
+        })?;
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         Ok(ClusterConfig {
             cluster_name: raw.cluster_name,
@@ -524,6 +607,8 @@ impl ClusterConfig {
             compression,
             binary: raw.binary,
             ssh: raw.ssh,
+            retention: raw.retention,
+            check: raw.check,
             source: path.map(Path::to_path_buf),
         })
     }
@@ -610,6 +695,52 @@ impl ClusterConfig {
     pub fn backup_dir(&self, backup: &str) -> PathBuf {
         self.backup_base_folder.join(backup)
     }
+}
+
+/// Refuses a retention that keeps nothing or has no rule: field and problem.
+pub fn check_retention(r: &Retention) -> std::result::Result<(), (&'static str, String)> {
+    match (r.full, r.days) {
+        (None, None) => Err(("full", "neither full nor days is given".into())),
+        (Some(0), _) => Err(("full", "is 0: the newest backup is always kept".into())),
+        (_, Some(0)) => Err(("days", "is 0".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses negative, non-finite or inverted thresholds: field and problem.
+fn check_thresholds(t: &CheckThresholds) -> std::result::Result<(), (&'static str, String)> {
+    let numbers = [
+        ("backupAgeWarningHours", t.backup_age_warning_hours),
+        ("backupAgeCriticalHours", t.backup_age_critical_hours),
+        (
+            "restorePointAgeWarningHours",
+            t.restore_point_age_warning_hours,
+        ),
+        (
+            "restorePointAgeCriticalHours",
+            t.restore_point_age_critical_hours,
+        ),
+        ("freeSpaceWarningPercent", t.free_space_warning_percent),
+        ("freeSpaceCriticalPercent", t.free_space_critical_percent),
+        (
+            "roundTripTimeoutSeconds",
+            Some(t.round_trip_timeout_seconds),
+        ),
+    ];
+    for (field, v) in numbers {
+        if let Some(v) = v.filter(|v| !v.is_finite() || *v <= 0.0) {
+            return Err((field, format!("is {v}")));
+        }
+    }
+    for (field, v) in [
+        ("freeSpaceWarningPercent", t.free_space_warning_percent),
+        ("freeSpaceCriticalPercent", t.free_space_critical_percent),
+    ] {
+        if let Some(v) = v.filter(|v| *v > 100.0) {
+            return Err((field, format!("is {v}, over 100 percent")));
+        }
+    }
+    Ok(())
 }
 
 /// Node names become folder names, so they are kept to a portable character set.

@@ -37,9 +37,11 @@
 pub mod archiving;
 pub mod backend;
 pub mod catalog;
+pub mod check;
 mod cluster;
 pub mod config;
 mod error;
+pub mod expire;
 pub mod files;
 pub mod lock;
 pub mod names;
@@ -53,9 +55,11 @@ pub mod wal;
 
 pub use backend::{ClusterBackend, LocalBackend, SshBackend};
 pub use catalog::{Backup, NodeBackup, NodeRestorePoint, RestorePoint};
+pub use check::CheckReport;
 pub use cluster::{Apply, Cluster, ClusterStatus};
 pub use config::{ClusterConfig, NodeConfig, NodeRole};
 pub use error::{Error, Result};
+pub use expire::ExpirePlan;
 pub use plan::{
     AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan, FinishPlan, FinishReport,
     Plan, RestorePlan, RestorePointPlan, RestoreReport, RunOptions,

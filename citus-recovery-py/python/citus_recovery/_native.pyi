@@ -22,6 +22,8 @@ __all__ = [
     "RestorePoint",
     "NodeRestorePoint",
     "Plan",
+    "ExpirePlan",
+    "CheckReport",
     "Phase",
     "NodePlan",
     "ArchivePlan",
@@ -858,6 +860,58 @@ class Cluster:
         The WAL record itself stays in every node's WAL: recovery can still stop at it by name.
         An unknown name raises ``UnknownRestorePointError`` naming those that exist."""
     def restore_state(self) -> Optional[RestoreState]: ...
+    def plan_expire(
+        self,
+        retain_full: Optional[int] = None,
+        retain_days: Optional[int] = None,
+        restore_points: bool = False,
+    ) -> ExpirePlan:
+        """What ``expire`` would remove and the bytes freed; changes nothing."""
+    def expire(
+        self,
+        retain_full: Optional[int] = None,
+        retain_days: Optional[int] = None,
+        restore_points: bool = False,
+    ) -> ExpirePlan:
+        """Removes old backups and the WAL no kept backup needs (under the cluster lock; safe
+        to interrupt, run again to finish); returns the plan it carried out."""
+    def check(self, round_trip: bool = False) -> CheckReport:
+        """Archiving, backup and restore point health; ``exit_code`` 0 OK, 1 warning, 2
+        critical."""
+
+@final
+class ExpirePlan(Plan):
+    """The plan of ``expire`` (also what ``expire`` returns)."""
+
+    @property
+    def kept(self) -> List[str]: ...
+    @property
+    def backups(self) -> List[Dict[str, Any]]: ...
+    @property
+    def incomplete(self) -> List[Dict[str, Any]]: ...
+    @property
+    def wal(self) -> List[Dict[str, Any]]: ...
+    @property
+    def unreachable_restore_points(self) -> List[str]: ...
+    @property
+    def bytes_freed(self) -> int: ...
+
+@final
+class CheckReport:
+    """What ``check`` reports."""
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"warning"`` or ``"critical"``."""
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def nodes(self) -> List[Dict[str, Any]]: ...
+    @property
+    def findings(self) -> List[Dict[str, Any]]: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def to_json(self) -> str: ...
+    def to_prometheus(self) -> str: ...
 
 @final
 class Check:

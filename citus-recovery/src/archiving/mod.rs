@@ -48,7 +48,7 @@ fn wal_key(node: &str, file: &str, suffix: &str) -> Result<Key, crate::Error> {
 }
 
 /// WAL file names PostgreSQL archives: segments, `.history`, `.backup` and `.partial` files.
-fn check_wal_file_name(file: &str) -> Result<(), crate::Error> {
+pub(crate) fn check_wal_file_name(file: &str) -> Result<(), crate::Error> {
     let ok = file.len() >= 8
         && file
             .split('.')

@@ -25,6 +25,10 @@ The five steps:
   citus-recovery restore-finish                            # keep it: every node writable again
   citus-recovery restore-abort                             # or undo it: the old data back
 
+From cron: restore-point, expire (retention), check (exit 0 OK, 1 warning, 2 critical):
+  citus-recovery expire --dry-run                          # what the retention would remove
+  citus-recovery check --prometheus                        # for node_exporter's textfile collector
+
 Shell completions: citus-recovery completions bash > /etc/bash_completion.d/citus-recovery
 Man page:          citus-recovery man > /usr/local/share/man/man1/citus-recovery.1";
 
@@ -147,6 +151,29 @@ enum Command {
         #[arg(long, value_enum, default_value = "utc")]
         tz: TimeZone,
     },
+    /// Remove backups the retention does not keep, and the WAL no kept backup needs
+    /// (config `retention`, or --retain-full/--retain-days). --dry-run prints what would go.
+    Expire {
+        /// Keep the newest N complete backups (overrides the config's retention).
+        #[arg(long, value_name = "N")]
+        retain_full: Option<u32>,
+        /// Keep the complete backups of the last D days (overrides the config's retention).
+        #[arg(long, value_name = "D")]
+        retain_days: Option<u32>,
+        /// Also remove from the catalog the restore points no kept backup reaches.
+        #[arg(long)]
+        restore_points: bool,
+    },
+    /// Report archiving, backup and restore point health; exit 0 OK, 1 warning, 2 critical,
+    /// 3 when the check itself failed.
+    Check {
+        /// Switch WAL on every node and wait (bounded) until the segment is archived.
+        #[arg(long)]
+        round_trip: bool,
+        /// Print Prometheus text format (for node_exporter's textfile collector).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+    },
     /// Show who holds the cluster's lock in the repository; with --force, break it.
     Unlock {
         /// Remove the lock: only when its holder no longer runs (a command that died).
@@ -257,6 +284,15 @@ pub fn main() -> ExitCode {
         json: args.json,
         progress: display.clone(),
     };
+    if let Command::Check {
+        round_trip,
+        prometheus,
+    } = &args.command
+    {
+        let code = runtime.block_on(check_command(&args, &out, *round_trip, *prometheus));
+        display.finish();
+        return code;
+    }
     let result = runtime.block_on(run(&args, &out, &display));
     display.finish();
     match result {
@@ -431,11 +467,36 @@ async fn run(
                 })
             }
         }
-        Command::List { scan: false, tz } => out.list_recorded(
-            &cluster.list_backups().await?,
-            &cluster.list_restore_points().await?,
-            *tz == TimeZone::Local,
-        ),
+        Command::List { scan: false, tz } => {
+            let (backups, points) = (
+                cluster.list_backups().await?,
+                cluster.list_restore_points().await?,
+            );
+            let unreachable: Vec<String> =
+                citus_recovery::expire::unreachable_restore_points(&backups, &points)
+                    .into_iter()
+                    .map(|p| p.name.clone())
+                    .collect();
+            out.list_recorded(&backups, &points, &unreachable, *tz == TimeZone::Local)
+        }
+        Command::Expire {
+            retain_full,
+            retain_days,
+            restore_points,
+        } => {
+            if dry {
+                return out.plan(
+                    &cluster
+                        .plan_expire(*retain_full, *retain_days, *restore_points)
+                        .await?,
+                );
+            }
+            out.report(
+                &cluster
+                    .expire(*retain_full, *retain_days, *restore_points)
+                    .await?,
+            )
+        }
         Command::List { scan: true, tz } => out.list(
             &cluster.list_backups().await?,
             &cluster.archived_restore_points().await?,
@@ -462,7 +523,8 @@ async fn run(
         | Command::NodeExtract { .. }
         | Command::NodeInstallControlFile { .. }
         | Command::ArchivePush { .. }
-        | Command::ArchiveGet { .. } => unreachable!("handled above"),
+        | Command::ArchiveGet { .. }
+        | Command::Check { .. } => unreachable!("handled above"),
     }
 }
 
@@ -501,6 +563,29 @@ fn load_config(args: &Args) -> citus_recovery::Result<ClusterConfig> {
         config.binary = std::env::current_exe().ok();
     }
     Ok(config)
+}
+
+/// Exit code of check when the check itself failed (Nagios' UNKNOWN).
+const CHECK_UNKNOWN: u8 = 3;
+
+/// `check`: the report, and its status as the exit code (0 OK, 1 warning, 2 critical).
+async fn check_command(args: &Args, out: &Output, round_trip: bool, prometheus: bool) -> ExitCode {
+    let report = async { Cluster::new(load_config(args)?)?.check(round_trip).await }.await;
+    match report {
+        Ok(report) => {
+            if prometheus {
+                print!("{}", report.to_prometheus());
+            } else if let Err(e) = out.report(&report) {
+                eprintln!("error: {e}");
+                return ExitCode::from(CHECK_UNKNOWN);
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(CHECK_UNKNOWN)
+        }
+    }
 }
 
 /// Exit code of archive-get when the file is not in the repository.

@@ -85,15 +85,17 @@ impl Output {
     }
 
     /// Backups and the restore points recorded in the catalog.
+    /// `unreachable`: the points no backup reaches (after expire), marked.
     pub fn list_recorded(
         &self,
         backups: &[Backup],
         points: &[RestorePoint],
+        unreachable: &[String],
         local: bool,
     ) -> Result<()> {
         self.progress.finish();
         if self.json {
-            let value = serde_json::json!({ "backups": backups, "restore_points": points });
+            let value = serde_json::json!({ "backups": backups, "restore_points": points, "unreachable_restore_points": unreachable });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&value).expect("plain data serializes")
@@ -106,6 +108,9 @@ impl Output {
         }
         println!("restore points in the catalog ({}):", points.len());
         for p in points {
+            if unreachable.contains(&p.name) {
+                println!("  (UNREACHABLE: older than the oldest backup; `expire --restore-points` removes it)");
+            }
             print!("{}", p.render(local));
         }
         Ok(())

@@ -215,6 +215,60 @@ impl Cluster {
         crate::verify::before::point_before(&points, &nodes, &self.list_backups().await?, before)
     }
 
+    /// Where `expire` finds and removes backups and WAL: the repository's objects (and the
+    /// backups' folders in `backupBaseFolder`), else the folders.
+    pub fn expire_store(&self) -> Box<dyn crate::expire::ExpireStore> {
+        match &self.repository {
+            Some(repo) => Box::new(crate::expire::RepositoryStore::new(
+                repo.clone(),
+                self.config(),
+            )),
+            None => Box::new(crate::expire::FolderStore::new(self.config())),
+        }
+    }
+
+    /// Plans `expire`: which backups, WAL files and (with `remove_restore_points`) restore
+    /// points go, and the bytes freed. `full`/`days` override the config's `retention`.
+    /// Changes nothing.
+    pub async fn plan_expire(
+        &self,
+        full: Option<u32>,
+        days: Option<u32>,
+        remove_restore_points: bool,
+    ) -> Result<crate::expire::ExpirePlan> {
+        let retention = crate::expire::effective_retention(self.config(), full, days)?;
+        let store = self.expire_store();
+        let listing = crate::expire::ExpireListing::read(
+            self.config(),
+            &self.catalog(),
+            store.as_ref(),
+            self.repository.as_ref(),
+        )
+        .await?;
+        crate::expire::ExpirePlan::build(&listing, retention, remove_restore_points, Utc::now())
+    }
+
+    /// `expire`: under the cluster lock, builds the plan and removes what it says (see
+    /// [`crate::expire`] for the order that keeps it safe to interrupt).
+    pub async fn expire(
+        &self,
+        full: Option<u32>,
+        days: Option<u32>,
+        remove_restore_points: bool,
+    ) -> Result<crate::expire::ExpireReport> {
+        let _lock = self.lock("expire").await?;
+        let plan = self.plan_expire(full, days, remove_restore_points).await?;
+        plan.execute(&self.catalog(), self.expire_store().as_ref())
+            .await
+    }
+
+    /// `check`: the health of archiving, backups and restore points on every node, with the
+    /// config's thresholds; `round_trip` switches WAL on every node and waits until the
+    /// segment is archived. Changes nothing else; takes no lock.
+    pub async fn check(&self, round_trip: bool) -> Result<crate::check::CheckReport> {
+        crate::check::check(self, round_trip).await
+    }
+
     /// The restore under way, if restore-start has begun and restore-finish has not ended it.
     pub fn restore_state(&self) -> Result<Option<RestoreState>> {
         RestoreState::load(self.config())

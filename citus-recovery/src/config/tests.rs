@@ -718,3 +718,57 @@ fn bad_ssh_settings_are_refused() {
     v["coordinatorNode"]["hostname"] = json!("root@db1");
     assert_refused("user in the host", &v, "coordinatorNode.hostname", "'@'");
 }
+
+#[test]
+fn retention_and_check_thresholds() {
+    let c = parse(&sample()).unwrap();
+    assert_eq!(c.retention, None);
+    assert_eq!(c.check, CheckThresholds::default());
+    let mut v = sample();
+    v["retention"] = json!({"full": 7, "days": 30});
+    v["check"] = json!({"backupAgeCriticalHours": null, "archiveLagWarning": 2});
+    let c = parse(&v).unwrap();
+    assert_eq!(
+        c.retention,
+        Some(Retention {
+            full: Some(7),
+            days: Some(30)
+        })
+    );
+    assert_eq!(c.check.backup_age_critical_hours, None, "null turns it off");
+    assert_eq!(c.check.archive_lag_warning, Some(2));
+    assert_eq!(
+        c.check.backup_age_warning_hours,
+        CheckThresholds::default().backup_age_warning_hours,
+        "the others keep their defaults"
+    );
+    for (retention, field) in [
+        (json!({}), "retention.full"),
+        (json!({"full": 0}), "retention.full"),
+        (json!({"days": 0}), "retention.days"),
+        (json!({"weeks": 2}), "retention.weeks"),
+    ] {
+        let mut v = sample();
+        v["retention"] = retention.clone();
+        assert_refused(&format!("retention {retention}"), &v, field, "");
+    }
+    for (check, field) in [
+        (
+            json!({"freeSpaceWarningPercent": 150}),
+            "check.freeSpaceWarningPercent",
+        ),
+        (
+            json!({"backupAgeWarningHours": -1}),
+            "check.backupAgeWarningHours",
+        ),
+        (
+            json!({"roundTripTimeoutSeconds": 0}),
+            "check.roundTripTimeoutSeconds",
+        ),
+        (json!({"backupAge": 3}), "check.backupAge"),
+    ] {
+        let mut v = sample();
+        v["check"] = check.clone();
+        assert_refused(&format!("check {check}"), &v, field, "");
+    }
+}
