@@ -402,7 +402,8 @@ fn checksum_of(path: &Path) -> std::io::Result<u32> {
 }
 
 /// Writes `data` to `dest` through a temporary file beside it, so PostgreSQL never reads a
-/// partial file.
+/// partial file. Not synced: PostgreSQL syncs a restored segment itself when it keeps it
+/// (`durable_rename`), and after a crash it asks for the file again.
 fn write_new(dest: &Path, data: &[u8]) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
@@ -413,8 +414,7 @@ fn write_new(dest: &Path, data: &[u8]) -> Result<()> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
+        f.write_all(data)
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
