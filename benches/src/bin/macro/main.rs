@@ -99,6 +99,10 @@ struct Args {
     /// Segments archived after the backup in the verify and list rows.
     #[arg(long, value_delimiter = ',', default_value = "20,400")]
     verify_segments: Vec<usize>,
+    /// Delay the second pair of archive-get rows adds to every S3 request (a round trip to a
+    /// real object store), in ms.
+    #[arg(long, default_value_t = 25)]
+    s3_delay_ms: u64,
     /// archiveGetQueue of the prefetching archive-get row.
     #[arg(long, default_value_t = 8)]
     archive_get_queue: usize,
@@ -173,6 +177,7 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
             reps: args.reps.max(1),
             get_segments: args.get_segments,
             queue: args.archive_get_queue,
+            s3_delay_ms: args.s3_delay_ms,
             verify_segments: args.verify_segments.clone(),
             moto_python: args
                 .moto_python

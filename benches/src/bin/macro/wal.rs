@@ -35,6 +35,8 @@ pub struct WalOptions {
     pub reps: usize,
     /// Segments archive-get fetches in each timing.
     pub get_segments: usize,
+    /// Delay added to every S3 request in the second pair of archive-get rows, in ms.
+    pub s3_delay_ms: u64,
     /// archiveGetQueue of the prefetching row.
     pub queue: usize,
     /// Segment counts of the verify and list rows.
@@ -169,7 +171,7 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
         }
     };
     let mut gets = Table::new(&[
-        "archive-get from S3 (moto, loopback), one segment at a time",
+        "archive-get from S3 (moto), one segment at a time",
         "per segment (median)",
         "min",
         "max",
@@ -186,20 +188,39 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
             segments.len(),
         ));
 
-        // 3. archive-get per segment, prefetch off and on, taking turns.
-        let off = cli_config(&basic, &push_dir, "s3-get-0", s3.clone(), 0, o)?;
-        let on = cli_config(&basic, &push_dir, "s3-get-q", s3, o.queue, o)?;
-        let (mut t_off, mut t_on) = (Samples::default(), Samples::default());
+        // 3. archive-get per segment, prefetch off and on, taking turns; straight to moto and
+        // through a proxy that holds every request for the --s3-delay-ms (a round trip to a
+        // real object store, which loopback lacks).
+        let delayed = DelayProxy::start(moto.port, Duration::from_millis(o.s3_delay_ms)).await?;
+        let mut configs = Vec::new();
+        for (via, endpoint) in [
+            ("loopback".to_string(), moto.endpoint()),
+            (
+                format!("+{} ms per request", o.s3_delay_ms),
+                delayed.endpoint(),
+            ),
+        ] {
+            let s3 = serde_json::json!({"type": "s3", "bucket": "wal", "prefix": "bench",
+                "region": "us-east-1", "endpoint": endpoint, "allowHttp": true});
+            for queue in [0, o.queue] {
+                let name = format!("s3-get-{}-{queue}", configs.len());
+                let cfg = cli_config(&basic, &push_dir, &name, s3.clone(), queue, o)?;
+                configs.push((via.clone(), queue, cfg, Samples::default()));
+            }
+        }
         for r in 0..o.reps {
             progress(&format!("wal: archive-get round {}/{}", r + 1, o.reps));
-            t_off.push(get_all(&off, &segments, &push_dir.join("pg_wal-0"), &moto.env()).await?);
-            t_on.push(get_all(&on, &segments, &push_dir.join("pg_wal-q"), &moto.env()).await?);
+            for (i, (_, _, cfg, samples)) in configs.iter_mut().enumerate() {
+                let pg_wal = push_dir.join(format!("pg_wal-{i}"));
+                samples.push(get_all(cfg, &segments, &pg_wal, &moto.env()).await?);
+            }
         }
         let n = segments.len() as f64;
-        for (label, s) in [
-            ("prefetch off (archiveGetQueue 0)".to_string(), &t_off),
-            (format!("prefetch on (archiveGetQueue {})", o.queue), &t_on),
-        ] {
+        for (via, queue, _, s) in &configs {
+            let label = match queue {
+                0 => format!("{via}, prefetch off (archiveGetQueue 0)"),
+                q => format!("{via}, prefetch on (archiveGetQueue {q})"),
+            };
             gets.row(vec![
                 label,
                 millis(s.median() / n),
@@ -584,5 +605,58 @@ impl Moto {
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
         ]
+    }
+}
+
+/// A TCP forwarder to `127.0.0.1:<target>` that holds every chunk a client sends for `delay`
+/// before passing it on: each request (one chunk for a GET) costs one more round trip.
+struct DelayProxy {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayProxy {
+    async fn start(target: u16, delay: Duration) -> Result<DelayProxy> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                            tokio::time::sleep(delay).await;
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = sw.shutdown().await;
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        let _ = cw.shutdown().await;
+                    };
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Ok(DelayProxy { port, task })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
