@@ -225,6 +225,9 @@ impl Spool {
     /// not a folder owned by this user that others cannot write (a link, a file, another
     /// owner): then it is not used at all.
     fn open(dir: &Path) -> Result<Option<Spool>> {
+        if !parent_is_ours(dir) {
+            return Ok(None);
+        }
         match std::fs::DirBuilder::new().mode(0o700).create(dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -330,6 +333,9 @@ impl Spool {
     /// Removes the spool folder and everything in it (absent is fine); a link there is
     /// removed, never followed.
     fn remove_all(dir: &Path) -> Result<()> {
+        if !parent_is_ours(dir) {
+            return Ok(());
+        }
         let meta = match std::fs::symlink_metadata(dir) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -356,6 +362,20 @@ impl Spool {
             _ => Err(Error::io("remove the prefetch spool", &self.dir, e)),
         })
     }
+}
+
+/// Whether the folder holding the spool (`pg_wal`) belongs to this user. Otherwise (root running
+/// archive-get by hand in the servers' `pg_wal`) the spool is left alone: its owner could swap
+/// a folder for a link between a check and a use, and root must not follow it.
+fn parent_is_ours(dir: &Path) -> bool {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::fs::symlink_metadata(parent)
+        .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
 }
 
 /// `O_DIRECTORY | O_NOFOLLOW`: the spool is opened only if it is a folder, never a link.
@@ -663,5 +683,29 @@ mod tests {
             other => panic!("expected Corrupt, got {other:?}"),
         }
         assert!(!dest.exists(), "PostgreSQL never sees damaged bytes");
+    }
+
+    #[tokio::test]
+    async fn no_spool_in_a_pg_wal_of_another_user() {
+        let required = std::env::var("CITUS_RECOVERY_REQUIRE_POSTGRES")
+            .is_ok_and(|v| !v.is_empty() && v != "0");
+        let postgres = nix::unistd::User::from_name("postgres").ok().flatten();
+        let Some(postgres) = postgres.filter(|_| nix::unistd::geteuid().is_root()) else {
+            assert!(!required, "needs root and a postgres user");
+            eprintln!("SKIPPED: needs root and a postgres user to own the folder");
+            return;
+        };
+        let (repo, dir) = setup(1..4).await;
+        let pg_wal = dir.path().join("pg_wal");
+        nix::unistd::chown(&pg_wal, Some(postgres.uid), Some(postgres.gid)).unwrap();
+        let dest = pg_wal.join("RECOVERYXLOG");
+        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+        assert_eq!(got, GetOutcome::Restored);
+        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+        assert!(
+            !pg_wal.join(SPOOL_DIR).exists(),
+            "root makes no spool there"
+        );
+        assert_eq!(repo.gets(), 1, "and fetches nothing ahead");
     }
 }
