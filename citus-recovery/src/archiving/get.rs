@@ -61,7 +61,7 @@ pub async fn archive_get(
     if queue == 0 {
         // Prefetch off (maybe turned off since the last call): leave nothing behind.
         let dir = spool_dir.clone();
-        blocking(&spool_dir, move || Spool::remove_all(&dir)).await?;
+        spool_step(blocking(&spool_dir, move || Spool::remove_all(&dir)).await);
         return fetch_to(repo, node, file, dest).await;
     }
     let Some(window) = following_segments(file, queue) else {
@@ -70,13 +70,13 @@ pub async fn archive_get(
         let outcome = fetch_to(repo, node, file, dest).await?;
         if outcome == GetOutcome::NotFound {
             let dir = spool_dir.clone();
-            blocking(&spool_dir, move || Spool::remove_all(&dir)).await?;
+            spool_step(blocking(&spool_dir, move || Spool::remove_all(&dir)).await);
         }
         return Ok(outcome);
     };
     let spool = {
         let dir = spool_dir.clone();
-        blocking(&spool_dir, move || Spool::open(&dir)).await?
+        spool_step(blocking(&spool_dir, move || Spool::open(&dir)).await).flatten()
     };
     let Some(spool) = spool else {
         // Not a folder of ours: never trusted, never written.
@@ -93,9 +93,11 @@ pub async fn archive_get(
             let taken = spool.take(&first, &dest)?;
             Ok((taken, present))
         })
-        .await?
+        .await
     };
-    let (taken, present) = taken;
+    let Some((taken, present)) = spool_step(taken) else {
+        return fetch_to(repo, node, file, dest).await;
+    };
     if taken {
         tracing::debug!("archive-get {file}: from the prefetch spool");
         return Ok(GetOutcome::FromSpool);
@@ -133,10 +135,19 @@ pub async fn archive_get(
         }
         None => {
             // The end of the archive: nothing after it is worth keeping.
-            blocking(&spool_dir, move || spool.empty_and_remove()).await?;
+            spool_step(blocking(&spool_dir, move || spool.empty_and_remove()).await);
             Ok(GetOutcome::NotFound)
         }
     }
+}
+
+/// The outcome of work on the spool, which never fails a call: a spool that cannot be used is
+/// said in PostgreSQL's log and the segment is fetched directly (above all, the end of the
+/// archive stays "not found", never a failure that would stop recovery).
+fn spool_step<T>(result: Result<T>) -> Option<T> {
+    result
+        .map_err(|e| tracing::warn!("archive-get: prefetch spool not used: {e}"))
+        .ok()
 }
 
 /// Fetches `file` into `dest` without the spool.
@@ -707,5 +718,23 @@ mod tests {
             "root makes no spool there"
         );
         assert_eq!(repo.gets(), 1, "and fetches nothing ahead");
+    }
+
+    #[tokio::test]
+    async fn a_file_in_place_of_the_spool_is_not_used_and_never_fails_the_call() {
+        let (repo, dir) = setup(1..3).await;
+        let pg_wal = dir.path().join("pg_wal");
+        let dest = pg_wal.join("RECOVERYXLOG");
+        let spool = pg_wal.join(SPOOL_DIR);
+        std::fs::write(&spool, b"not a folder").unwrap();
+        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+        assert_eq!(got, GetOutcome::Restored);
+        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+        assert_eq!(repo.gets(), 1, "nothing fetched ahead without a spool");
+        // The end of the archive stays "not found" whatever the spool's state.
+        let got = archive_get(&repo, "w1", &seg(9), &dest, 4).await.unwrap();
+        assert_eq!(got, GetOutcome::NotFound);
+        let got = archive_get(&repo, "w1", "00000002.history", &dest, 4).await;
+        assert_eq!(got.unwrap(), GetOutcome::NotFound);
     }
 }
