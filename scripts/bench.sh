@@ -4,6 +4,7 @@
 #
 #   bash scripts/bench.sh                  # defaults: 2 workers, pgbench scale 20 per node, 3 runs
 #   bash scripts/bench.sh --scale 100 --reps 5 --scaling 2,4,8 --scaling-scale 10
+#   bash scripts/bench.sh --wal-only       # only WAL through the tool (archiving, archive-get, verify/list)
 #   bash scripts/bench.sh --help           # every option
 #
 # Installs pgBackRest (Debian package) when it is missing, builds in release mode, and prints a
@@ -23,4 +24,6 @@ if ! command -v pgbackrest >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet -p citus-recovery-benches --bin citus-recovery-bench
-exec target/release/citus-recovery-bench "$@"
+# The tool the servers run as archive_command/restore_command in the --wal rows.
+cargo build --release --quiet -p citus-recovery --bin citus-recovery
+exec "${CARGO_TARGET_DIR:-target}/release/citus-recovery-bench" "$@"

@@ -141,6 +141,10 @@ pub struct ClusterConfig {
     /// How WAL is compressed in the repository (`compression`; default zstd level 1).
     #[serde(serialize_with = "serialize_display")]
     pub compression: Compression,
+    /// How many WAL segments archive-get prefetches after the one PostgreSQL asks for
+    /// (`archiveGetQueue`; default [`DEFAULT_ARCHIVE_GET_QUEUE`], 0 = off, at most
+    /// [`MAX_ARCHIVE_GET_QUEUE`]).
+    pub archive_get_queue: usize,
     /// The citus-recovery binary PostgreSQL runs as `archive_command`/`restore_command`
     /// (`binary`); `None`: the running binary for the CLI, an error for the library.
     pub binary: Option<PathBuf>,
@@ -222,6 +226,11 @@ fn serialize_display<S: serde::Serializer>(
     s.collect_str(value)
 }
 
+/// Segments archive-get prefetches when the config says nothing (`archiveGetQueue`).
+pub const DEFAULT_ARCHIVE_GET_QUEUE: usize = 8;
+/// The largest `archiveGetQueue`: each queued segment is held decoded in memory once.
+pub const MAX_ARCHIVE_GET_QUEUE: usize = 64;
+
 /// The JSON shape, exactly as the old scripts wrote it.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -245,6 +254,8 @@ struct RawConfig {
     repository: Option<RepositoryConfig>,
     #[serde(default)]
     compression: Option<String>,
+    #[serde(default)]
+    archive_get_queue: Option<i64>,
     #[serde(default)]
     binary: Option<PathBuf>,
     #[serde(default)]
@@ -484,6 +495,17 @@ impl ClusterConfig {
                 .parse::<Compression>()
                 .map_err(|p| err("compression", p, "use one of the accepted values".into()))?,
         };
+        let archive_get_queue = match raw.archive_get_queue {
+            None => DEFAULT_ARCHIVE_GET_QUEUE,
+            Some(n) if (0..=MAX_ARCHIVE_GET_QUEUE as i64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "archiveGetQueue",
+                    format!("{n} is out of range"),
+                    format!("use 0 (prefetch off) to {MAX_ARCHIVE_GET_QUEUE} segments"),
+                ))
+            }
+        };
         let mut absolute = vec![("binary", raw.binary.as_ref())];
         if let Some(RepositoryConfig::Posix { path }) = &raw.repository {
             absolute.push(("repository.path", Some(path)));
@@ -605,6 +627,7 @@ impl ClusterConfig {
             pg_bin_dir: raw.pg_bin_dir,
             repository: raw.repository,
             compression,
+            archive_get_queue,
             binary: raw.binary,
             ssh: raw.ssh,
             retention: raw.retention,

@@ -1,120 +1,404 @@
-//! Faults of a base backup into S3 (moto on loopback). Its own test binary: it sets the AWS_*
-//! variables for the whole process.
+//! The WAL archive in S3 (moto on loopback) when things go wrong, with real servers: the S3
+//! server gone while a node writes WAL, a damaged WAL object, wrong credentials; and restore
+//! through archive-get's prefetch spool.
+//!
+//! Its own test binary: the servers inherit the AWS_* variables (moto without `--auth` takes
+//! any) and `CITUS_RECOVERY_LOG` from this process, set once to the same values by every test.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 #[path = "common/repository_cycle.rs"]
 mod repository_cycle;
 #[path = "common/s3.rs"]
 mod s3;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use citus_recovery::repository::{Key, Repository};
 use common::TestCluster;
-use repository_cycle::with_repository;
+use proxy::Proxy;
+use repository_cycle::{with_repository, BIN};
 
-/// The S3 server stopped while a base backup streams into it: the backup fails, and it is
-/// neither listed nor offered for restore.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_stopped_during_a_backup_leaves_no_backup() {
-    skip_unless_postgres!();
-    // Without signature checks, so the credentials still work after the restart below.
-    let mut moto = moto_or_skip!(&["fault-bucket"], false);
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test-key");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-s3cr3t-sentinel");
-    std::env::remove_var("AWS_SESSION_TOKEN");
-    let mut t = TestCluster::new(1);
+/// Sets the variables the tool and the servers read, the same for every test.
+fn environment() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::remove_var("AWS_SESSION_TOKEN");
+        // archive-get says at debug level when a segment came from the spool.
+        std::env::set_var("CITUS_RECOVERY_LOG", "citus_recovery=debug");
+    });
+}
+
+/// A one-node (coordinator only) cluster whose WAL goes to `endpoint`'s bucket `wal` under
+/// `prefix`, prefetching `queue` segments; archiving on, backup `first` taken.
+async fn archiving_cluster(endpoint: &str, prefix: &str, queue: usize) -> TestCluster {
+    let mut t = TestCluster::new(0);
+    let file = t.config_file();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    json["archiveGetQueue"] = queue.into();
+    std::fs::write(&file, json.to_string()).unwrap();
     with_repository(
         &mut t,
         serde_json::json!({
-            "type": "s3", "bucket": "fault-bucket", "prefix": "c",
-            "region": "us-east-1", "endpoint": moto.endpoint(), "allowHttp": true
+            "type": "s3", "bucket": "wal", "prefix": prefix,
+            "region": "us-east-1", "endpoint": endpoint, "allowHttp": true
         }),
     );
     let c = t.cluster.clone();
     c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
-    // Enough data that the stream lasts a while.
-    t.sql(
-        "coordinator",
-        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
-         FROM generate_series(1, 1500000) g",
+    c.prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
+    c.basebackup(Some("first")).await.expect("base backup");
+    t.sql("coordinator", "CREATE TABLE xx(id int)")
+        .await
+        .unwrap();
+    t
+}
+
+/// Inserts `rows` rows and ends the segment, `segments` times: that many WAL files to archive.
+async fn write_segments(t: &TestCluster, segments: usize, rows: i64) {
+    for _ in 0..segments {
+        t.sql(
+            "coordinator",
+            &format!(
+                "INSERT INTO xx SELECT g FROM generate_series(1, {rows}) g; SELECT pg_switch_wal()"
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// `pg_stat_archiver`'s failed_count.
+async fn failed_count(t: &TestCluster) -> i64 {
+    t.sql("coordinator", "SELECT failed_count FROM pg_stat_archiver")
+        .await
+        .unwrap()[0]
+        .parse()
+        .unwrap()
+}
+
+/// The segment numbers (log id * 256 + segment) of timeline 1 in the repository.
+async fn archived_segments(repo: &dyn Repository) -> Vec<u64> {
+    let listed = repo
+        .list(&Key::new("wal/coordinator").unwrap())
+        .await
+        .unwrap();
+    let mut segs: Vec<u64> = listed
+        .iter()
+        .filter_map(|o| {
+            let name = o.key.as_str().rsplit('/').next()?.strip_suffix(".zst")?;
+            (name.len() == 24 && name.starts_with("00000001")).then(|| {
+                u64::from_str_radix(&name[8..16], 16).unwrap() * 256
+                    + u64::from_str_radix(&name[16..24], 16).unwrap()
+            })
+        })
+        .collect();
+    segs.sort();
+    segs
+}
+
+/// The segment number of the WAL file now being written.
+async fn current_segment(t: &TestCluster) -> u64 {
+    let name = &t
+        .sql(
+            "coordinator",
+            "SELECT pg_walfile_name(pg_current_wal_lsn())",
+        )
+        .await
+        .unwrap()[0];
+    u64::from_str_radix(&name[8..16], 16).unwrap() * 256
+        + u64::from_str_radix(&name[16..24], 16).unwrap()
+}
+
+fn seg_name(n: u64) -> String {
+    format!("00000001{:08X}{:08X}", n / 256, n % 256)
+}
+
+/// Runs the tool's hidden archive-get; returns the exit code and stderr.
+fn cli_archive_get(config: &Path, file: &str, dest: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(["archive-get", "--node", "coordinator", file])
+        .arg(dest)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-    .await
-    .unwrap();
-    let started = Instant::now();
-    let (result, ()) = tokio::join!(c.basebackup(Some("doomed")), async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        moto.stop();
-    });
-    let elapsed = started.elapsed();
-    let e = result.expect_err("the backup fails without its repository");
-    let text = e.to_string();
-    eprintln!("after {elapsed:?}: {text}");
-    assert!(!text.contains("test-s3cr3t-sentinel"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_while_a_node_writes_wal_loses_nothing_and_the_archive_catches_up() {
+    skip_unless_postgres!();
+    environment();
+    let moto = moto_or_skip!(&["wal"], false);
+    let mut proxy = Proxy::start(moto.port());
+    let t = archiving_cluster(&proxy.endpoint(), "down", 8).await;
+    let repo = moto.repository("wal", "down");
+    write_segments(&t, 2, 1000).await;
+    let c = t.cluster.clone();
+    c.create_restore_point(Some("before"))
+        .await
+        .expect("restore point while S3 is up");
+
+    proxy.down();
+    let failed_before = failed_count(&t).await;
+    write_segments(&t, 4, 1000).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while failed_count(&t).await < failed_before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL never saw archive-push fail"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let waiting = t
+        .sql(
+            "coordinator",
+            "SELECT count(*) FROM pg_ls_dir('pg_wal/archive_status') f WHERE f LIKE '%.ready'",
+        )
+        .await
+        .unwrap()[0]
+        .parse::<i64>()
+        .unwrap();
     assert!(
-        c.list_backups()
-            .await
-            .unwrap()
-            .iter()
-            .all(|b| b.name != "doomed"),
-        "never listed"
+        waiting >= 4,
+        "segments wait in pg_wal while S3 is down: {waiting}"
     );
-    assert!(c.catalog().backup("doomed").await.is_err(), "never offered");
-    // Back (empty): archiving catches up, and the servers stop cleanly.
-    moto.restart().unwrap();
+    let written_while_down = current_segment(&t).await - 1;
+    eprintln!(
+        "S3 down: failed_count {} -> {}, {waiting} segments waiting",
+        failed_before,
+        failed_count(&t).await
+    );
+
+    proxy.up();
+    // The restore point waits until it is archived, so everything before it is too.
+    c.create_restore_point(Some("after"))
+        .await
+        .expect("restore point once S3 is back");
+    let segs = archived_segments(&repo).await;
+    let (first, last) = (segs[0], *segs.last().unwrap());
+    assert!(last >= written_while_down, "caught up: {segs:?}");
+    assert_eq!(
+        segs,
+        (first..=last).collect::<Vec<_>>(),
+        "every segment from the first on is in the repository, none skipped"
+    );
+    let report = c
+        .verify(Some("first"), Some("after"))
+        .await
+        .expect("verify");
+    assert!(report.ok(), "{report}");
+
+    // And the WAL written while S3 was down replays: restore to the later point.
+    c.restore_start(Some("first"), Some("after"))
+        .await
+        .expect("restore-start");
+    assert_eq!(t.count("coordinator", "xx").await, 6000);
+    c.restore_finish().await.expect("restore-finish");
     c.stop().await.unwrap();
 }
 
-/// A byte flipped in a base backup object in S3: verify names the object and restore-start
-/// refuses before touching any node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupted_object_in_s3_is_named_and_nothing_changes() {
-    use citus_recovery::repository::{Key, Repository};
+async fn restore_from_s3_takes_prefetched_segments_from_the_spool() {
     skip_unless_postgres!();
-    let moto = moto_or_skip!(&["corrupt-bucket"], false);
-    // The same values as the other test of this binary: the process-wide variables agree.
-    std::env::set_var("AWS_ACCESS_KEY_ID", "test-key");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-s3cr3t-sentinel");
-    std::env::remove_var("AWS_SESSION_TOKEN");
-    let mut t = TestCluster::new(1);
-    with_repository(
-        &mut t,
-        serde_json::json!({
-            "type": "s3", "bucket": "corrupt-bucket", "prefix": "c",
-            "region": "us-east-1", "endpoint": moto.endpoint(), "allowHttp": true
-        }),
-    );
+    environment();
+    let moto = moto_or_skip!(&["wal"], false);
+    let t = archiving_cluster(&moto.endpoint(), "prefetch", 4).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
-    c.basebackup(Some("first")).await.expect("base backup");
-    t.sql(
-        "worker1",
-        "CREATE TABLE xx AS SELECT g FROM generate_series(1, 700) g",
-    )
-    .await
-    .unwrap();
+    write_segments(&t, 10, 500).await;
     c.create_restore_point(Some("rp"))
         .await
         .expect("restore point");
+    write_segments(&t, 2, 7).await;
 
-    let repo = moto.repository("corrupt-bucket", "c");
-    let key = Key::new("backups/first/worker1/base.tar.zst").unwrap();
-    let mut bytes = repo.get(&key).await.unwrap().to_vec();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x08;
-    repo.delete(&key).await.unwrap();
-    repo.put_create(&key, bytes.into()).await.unwrap();
-
-    let report = c.verify(Some("first"), Some("rp")).await.expect("verify");
-    assert!(!report.ok(), "{report}");
-    assert!(report.to_string().contains(key.as_str()), "{report}");
-    let e = c
-        .restore_start(Some("first"), Some("rp"))
+    let log = t.config().log_file(&t.config().coordinator);
+    let spooled_before = count_in(&log, "from the prefetch spool");
+    c.restore_start(Some("first"), Some("rp"))
         .await
-        .expect_err("a damaged backup is not restored");
-    assert!(e.to_string().contains(key.as_str()), "{e}");
-    assert!(c.restore_state().unwrap().is_none(), "no restore begun");
-    assert_eq!(t.count("worker1", "xx").await, 700, "the cluster runs on");
+        .expect("restore-start");
+    assert_eq!(t.count("coordinator", "xx").await, 5000, "rows exact");
+    let spooled = count_in(&log, "from the prefetch spool") - spooled_before;
+    let fetched = count_in(&log, "fetched, next 4 prefetched");
+    eprintln!("restore: {spooled} segments from the spool, {fetched} fetched with a prefetch");
+    assert!(
+        spooled >= 6,
+        "at least 6 of the 10+ segments came from the spool: {spooled}"
+    );
+    assert!(fetched >= 1 && fetched < spooled, "{fetched} vs {spooled}");
+    let spool = t.data_dirs()[0]
+        .join("pg_wal")
+        .join(citus_recovery::archiving::SPOOL_DIR);
+    c.restore_finish().await.expect("restore-finish");
+    assert_eq!(t.count("coordinator", "xx").await, 5000);
+    // Promotion asks for the next timeline's history file, which is not there: spool removed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::symlink_metadata(&spool).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "spool left after restore-finish: {spool:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     c.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_wal_object_is_named_by_verify_and_refused_by_archive_get() {
+    skip_unless_postgres!();
+    environment();
+    let moto = moto_or_skip!(&["wal"], false);
+    let t = archiving_cluster(&moto.endpoint(), "damaged", 8).await;
+    let c = t.cluster.clone();
+    write_segments(&t, 3, 1000).await;
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    c.stop().await.unwrap();
+
+    // Overwrite one segment between the backup and the point with changed bytes, through S3.
+    let repo = moto.repository("wal", "damaged");
+    let segs = archived_segments(&repo).await;
+    let victim = seg_name(segs[segs.len() - 2]);
+    let key = Key::new(&format!("wal/coordinator/{victim}.zst")).unwrap();
+    let mut frame = repo.get(&key).await.unwrap().to_vec();
+    let middle = 28 + (frame.len() - 28) / 2;
+    frame[middle] ^= 0x5A;
+    repo.delete(&key).await.unwrap();
+    repo.put_create(&key, Bytes::from(frame)).await.unwrap();
+
+    let text = match c.verify(Some("first"), Some("rp")).await {
+        Ok(report) => {
+            assert!(!report.ok(), "verify must fail: {report}");
+            report.to_string()
+        }
+        Err(e) => e.to_string(),
+    };
+    eprintln!("{text}");
+    assert!(
+        text.contains("coordinator") && text.contains(&victim),
+        "names the node and segment: {text}"
+    );
+
+    // archive-get, as PostgreSQL runs it, with the damaged segment asked for directly and
+    // inside a prefetch window: never handed over, exit above 125.
+    let pg_wal = tempfile::tempdir().unwrap();
+    let dest = pg_wal.path().join("RECOVERYXLOG");
+    let before = seg_name(segs[segs.len() - 3]);
+    let (code, err) = cli_archive_get(&t.config_file(), &before, &dest);
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(&dest).unwrap();
+    let (code, err) = cli_archive_get(&t.config_file(), &victim, &dest);
+    eprintln!("{err}");
+    assert_eq!(code, 200, "{err}");
+    assert!(err.contains(&victim) && err.contains("damaged"), "{err}");
+    assert!(!dest.exists(), "PostgreSQL never gets the damaged bytes");
+}
+
+/// archive-push, archive-get and list with a wrong secret: a clear error naming the
+/// repository and the fix, the secret nowhere, and archive-get never says "not found".
+#[tokio::test]
+async fn wrong_credentials_are_named_without_the_secret_by_the_wal_commands() {
+    let moto = moto_or_skip!(&["wal"], true);
+    let t = TestCluster::new(0);
+    let file = t.config_file();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    json["repository"] = serde_json::json!({
+        "type": "s3", "bucket": "wal", "prefix": "creds",
+        "region": "us-east-1", "endpoint": moto.endpoint(), "allowHttp": true
+    });
+    json["binary"] = BIN.into();
+    std::fs::write(&file, json.to_string()).unwrap();
+    let wal = t.dir().join("000000010000000000000001");
+    std::fs::write(&wal, vec![3u8; 1 << 20]).unwrap();
+    const SENTINEL: &str = "SENTINEL-secret-Wq4e8r";
+    let run = |args: &[&str], secret: &str| {
+        let out = Command::new(BIN)
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", &moto.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("CITUS_RECOVERY_LOG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let wal_text = wal.to_string_lossy().to_string();
+    let dest = t.dir().join("RECOVERYXLOG").to_string_lossy().to_string();
+    // The right secret works, so the server really checks.
+    let (code, text) = run(
+        &["archive-push", "--node", "coordinator", &wal_text],
+        &moto.secret_access_key,
+    );
+    assert_eq!(code, 0, "{text}");
+    for (args, expected) in [
+        (
+            vec!["archive-push", "--node", "coordinator", wal_text.as_str()],
+            1,
+        ),
+        (
+            vec![
+                "archive-get",
+                "--node",
+                "coordinator",
+                "000000010000000000000001",
+                dest.as_str(),
+            ],
+            200,
+        ),
+        (
+            vec![
+                "archive-get",
+                "--node",
+                "coordinator",
+                "000000010000000000000009",
+                dest.as_str(),
+            ],
+            200,
+        ),
+    ] {
+        let (code, text) = run(&args, SENTINEL);
+        eprintln!("{args:?}: exit {code}: {text}");
+        assert_eq!(code, expected, "{args:?}: {text}");
+        assert!(
+            text.contains("s3://wal/creds"),
+            "names the repository: {text}"
+        );
+        assert!(
+            text.contains("access denied") && text.contains("AWS_SECRET_ACCESS_KEY"),
+            "names the fix: {text}"
+        );
+        assert!(!text.contains(SENTINEL), "secret shown: {text}");
+        assert!(!text.contains(&moto.secret_access_key), "{text}");
+    }
+    assert!(!Path::new(&dest).exists());
+}
+
+/// How many lines of `path` contain `needle`.
+fn count_in(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
 }

@@ -10,7 +10,7 @@
 mod get;
 mod push;
 
-pub use get::{archive_get, GetOutcome};
+pub use get::{archive_get, GetOutcome, SPOOL_DIR};
 pub use push::archive_push;
 
 use crate::repository::Key;
@@ -149,19 +149,19 @@ mod push_get_tests {
         }
         let dest = dir.path().join("RECOVERYXLOG");
         assert_eq!(
-            archive_get(&repo, "w1", name, &dest).await.unwrap(),
+            archive_get(&repo, "w1", name, &dest, 0).await.unwrap(),
             GetOutcome::Restored
         );
         assert_eq!(std::fs::read(&dest).unwrap(), vec![7u8; 16 * 1024 * 1024]);
         // Not there: a normal answer, not an error.
         assert_eq!(
-            archive_get(&repo, "w1", "000000010000000000000004", &dest)
+            archive_get(&repo, "w1", "000000010000000000000004", &dest, 0)
                 .await
                 .unwrap(),
             GetOutcome::NotFound
         );
         assert_eq!(
-            archive_get(&repo, "w2", name, &dest).await.unwrap(),
+            archive_get(&repo, "w2", name, &dest, 0).await.unwrap(),
             GetOutcome::NotFound,
             "another node's archive is another folder"
         );
@@ -178,7 +178,7 @@ mod push_get_tests {
         frame[last] ^= 0xFF;
         repo.put_create(&key, frame.into()).await.unwrap();
         let dest = dir.path().join("RECOVERYXLOG");
-        match archive_get(&repo, "w1", name, &dest).await {
+        match archive_get(&repo, "w1", name, &dest, 0).await {
             Err(crate::Error::Corrupt { key, .. }) => assert!(key.contains(name)),
             other => panic!("expected Corrupt, got {other:?}"),
         }

@@ -610,7 +610,7 @@ async fn wal_command(args: &Args) -> ExitCode {
         }
         Command::ArchiveGet { node, file, dest } => {
             match async { cluster?.archive_get(node, file, dest).await }.await {
-                Ok(GetOutcome::Restored) => ExitCode::SUCCESS,
+                Ok(GetOutcome::Restored | GetOutcome::FromSpool) => ExitCode::SUCCESS,
                 Ok(GetOutcome::NotFound) => ExitCode::from(GET_NOT_FOUND),
                 Err(e) => {
                     eprintln!("citus-recovery archive-get {file}: {e}");

@@ -126,10 +126,12 @@ impl Cluster {
     }
 
     /// `archive-get`: restores WAL file `file` (PostgreSQL's `%f`) of `node` from the
-    /// repository into `dest` (`%p`), checksum checked. Takes no cluster lock.
+    /// repository into `dest` (`%p`), checksum checked, prefetching the config's
+    /// `archiveGetQueue` next segments into the spool beside `dest`. Takes no cluster lock.
     pub async fn archive_get(&self, node: &str, file: &str, dest: &Path) -> Result<GetOutcome> {
         let (repo, node) = self.wal_repository(node)?;
-        crate::archiving::archive_get(repo.as_ref(), &node, file, dest).await
+        let queue = self.config().archive_get_queue;
+        crate::archiving::archive_get(repo.as_ref(), &node, file, dest, queue).await
     }
 
     /// The repository and the node's name, checked against the config.

@@ -772,3 +772,30 @@ fn retention_and_check_thresholds() {
         assert_refused(&format!("check {check}"), &v, field, "");
     }
 }
+
+#[test]
+fn archive_get_queue_defaults_and_is_checked() {
+    let c = parse(&sample()).unwrap();
+    assert_eq!(
+        c.archive_get_queue,
+        crate::config::DEFAULT_ARCHIVE_GET_QUEUE
+    );
+    let mut v = sample();
+    for ok in [0, 1, 64] {
+        v["archiveGetQueue"] = json!(ok);
+        assert_eq!(parse(&v).unwrap().archive_get_queue, ok as usize);
+    }
+    for bad in [json!(-1), json!(65), json!(1_000_000)] {
+        v["archiveGetQueue"] = bad.clone();
+        let err = parse(&v).unwrap_err().to_string();
+        assert!(
+            err.contains("archiveGetQueue") && err.contains("0 (prefetch off) to 64"),
+            "{bad}: {err}"
+        );
+    }
+    v["archiveGetQueue"] = json!("8");
+    assert!(parse(&v)
+        .unwrap_err()
+        .to_string()
+        .contains("archiveGetQueue"));
+}

@@ -139,6 +139,11 @@ impl MotoS3 {
         Ok(())
     }
 
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's URL.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

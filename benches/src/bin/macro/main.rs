@@ -19,6 +19,7 @@
 mod local;
 mod pgbackrest;
 mod raw;
+mod wal;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,42 @@ struct Args {
     /// Also log every step the library runs.
     #[arg(long)]
     verbose: bool,
+    /// Also measure WAL through the tool: archiving under pgbench (basic_archive against
+    /// archive-push), archive-push/archive-get per segment (posix, S3 with and without
+    /// prefetch), verify and list at 20 and 400 segments.
+    #[arg(long)]
+    wal: bool,
+    /// Only the WAL measurements (implies --wal).
+    #[arg(long)]
+    wal_only: bool,
+    /// The citus-recovery tool the servers run (default: beside this program).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// pgbench duration of each archiving run, in seconds.
+    #[arg(long, default_value_t = 25)]
+    pgbench_seconds: u64,
+    /// pgbench clients of the archiving runs.
+    #[arg(long, default_value_t = 4)]
+    wal_clients: u32,
+    /// pgbench scale of the archiving runs.
+    #[arg(long, default_value_t = 10)]
+    wal_scale: u32,
+    /// Segments in each archive-push/archive-get timing.
+    #[arg(long, default_value_t = 20)]
+    get_segments: usize,
+    /// Segments archived after the backup in the verify and list rows.
+    #[arg(long, value_delimiter = ',', default_value = "20,400")]
+    verify_segments: Vec<usize>,
+    /// Delay the second pair of archive-get rows adds to every S3 request (a round trip to a
+    /// real object store), in ms.
+    #[arg(long, default_value_t = 25)]
+    s3_delay_ms: u64,
+    /// archiveGetQueue of the prefetching archive-get row.
+    #[arg(long, default_value_t = 8)]
+    archive_get_queue: usize,
+    /// Python with moto for the S3 rows (default: .venv-moto/bin/python).
+    #[arg(long)]
+    moto_python: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +160,50 @@ async fn bench(args: &Args) -> Result<String> {
 async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
     let started = Instant::now();
     let load_before = load_average();
+    let wal_section = || async {
+        let repo_root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .ok_or("no workspace")?
+            .to_path_buf();
+        let binary = match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("citus-recovery"),
+        };
+        let o = wal::WalOptions {
+            binary: std::path::absolute(binary)?,
+            pgbench_seconds: args.pgbench_seconds,
+            clients: args.wal_clients,
+            scale: args.wal_scale,
+            reps: args.reps.max(1),
+            get_segments: args.get_segments,
+            queue: args.archive_get_queue,
+            s3_delay_ms: args.s3_delay_ms,
+            verify_segments: args.verify_segments.clone(),
+            moto_python: args
+                .moto_python
+                .clone()
+                .unwrap_or_else(|| repo_root.join(".venv-moto/bin/python")),
+            moto_script: repo_root.join("scripts/moto-s3.py"),
+        };
+        wal::measure(env, root, &o).await
+    };
+    if args.wal_only {
+        let section = wal_section().await?;
+        let command: Vec<String> = std::env::args().skip(1).collect();
+        let mut out = format!(
+            "## Run\n\n- command: `bash scripts/bench.sh {}` (took {:.0} s)\n",
+            command.join(" "),
+            started.elapsed().as_secs_f64()
+        );
+        for line in machine().await {
+            out.push_str(&format!("- {line}\n"));
+        }
+        out.push_str(&format!(
+            "- load average (1, 5, 15 min) at the start: {load_before}; at the end: {}\n\n{section}",
+            load_average()
+        ));
+        return Ok(out);
+    }
     let pgbackrest_missing = if args.no_pgbackrest {
         Some("skipped (--no-pgbackrest)".to_string())
     } else {
@@ -182,7 +263,7 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
     } else {
         String::new()
     };
-    Ok(report(
+    let mut out = report(
         args,
         &machine,
         &pgbr_version,
@@ -190,7 +271,12 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
         &main,
         &scaling,
         started.elapsed(),
-    ))
+    );
+    if args.wal {
+        out.push('\n');
+        out.push_str(&wal_section().await?);
+    }
+    Ok(out)
 }
 
 /// What to measure on one cluster.
