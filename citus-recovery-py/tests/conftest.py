@@ -79,18 +79,31 @@ def skip_unless_citus() -> None:
         skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_CITUS")
 
 
+_GIVEN: set = set()
+
+
 def free_ports(n: int) -> List[int]:
-    """Ports the OS hands out as free, all held open until every one is chosen."""
-    sockets = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """Free ports below Linux's ephemeral range (32768 and up), each checked by binding it,
+    never handed out twice here, picked at random: a port from ``bind(0)`` is soon reused by
+    some client's outgoing connection, and a server started on it later fails."""
+    import random
+
+    ports: List[int] = []
+    for _ in range(100_000):
+        if len(ports) == n:
+            break
+        port = random.randrange(20_000, 32_000)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        ports.append(port)
+    assert len(ports) == n, "no free ports in 20000..32000 on 127.0.0.1"
+    return ports
 
 
 def make_config(folder: Path, workers: int = 2, name: str = "pytest") -> Dict[str, Any]:

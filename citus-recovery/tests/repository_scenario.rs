@@ -9,6 +9,7 @@ mod repository_cycle;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use citus_recovery::Error;
 use common::TestCluster;
 use repository_cycle::{cycle, files_below, with_repository, BIN};
 
@@ -254,6 +255,16 @@ async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered()
         .await
         .unwrap();
     assert!(objects.is_empty(), "no object visible: {objects:?}");
+    // The killed command's lock stays, reported as stale (never taken over silently); the
+    // operator breaks it, as the message says.
+    match c.stop().await {
+        Err(Error::RepositoryLocked {
+            stale: Some(why), ..
+        }) => assert!(why.contains("no longer runs"), "{why}"),
+        other => panic!("expected the killed backup's stale lock, got {other:?}"),
+    }
+    let holder = c.break_lock().await.unwrap().expect("the killed backup's lock");
+    assert_eq!(holder.command, "basebackup");
     c.stop().await.unwrap();
 }
 

@@ -30,15 +30,40 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
-/// Free TCP ports on localhost, as the OS hands them out.
+/// Free TCP ports on localhost for test servers, below Linux's ephemeral range (32768 and up):
+/// a port the OS hands out for `bind(0)` is soon reused for some client's outgoing connection
+/// (moto, psql, another test), and a server started on it later fails with "address in use".
+/// Each port is bound once to check it is free, never handed out twice by this process, and
+/// picked at random so that test processes running at once rarely choose the same one.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        ^ (u64::from(std::process::id()) << 32);
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..100_000 {
+        if ports.len() == n {
+            break;
+        }
+        // xorshift: no dependency, different in every process.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let port = 20_000 + (seed % 12_000) as u16;
+        if given.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.insert(port);
+        ports.push(port);
+    }
+    assert_eq!(ports.len(), n, "no free ports in 20000..32000 on 127.0.0.1");
+    ports
 }
 
 /// A config for `workers` workers in `dir`.
