@@ -79,7 +79,7 @@ def skip_unless_citus() -> None:
         skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_CITUS")
 
 
-_GIVEN: set = set()
+_GIVEN: "set[int]" = set()
 
 
 def free_ports(n: int) -> List[int]:
