@@ -2,6 +2,8 @@
 //! variables for the whole process.
 
 mod common;
+#[path = "common/proxy.rs"]
+mod proxy;
 #[path = "common/repository_cycle.rs"]
 mod repository_cycle;
 #[path = "common/s3.rs"]
@@ -10,6 +12,7 @@ mod s3;
 use std::time::{Duration, Instant};
 
 use common::TestCluster;
+use proxy::Proxy;
 use repository_cycle::with_repository;
 
 /// The S3 server stopped while a base backup streams into it: the backup fails, and it is
@@ -17,8 +20,9 @@ use repository_cycle::with_repository;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stopped_during_a_backup_leaves_no_backup() {
     skip_unless_postgres!();
-    // Without signature checks, so the credentials still work after the restart below.
-    let mut moto = moto_or_skip!(&["fault-bucket"], false);
+    let moto = moto_or_skip!(&["fault-bucket"], false);
+    // S3 is taken down and back through a forwarder, so moto keeps its objects.
+    let mut proxy = Proxy::start(moto.port());
     std::env::set_var("AWS_ACCESS_KEY_ID", "test-key");
     std::env::set_var("AWS_SECRET_ACCESS_KEY", "test-s3cr3t-sentinel");
     std::env::remove_var("AWS_SESSION_TOKEN");
@@ -27,7 +31,7 @@ async fn s3_stopped_during_a_backup_leaves_no_backup() {
         &mut t,
         serde_json::json!({
             "type": "s3", "bucket": "fault-bucket", "prefix": "c",
-            "region": "us-east-1", "endpoint": moto.endpoint(), "allowHttp": true
+            "region": "us-east-1", "endpoint": proxy.endpoint(), "allowHttp": true
         }),
     );
     let c = t.cluster.clone();
@@ -44,13 +48,15 @@ async fn s3_stopped_during_a_backup_leaves_no_backup() {
     let started = Instant::now();
     let (result, ()) = tokio::join!(c.basebackup(Some("doomed")), async {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        moto.stop();
+        proxy.down();
     });
     let elapsed = started.elapsed();
     let e = result.expect_err("the backup fails without its repository");
     let text = e.to_string();
     eprintln!("after {elapsed:?}: {text}");
     assert!(!text.contains("test-s3cr3t-sentinel"), "{text}");
+    // Back: the catalog in S3 never got the backup.
+    proxy.up();
     assert!(
         c.list_backups()
             .await
@@ -60,8 +66,20 @@ async fn s3_stopped_during_a_backup_leaves_no_backup() {
         "never listed"
     );
     assert!(c.catalog().backup("doomed").await.is_err(), "never offered");
-    // Back (empty): archiving catches up, and the servers stop cleanly.
-    moto.restart().unwrap();
+    let objects = c
+        .repository()
+        .unwrap()
+        .list(&citus_recovery::repository::Key::new("backups/doomed").unwrap())
+        .await
+        .unwrap();
+    assert!(objects.is_empty(), "no object visible: {objects:?}");
+    // The lock could not be deleted while S3 was down: it stays, held by this (live)
+    // process, until an operator breaks it; it is never taken over silently.
+    if let Some(holder) = c.lock_holder().await.unwrap() {
+        assert_eq!(holder.command, "basebackup");
+        c.break_lock().await.unwrap();
+    }
+    // Archiving catches up, and the servers stop cleanly.
     c.stop().await.unwrap();
 }
 

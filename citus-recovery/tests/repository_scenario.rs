@@ -263,7 +263,11 @@ async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered()
         }) => assert!(why.contains("no longer runs"), "{why}"),
         other => panic!("expected the killed backup's stale lock, got {other:?}"),
     }
-    let holder = c.break_lock().await.unwrap().expect("the killed backup's lock");
+    let holder = c
+        .break_lock()
+        .await
+        .unwrap()
+        .expect("the killed backup's lock");
     assert_eq!(holder.command, "basebackup");
     c.stop().await.unwrap();
 }
