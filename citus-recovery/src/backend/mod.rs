@@ -264,6 +264,33 @@ pub trait ClusterBackend: Send + Sync {
         ))
     }
 
+    /// Takes the node's base backup into the config's repository on the node's host itself
+    /// (as [`crate::plan::StoredBackup`] describes; its `manifest` may hold only the
+    /// `WAL-Ranges`), so its bytes never pass through this process. `Ok(None)`: this backend
+    /// does not; the caller streams the backup through this process instead.
+    async fn backup_to_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+    ) -> Result<Option<crate::plan::StoredBackup>> {
+        let _ = (node, backup);
+        Ok(None)
+    }
+
+    /// Restores the node's part of `backup` from the config's repository into `data_dir` on the
+    /// node's host itself, as [`Self::extract_backup_streams`] describes. `Ok(false)`: this
+    /// backend does not; the caller streams the backup through this process instead.
+    async fn restore_from_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<bool> {
+        let _ = (node, backup, data_dir, tablespaces);
+        Ok(false)
+    }
+
     /// Makes an extracted data directory startable, as its last step: syncs every filesystem
     /// holding `data_dir` or a tablespace location, renames [`PENDING_CONTROL_FILE`] to
     /// `global/pg_control` (never replacing one), and syncs `global/`. Idempotent: with no pending

@@ -267,6 +267,44 @@ impl SshBackend {
         Ok(binary)
     }
 
+    /// The config file's path, which each node host's `node-backup`/`node-restore` reads there
+    /// too (as its `archive_command` does).
+    fn config_file(&self) -> Result<&Path> {
+        self.config.source.as_deref().ok_or_else(|| Error::Config {
+            path: None,
+            field: "(file)".into(),
+            problem: "nodes over SSH with a repository read the config file on their own hosts, but this config was not loaded from a file".into(),
+            fix: "load the config from a file, and copy that file to the same path on every node host".into(),
+        })
+    }
+
+    /// Runs the host's `citus-recovery` with `args` (after the binary), the forwarded
+    /// environment on its stdin, which then stays open: the remote side stops when we go away.
+    async fn node_command(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Output> {
+        let binary = self.node_binary(node).await?;
+        let mut words = vec![Arg::Text(&binary)];
+        words.extend_from_slice(args);
+        let host = self.host(node)?;
+        let out = host
+            .host
+            .run_fed_watched(
+                &node.name,
+                &command(r#"exec "$@""#, &words),
+                &node_side::environment_request(),
+            )
+            .await?;
+        if out.code == Some(0) {
+            Ok(out)
+        } else {
+            Err(self.failed(node, action, &out))
+        }
+    }
+
     async fn program(&self, node: &NodeConfig, name: &str) -> Result<PathBuf> {
         Ok(self.bin_dir(node).await?.join(name))
     }
@@ -646,6 +684,72 @@ impl ClusterBackend for SshBackend {
         self.exec_ok(node, "extract backup", r#"exec "$@""#, &args, None)
             .await
             .map(|_| ())
+    }
+
+    async fn backup_to_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+    ) -> Result<Option<crate::plan::StoredBackup>> {
+        if self.config.repository.is_none() {
+            return Ok(None);
+        }
+        let config = self.config_file()?;
+        let out = self
+            .node_command(
+                node,
+                "node-backup",
+                &[
+                    Arg::Text("node-backup"),
+                    Arg::Text("--config"),
+                    Arg::Path(config),
+                    Arg::Text("--node"),
+                    Arg::Text(&node.name),
+                    Arg::Text("--backup"),
+                    Arg::Text(backup),
+                ],
+            )
+            .await?;
+        serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
+            Error::node(
+                &node.name,
+                "node-backup",
+                format!(
+                    "its result on {} is not the expected JSON ({e}); is citus-recovery there the same version?",
+                    node.hostname
+                ),
+            )
+        })
+    }
+
+    async fn restore_from_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<bool> {
+        if self.config.repository.is_none() {
+            return Ok(false);
+        }
+        let config = self.config_file()?;
+        let values = tablespace_values(tablespaces);
+        let mut args = vec![
+            Arg::Text("node-restore"),
+            Arg::Text("--config"),
+            Arg::Path(config),
+            Arg::Text("--node"),
+            Arg::Text(&node.name),
+            Arg::Text("--backup"),
+            Arg::Text(backup),
+            Arg::Text("--data-dir"),
+            Arg::Path(data_dir),
+        ];
+        for value in &values {
+            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
+        }
+        self.node_command(node, "node-restore", &args).await?;
+        Ok(true)
     }
 
     async fn install_control_file(

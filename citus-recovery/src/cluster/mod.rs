@@ -518,7 +518,7 @@ impl Cluster {
 
 /// Opens the config's repository, if any. Makes no request: an unreachable one shows at the
 /// first use, naming the repository.
-fn open_repository(config: &ClusterConfig) -> Result<Option<Arc<dyn Repository>>> {
+pub(crate) fn open_repository(config: &ClusterConfig) -> Result<Option<Arc<dyn Repository>>> {
     Ok(match &config.repository {
         None => None,
         Some(RepositoryConfig::Posix { path }) => {

@@ -248,6 +248,16 @@ impl Host {
         self.run_with(node, remote, None, true).await
     }
 
+    /// Like [`Self::run_watched`], writing `stdin` first and then holding it open.
+    pub async fn run_fed_watched(
+        &self,
+        node: &str,
+        remote: &OsString,
+        stdin: &[u8],
+    ) -> Result<Output> {
+        self.run_with(node, remote, Some(stdin), true).await
+    }
+
     async fn run_with(
         &self,
         node: &str,
