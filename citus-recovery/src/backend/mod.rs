@@ -291,6 +291,14 @@ pub trait ClusterBackend: Send + Sync {
         Ok(false)
     }
 
+    /// The bytes free for the servers' user in the file system holding `path` on the node's host
+    /// (its nearest existing folder when it does not exist). `Ok(None)`: this backend's nodes are
+    /// on this host, where the caller looks itself.
+    async fn free_space(&self, node: &NodeConfig, path: &Path) -> Result<Option<u64>> {
+        let _ = (node, path);
+        Ok(None)
+    }
+
     /// Makes an extracted data directory startable, as its last step: syncs every filesystem
     /// holding `data_dir` or a tablespace location, renames [`PENDING_CONTROL_FILE`] to
     /// `global/pg_control` (never replacing one), and syncs `global/`. Idempotent: with no pending

@@ -348,6 +348,13 @@ done
 exit 0
 "#;
 
+/// `$1` path. Prints the KiB available in its file system (of its nearest existing folder).
+const FREE_SPACE: &str = r#"
+d=$1
+while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
+df -Pk -- "$d" | awk 'NR == 2 { print $4 }'
+"#;
+
 /// `$1` path. Prints `yes` or `no`; a link counts and is not followed.
 const EXISTS: &str = r#"
 if [ -e "$1" ] || [ -L "$1" ]; then echo yes; else echo no; fi
@@ -684,6 +691,33 @@ impl ClusterBackend for SshBackend {
         self.exec_ok(node, "extract backup", r#"exec "$@""#, &args, None)
             .await
             .map(|_| ())
+    }
+
+    async fn free_space(&self, node: &NodeConfig, path: &Path) -> Result<Option<u64>> {
+        let out = self
+            .exec_ok(
+                node,
+                "read the free space",
+                FREE_SPACE,
+                &[Arg::Path(path)],
+                None,
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse::<u64>()
+            .map(|kib| Some(kib * 1024))
+            .map_err(|_| {
+                Error::node(
+                    &node.name,
+                    "read the free space",
+                    format!(
+                        "df on {} printed {:?}, not a number",
+                        node.hostname,
+                        text.trim()
+                    ),
+                )
+            })
     }
 
     async fn backup_to_repository_on_host(

@@ -381,12 +381,13 @@ impl Cluster {
         let backup = backup
             .map(str::to_string)
             .or_else(|| self.config().backup_to_restore.clone());
-        crate::verify::verify(
+        crate::verify::verify_on(
             self.config(),
             self.repository.as_ref(),
             &self.catalog(),
             backup.as_deref(),
             &point,
+            Some(self.backend.as_ref()),
         )
         .await
     }
