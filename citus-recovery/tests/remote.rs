@@ -8,17 +8,20 @@
 
 mod common;
 #[path = "common/netns.rs"]
+#[allow(dead_code)] // shared with tests/netns.rs, which uses the rest
 mod netns;
+#[path = "common/s3.rs"]
+mod s3;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use netns::{available_or_skip, Topology};
 
 /// Runs the CLI with `args` against `config`, in a new mount namespace with an empty tmpfs over
 /// the nodes' folder.
-fn tool(topology: &Topology, config: &Path, args: &[&str]) -> Output {
+fn tool(topology: &Topology, config: &Path, args: &[&str], env: &[(String, String)]) -> Output {
     Command::new("unshare")
         .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && shift && exec "$@""#)
@@ -28,13 +31,14 @@ fn tool(topology: &Topology, config: &Path, args: &[&str]) -> Output {
         .arg("--config")
         .arg(config)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run unshare")
 }
 
 /// Like [`tool`], failing the test, with the tool's output, unless it succeeded.
-fn tool_ok(topology: &Topology, config: &Path, args: &[&str]) -> String {
-    let out = tool(topology, config, args);
+fn tool_ok(topology: &Topology, config: &Path, args: &[&str], env: &[(String, String)]) -> String {
+    let out = tool(topology, config, args, env);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -71,35 +75,29 @@ async fn count(addr: &str) -> i64 {
         .unwrap()
 }
 
+/// The repository's root folder on this machine, shared by every namespace host.
+struct Shared {
+    /// `repository` for the config.
+    repository: serde_json::Value,
+    /// The environment of the tool (the S3 credentials), forwarded to the hosts by it.
+    env: Vec<(String, String)>,
+}
+
 /// prepare-archiving, basebackup, restore-point, verify, list, restore-start, restore-finish,
-/// restore-start again and restore-abort, with the repository on a shared posix folder: rows
-/// exact after the restore, the backup's objects written by the hosts (owned by their user,
-/// not by root, which runs the tool).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
-    if !available_or_skip("whole_cluster_over_ssh_with_a_shared_posix_repository") {
-        return;
-    }
-    let topology = Topology::up(2);
-    let dir = topology.dir().to_path_buf();
-    let repo = dir.join("repo");
-    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    // The repository is the tool's (root's: its catalog and lock are trusted only then); the
-    // hosts' archive-push and node-backup write `wal/` and `backups/` as postgres.
-    for sub in ["wal", "backups"] {
-        std::fs::create_dir_all(repo.join(sub)).unwrap();
-        nix::unistd::chown(&repo.join(sub), Some(postgres.uid), Some(postgres.gid)).unwrap();
-    }
-    let config = dir.join("cluster-config.json");
+/// restore-start again and restore-abort, the CLI in a mount namespace without the nodes'
+/// folder: rows exact after the restore, the old cluster back after the abort.
+async fn scenario(topology: &Topology, shared: &Shared, after_backup: impl Fn()) {
+    let config = topology.dir().join("cluster-config.json");
     let mut json = topology.config_json();
     // The hosts share this machine's files: the binary under test is the hosts' citus-recovery,
     // and the config file is at the same path on every host.
     json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    json["repository"] = shared.repository.clone();
     std::fs::write(&config, json.to_string()).unwrap();
     let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    let env = &shared.env;
 
-    tool_ok(&topology, &config, &["prepare-archiving"]);
+    tool_ok(topology, &config, &["prepare-archiving"], env);
     for addr in &addrs {
         sql(
             addr,
@@ -107,34 +105,36 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
         )
         .await;
     }
-    tool_ok(&topology, &config, &["basebackup", "--name", "b1"]);
-    for (i, host) in topology.hosts.iter().enumerate() {
-        let object = repo.join(format!("backups/b1/{}/base.tar.zst", host.name));
-        let meta = std::fs::symlink_metadata(&object)
-            .unwrap_or_else(|e| panic!("{}: {e}", object.display()));
-        // Written by the node host's own citus-recovery, not by the tool (root) here.
-        assert_eq!(meta.uid(), postgres.uid.as_raw(), "{}", object.display());
-        assert!(meta.len() > 1000, "{}", object.display());
-        sql(&addrs[i], "INSERT INTO t SELECT generate_series(101, 200)").await;
+    tool_ok(topology, &config, &["basebackup", "--name", "b1"], env);
+    after_backup();
+    for addr in &addrs {
+        sql(addr, "INSERT INTO t SELECT generate_series(101, 200)").await;
     }
-    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"]);
+    tool_ok(topology, &config, &["restore-point", "--name", "rp1"], env);
     for addr in &addrs {
         sql(addr, "INSERT INTO t SELECT generate_series(201, 250)").await;
     }
-    tool_ok(
-        &topology,
+    let verify = tool_ok(
+        topology,
         &config,
         &["verify", "--backup", "b1", "--restore-point", "rp1"],
+        env,
     );
-    let list = tool_ok(&topology, &config, &["list"]);
+    // The free space is read on each host, where the data directories are.
+    assert!(
+        verify.contains(&format!("on {}", addrs[1])),
+        "disk space of each host: {verify}"
+    );
+    let list = tool_ok(topology, &config, &["list"], env);
     assert!(list.contains("b1") && list.contains("rp1"), "{list}");
 
     tool_ok(
-        &topology,
+        topology,
         &config,
         &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        env,
     );
-    tool_ok(&topology, &config, &["restore-finish"]);
+    tool_ok(topology, &config, &["restore-finish"], env);
     for addr in &addrs {
         assert_eq!(
             count(addr).await,
@@ -146,9 +146,10 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
 
     // A second restore, undone: the cluster is as restore-finish left it, marker row included.
     tool_ok(
-        &topology,
+        topology,
         &config,
         &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        env,
     );
     for addr in &addrs {
         assert_eq!(
@@ -157,7 +158,7 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
             "{addr}: paused at the restore point"
         );
     }
-    tool_ok(&topology, &config, &["restore-abort"]);
+    tool_ok(topology, &config, &["restore-abort"], env);
     for addr in &addrs {
         assert_eq!(
             count(addr).await,
@@ -165,6 +166,97 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
             "{addr}: back as before restore-start"
         );
     }
-    let nodes: PathBuf = topology.nodes_dir();
-    assert!(nodes.join("h1/PG_VERSION").is_file());
+    assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+}
+
+/// The scenario with the repository on a folder every host sees: the backup's objects are
+/// written by the hosts (owned by their user, postgres, not by root, which runs the tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
+    if !available_or_skip("whole_cluster_over_ssh_with_a_shared_posix_repository") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let repo = topology.dir().join("repo");
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    // The repository is the tool's (root's: its catalog and lock are trusted only then); the
+    // hosts' archive-push and node-backup write `wal/` and `backups/` as postgres.
+    for sub in ["wal", "backups"] {
+        std::fs::create_dir_all(repo.join(sub)).unwrap();
+        nix::unistd::chown(&repo.join(sub), Some(postgres.uid), Some(postgres.gid)).unwrap();
+    }
+    let shared = Shared {
+        repository: serde_json::json!({"type": "posix", "path": repo}),
+        env: Vec::new(),
+    };
+    let hosts: Vec<String> = topology.hosts.iter().map(|h| h.name.clone()).collect();
+    scenario(&topology, &shared, || {
+        for host in &hosts {
+            let object = repo.join(format!("backups/b1/{host}/base.tar.zst"));
+            let meta = std::fs::symlink_metadata(&object)
+                .unwrap_or_else(|e| panic!("{}: {e}", object.display()));
+            // Written by the node host's own citus-recovery, not by the tool (root) here.
+            assert_eq!(meta.uid(), postgres.uid.as_raw(), "{}", object.display());
+            assert!(meta.len() > 1000, "{}", object.display());
+        }
+    })
+    .await;
+}
+
+/// The scenario with the repository in S3 (moto listening on the topology's bridge address,
+/// checking signatures): the credentials exist only in the tool's environment, so the hosts'
+/// node-backup, node-restore, archive-push and archive-get work only because the tool forwards
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_an_s3_repository() {
+    if !available_or_skip("whole_cluster_over_ssh_with_an_s3_repository") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let addr = &topology.hosts[0].addr;
+    let bridge = format!("{}.1", &addr[..addr.rfind('.').unwrap()]);
+    let server = moto_or_skip!(&["cr-remote"], true);
+    drop(server);
+    let server = match s3::MotoS3::start_on(&bridge, &["cr-remote"], true) {
+        Ok(s) => s,
+        Err(e) => panic!("moto on {bridge}: {e}"),
+    };
+    let shared = Shared {
+        repository: serde_json::json!({
+            "type": "s3", "bucket": "cr-remote", "prefix": "netns", "region": "us-east-1",
+            "endpoint": server.endpoint(), "allowHttp": true,
+        }),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), server.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                server.secret_access_key.clone(),
+            ),
+        ],
+    };
+    let repo = server.repository("cr-remote", "netns");
+    let objects = std::sync::Mutex::new(Vec::new());
+    scenario(&topology, &shared, || {
+        let repo = &repo;
+        let listed = std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    use citus_recovery::repository::{Key, Repository};
+                    repo.list(&Key::new("backups/b1").unwrap()).await.unwrap()
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        objects
+            .lock()
+            .unwrap()
+            .extend(listed.into_iter().map(|m| m.key.as_str().to_string()));
+    })
+    .await;
+    let objects = objects.into_inner().unwrap();
+    for host in &topology.hosts {
+        let key = format!("backups/b1/{}/base.tar.zst", host.name);
+        assert!(objects.contains(&key), "{key} in {objects:?}");
+    }
 }

@@ -348,6 +348,17 @@ done
 exit 0
 "#;
 
+/// `$@` pg_ctl and its arguments; stdin: `AWS_*=value` lines, then an empty line, exported.
+const START_WITH_ENVIRONMENT: &str = r#"
+while IFS= read -r line && [ -n "$line" ]; do
+  case $line in
+    AWS_*=*) export "$line" ;;
+    *) echo "refused a variable that is not AWS_*" >&2; exit 3 ;;
+  esac
+done
+exec "$@" </dev/null >/dev/null
+"#;
+
 /// `$1` path. Prints the KiB available in its file system (of its nearest existing folder).
 const FREE_SPACE: &str = r#"
 d=$1
@@ -567,8 +578,15 @@ impl ClusterBackend for SshBackend {
             StartWait::NoWait => args.push(Arg::Text("-W")),
         }
         // pg_ctl sends the server's output to the log and detaches it, so the channel closes.
+        // The server gets our AWS_* variables, on stdin (never a command line), as a local
+        // server does: its archive_command and restore_command reach an S3 repository with them.
         let out = self
-            .exec(node, r#"exec "$@" >/dev/null"#, &args, None)
+            .exec(
+                node,
+                START_WITH_ENVIRONMENT,
+                &args,
+                Some(&node_side::environment_request()),
+            )
             .await?;
         if out.code == Some(0) {
             return Ok(());
