@@ -97,6 +97,27 @@ async fn scenario(topology: &Topology, shared: &Shared, after_backup: impl Fn())
     let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
     let env = &shared.env;
 
+    // Without the binary on the hosts, prepare-archiving says what to install where, for every
+    // host, and changes nothing.
+    let bad = topology.dir().join("no-binary-config.json");
+    let mut bad_json = json.clone();
+    bad_json["binary"] = serde_json::json!("/nonexistent/citus-recovery");
+    std::fs::write(&bad, bad_json.to_string()).unwrap();
+    let out = tool(topology, &bad, &["prepare-archiving"], env);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    for addr in &addrs {
+        assert!(
+            text.contains(&format!(
+                "install citus-recovery {}",
+                env!("CARGO_PKG_VERSION")
+            )) && text.contains(&format!("on {addr} at /nonexistent/citus-recovery")),
+            "{addr}: {text}"
+        );
+        let mode = sql(addr, "SHOW archive_mode").await.unwrap();
+        assert_eq!(mode, "off", "{addr}: nothing changed");
+    }
+
     tool_ok(topology, &config, &["prepare-archiving"], env);
     for addr in &addrs {
         sql(

@@ -291,6 +291,15 @@ pub trait ClusterBackend: Send + Sync {
         Ok(false)
     }
 
+    /// Checks what the node's host needs to run this tool's commands itself (its
+    /// `archive_command`/`restore_command`, and over SSH its base backups and restores): the
+    /// config's `binary` there, of this library's version, and the config file at the same path.
+    /// The error says what to install or copy, where. Nodes on this host need nothing: `Ok`.
+    async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
+        let _ = node;
+        Ok(())
+    }
+
     /// The bytes free for the servers' user in the file system holding `path` on the node's host
     /// (its nearest existing folder when it does not exist). `Ok(None)`: this backend's nodes are
     /// on this host, where the caller looks itself.

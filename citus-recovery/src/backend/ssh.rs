@@ -711,6 +711,37 @@ impl ClusterBackend for SshBackend {
             .map(|_| ())
     }
 
+    async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
+        self.node_binary(node).await?;
+        let config = self.config_file()?;
+        let out = self
+            .exec(
+                node,
+                r#"[ -f "$1" ] && [ -r "$1" ]"#,
+                &[Arg::Path(config)],
+                None,
+            )
+            .await?;
+        if out.code == Some(0) {
+            return Ok(());
+        }
+        let user = self
+            .target_of(node)
+            .map(|t| t.split('@').next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        Err(Error::node(
+            &node.name,
+            "check the config file",
+            format!(
+                "{} is not a file {user} can read on {}, and the host's citus-recovery reads it there; fix: copy this config to {} at {}, readable by {user}",
+                config.display(),
+                node.hostname,
+                node.hostname,
+                config.display()
+            ),
+        ))
+    }
+
     async fn free_space(&self, node: &NodeConfig, path: &Path) -> Result<Option<u64>> {
         let out = self
             .exec_ok(
