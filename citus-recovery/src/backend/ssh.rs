@@ -712,8 +712,9 @@ impl ClusterBackend for SshBackend {
     }
 
     async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
-        self.node_binary(node).await?;
+        // Before any ssh: a config that is not a file cannot be on the hosts.
         let config = self.config_file()?;
+        self.node_binary(node).await?;
         let out = self
             .exec(
                 node,
@@ -1032,6 +1033,50 @@ mod tests {
             crate::Cluster::new(c),
             Err(Error::Config { field, .. }) if field == "pgBinDir"
         ));
+    }
+
+    /// Without a repository the node hosts do not move backups (the caller's own path, no
+    /// ssh); with one, a config not read from a file is refused before any ssh, naming the fix.
+    #[tokio::test]
+    async fn node_host_backups_need_a_repository_and_a_config_file() {
+        let c = config(serde_json::json!({"user": "postgres"}));
+        let backend = SshBackend::new(c.clone()).unwrap();
+        let node = c.coordinator.clone();
+        assert_eq!(
+            backend
+                .backup_to_repository_on_host(&node, "b1")
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!backend
+            .restore_from_repository_on_host(&node, "b1", Path::new("/srv/new"), &[])
+            .await
+            .unwrap());
+        let mut c = c;
+        c.repository = Some(crate::config::RepositoryConfig::Posix {
+            path: "/srv/repo".into(),
+        });
+        let backend = SshBackend::new(c).unwrap();
+        for err in [
+            backend
+                .backup_to_repository_on_host(&node, "b1")
+                .await
+                .unwrap_err(),
+            backend
+                .restore_from_repository_on_host(&node, "b1", Path::new("/srv/new"), &[])
+                .await
+                .unwrap_err(),
+            backend.check_node_tools(&node).await.unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(
+                matches!(err, Error::Config { .. })
+                    && text.contains("not loaded from a file")
+                    && text.contains("same path on every node host"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

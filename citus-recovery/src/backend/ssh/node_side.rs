@@ -202,6 +202,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_aws_variables_are_forwarded_one_line_each_then_an_empty_line() {
+        std::env::set_var("AWS_CR_NODE_SIDE_TEST", "a b=c");
+        std::env::set_var("AWS_CR_NODE_SIDE_TEST_NL", "two\nlines");
+        std::env::set_var("CR_NODE_SIDE_TEST_OTHER", "secret");
+        let text = String::from_utf8(environment_request()).unwrap();
+        assert!(text.ends_with("\n\n") || text == "\n", "{text:?}");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        assert!(lines.contains(&"AWS_CR_NODE_SIDE_TEST=a b=c"), "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l.starts_with(FORWARDED_ENV_PREFIX)),
+            "{lines:?}"
+        );
+        // A value with a newline would break the line protocol: left out.
+        assert!(!text.contains("AWS_CR_NODE_SIDE_TEST_NL"), "{text:?}");
+        assert!(!text.contains("secret"), "{text:?}");
+    }
+
+    #[test]
+    fn the_backup_summary_round_trips_as_json() {
+        let stored = StoredBackup {
+            bytes: 42,
+            tablespaces: vec![16384],
+            manifest: r#"{"WAL-Ranges":[]}"#.into(),
+            manifest_key: "backups/b/n/backup_manifest".into(),
+        };
+        let json = serde_json::to_string(&stored).unwrap();
+        assert!(json.contains("\"manifestKey\""), "{json}");
+        assert_eq!(serde_json::from_str::<StoredBackup>(&json).unwrap(), stored);
+    }
+
+    #[test]
     fn tablespace_values_are_parsed_and_checked() {
         let t = parse_tablespace("16384=/srv/ts new=1").unwrap();
         assert_eq!(t.oid, 16384);
