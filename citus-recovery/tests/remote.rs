@@ -14,7 +14,7 @@ mod netns;
 mod s3;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use netns::{available_or_skip, Topology};
@@ -86,7 +86,7 @@ struct Shared {
 /// prepare-archiving, basebackup, restore-point, verify, list, restore-start, restore-finish,
 /// restore-start again and restore-abort, the CLI in a mount namespace without the nodes'
 /// folder: rows exact after the restore, the old cluster back after the abort.
-async fn scenario(topology: &Topology, shared: &Shared, after_backup: impl Fn()) {
+async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backup: impl Fn()) {
     let config = topology.dir().join("cluster-config.json");
     let mut json = topology.config_json();
     // The hosts share this machine's files: the binary under test is the hosts' citus-recovery,
@@ -126,14 +126,37 @@ async fn scenario(topology: &Topology, shared: &Shared, after_backup: impl Fn())
         )
         .await;
     }
+    if citus {
+        // A distributed table: its shards on the worker, written through the coordinator.
+        sql(
+            &addrs[0],
+            "CREATE TABLE d (id int PRIMARY KEY); SELECT create_distributed_table('d', 'id'); \
+             INSERT INTO d SELECT generate_series(1, 1000)",
+        )
+        .await;
+    }
     tool_ok(topology, &config, &["basebackup", "--name", "b1"], env);
     after_backup();
     for addr in &addrs {
         sql(addr, "INSERT INTO t SELECT generate_series(101, 200)").await;
     }
+    if citus {
+        sql(
+            &addrs[0],
+            "INSERT INTO d SELECT generate_series(1001, 2000)",
+        )
+        .await;
+    }
     tool_ok(topology, &config, &["restore-point", "--name", "rp1"], env);
     for addr in &addrs {
         sql(addr, "INSERT INTO t SELECT generate_series(201, 250)").await;
+    }
+    if citus {
+        sql(
+            &addrs[0],
+            "INSERT INTO d SELECT generate_series(2001, 2500)",
+        )
+        .await;
     }
     let verify = tool_ok(
         topology,
@@ -190,6 +213,86 @@ async fn scenario(topology: &Topology, shared: &Shared, after_backup: impl Fn())
     assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
 }
 
+/// The repository of `topology` on a folder every host sees, `DIR/repo`: the tool's, with `wal/`
+/// and `backups/` the servers' user's (their archive-push and node-backup write there).
+fn shared_folder(topology: &Topology) -> (PathBuf, nix::unistd::User) {
+    let repo = topology.dir().join("repo");
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    for sub in ["wal", "backups"] {
+        std::fs::create_dir_all(repo.join(sub)).unwrap();
+        nix::unistd::chown(&repo.join(sub), Some(postgres.uid), Some(postgres.gid)).unwrap();
+    }
+    (repo, postgres)
+}
+
+/// The scenario on Citus: each host's server loads Citus, the coordinator h1 lists itself and
+/// h2 by their namespace addresses in `pg_dist_node`, the restore points are Citus's, and a
+/// distributed table holds exactly the rows up to the restore point after the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_on_citus() {
+    if !available_or_skip("whole_cluster_over_ssh_on_citus") {
+        return;
+    }
+    let control =
+        Path::new(common::PG_BIN).join("../../../../share/postgresql/15/extension/citus.control");
+    if !control.is_file() {
+        let reason = format!("Citus is not installed ({} is missing)", control.display());
+        if std::env::var("CITUS_RECOVERY_REQUIRE_CITUS").is_ok_and(|v| !v.is_empty() && v != "0") {
+            panic!("{reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let topology = Topology::up(2);
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    for (host, addr) in topology.hosts.iter().zip(&addrs) {
+        sql(addr, "ALTER SYSTEM SET shared_preload_libraries = 'citus'").await;
+        let data = topology.nodes_dir().join(&host.name);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.netns,
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+            ])
+            .arg(Path::new(common::PG_BIN).join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(topology.nodes_dir().join(format!("{}.log", host.name)))
+            .args(["-w", "-t", "60", "restart"])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart {}: {out:?}", host.name);
+        sql(addr, "CREATE EXTENSION citus").await;
+    }
+    sql(
+        &addrs[0],
+        &format!("SELECT citus_set_coordinator_host('{}', 5432)", addrs[0]),
+    )
+    .await;
+    sql(
+        &addrs[0],
+        &format!("SELECT citus_add_node('{}', 5432)", addrs[1]),
+    )
+    .await;
+    let (repo, _) = shared_folder(&topology);
+    let shared = Shared {
+        repository: serde_json::json!({"type": "posix", "path": repo}),
+        env: Vec::new(),
+    };
+    scenario(&topology, &shared, true, || {}).await;
+    // The restore points were Citus's: the coordinator's catalog of them is in the repository.
+    let points = std::fs::read_dir(repo.join("catalog/restore-points"))
+        .unwrap()
+        .count();
+    assert_eq!(points, 1);
+}
+
 /// The scenario with the repository on a folder every host sees: the backup's objects are
 /// written by the hosts (owned by their user, postgres, not by root, which runs the tool).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,20 +301,13 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
         return;
     }
     let topology = Topology::up(2);
-    let repo = topology.dir().join("repo");
-    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-    // The repository is the tool's (root's: its catalog and lock are trusted only then); the
-    // hosts' archive-push and node-backup write `wal/` and `backups/` as postgres.
-    for sub in ["wal", "backups"] {
-        std::fs::create_dir_all(repo.join(sub)).unwrap();
-        nix::unistd::chown(&repo.join(sub), Some(postgres.uid), Some(postgres.gid)).unwrap();
-    }
+    let (repo, postgres) = shared_folder(&topology);
     let shared = Shared {
         repository: serde_json::json!({"type": "posix", "path": repo}),
         env: Vec::new(),
     };
     let hosts: Vec<String> = topology.hosts.iter().map(|h| h.name.clone()).collect();
-    scenario(&topology, &shared, || {
+    scenario(&topology, &shared, false, || {
         for host in &hosts {
             let object = repo.join(format!("backups/b1/{host}/base.tar.zst"));
             let meta = std::fs::symlink_metadata(&object)
@@ -257,7 +353,7 @@ async fn whole_cluster_over_ssh_with_an_s3_repository() {
     };
     let repo = server.repository("cr-remote", "netns");
     let objects = std::sync::Mutex::new(Vec::new());
-    scenario(&topology, &shared, || {
+    scenario(&topology, &shared, false, || {
         let repo = &repo;
         let listed = std::thread::scope(|s| {
             s.spawn(|| {
