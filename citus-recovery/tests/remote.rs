@@ -377,3 +377,70 @@ async fn whole_cluster_over_ssh_with_an_s3_repository() {
         assert!(objects.contains(&key), "{key} in {objects:?}");
     }
 }
+
+/// A node host whose sshd is down (the listener and every session): basebackup fails naming
+/// the node and `user@host:port` and leaves no backup listed; restore-start fails the same way
+/// and the other node runs on with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
+    if !available_or_skip("a_host_without_ssh_fails_backup_and_restore_naming_it") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    for addr in &addrs {
+        sql(
+            addr,
+            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
+        )
+        .await;
+    }
+    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
+    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
+    sql(&addrs[0], "INSERT INTO t VALUES (-1)").await;
+
+    // Every sshd in h2's namespace: the listener and any session.
+    let h2 = &topology.hosts[1];
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &h2.netns])
+        .output()
+        .unwrap();
+    let mut killed = 0;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sshd" {
+            let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    assert!(killed >= 1, "h2 ran an sshd");
+    let named = |text: &str| {
+        text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1]))
+    };
+
+    let out = tool(&topology, &config, &["basebackup", "--name", "b2"], &[]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && named(&text), "{text}");
+    let list = tool_ok(&topology, &config, &["list"], &[]);
+    assert!(list.contains("b1") && !list.contains("b2"), "{list}");
+
+    let out = tool(
+        &topology,
+        &config,
+        &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && named(&text), "{text}");
+    // h1 runs on, on its own data directory, the row written after the restore point there.
+    assert_eq!(count(&addrs[0]).await, 101);
+    assert_eq!(count(&addrs[1]).await, 100);
+}
