@@ -60,7 +60,7 @@ async fn sql(addr: &str, sql: &str) -> Option<String> {
     let rows = client
         .simple_query(sql)
         .await
-        .unwrap_or_else(|e| panic!("{sql} on {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("{sql} on {addr}: {e:?}"));
     rows.into_iter().find_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
         _ => None,
@@ -408,20 +408,7 @@ async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
 
     // Every sshd in h2's namespace: the listener and any session.
     let h2 = &topology.hosts[1];
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &h2.netns])
-        .output()
-        .unwrap();
-    let mut killed = 0;
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if comm.trim() == "sshd" {
-            let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-            killed += 1;
-        }
-    }
-    assert!(killed >= 1, "h2 ran an sshd");
+    assert!(kill_sshd(h2) >= 1, "h2 ran an sshd");
     let named = |text: &str| {
         text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1]))
     };
@@ -443,4 +430,107 @@ async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
     // h1 runs on, on its own data directory, the row written after the restore point there.
     assert_eq!(count(&addrs[0]).await, 101);
     assert_eq!(count(&addrs[1]).await, 100);
+}
+
+/// The pids of the processes named `comm` in `host`'s namespace.
+fn processes(host: &netns::NsHost, comm: &str) -> Vec<i32> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &host.netns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// Kills every sshd of `host` (its listener and sessions, all started by the topology); returns
+/// how many.
+fn kill_sshd(host: &netns::NsHost) -> usize {
+    let pids = processes(host, "sshd");
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
+}
+
+/// A node host that becomes unreachable while its node-backup streams (held up by an archiver
+/// that takes its time, so pg_basebackup waits for its WAL): the backup fails naming the node
+/// and `user@host:port`, is not listed, and its pg_basebackup on that host stops (the node side
+/// sees its stdin end), leaving no complete object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lost_during_its_backup_stops_it_there() {
+    if !available_or_skip("a_host_lost_during_its_backup_stops_it_there") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    // h2's archiver now takes ten minutes per segment: its backup waits for its WAL.
+    sql(&addrs[1], "ALTER SYSTEM SET archive_command = 'sleep 600'").await;
+    sql(&addrs[1], "SELECT pg_reload_conf()").await;
+    let h2 = &topology.hosts[1];
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(topology.nodes_dir())
+        .arg(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(&config)
+        .args(["basebackup", "--name", "b2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while processes(h2, "pg_basebackup").is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no pg_basebackup ran on h2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Let it stream its tar and reach the wait for the WAL.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(kill_sshd(h2) >= 1);
+    let lost = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1])),
+        "{text}"
+    );
+    assert!(
+        lost.elapsed() < std::time::Duration::from_secs(60),
+        "the loss is noticed promptly"
+    );
+    // On h2, pg_basebackup and node-backup stop without us.
+    let since = std::time::Instant::now();
+    while !(processes(h2, "pg_basebackup").is_empty() && processes(h2, "citus-recovery").is_empty())
+    {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(30),
+            "pg_basebackup still runs on h2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!repo.join("backups/b2/h2/base.tar.zst").exists());
+    sql(&addrs[1], "ALTER SYSTEM RESET archive_command").await;
+    sql(&addrs[1], "SELECT pg_reload_conf()").await;
+    let list = tool_ok(&topology, &config, &["list"], &[]);
+    assert!(!list.contains("b2"), "{list}");
 }
