@@ -13,6 +13,9 @@
 //! reach the scripts as quoted positional parameters ([`quote`]).
 //! Base backups are taken on the node's host into a folder there; extracting one and installing
 //! its `pg_control` run there too, through the host's own `citus-recovery` ([`node_side`]).
+//! With a repository, the host's `citus-recovery node-backup`/`node-restore` stream between the
+//! node and the repository there, so no node's bytes pass through this process; `AWS_*`
+//! variables reach them, and `pg_ctl start`, on stdin.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
