@@ -602,6 +602,7 @@ async fn a_host_lost_during_a_restore_loses_nothing() {
         text.contains("rolling back failed too") && text.contains("citus-recovery-restore.json"),
         "{text}"
     );
+    assert!(!text.contains("failed: ;"), "ssh's silence is said: {text}");
 
     // h2's sshd back: restore-abort puts every old data directory back and starts it.
     let dir = topology.dir();

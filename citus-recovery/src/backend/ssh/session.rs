@@ -229,10 +229,15 @@ impl Host {
                 t.host, t.port
             )
         };
+        // A connection cut mid-command (the host or its sshd gone) leaves ssh nothing to say.
+        let said = match stderr.trim() {
+            "" => "the connection was lost, ssh said nothing",
+            text => text,
+        };
         Error::node(
             node,
             format!("ssh to {}", t.display()),
-            format!("{}; fix: {fix}", stderr.trim()),
+            format!("{said}; fix: {fix}"),
         )
     }
 
