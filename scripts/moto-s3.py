@@ -1,7 +1,10 @@
 """A throwaway S3 server for the tests: moto on 127.0.0.1, with buckets made and, with --auth,
 credentials checked.
 
-Usage: moto-s3.py --port PORT --bucket NAME [--bucket NAME ...] [--auth]
+Usage: moto-s3.py --port PORT [--host ADDRESS] --bucket NAME [--bucket NAME ...] [--auth]
+
+ADDRESS is 127.0.0.1 unless given: the multi-host tests give their namespace bridge's address
+(10.231.x.1), which every namespace host reaches.
 
 Prints one JSON line when the server answers and the buckets exist:
 {"accessKeyId": ..., "secretAccessKey": ...} (with --auth a user moto made, whose signatures it
@@ -25,16 +28,19 @@ from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--bucket", action="append", default=[])
     parser.add_argument("--auth", action="store_true")
     args = parser.parse_args()
 
     # One line per request on stderr is noise in a test's output.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # Loopback only: the tests never serve beyond this machine.
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    # Loopback, or a test namespace bridge: the tests never serve beyond this machine.
+    if not (args.host == "127.0.0.1" or args.host.startswith("10.231.")):
+        sys.exit("moto-s3.py serves only on 127.0.0.1 or a test bridge 10.231.x.1")
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{args.port}"
+    url = f"http://{args.host}:{args.port}"
     fake = {
         "endpoint_url": url,
         "region_name": "us-east-1",

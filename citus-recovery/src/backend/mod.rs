@@ -264,6 +264,50 @@ pub trait ClusterBackend: Send + Sync {
         ))
     }
 
+    /// Takes the node's base backup into the config's repository on the node's host itself
+    /// (as [`crate::plan::StoredBackup`] describes; its `manifest` may hold only the
+    /// `WAL-Ranges`), so its bytes never pass through this process. `Ok(None)`: this backend
+    /// does not; the caller streams the backup through this process instead.
+    async fn backup_to_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+    ) -> Result<Option<crate::plan::StoredBackup>> {
+        let _ = (node, backup);
+        Ok(None)
+    }
+
+    /// Restores the node's part of `backup` from the config's repository into `data_dir` on the
+    /// node's host itself, as [`Self::extract_backup_streams`] describes. `Ok(false)`: this
+    /// backend does not; the caller streams the backup through this process instead.
+    async fn restore_from_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<bool> {
+        let _ = (node, backup, data_dir, tablespaces);
+        Ok(false)
+    }
+
+    /// Checks what the node's host needs to run this tool's commands itself (its
+    /// `archive_command`/`restore_command`, and over SSH its base backups and restores): the
+    /// config's `binary` there, of this library's version, and the config file at the same path.
+    /// The error says what to install or copy, where. Nodes on this host need nothing: `Ok`.
+    async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
+        let _ = node;
+        Ok(())
+    }
+
+    /// The bytes free for the servers' user in the file system holding `path` on the node's host
+    /// (its nearest existing folder when it does not exist). `Ok(None)`: this backend's nodes are
+    /// on this host, where the caller looks itself.
+    async fn free_space(&self, node: &NodeConfig, path: &Path) -> Result<Option<u64>> {
+        let _ = (node, path);
+        Ok(None)
+    }
+
     /// Makes an extracted data directory startable, as its last step: syncs every filesystem
     /// holding `data_dir` or a tablespace location, renames [`PENDING_CONTROL_FILE`] to
     /// `global/pg_control` (never replacing one), and syncs `global/`. Idempotent: with no pending

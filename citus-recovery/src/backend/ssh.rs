@@ -13,6 +13,9 @@
 //! reach the scripts as quoted positional parameters ([`quote`]).
 //! Base backups are taken on the node's host into a folder there; extracting one and installing
 //! its `pg_control` run there too, through the host's own `citus-recovery` ([`node_side`]).
+//! With a repository, the host's `citus-recovery node-backup`/`node-restore` stream between the
+//! node and the repository there, so no node's bytes pass through this process; `AWS_*`
+//! variables reach them, and `pg_ctl start`, on stdin.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -267,6 +270,44 @@ impl SshBackend {
         Ok(binary)
     }
 
+    /// The config file's path, which each node host's `node-backup`/`node-restore` reads there
+    /// too (as its `archive_command` does).
+    fn config_file(&self) -> Result<&Path> {
+        self.config.source.as_deref().ok_or_else(|| Error::Config {
+            path: None,
+            field: "(file)".into(),
+            problem: "nodes over SSH with a repository read the config file on their own hosts, but this config was not loaded from a file".into(),
+            fix: "load the config from a file, and copy that file to the same path on every node host".into(),
+        })
+    }
+
+    /// Runs the host's `citus-recovery` with `args` (after the binary), the forwarded
+    /// environment on its stdin, which then stays open: the remote side stops when we go away.
+    async fn node_command(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Output> {
+        let binary = self.node_binary(node).await?;
+        let mut words = vec![Arg::Text(&binary)];
+        words.extend_from_slice(args);
+        let host = self.host(node)?;
+        let out = host
+            .host
+            .run_fed_watched(
+                &node.name,
+                &command(r#"exec "$@""#, &words),
+                &node_side::environment_request(),
+            )
+            .await?;
+        if out.code == Some(0) {
+            Ok(out)
+        } else {
+            Err(self.failed(node, action, &out))
+        }
+    }
+
     async fn program(&self, node: &NodeConfig, name: &str) -> Result<PathBuf> {
         Ok(self.bin_dir(node).await?.join(name))
     }
@@ -308,6 +349,24 @@ for f in *; do
   [ -f "$f" ] && printf '%s %s\n' "$(stat -c %s -- "$f")" "$f"
 done
 exit 0
+"#;
+
+/// `$@` pg_ctl and its arguments; stdin: `AWS_*=value` lines, then an empty line, exported.
+const START_WITH_ENVIRONMENT: &str = r#"
+while IFS= read -r line && [ -n "$line" ]; do
+  case $line in
+    AWS_*=*) export "$line" ;;
+    *) echo "refused a variable that is not AWS_*" >&2; exit 3 ;;
+  esac
+done
+exec "$@" </dev/null >/dev/null
+"#;
+
+/// `$1` path. Prints the KiB available in its file system (of its nearest existing folder).
+const FREE_SPACE: &str = r#"
+d=$1
+while [ ! -e "$d" ]; do d=$(dirname -- "$d"); done
+df -Pk -- "$d" | awk 'NR == 2 { print $4 }'
 "#;
 
 /// `$1` path. Prints `yes` or `no`; a link counts and is not followed.
@@ -522,8 +581,15 @@ impl ClusterBackend for SshBackend {
             StartWait::NoWait => args.push(Arg::Text("-W")),
         }
         // pg_ctl sends the server's output to the log and detaches it, so the channel closes.
+        // The server gets our AWS_* variables, on stdin (never a command line), as a local
+        // server does: its archive_command and restore_command reach an S3 repository with them.
         let out = self
-            .exec(node, r#"exec "$@" >/dev/null"#, &args, None)
+            .exec(
+                node,
+                START_WITH_ENVIRONMENT,
+                &args,
+                Some(&node_side::environment_request()),
+            )
             .await?;
         if out.code == Some(0) {
             return Ok(());
@@ -646,6 +712,131 @@ impl ClusterBackend for SshBackend {
         self.exec_ok(node, "extract backup", r#"exec "$@""#, &args, None)
             .await
             .map(|_| ())
+    }
+
+    async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
+        // Before any ssh: a config that is not a file cannot be on the hosts.
+        let config = self.config_file()?;
+        self.node_binary(node).await?;
+        let out = self
+            .exec(
+                node,
+                r#"[ -f "$1" ] && [ -r "$1" ]"#,
+                &[Arg::Path(config)],
+                None,
+            )
+            .await?;
+        if out.code == Some(0) {
+            return Ok(());
+        }
+        let user = self
+            .target_of(node)
+            .map(|t| t.split('@').next().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        Err(Error::node(
+            &node.name,
+            "check the config file",
+            format!(
+                "{} is not a file {user} can read on {}, and the host's citus-recovery reads it there; fix: copy this config to {} at {}, readable by {user}",
+                config.display(),
+                node.hostname,
+                node.hostname,
+                config.display()
+            ),
+        ))
+    }
+
+    async fn free_space(&self, node: &NodeConfig, path: &Path) -> Result<Option<u64>> {
+        let out = self
+            .exec_ok(
+                node,
+                "read the free space",
+                FREE_SPACE,
+                &[Arg::Path(path)],
+                None,
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.trim()
+            .parse::<u64>()
+            .map(|kib| Some(kib * 1024))
+            .map_err(|_| {
+                Error::node(
+                    &node.name,
+                    "read the free space",
+                    format!(
+                        "df on {} printed {:?}, not a number",
+                        node.hostname,
+                        text.trim()
+                    ),
+                )
+            })
+    }
+
+    async fn backup_to_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+    ) -> Result<Option<crate::plan::StoredBackup>> {
+        if self.config.repository.is_none() {
+            return Ok(None);
+        }
+        let config = self.config_file()?;
+        let out = self
+            .node_command(
+                node,
+                "node-backup",
+                &[
+                    Arg::Text("node-backup"),
+                    Arg::Text("--config"),
+                    Arg::Path(config),
+                    Arg::Text("--node"),
+                    Arg::Text(&node.name),
+                    Arg::Text("--backup"),
+                    Arg::Text(backup),
+                ],
+            )
+            .await?;
+        serde_json::from_slice(&out.stdout).map(Some).map_err(|e| {
+            Error::node(
+                &node.name,
+                "node-backup",
+                format!(
+                    "its result on {} is not the expected JSON ({e}); is citus-recovery there the same version?",
+                    node.hostname
+                ),
+            )
+        })
+    }
+
+    async fn restore_from_repository_on_host(
+        &self,
+        node: &NodeConfig,
+        backup: &str,
+        data_dir: &Path,
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<bool> {
+        if self.config.repository.is_none() {
+            return Ok(false);
+        }
+        let config = self.config_file()?;
+        let values = tablespace_values(tablespaces);
+        let mut args = vec![
+            Arg::Text("node-restore"),
+            Arg::Text("--config"),
+            Arg::Path(config),
+            Arg::Text("--node"),
+            Arg::Text(&node.name),
+            Arg::Text("--backup"),
+            Arg::Text(backup),
+            Arg::Text("--data-dir"),
+            Arg::Path(data_dir),
+        ];
+        for value in &values {
+            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
+        }
+        self.node_command(node, "node-restore", &args).await?;
+        Ok(true)
     }
 
     async fn install_control_file(
@@ -845,6 +1036,50 @@ mod tests {
             crate::Cluster::new(c),
             Err(Error::Config { field, .. }) if field == "pgBinDir"
         ));
+    }
+
+    /// Without a repository the node hosts do not move backups (the caller's own path, no
+    /// ssh); with one, a config not read from a file is refused before any ssh, naming the fix.
+    #[tokio::test]
+    async fn node_host_backups_need_a_repository_and_a_config_file() {
+        let c = config(serde_json::json!({"user": "postgres"}));
+        let backend = SshBackend::new(c.clone()).unwrap();
+        let node = c.coordinator.clone();
+        assert_eq!(
+            backend
+                .backup_to_repository_on_host(&node, "b1")
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(!backend
+            .restore_from_repository_on_host(&node, "b1", Path::new("/srv/new"), &[])
+            .await
+            .unwrap());
+        let mut c = c;
+        c.repository = Some(crate::config::RepositoryConfig::Posix {
+            path: "/srv/repo".into(),
+        });
+        let backend = SshBackend::new(c).unwrap();
+        for err in [
+            backend
+                .backup_to_repository_on_host(&node, "b1")
+                .await
+                .unwrap_err(),
+            backend
+                .restore_from_repository_on_host(&node, "b1", Path::new("/srv/new"), &[])
+                .await
+                .unwrap_err(),
+            backend.check_node_tools(&node).await.unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(
+                matches!(err, Error::Config { .. })
+                    && text.contains("not loaded from a file")
+                    && text.contains("same path on every node host"),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -226,6 +226,35 @@ enum Command {
         #[arg(long)]
         tablespace: Vec<String>,
     },
+    /// Run over SSH on a node host: streams a base backup of the node into the repository of
+    /// the config at --config on this host; prints the result as JSON. `AWS_*` variables come
+    /// on stdin (`NAME=value` lines, then an empty line).
+    #[command(hide = true)]
+    NodeBackup {
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// The backup's name.
+        #[arg(long)]
+        backup: String,
+    },
+    /// Run over SSH on a node host: restores the node's part of a backup from the repository of
+    /// the config at --config into a new data directory on this host. Stdin as for node-backup.
+    #[command(hide = true)]
+    NodeRestore {
+        /// The node.
+        #[arg(long)]
+        node: String,
+        /// The backup's name.
+        #[arg(long)]
+        backup: String,
+        /// The new data directory (must not exist).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A tablespace and its new folder, `<oid>=<folder>`; once per tablespace.
+        #[arg(long)]
+        tablespace: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {
         /// The shell.
@@ -365,6 +394,36 @@ async fn run(
         } => {
             let targets = node_tablespaces(tablespace)?;
             return citus_recovery::backend::node_side::install_control_file(data_dir, &targets);
+        }
+        Command::NodeBackup { node, backup } => {
+            citus_recovery::backend::node_side::read_environment()?;
+            let stored = citus_recovery::backend::node_side::backup_to_repository(
+                &args.config,
+                node,
+                backup,
+            )
+            .await?;
+            let json = serde_json::to_string(&stored)
+                .map_err(|e| citus_recovery::Error::io("write", "stdout", e.into()))?;
+            println!("{json}");
+            return Ok(());
+        }
+        Command::NodeRestore {
+            node,
+            backup,
+            data_dir,
+            tablespace,
+        } => {
+            citus_recovery::backend::node_side::read_environment()?;
+            let targets = node_tablespaces(tablespace)?;
+            return citus_recovery::backend::node_side::restore_from_repository(
+                &args.config,
+                node,
+                backup,
+                data_dir,
+                &targets,
+            )
+            .await;
         }
         _ => {}
     }
@@ -522,6 +581,8 @@ async fn run(
         | Command::Man
         | Command::NodeExtract { .. }
         | Command::NodeInstallControlFile { .. }
+        | Command::NodeBackup { .. }
+        | Command::NodeRestore { .. }
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. }
         | Command::Check { .. } => unreachable!("handled above"),

@@ -383,12 +383,13 @@ impl Cluster {
         let backup = backup
             .map(str::to_string)
             .or_else(|| self.config().backup_to_restore.clone());
-        crate::verify::verify(
+        crate::verify::verify_on(
             self.config(),
             self.repository.as_ref(),
             &self.catalog(),
             backup.as_deref(),
             &point,
+            Some(self.backend.as_ref()),
         )
         .await
     }
@@ -520,7 +521,7 @@ impl Cluster {
 
 /// Opens the config's repository, if any. Makes no request: an unreachable one shows at the
 /// first use, naming the repository.
-fn open_repository(config: &ClusterConfig) -> Result<Option<Arc<dyn Repository>>> {
+pub(crate) fn open_repository(config: &ClusterConfig) -> Result<Option<Arc<dyn Repository>>> {
     Ok(match &config.repository {
         None => None,
         Some(RepositoryConfig::Posix { path }) => {

@@ -243,6 +243,22 @@ impl ArchivePlan {
         backend: &dyn ClusterBackend,
         opts: &RunOptions,
     ) -> Result<ArchiveReport> {
+        if backend.config().repository.is_some() {
+            // archive_command runs the tool on each node's host: check every host at once
+            // before any setting changes.
+            let checks = backend
+                .config()
+                .nodes()
+                .map(|node| backend.check_node_tools(node));
+            let errors = futures::future::join_all(checks)
+                .await
+                .into_iter()
+                .filter_map(Result::err)
+                .collect();
+            if let Some(e) = Error::from_several(errors) {
+                return Err(e);
+            }
+        }
         run_phases(backend, &self.phases, opts).await?;
         let restarted = self.phases[0]
             .nodes

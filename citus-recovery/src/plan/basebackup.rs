@@ -181,8 +181,10 @@ pub fn in_backup_folder(config: &ClusterConfig, catalog: &Catalog, name: &str) -
         .is_ok_and(|m| m.is_file())
 }
 
-/// What [`into_repository`] stored for one node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`into_repository`] stored for one node (also what a node host's `node-backup` prints,
+/// as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct StoredBackup {
     /// The stored size of the node's tar objects (compressed).
     pub bytes: u64,
@@ -206,6 +208,10 @@ pub async fn into_repository(
     backup: &str,
     client: &tokio_postgres::Client,
 ) -> Result<StoredBackup> {
+    // Over SSH the node's host streams it into the repository itself.
+    if let Some(stored) = backend.backup_to_repository_on_host(node, backup).await? {
+        return Ok(stored);
+    }
     let row = client
         .query_one(
             "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
@@ -403,6 +409,13 @@ pub async fn extract_from_repository(
     data_dir: &std::path::Path,
     tablespaces: &[TablespaceTarget],
 ) -> Result<()> {
+    // Over SSH the node's host reads the repository itself.
+    if backend
+        .restore_from_repository_on_host(node, backup, data_dir, tablespaces)
+        .await?
+    {
+        return Ok(());
+    }
     let (mkey, manifest, tars) = stored::stored_objects(repo, backup, &node.name).await?;
     let find = |name: &str| -> Result<Key> {
         tars.iter()

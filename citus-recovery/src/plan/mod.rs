@@ -9,7 +9,7 @@
 
 mod abort;
 mod archive;
-mod basebackup;
+pub(crate) mod basebackup;
 mod basis;
 mod finish;
 pub mod recovery_conf;
@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
-pub use basebackup::{in_backup_folder, BasebackupPlan};
+pub use basebackup::{in_backup_folder, BasebackupPlan, StoredBackup};
 pub use basis::{NodeBasis, PlanBasis};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{

@@ -283,6 +283,20 @@ pub async fn verify(
     backup: Option<&str>,
     point: &str,
 ) -> Result<VerifyReport> {
+    verify_on(config, repo, catalog, backup, point, None).await
+}
+
+/// Like [`verify`], with the free space looked up through `backend` on each node's host when
+/// it can ([`ClusterBackend::free_space`]: nodes over SSH), one check per host, rather than on
+/// this host.
+pub async fn verify_on(
+    config: &ClusterConfig,
+    repo: Option<&Arc<dyn Repository>>,
+    catalog: &Catalog,
+    backup: Option<&str>,
+    point: &str,
+    backend: Option<&dyn crate::backend::ClusterBackend>,
+) -> Result<VerifyReport> {
     let recorded = catalog.restore_points().await?;
     let in_record = recorded.iter().find(|r| r.name == point);
     let given = match backup {
@@ -356,6 +370,8 @@ pub async fn verify(
         }));
     }
     let mut needed_bytes = 0u64;
+    // What each node's restore needs, by host, for the free space on that host.
+    let mut per_host: BTreeMap<String, (String, u64)> = BTreeMap::new();
     for (node, tar_check) in config.nodes().zip(tar_checks) {
         let name = node.name.clone();
         let mut check = |what: &str, ok: bool, detail: String| {
@@ -381,6 +397,10 @@ pub async fn verify(
         if let Some(repo) = stored {
             let (ok, detail, needed) = stored_backup_check(repo.as_ref(), part).await;
             needed_bytes += needed;
+            per_host
+                .entry(node.hostname.clone())
+                .or_insert_with(|| (node.name.clone(), 0))
+                .1 += needed;
             check("backup files", ok, detail);
             check(
                 "backup WAL",
@@ -391,6 +411,10 @@ pub async fn verify(
                 ),
             );
         } else {
+            per_host
+                .entry(node.hostname.clone())
+                .or_insert_with(|| (node.name.clone(), 0))
+                .1 += part.bytes;
             check(
                 "backup files",
                 tar.problems.is_empty(),
@@ -546,12 +570,20 @@ pub async fn verify(
             segment: target.last_segment.clone(),
         });
     }
-    checks.push(disk_check(
-        config,
-        catalog,
-        &backup,
-        stored.map(|_| needed_bytes),
-    ));
+    match backend {
+        Some(backend) if config.uses_ssh() => {
+            for (node_name, needed) in per_host.values() {
+                let node = config.node(node_name).expect("a node of the config");
+                checks.push(host_disk_check(backend, config, node, *needed).await);
+            }
+        }
+        _ => checks.push(disk_check(
+            config,
+            catalog,
+            &backup,
+            stored.map(|_| needed_bytes),
+        )),
+    }
     let time = archives
         .values()
         .flat_map(|a| a.records.iter().map(|r| r.time))
@@ -638,6 +670,50 @@ async fn stored_backup_check(
         ),
         listed.1,
     )
+}
+
+/// Whether the file system of the data directories on `node`'s host has room for `needed`
+/// bytes (every node's extracted backup on that host), looked up through `backend`.
+async fn host_disk_check(
+    backend: &dyn crate::backend::ClusterBackend,
+    config: &ClusterConfig,
+    node: &crate::config::NodeConfig,
+    needed: u64,
+) -> Check {
+    let dir = &config.cluster_base_folder;
+    let want = needed + needed / 20;
+    let (ok, detail) = match backend.free_space(node, dir).await {
+        Ok(Some(free)) => (
+            free >= want,
+            format!(
+                "{} MiB free in {} on {}, {} MiB needed{}",
+                free >> 20,
+                dir.display(),
+                node.hostname,
+                want >> 20,
+                if free >= want {
+                    ""
+                } else {
+                    "; free some space there (the data directories moved aside by earlier restores may go)"
+                }
+            ),
+        ),
+        Ok(None) => (
+            false,
+            format!(
+                "the free space in {} on {} is unknown",
+                dir.display(),
+                node.hostname
+            ),
+        ),
+        Err(e) => (false, format!("cannot read the free space: {e}")),
+    };
+    Check {
+        node: Some(node.name.clone()),
+        check: "disk space".into(),
+        ok,
+        detail,
+    }
 }
 
 /// Whether the file system of the data directories has room for every node's extracted backup

@@ -67,6 +67,8 @@ macro_rules! moto_or_skip {
 /// A running moto S3 server with its buckets.
 pub struct MotoS3 {
     child: Option<Child>,
+    /// The address it listens on: 127.0.0.1, or a test namespace bridge's.
+    host: String,
     port: u16,
     buckets: Vec<String>,
     auth: bool,
@@ -80,8 +82,15 @@ impl MotoS3 {
     /// Starts a server with `buckets` made. With `auth`, it checks signatures against a user it
     /// made (whose keys are in the fields); without, it takes any credentials.
     pub fn start(buckets: &[&str], auth: bool) -> Result<MotoS3, String> {
+        Self::start_on("127.0.0.1", buckets, auth)
+    }
+
+    /// Like [`Self::start`], listening on `host` (a test namespace bridge's 10.231.x.1, which
+    /// every namespace host reaches).
+    pub fn start_on(host: &str, buckets: &[&str], auth: bool) -> Result<MotoS3, String> {
         let mut server = MotoS3 {
             child: None,
+            host: host.into(),
             port: 0,
             buckets: buckets.iter().map(|b| b.to_string()).collect(),
             auth,
@@ -105,7 +114,9 @@ impl MotoS3 {
         let mut cmd = Command::new(python);
         cmd.arg(repo_root().join("scripts/moto-s3.py"))
             .arg("--port")
-            .arg(self.port.to_string());
+            .arg(self.port.to_string())
+            .arg("--host")
+            .arg(&self.host);
         for b in &self.buckets {
             cmd.arg("--bucket").arg(b);
         }
@@ -128,8 +139,8 @@ impl MotoS3 {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "moto did not start on 127.0.0.1:{} ({r:?}, said {line:?})",
-                    self.port
+                    "moto did not start on {}:{} ({r:?}, said {line:?})",
+                    self.host, self.port
                 ));
             }
         };
@@ -146,7 +157,7 @@ impl MotoS3 {
 
     /// The server's URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// Settings for a repository in `bucket` under `prefix` on this server.

@@ -229,10 +229,15 @@ impl Host {
                 t.host, t.port
             )
         };
+        // A connection cut mid-command (the host or its sshd gone) leaves ssh nothing to say.
+        let said = match stderr.trim() {
+            "" => "the connection was lost, ssh said nothing",
+            text => text,
+        };
         Error::node(
             node,
             format!("ssh to {}", t.display()),
-            format!("{}; fix: {fix}", stderr.trim()),
+            format!("{said}; fix: {fix}"),
         )
     }
 
@@ -246,6 +251,16 @@ impl Host {
     /// script can watch it to stop its work when we go away (stdin then reaches end of file).
     pub async fn run_watched(&self, node: &str, remote: &OsString) -> Result<Output> {
         self.run_with(node, remote, None, true).await
+    }
+
+    /// Like [`Self::run_watched`], writing `stdin` first and then holding it open.
+    pub async fn run_fed_watched(
+        &self,
+        node: &str,
+        remote: &OsString,
+        stdin: &[u8],
+    ) -> Result<Output> {
+        self.run_with(node, remote, Some(stdin), true).await
     }
 
     async fn run_with(

@@ -1,0 +1,621 @@
+//! The whole cluster over SSH, end to end, on the namespace topology (`scripts/netns.sh`): the
+//! CLI runs in a mount namespace where the nodes' folder is an empty tmpfs, so every node file it
+//! touches is touched on the node's host. With the repository on a folder every host sees, each
+//! host's own `citus-recovery node-backup`/`node-restore` moves that node's bytes. Needs root;
+//! skipped with the reason printed elsewhere (failing when CITUS_RECOVERY_REQUIRE_NETNS=1).
+//!
+//! Plain PostgreSQL nodes: the namespace hosts' servers are made by netns.sh without Citus.
+
+mod common;
+#[path = "common/netns.rs"]
+#[allow(dead_code)] // shared with tests/netns.rs, which uses the rest
+mod netns;
+#[path = "common/s3.rs"]
+mod s3;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use netns::{available_or_skip, Topology};
+
+/// Runs the CLI with `args` against `config`, in a new mount namespace with an empty tmpfs over
+/// the nodes' folder.
+fn tool(topology: &Topology, config: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(topology.nodes_dir())
+        .arg(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run unshare")
+}
+
+/// Like [`tool`], failing the test, with the tool's output, unless it succeeded.
+fn tool_ok(topology: &Topology, config: &Path, args: &[&str], env: &[(String, String)]) -> String {
+    let out = tool(topology, config, args, env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "citus-recovery {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Runs `sql` on the host at `addr`; returns the first column of the first row, if any.
+async fn sql(addr: &str, sql: &str) -> Option<String> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host={addr} port=5432 user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    tokio::spawn(connection);
+    let rows = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql} on {addr}: {e:?}"));
+    rows.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+async fn count(addr: &str) -> i64 {
+    sql(addr, "SELECT count(*) FROM t")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The repository's root folder on this machine, shared by every namespace host.
+struct Shared {
+    /// `repository` for the config.
+    repository: serde_json::Value,
+    /// The environment of the tool (the S3 credentials), forwarded to the hosts by it.
+    env: Vec<(String, String)>,
+}
+
+/// prepare-archiving, basebackup, restore-point, verify, list, restore-start, restore-finish,
+/// restore-start again and restore-abort, the CLI in a mount namespace without the nodes'
+/// folder: rows exact after the restore, the old cluster back after the abort.
+async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backup: impl Fn()) {
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    // The hosts share this machine's files: the binary under test is the hosts' citus-recovery,
+    // and the config file is at the same path on every host.
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = shared.repository.clone();
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    let env = &shared.env;
+
+    // Without the binary on the hosts, prepare-archiving says what to install where, for every
+    // host, and changes nothing.
+    let bad = topology.dir().join("no-binary-config.json");
+    let mut bad_json = json.clone();
+    bad_json["binary"] = serde_json::json!("/nonexistent/citus-recovery");
+    std::fs::write(&bad, bad_json.to_string()).unwrap();
+    let out = tool(topology, &bad, &["prepare-archiving"], env);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    for addr in &addrs {
+        assert!(
+            text.contains(&format!(
+                "install citus-recovery {}",
+                env!("CARGO_PKG_VERSION")
+            )) && text.contains(&format!("on {addr} at /nonexistent/citus-recovery")),
+            "{addr}: {text}"
+        );
+        let mode = sql(addr, "SHOW archive_mode").await.unwrap();
+        assert_eq!(mode, "off", "{addr}: nothing changed");
+    }
+
+    tool_ok(topology, &config, &["prepare-archiving"], env);
+    for addr in &addrs {
+        sql(
+            addr,
+            "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)",
+        )
+        .await;
+    }
+    if citus {
+        // A distributed table: its shards on the worker, written through the coordinator.
+        sql(
+            &addrs[0],
+            "CREATE TABLE d (id int PRIMARY KEY); SELECT create_distributed_table('d', 'id'); \
+             INSERT INTO d SELECT generate_series(1, 1000)",
+        )
+        .await;
+    }
+    tool_ok(topology, &config, &["basebackup", "--name", "b1"], env);
+    after_backup();
+    for addr in &addrs {
+        sql(addr, "INSERT INTO t SELECT generate_series(101, 200)").await;
+    }
+    if citus {
+        sql(
+            &addrs[0],
+            "INSERT INTO d SELECT generate_series(1001, 2000)",
+        )
+        .await;
+    }
+    tool_ok(topology, &config, &["restore-point", "--name", "rp1"], env);
+    for addr in &addrs {
+        sql(addr, "INSERT INTO t SELECT generate_series(201, 250)").await;
+    }
+    if citus {
+        sql(
+            &addrs[0],
+            "INSERT INTO d SELECT generate_series(2001, 2500)",
+        )
+        .await;
+    }
+    let verify = tool_ok(
+        topology,
+        &config,
+        &["verify", "--backup", "b1", "--restore-point", "rp1"],
+        env,
+    );
+    // The free space is read on each host, where the data directories are.
+    assert!(
+        verify.contains(&format!("on {}", addrs[1])),
+        "disk space of each host: {verify}"
+    );
+    let list = tool_ok(topology, &config, &["list"], env);
+    assert!(list.contains("b1") && list.contains("rp1"), "{list}");
+
+    tool_ok(
+        topology,
+        &config,
+        &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        env,
+    );
+    tool_ok(topology, &config, &["restore-finish"], env);
+    for addr in &addrs {
+        assert_eq!(
+            count(addr).await,
+            200,
+            "{addr}: rows up to the restore point"
+        );
+        sql(addr, "INSERT INTO t VALUES (-1)").await;
+    }
+
+    // A second restore, undone: the cluster is as restore-finish left it, marker row included.
+    tool_ok(
+        topology,
+        &config,
+        &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        env,
+    );
+    for addr in &addrs {
+        assert_eq!(
+            count(addr).await,
+            200,
+            "{addr}: paused at the restore point"
+        );
+    }
+    tool_ok(topology, &config, &["restore-abort"], env);
+    for addr in &addrs {
+        assert_eq!(
+            count(addr).await,
+            201,
+            "{addr}: back as before restore-start"
+        );
+    }
+    assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+}
+
+/// The repository of `topology` on a folder every host sees, `DIR/repo`: the tool's, with `wal/`
+/// and `backups/` the servers' user's (their archive-push and node-backup write there).
+fn shared_folder(topology: &Topology) -> (PathBuf, nix::unistd::User) {
+    let repo = topology.dir().join("repo");
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+    for sub in ["wal", "backups"] {
+        std::fs::create_dir_all(repo.join(sub)).unwrap();
+        nix::unistd::chown(&repo.join(sub), Some(postgres.uid), Some(postgres.gid)).unwrap();
+    }
+    (repo, postgres)
+}
+
+/// The scenario on Citus: each host's server loads Citus, the coordinator h1 lists itself and
+/// h2 by their namespace addresses in `pg_dist_node`, the restore points are Citus's, and a
+/// distributed table holds exactly the rows up to the restore point after the restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_on_citus() {
+    if !available_or_skip("whole_cluster_over_ssh_on_citus") {
+        return;
+    }
+    let control =
+        Path::new(common::PG_BIN).join("../../../../share/postgresql/15/extension/citus.control");
+    if !control.is_file() {
+        let reason = format!("Citus is not installed ({} is missing)", control.display());
+        if std::env::var("CITUS_RECOVERY_REQUIRE_CITUS").is_ok_and(|v| !v.is_empty() && v != "0") {
+            panic!("{reason}");
+        }
+        eprintln!("SKIPPED: {reason}");
+        return;
+    }
+    let topology = Topology::up(2);
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    for (host, addr) in topology.hosts.iter().zip(&addrs) {
+        sql(addr, "ALTER SYSTEM SET shared_preload_libraries = 'citus'").await;
+        let data = topology.nodes_dir().join(&host.name);
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &host.netns,
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+            ])
+            .arg(Path::new(common::PG_BIN).join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(topology.nodes_dir().join(format!("{}.log", host.name)))
+            .args(["-w", "-t", "60", "restart"])
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "restart {}: {out:?}", host.name);
+        sql(addr, "CREATE EXTENSION citus").await;
+    }
+    sql(
+        &addrs[0],
+        &format!("SELECT citus_set_coordinator_host('{}', 5432)", addrs[0]),
+    )
+    .await;
+    sql(
+        &addrs[0],
+        &format!("SELECT citus_add_node('{}', 5432)", addrs[1]),
+    )
+    .await;
+    let (repo, _) = shared_folder(&topology);
+    let shared = Shared {
+        repository: serde_json::json!({"type": "posix", "path": repo}),
+        env: Vec::new(),
+    };
+    scenario(&topology, &shared, true, || {}).await;
+    // The restore points were Citus's: the coordinator's catalog of them is in the repository.
+    let points = std::fs::read_dir(repo.join("catalog/restore-points"))
+        .unwrap()
+        .count();
+    assert_eq!(points, 1);
+}
+
+/// The scenario with the repository on a folder every host sees: the backup's objects are
+/// written by the hosts (owned by their user, postgres, not by root, which runs the tool).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
+    if !available_or_skip("whole_cluster_over_ssh_with_a_shared_posix_repository") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, postgres) = shared_folder(&topology);
+    let shared = Shared {
+        repository: serde_json::json!({"type": "posix", "path": repo}),
+        env: Vec::new(),
+    };
+    let hosts: Vec<String> = topology.hosts.iter().map(|h| h.name.clone()).collect();
+    scenario(&topology, &shared, false, || {
+        for host in &hosts {
+            let object = repo.join(format!("backups/b1/{host}/base.tar.zst"));
+            let meta = std::fs::symlink_metadata(&object)
+                .unwrap_or_else(|e| panic!("{}: {e}", object.display()));
+            // Written by the node host's own citus-recovery, not by the tool (root) here.
+            assert_eq!(meta.uid(), postgres.uid.as_raw(), "{}", object.display());
+            assert!(meta.len() > 1000, "{}", object.display());
+        }
+    })
+    .await;
+}
+
+/// The scenario with the repository in S3 (moto listening on the topology's bridge address,
+/// checking signatures): the credentials exist only in the tool's environment, so the hosts'
+/// node-backup, node-restore, archive-push and archive-get work only because the tool forwards
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_an_s3_repository() {
+    if !available_or_skip("whole_cluster_over_ssh_with_an_s3_repository") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let addr = &topology.hosts[0].addr;
+    let bridge = format!("{}.1", &addr[..addr.rfind('.').unwrap()]);
+    let server = moto_or_skip!(&["cr-remote"], true);
+    drop(server);
+    let server = match s3::MotoS3::start_on(&bridge, &["cr-remote"], true) {
+        Ok(s) => s,
+        Err(e) => panic!("moto on {bridge}: {e}"),
+    };
+    let shared = Shared {
+        repository: serde_json::json!({
+            "type": "s3", "bucket": "cr-remote", "prefix": "netns", "region": "us-east-1",
+            "endpoint": server.endpoint(), "allowHttp": true,
+        }),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), server.access_key_id.clone()),
+            (
+                "AWS_SECRET_ACCESS_KEY".into(),
+                server.secret_access_key.clone(),
+            ),
+        ],
+    };
+    let repo = server.repository("cr-remote", "netns");
+    let objects = std::sync::Mutex::new(Vec::new());
+    scenario(&topology, &shared, false, || {
+        let repo = &repo;
+        let listed = std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Runtime::new().unwrap().block_on(async {
+                    use citus_recovery::repository::{Key, Repository};
+                    repo.list(&Key::new("backups/b1").unwrap()).await.unwrap()
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        objects
+            .lock()
+            .unwrap()
+            .extend(listed.into_iter().map(|m| m.key.as_str().to_string()));
+    })
+    .await;
+    let objects = objects.into_inner().unwrap();
+    for host in &topology.hosts {
+        let key = format!("backups/b1/{}/base.tar.zst", host.name);
+        assert!(objects.contains(&key), "{key} in {objects:?}");
+    }
+}
+
+/// A node host whose sshd is down (the listener and every session): basebackup fails naming
+/// the node and `user@host:port` and leaves no backup listed; restore-start fails the same way
+/// and the other node runs on with its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
+    if !available_or_skip("a_host_without_ssh_fails_backup_and_restore_naming_it") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    for addr in &addrs {
+        sql(
+            addr,
+            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
+        )
+        .await;
+    }
+    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
+    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
+    sql(&addrs[0], "INSERT INTO t VALUES (-1)").await;
+
+    // Every sshd in h2's namespace: the listener and any session.
+    let h2 = &topology.hosts[1];
+    assert!(kill_sshd(h2) >= 1, "h2 ran an sshd");
+    let named = |text: &str| {
+        text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1]))
+    };
+
+    let out = tool(&topology, &config, &["basebackup", "--name", "b2"], &[]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && named(&text), "{text}");
+    let list = tool_ok(&topology, &config, &["list"], &[]);
+    assert!(list.contains("b1") && !list.contains("b2"), "{list}");
+
+    let out = tool(
+        &topology,
+        &config,
+        &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success() && named(&text), "{text}");
+    // h1 runs on, on its own data directory, the row written after the restore point there.
+    assert_eq!(count(&addrs[0]).await, 101);
+    assert_eq!(count(&addrs[1]).await, 100);
+}
+
+/// The pids of the processes named `comm` in `host`'s namespace.
+fn processes(host: &netns::NsHost, comm: &str) -> Vec<i32> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &host.netns])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter_map(|pid| pid.parse().ok())
+        .collect()
+}
+
+/// Kills every sshd of `host` (its listener and sessions, all started by the topology); returns
+/// how many.
+fn kill_sshd(host: &netns::NsHost) -> usize {
+    let pids = processes(host, "sshd");
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
+}
+
+/// A node host that becomes unreachable while its node-backup streams (held up by an archiver
+/// that takes its time, so pg_basebackup waits for its WAL): the backup fails naming the node
+/// and `user@host:port`, is not listed, and its pg_basebackup on that host stops (the node side
+/// sees its stdin end), leaving no complete object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lost_during_its_backup_stops_it_there() {
+    if !available_or_skip("a_host_lost_during_its_backup_stops_it_there") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    // h2's archiver now takes ten minutes per segment: its backup waits for its WAL.
+    sql(&addrs[1], "ALTER SYSTEM SET archive_command = 'sleep 600'").await;
+    sql(&addrs[1], "SELECT pg_reload_conf()").await;
+    let h2 = &topology.hosts[1];
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(topology.nodes_dir())
+        .arg(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(&config)
+        .args(["basebackup", "--name", "b2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while processes(h2, "pg_basebackup").is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no pg_basebackup ran on h2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Let it stream its tar and reach the wait for the WAL.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(kill_sshd(h2) >= 1);
+    let lost = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1])),
+        "{text}"
+    );
+    assert!(
+        lost.elapsed() < std::time::Duration::from_secs(60),
+        "the loss is noticed promptly"
+    );
+    // On h2, pg_basebackup and node-backup stop without us.
+    let since = std::time::Instant::now();
+    while !(processes(h2, "pg_basebackup").is_empty() && processes(h2, "citus-recovery").is_empty())
+    {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(30),
+            "pg_basebackup still runs on h2"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!repo.join("backups/b2/h2/base.tar.zst").exists());
+    sql(&addrs[1], "ALTER SYSTEM RESET archive_command").await;
+    sql(&addrs[1], "SELECT pg_reload_conf()").await;
+    let list = tool_ok(&topology, &config, &["list"], &[]);
+    assert!(!list.contains("b2"), "{list}");
+}
+
+/// A node host lost half-way through restore-start (once its server has stopped): restore-start
+/// fails naming the node and says that the rollback could not reach it either, keeping the
+/// restore state; once the host is back, restore-abort puts every node's old data directory
+/// back and starts it: nothing is lost.
+///
+/// Not yet as issue 11 asks: the reachable node is not rolled back at once (the rollback
+/// observes every node first, and stops at the unreachable one); restore-abort does it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_lost_during_a_restore_loses_nothing() {
+    if !available_or_skip("a_host_lost_during_a_restore_loses_nothing") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    for addr in &addrs {
+        sql(
+            addr,
+            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
+        )
+        .await;
+    }
+    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
+    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
+    for addr in &addrs {
+        sql(addr, "INSERT INTO t VALUES (-1)").await;
+    }
+    let h2 = &topology.hosts[1];
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m,mode=700 citus-recovery-hidden "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(topology.nodes_dir())
+        .arg(env!("CARGO_BIN_EXE_citus-recovery"))
+        .arg("--config")
+        .arg(&config)
+        .args(["restore-start", "--backup", "b1", "--restore-point", "rp1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !processes(h2, "postgres").is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "h2's server never stopped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(kill_sshd(h2) >= 1);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("node h2") && text.contains(&format!("postgres@{}:22", addrs[1])),
+        "{text}"
+    );
+    assert!(
+        text.contains("rolling back failed too") && text.contains("citus-recovery-restore.json"),
+        "{text}"
+    );
+    assert!(!text.contains("failed: ;"), "ssh's silence is said: {text}");
+
+    // h2's sshd back: restore-abort puts every old data directory back and starts it.
+    let dir = topology.dir();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &h2.netns, "/usr/sbin/sshd", "-f"])
+        .arg(dir.join("h2/sshd_config"))
+        .arg("-E")
+        .arg(dir.join("h2/sshd.log"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    tool_ok(&topology, &config, &["restore-abort"], &[]);
+    for addr in &addrs {
+        assert_eq!(count(addr).await, 101, "{addr} has all its rows again");
+    }
+}
