@@ -224,6 +224,20 @@ pub enum Error {
         /// Its current value, with anything that looks like a password, key or token masked.
         current: String,
     },
+
+    /// A connection to a node could not be made: a password file, a certificate or key file,
+    /// the TLS handshake, or the server refused the login. Never holds a password.
+    #[error("node {node}: cannot connect to {address}: {problem}; fix: {fix}")]
+    Connection {
+        /// The node's name from the config.
+        node: String,
+        /// `host:port` as configured.
+        address: String,
+        /// What went wrong.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
 }
 
 fn join_lines_str(lines: &[String]) -> String {
@@ -311,7 +325,8 @@ impl Error {
             | Error::Sql { node, .. }
             | Error::Identity { node, .. }
             | Error::NotAtTarget { node, .. }
-            | Error::ArchivingInUse { node, .. } => Some(node),
+            | Error::ArchivingInUse { node, .. }
+            | Error::Connection { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

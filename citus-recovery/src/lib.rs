@@ -39,6 +39,7 @@ pub mod backend;
 pub mod catalog;
 mod cluster;
 pub mod config;
+pub mod connect;
 mod error;
 pub mod files;
 pub mod lock;
