@@ -6,6 +6,7 @@
 //! A password is held as a [`passfile::Secret`] and shown nowhere: not in errors, logs, plans
 //! or `Debug` output.
 
+pub(crate) mod certs;
 pub mod passfile;
 mod tls;
 

@@ -1,0 +1,251 @@
+//! Clusters that admit only scram-sha-256 passwords over TLS (`cluster create --secure`): the
+//! five steps end to end with `sslmode=verify-full`, and the connection faults (wrong password,
+//! no password, no TLS, a certificate for another name) reported clearly, never with a secret.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use citus_recovery::{ClusterBackend, ClusterConfig, Error, LocalBackend};
+use common::{TestCluster, FIRST, SECOND};
+
+/// verify-full with a CA and passfile `create --secure` writes, nodes at 127.0.0.1 (so their
+/// certificates name that address, and `localhost` is another name).
+fn secure_config(v: &mut serde_json::Value, dir: &Path) {
+    v["sslmode"] = "verify-full".into();
+    v["sslrootcert"] = dir.join("ca.crt").display().to_string().into();
+    v["passfile"] = dir.join("pgpass").display().to_string().into();
+    v["coordinatorNode"]["hostname"] = "127.0.0.1".into();
+    for w in v["workerNodes"].as_array_mut().unwrap() {
+        w["hostname"] = "127.0.0.1".into();
+    }
+}
+
+/// The config file of `t`, changed by `edit`.
+fn variant(t: &TestCluster, edit: impl FnOnce(&mut serde_json::Value)) -> ClusterConfig {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.config_file()).unwrap()).unwrap();
+    edit(&mut v);
+    ClusterConfig::from_json_str(&v.to_string(), None).expect("valid config")
+}
+
+/// Connects to the coordinator with `config`.
+async fn connect_coordinator(config: ClusterConfig) -> Result<tokio_postgres::Client, Error> {
+    let node = config.coordinator.clone();
+    LocalBackend::new(config).unwrap().connect(&node).await
+}
+
+/// The generated password (the last field of the passfile's first line).
+fn password(t: &TestCluster) -> String {
+    let text = std::fs::read_to_string(t.dir().join("pgpass")).unwrap();
+    text.lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+async fn five_steps(t: &TestCluster, citus: bool) {
+    let c = &t.cluster;
+    c.prepare_archiving(true, false)
+        .await
+        .expect("prepare archiving");
+    c.basebackup(Some("base")).await.expect("base backup");
+    if citus {
+        t.sql("coordinator", &format!("CREATE TABLE xx(id int); SELECT create_distributed_table('xx', 'id'); INSERT INTO xx SELECT generate_series(1, {FIRST})"))
+            .await
+            .expect("distributed insert over scram + TLS between the nodes");
+    } else {
+        t.insert_everywhere(FIRST, true).await;
+    }
+    let point = c
+        .create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    assert_eq!(point.citus, citus);
+    if citus {
+        t.sql(
+            "coordinator",
+            &format!("INSERT INTO xx SELECT generate_series(1, {SECOND})"),
+        )
+        .await
+        .unwrap();
+    } else {
+        t.insert_everywhere(SECOND, false).await;
+    }
+    c.restore_start(Some("base"), Some("rp"))
+        .await
+        .expect("restore-start");
+    c.restore_finish().await.expect("restore-finish");
+    if citus {
+        assert_eq!(t.count("coordinator", "xx").await, FIRST);
+    } else {
+        assert_eq!(t.counts().await, vec![FIRST; t.node_names().len()]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_plain_cluster_runs_the_five_steps_and_reports_connection_faults() {
+    skip_unless_postgres!();
+    let t = TestCluster::with_config(1, secure_config);
+    t.cluster
+        .create_secure(true)
+        .await
+        .expect("create --secure");
+    let mode = std::fs::metadata(t.dir().join("pgpass"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the passfile is ours alone");
+    let secret = password(&t);
+    assert_eq!(secret.len(), 32);
+    for node in t.node_names() {
+        assert_eq!(
+            t.sql(
+                &node,
+                "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            )
+            .await
+            .unwrap(),
+            ["true"],
+            "{node}: the library's own connection is TLS"
+        );
+        assert_eq!(
+            t.sql(
+                &node,
+                "SELECT left(rolpassword, 13) FROM pg_authid WHERE rolname = 'postgres'"
+            )
+            .await
+            .unwrap(),
+            ["SCRAM-SHA-256"]
+        );
+    }
+
+    five_steps(&t, false).await;
+
+    // The restored servers still admit only scram over TLS; each fault is named.
+    let shown = |e: &Error| format!("{e} {e:?}");
+    let wrong = t.dir().join("wrong-pgpass");
+    std::fs::write(&wrong, "*:*:*:*:not-the-password-1234\n").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = connect_coordinator(variant(&t, |v| {
+        v["passfile"] = wrong.display().to_string().into()
+    }))
+    .await
+    .expect_err("a wrong password is refused");
+    let text = shown(&e);
+    assert!(matches!(e, Error::Connection { .. }), "{text}");
+    assert!(
+        text.contains("coordinator") && text.contains("28P01") && text.contains("wrong-pgpass"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-the-password-1234") && !text.contains(&secret),
+        "a password leaked: {text}"
+    );
+
+    let empty = t.dir().join("empty-pgpass");
+    std::fs::write(&empty, "# no lines\n").unwrap();
+    std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = connect_coordinator(variant(&t, |v| {
+        v["passfile"] = empty.display().to_string().into()
+    }))
+    .await
+    .expect_err("no password");
+    assert!(
+        shown(&e).contains("asks for a password and none was found"),
+        "{}",
+        shown(&e)
+    );
+
+    let open = t.dir().join("open-pgpass");
+    std::fs::write(&open, format!("*:*:*:*:{secret}\n")).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = connect_coordinator(variant(&t, |v| {
+        v["passfile"] = open.display().to_string().into()
+    }))
+    .await
+    .expect_err("a passfile others may read is refused");
+    assert!(
+        shown(&e).contains("chmod 0600") && !shown(&e).contains(&secret),
+        "{}",
+        shown(&e)
+    );
+
+    let e = connect_coordinator(variant(&t, |v| v["sslmode"] = "disable".into()))
+        .await
+        .expect_err("no TLS is rejected by the server");
+    assert!(
+        shown(&e).contains("only over TLS") && shown(&e).contains("sslmode"),
+        "{}",
+        shown(&e)
+    );
+
+    // The certificate names 127.0.0.1; localhost reaches the same server under another name.
+    let e = connect_coordinator(variant(&t, |v| {
+        v["coordinatorNode"]["hostname"] = "localhost".into()
+    }))
+    .await
+    .expect_err("verify-full refuses a certificate for another name");
+    let text = shown(&e);
+    assert!(
+        text.contains("node coordinator")
+            && text.contains("TLS handshake")
+            && text.contains("localhost"),
+        "{text}"
+    );
+    // (The generated passfile names 127.0.0.1: this one matches any host.)
+    let any_host = t.dir().join("any-host-pgpass");
+    std::fs::write(&any_host, format!("*:*:*:*:{secret}\n")).unwrap();
+    std::fs::set_permissions(&any_host, std::fs::Permissions::from_mode(0o600)).unwrap();
+    connect_coordinator(variant(&t, |v| {
+        v["coordinatorNode"]["hostname"] = "localhost".into();
+        v["sslmode"] = "verify-ca".into();
+        v["passfile"] = any_host.display().to_string().into();
+    }))
+    .await
+    .expect("verify-ca checks the chain only");
+    for mode in ["require", "prefer", "allow"] {
+        connect_coordinator(variant(&t, |v| v["sslmode"] = mode.into()))
+            .await
+            .unwrap_or_else(|e| panic!("sslmode {mode}: {e}"));
+    }
+
+    // No secret in the config's Debug or the status shown.
+    let config = format!("{:?} {}", t.config(), t.cluster.status().await.unwrap());
+    assert!(!config.contains(&secret), "{config}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secure_citus_cluster_runs_the_five_steps() {
+    skip_unless_postgres!();
+    let t = TestCluster::with_config(1, secure_config);
+    skip_unless_citus!(t);
+    t.cluster
+        .create_secure(false)
+        .await
+        .expect("create --secure with Citus");
+    assert_eq!(
+        t.sql("coordinator", "SELECT count(*) FROM pg_dist_node")
+            .await
+            .unwrap(),
+        ["2"],
+        "the worker was added over scram + TLS"
+    );
+    five_steps(&t, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_secure_needs_the_keys_it_writes() {
+    skip_unless_postgres!();
+    let t = TestCluster::new(1);
+    let e = t.cluster.create_secure(true).await.expect_err("no sslmode");
+    assert!(e.to_string().contains("verify-full"), "{e}");
+    assert!(
+        !t.config().data_dir(&t.config().coordinator).exists(),
+        "nothing was created"
+    );
+}
