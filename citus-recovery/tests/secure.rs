@@ -127,7 +127,11 @@ async fn a_secure_plain_cluster_runs_the_five_steps_and_reports_connection_fault
     five_steps(&t, false).await;
 
     // The restored servers still admit only scram over TLS; each fault is named.
-    let shown = |e: &Error| format!("{e} {e:?}");
+    let shown = |e: &Error| {
+        // Printed so that a run shows what a user would read.
+        eprintln!("{e}");
+        format!("{e} {e:?}")
+    };
     let wrong = t.dir().join("wrong-pgpass");
     std::fs::write(&wrong, "*:*:*:*:not-the-password-1234\n").unwrap();
     std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -248,4 +252,42 @@ async fn create_secure_needs_the_keys_it_writes() {
         !t.config().data_dir(&t.config().coordinator).exists(),
         "nothing was created"
     );
+}
+
+#[test]
+fn the_cli_refuses_secure_without_its_keys_and_a_password_key_without_repeating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cluster-config.json");
+    let run = |json: &serde_json::Value| {
+        std::fs::write(&config, json.to_string()).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_citus-recovery"))
+            .arg("--config")
+            .arg(&config)
+            .args(["cluster", "create", "--secure", "--plain"])
+            .env_remove("CITUS_RECOVERY_CONFIG")
+            .env_remove("PGPASSWORD")
+            .output()
+            .unwrap()
+    };
+    let good: serde_json::Value =
+        serde_json::from_str(&common::config_json(dir.path(), 1)).unwrap();
+    let out = run(&good);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("sslmode") && err.contains("verify-full"),
+        "{err}"
+    );
+    assert!(!dir.path().join("cluster").exists(), "nothing was created");
+
+    let mut with_password = good.clone();
+    with_password["workerNodes"][0]["password"] = "s3cret-in-config".into();
+    let out = run(&with_password);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("workerNodes[0].password") && err.contains("passfile"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
 }

@@ -349,7 +349,7 @@ pub async fn connect(config: &ClusterConfig, node: &NodeConfig) -> Result<Client
 /// as the library does: `PGSSLMODE`, `PGSSLROOTCERT`, `PGSSLCERT`, `PGSSLKEY` from the config
 /// and `PGPASSWORD` with the password the library found (the program may run as another OS
 /// user, who cannot read our password file). Never put on a command line.
-pub fn program_env(
+pub(crate) fn program_env(
     config: &ClusterConfig,
     node: &NodeConfig,
 ) -> Result<Vec<(&'static str, OsString)>> {
