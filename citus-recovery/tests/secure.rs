@@ -212,6 +212,59 @@ async fn a_secure_plain_cluster_runs_the_five_steps_and_reports_connection_fault
     }))
     .await
     .expect("verify-ca checks the chain only");
+    // A CA that did not sign the node's certificate: verify-ca refuses it too.
+    let stranger = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    };
+    let stranger_ca = t.dir().join("stranger-ca.crt");
+    std::fs::write(&stranger_ca, stranger).unwrap();
+    let e = connect_coordinator(variant(&t, |v| {
+        v["sslmode"] = "verify-ca".into();
+        v["sslrootcert"] = stranger_ca.display().to_string().into();
+    }))
+    .await
+    .expect_err("verify-ca refuses a certificate from another CA");
+    assert!(
+        shown(&e).contains("TLS handshake") && shown(&e).contains("stranger-ca.crt"),
+        "{}",
+        shown(&e)
+    );
+
+    // PGPASSWORD comes before the passfile (the tool, so the variable stays in its process).
+    let config = t.dir().join("wrong-passfile-config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.config_file()).unwrap()).unwrap();
+    v["passfile"] = wrong.display().to_string().into();
+    std::fs::write(&config, v.to_string()).unwrap();
+    let status = |password: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_citus-recovery"));
+        cmd.arg("--config")
+            .arg(&config)
+            .args(["cluster", "status"])
+            .env_remove("CITUS_RECOVERY_CONFIG")
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            cmd.env("PGPASSWORD", p);
+        }
+        let out = cmd.output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let with_env = status(Some(&secret));
+    assert!(
+        with_env.contains("primary") && !with_env.contains("error"),
+        "{with_env}"
+    );
+    let without = status(None);
+    assert!(without.contains("28P01"), "{without}");
+    assert!(!without.contains(&secret) && !with_env.contains(&secret));
+
     for mode in ["require", "prefer", "allow"] {
         connect_coordinator(variant(&t, |v| v["sslmode"] = mode.into()))
             .await

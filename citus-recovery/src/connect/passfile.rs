@@ -119,7 +119,10 @@ pub fn read(path: &Path) -> Result<Option<String>, PassfileProblem> {
                 "the password file {} has mode {mode:04o}: group or others may read it",
                 path.display()
             ),
-            fix: format!("run `chmod 0600 {}` (libpq ignores such a file)", path.display()),
+            fix: format!(
+                "run `chmod 0600 {}` (libpq ignores such a file)",
+                path.display()
+            ),
         });
     }
     std::fs::read_to_string(path)
