@@ -369,3 +369,71 @@ pub(crate) fn program_env(
     }
     Ok(env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-node config on a port nothing listens on, with `keys` at cluster level.
+    fn config(keys: serde_json::Value) -> ClusterConfig {
+        let mut v = serde_json::json!({
+            "clusterName": "t", "workerCount": 0,
+            "coordinatorNode": {"name": "coordinator", "hostname": "127.0.0.1", "port": 1, "username": "postgres", "dbname": "postgres"},
+            "workerNodes": [],
+            "clusterBaseFolder": "/srv/c", "archiveBaseFolder": "/srv/a", "backupBaseFolder": "/srv/b"
+        });
+        for (k, val) in keys.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        ClusterConfig::from_json_str(&v.to_string(), None).unwrap()
+    }
+
+    async fn refusal(c: &ClusterConfig) -> String {
+        match connect(c, &c.coordinator).await {
+            Err(e @ Error::Connection { .. }) => e.to_string(),
+            other => panic!("expected a connection error, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn file_problems_are_named_before_any_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(serde_json::json!({"sslmode": "verify-full"}));
+        let e = refusal(&c).await;
+        assert!(
+            e.contains("sslrootcert") && e.contains("node coordinator"),
+            "{e}"
+        );
+
+        let cert = dir.path().join("client.crt");
+        let c = config(serde_json::json!({"sslcert": cert}));
+        let e = refusal(&c).await;
+        assert!(e.contains("sslcert and sslkey"), "{e}");
+
+        let key = dir.path().join("client.key");
+        std::fs::write(&key, "not a key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = config(serde_json::json!({"sslmode": "require", "sslcert": cert, "sslkey": key}));
+        let e = refusal(&c).await;
+        assert!(e.contains("chmod 0600"), "{e}");
+
+        let missing = dir.path().join("nope");
+        let c = config(serde_json::json!({"passfile": missing}));
+        let e = refusal(&c).await;
+        assert!(
+            e.contains("does not exist") && e.contains("passfile"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn program_env_carries_the_tls_keys() {
+        let c = config(serde_json::json!({"sslmode": "verify-ca", "sslrootcert": "/etc/ca.crt"}));
+        let env = program_env(&c, &c.coordinator).unwrap();
+        assert!(env.contains(&("PGSSLMODE", "verify-ca".into())), "{env:?}");
+        assert!(
+            env.contains(&("PGSSLROOTCERT", "/etc/ca.crt".into())),
+            "{env:?}"
+        );
+    }
+}
