@@ -155,6 +155,7 @@ pub struct ClusterConfig {
     pub ssh: Option<SshConfig>,
     /// The cluster-wide connection keys (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
     /// `passfile`); a node's own keys override them.
+    #[serde(skip_serializing_if = "ConnectionSettings::is_empty")]
     pub connection: ConnectionSettings,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
