@@ -265,6 +265,38 @@ async fn a_secure_plain_cluster_runs_the_five_steps_and_reports_connection_fault
     assert!(without.contains("28P01"), "{without}");
     assert!(!without.contains(&secret) && !with_env.contains(&secret));
 
+    // md5: a role whose password is stored as md5, admitted by an md5 line placed first.
+    t.sql(
+        "coordinator",
+        &format!("SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN SUPERUSER PASSWORD '{secret}'"),
+    )
+    .await
+    .unwrap();
+    let hba = t
+        .config()
+        .data_dir(&t.config().coordinator)
+        .join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("hostssl all md5user 0.0.0.0/0 md5\n{rules}")).unwrap();
+    t.sql("coordinator", "SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let md5 = connect_coordinator(variant(&t, |v| {
+        v["coordinatorNode"]["username"] = "md5user".into();
+        v["passfile"] = any_host.display().to_string().into();
+    }))
+    .await
+    .expect("md5 authentication");
+    let method = md5
+        .query_one(
+            "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(method.get::<_, String>(0), "md5");
+
     for mode in ["require", "prefer", "allow"] {
         connect_coordinator(variant(&t, |v| v["sslmode"] = mode.into()))
             .await
