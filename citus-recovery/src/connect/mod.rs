@@ -108,7 +108,7 @@ pub fn password(
     let Some(path) = path else {
         return Ok((None, PasswordSource::None(None)));
     };
-    let text = passfile::read(&path).map_err(|p| refused(node, p.problem, p.fix))?;
+    let text = passfile::read(&path)?;
     let Some(text) = text else {
         if configured {
             return Err(refused(

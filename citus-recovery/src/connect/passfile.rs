@@ -2,8 +2,11 @@
 //! matching anything in the first four fields, `\` escaping the next character (`\:`, `\\`),
 //! `#` starting a comment line; the first matching line wins.
 
+use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+use crate::error::{Error, Result};
 
 /// A password: shown nowhere (its `Debug` says `<redacted>`, it has no `Display`).
 #[derive(Clone, PartialEq, Eq)]
@@ -83,54 +86,34 @@ pub fn lookup(text: &str, target: Target<'_>) -> Option<Secret> {
         .map(|f| Secret(f[4].iter().map(|(c, _)| *c).collect()))
 }
 
-/// Why a password file cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassfileProblem {
-    /// What is wrong.
-    pub problem: String,
-    /// What to do about it.
-    pub fix: String,
-}
-
-/// Reads a password file: `Ok(None)` when it does not exist. Like libpq, a file that group or
-/// others may read or write is refused (here as an error, not libpq's silent skip), as is
-/// anything but a regular file.
-pub fn read(path: &Path) -> Result<Option<String>, PassfileProblem> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(PassfileProblem {
-                problem: format!("cannot read the password file {}: {e}", path.display()),
-                fix: "make it readable by the user running citus-recovery".into(),
-            })
-        }
+/// Reads a password file: `Ok(None)` when it does not exist. It must be trusted as the
+/// library's own files are ([`crate::trusted::open`]: ours, not a link, in folders no one else
+/// can change), since the tool may run as root and sends what it reads to a server. Like libpq,
+/// a file that group or others may read is refused (here as an error, not libpq's silent skip).
+pub fn read(path: &Path) -> Result<Option<String>> {
+    let Some(mut file) = crate::trusted::open(path)? else {
+        return Ok(None);
     };
-    if !meta.is_file() {
-        return Err(PassfileProblem {
-            problem: format!("the password file {} is not a regular file", path.display()),
-            fix: "point passfile (or PGPASSFILE) at a regular file".into(),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o777;
+    let mode = file
+        .metadata()
+        .map_err(|e| Error::io("inspect", path, e))?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
-        return Err(PassfileProblem {
-            problem: format!(
-                "the password file {} has mode {mode:04o}: group or others may read it",
-                path.display()
-            ),
+        return Err(Error::UntrustedFile {
+            path: path.to_path_buf(),
+            problem: format!("is a password file of mode {mode:04o}: group or others may read it"),
             fix: format!(
                 "run `chmod 0600 {}` (libpq ignores such a file)",
                 path.display()
             ),
         });
     }
-    std::fs::read_to_string(path)
-        .map(Some)
-        .map_err(|e| PassfileProblem {
-            problem: format!("cannot read the password file {}: {e}", path.display()),
-            fix: "make it readable by the user running citus-recovery".into(),
-        })
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(Some(text))
 }
 
 /// Writes `host:port:*:user:password` with `:` and `\` escaped, one field.
@@ -198,16 +181,25 @@ mod tests {
     fn a_file_others_may_read_is_refused_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pgpass");
-        assert_eq!(read(&path), Ok(None));
+        assert!(read(&path).unwrap().is_none());
         std::fs::write(&path, "*:*:*:*:hunter2\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read(&path).unwrap_err();
-        assert!(e.problem.contains("0644"), "{e:?}");
-        assert!(e.fix.contains("chmod 0600"), "{e:?}");
-        assert!(!format!("{e:?}").contains("hunter2"));
+        let shown = format!("{e} {e:?}");
+        assert!(
+            shown.contains("0644") && shown.contains("chmod 0600"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(read(&path).unwrap().unwrap().contains("hunter2"));
         assert!(read(dir.path()).is_err(), "a folder is not a password file");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(
+            matches!(read(&link), Err(Error::UntrustedFile { .. })),
+            "a link is never followed"
+        );
     }
 
     #[test]
