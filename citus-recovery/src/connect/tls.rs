@@ -301,8 +301,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
-        // No tls-server-end-point binding: SCRAM runs without channel binding (libpq's
-        // `channel_binding=prefer` does the same against a server that offers none).
-        ChannelBinding::none()
+        // tls-server-end-point (RFC 5929): the server certificate's hash, which SCRAM-SHA-256-PLUS
+        // binds the login to. Without one, SCRAM runs unbound, as libpq's
+        // `channel_binding=prefer` does.
+        let (_, session) = self.0.get_ref();
+        match session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| end_point_hash(c))
+        {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+/// One DER element: its tag, its content and what follows it.
+fn der(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The tls-server-end-point hash of a certificate: its DER hashed with the hash of its
+/// signature algorithm, SHA-256 for MD5 and SHA-1 (RFC 5929 section 4.1); `None` for other
+/// algorithms (then no binding).
+fn end_point_hash(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    let (0x30, body, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, _tbs, rest) = der(body)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = der(rest)? else {
+        return None;
+    };
+    let (0x06, oid, _) = der(algorithm)? else {
+        return None;
+    };
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA_SHA2: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03];
+    const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
+    let bits = match oid {
+        [p @ .., 0x04 | 0x05 | 0x0b] if p == RSA => 256,
+        [p @ .., 0x0c] if p == RSA => 384,
+        [p @ .., 0x0d] if p == RSA => 512,
+        o if o == ECDSA_SHA1 => 256,
+        [p @ .., 0x02] if p == ECDSA_SHA2 => 256,
+        [p @ .., 0x03] if p == ECDSA_SHA2 => 384,
+        [p @ .., 0x04] if p == ECDSA_SHA2 => 512,
+        _ => return None,
+    };
+    Some(match bits {
+        256 => sha2::Sha256::digest(cert).to_vec(),
+        384 => sha2::Sha384::digest(cert).to_vec(),
+        _ => sha2::Sha512::digest(cert).to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[test]
+    fn the_end_point_hash_follows_the_signature_algorithm() {
+        let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256 with SHA-256
+        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        assert_eq!(
+            end_point_hash(&der),
+            Some(sha2::Sha256::digest(&der).to_vec())
+        );
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().to_vec();
+        assert_eq!(
+            end_point_hash(&der),
+            Some(sha2::Sha384::digest(&der).to_vec())
+        );
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(end_point_hash(cert.der()), None, "Ed25519: no binding");
+        assert_eq!(end_point_hash(b"\x30\x05junk"), None);
     }
 }
