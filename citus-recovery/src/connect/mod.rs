@@ -220,6 +220,13 @@ fn failure(
                     .into(),
             );
         }
+        if code == "28000" && db.message().contains("channel binding") {
+            return refused(
+                node,
+                format!("{} (the server's certificate is not the one this TLS session saw)", db.message()),
+                "make sure nothing intercepts TLS between this host and the node (a proxy or a man in the middle), and use sslmode verify-full".into(),
+            );
+        }
         if code == "28000" {
             return refused(
                 node,
