@@ -111,10 +111,16 @@ impl PyCluster {
     }
 
     /// Creates and starts a local cluster (`initdb` of every node); with Citus installed and
-    /// `plain` false, also the extension and the workers.
-    #[pyo3(signature = (plain = false))]
-    fn create(&self, py: Python<'_>, plain: bool) -> PyResult<()> {
-        run(py, || self.0.create(plain))
+    /// `plain` false, also the extension and the workers. With `secure`, the nodes admit only
+    /// scram-sha-256 passwords over TLS (the config's `sslrootcert` and `passfile` are written;
+    /// see docs/connections.md).
+    #[pyo3(signature = (plain = false, secure = false))]
+    fn create(&self, py: Python<'_>, plain: bool, secure: bool) -> PyResult<()> {
+        if secure {
+            run(py, || self.0.create_secure(plain))
+        } else {
+            run(py, || self.0.create(plain))
+        }
     }
 
     /// Starts every stopped node.

@@ -6,7 +6,7 @@
 //! | `InvalidArgument`                       | `InvalidArgumentError`, also a `ValueError`      |
 //! | `UnknownBackup`                         | `UnknownBackupError` (`.name`, `.folder`, `.hint`) |
 //! | `UnknownRestorePoint`                   | `UnknownRestorePointError` (`.name`, `.hint`)    |
-//! | `Node`, `Sql`, `Several`                | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
+//! | `Node`, `Sql`, `Connection`, `Several`  | `NodeError` (`.node`, `.nodes`, `.action`, `.detail`, `.errors`) |
 //! | `PreflightFailed`                       | `VerifyError` (`.backup`, `.restore_point`, `.failures`) |
 //! | `RestoreFailed`                         | the class of the failure, with `.rollback` set   |
 //! | `ArchivingInUse`                        | `ArchivingInUseError` (`.node`, `.setting`, `.current`) |
@@ -400,6 +400,22 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             Some(node),
             vec![node.clone()],
             Some((action, detail)),
+            Vec::new(),
+        )?,
+        Error::Connection {
+            node,
+            address,
+            problem,
+            fix,
+        } => node_error(
+            py,
+            message,
+            Some(node),
+            vec![node.clone()],
+            Some((
+                &format!("connect to {address}"),
+                &format!("{problem}; fix: {fix}"),
+            )),
             Vec::new(),
         )?,
         Error::Several(errors) => {

@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::repository::codec::Compression;
 use crate::repository::object::S3Settings;
 
+mod connection;
 mod ssh;
+pub use connection::{ConnectionSettings, SslMode};
 pub use ssh::{SshConfig, DEFAULT_MAX_SESSIONS, DEFAULT_SSH_PORT};
 
 /// Where the WAL archive is kept when the config has a `repository` object; without one, WAL
@@ -61,6 +63,10 @@ pub struct NodeConfig {
     /// This node's own `ssh` object, overriding the cluster's keys ([`ClusterConfig::ssh_for`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshConfig>,
+    /// This node's own connection keys (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
+    /// `passfile`), over the cluster's ([`ClusterConfig::connection_for`]).
+    #[serde(default, skip_serializing_if = "ConnectionSettings::is_empty")]
+    pub connection: ConnectionSettings,
 }
 
 impl NodeConfig {
@@ -155,6 +161,10 @@ pub struct ClusterConfig {
     pub retention: Option<Retention>,
     /// The thresholds of `check` (`check`; every one has a default).
     pub check: CheckThresholds,
+    /// The cluster-wide connection keys (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
+    /// `passfile`); a node's own keys override them.
+    #[serde(skip_serializing_if = "ConnectionSettings::is_empty")]
+    pub connection: ConnectionSettings,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -263,6 +273,19 @@ struct RawConfig {
     retention: Option<Retention>,
     #[serde(default)]
     check: CheckThresholds,
+    #[serde(default)]
+    sslmode: Option<SslMode>,
+    #[serde(default)]
+    sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    sslcert: Option<PathBuf>,
+    #[serde(default)]
+    sslkey: Option<PathBuf>,
+    #[serde(default)]
+    passfile: Option<PathBuf>,
+    /// Read only to be refused: the value is never kept.
+    #[serde(default)]
+    password: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -275,6 +298,19 @@ struct RawNode {
     dbname: String,
     #[serde(default)]
     ssh: Option<SshConfig>,
+    #[serde(default)]
+    sslmode: Option<SslMode>,
+    #[serde(default)]
+    sslrootcert: Option<PathBuf>,
+    #[serde(default)]
+    sslcert: Option<PathBuf>,
+    #[serde(default)]
+    sslkey: Option<PathBuf>,
+    #[serde(default)]
+    passfile: Option<PathBuf>,
+    /// Read only to be refused: the value is never kept.
+    #[serde(default)]
+    password: Option<serde::de::IgnoredAny>,
 }
 
 impl ClusterConfig {
@@ -403,6 +439,23 @@ impl ClusterConfig {
                 ssh.check()
                     .map_err(|(key, p, fix)| err(&format!("{field}.ssh.{key}"), p, fix))?;
             }
+            if raw.password.is_some() {
+                return Err(err(
+                    &format!("{field}.password"),
+                    PASSWORD_PROBLEM.into(),
+                    PASSWORD_FIX.into(),
+                ));
+            }
+            let connection = ConnectionSettings {
+                sslmode: raw.sslmode,
+                sslrootcert: raw.sslrootcert,
+                sslcert: raw.sslcert,
+                sslkey: raw.sslkey,
+                passfile: raw.passfile,
+            };
+            connection
+                .check()
+                .map_err(|(key, p, fix)| err(&format!("{field}.{key}"), p, fix))?;
             Ok(NodeConfig {
                 name: raw.name,
                 hostname: raw.hostname,
@@ -411,12 +464,30 @@ impl ClusterConfig {
                 dbname: raw.dbname,
                 role,
                 ssh: raw.ssh,
+                connection,
             })
         };
         if let Some(ssh) = &raw.ssh {
             ssh.check()
                 .map_err(|(key, p, fix)| err(&format!("ssh.{key}"), p, fix))?;
         }
+        if raw.password.is_some() {
+            return Err(err(
+                "password",
+                PASSWORD_PROBLEM.into(),
+                PASSWORD_FIX.into(),
+            ));
+        }
+        let connection = ConnectionSettings {
+            sslmode: raw.sslmode,
+            sslrootcert: raw.sslrootcert.clone(),
+            sslcert: raw.sslcert.clone(),
+            sslkey: raw.sslkey.clone(),
+            passfile: raw.passfile.clone(),
+        };
+        connection
+            .check()
+            .map_err(|(key, p, fix)| err(key, p, fix))?;
         let coordinator = node(
             raw.coordinator_node,
             "coordinatorNode".into(),
@@ -632,8 +703,14 @@ impl ClusterConfig {
             ssh: raw.ssh,
             retention: raw.retention,
             check: raw.check,
+            connection,
             source: path.map(Path::to_path_buf),
         })
+    }
+
+    /// The connection keys of `node`: its own over the cluster's.
+    pub fn connection_for(&self, node: &NodeConfig) -> ConnectionSettings {
+        node.connection.over(&self.connection)
     }
 
     /// Whether any node is reached over SSH (a cluster-level or a node's own `ssh` object).
@@ -765,6 +842,12 @@ fn check_thresholds(t: &CheckThresholds) -> std::result::Result<(), (&'static st
     }
     Ok(())
 }
+
+/// Why a `password` key is refused (the value is never shown).
+const PASSWORD_PROBLEM: &str =
+    "a password in the config file is not accepted (the file is read by many and copied around)";
+/// How to give a password instead.
+const PASSWORD_FIX: &str = "remove the key and give the password the libpq way: a passfile (the `passfile` key, PGPASSFILE or ~/.pgpass, mode 0600) or PGPASSWORD in the environment";
 
 /// Node names become folder names, so they are kept to a portable character set.
 fn check_node_name(name: &str) -> std::result::Result<(), String> {

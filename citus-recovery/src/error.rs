@@ -381,6 +381,20 @@ pub enum Error {
         /// `None` while its holder may still run.
         stale: Option<String>,
     },
+
+    /// A connection to a node could not be made: a password file, a certificate or key file,
+    /// the TLS handshake, or the server refused the login. Never holds a password.
+    #[error("node {node}: cannot connect to {address}: {problem}; fix: {fix}")]
+    Connection {
+        /// The node's name from the config.
+        node: String,
+        /// `host:port` as configured.
+        address: String,
+        /// What went wrong.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
 }
 
 fn repository_locked_text(holder: &str, repository: &str, stale: Option<&str>) -> String {
@@ -495,6 +509,7 @@ impl Error {
             | Error::OldDataDirGone { node, .. }
             | Error::BackupTooNew { node, .. }
             | Error::WalArchive { node, .. } => Some(node),
+            Error::Connection { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

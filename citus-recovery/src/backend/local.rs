@@ -8,7 +8,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::process::Command;
@@ -239,26 +238,7 @@ impl ClusterBackend for LocalBackend {
     }
 
     async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&node.hostname)
-            .port(node.port)
-            .user(&node.username)
-            .dbname(&node.dbname)
-            .application_name("citus-recovery")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            Error::sql(
-                &node.name,
-                format!("connect to {}:{}", node.hostname, node.port),
-                e,
-            )
-        })?;
-        tokio::spawn(async move {
-            // The connection ends when the client is dropped; its error, if any, surfaces through
-            // the client's next call.
-            let _ = connection.await;
-        });
-        Ok(client)
+        crate::connect::connect(&self.config, node).await
     }
 
     async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
@@ -397,6 +377,8 @@ impl ClusterBackend for LocalBackend {
             // it notices within a second instead of streaming on for ten.
             .arg("--status-interval=1")
             .arg("--no-password");
+        // TLS settings and the password go through the environment, never the command line.
+        cmd.envs(crate::connect::program_env(&self.config, node)?);
         self.run_supervised(node, "pg_basebackup", cmd).await?;
         let folder = folder.to_path_buf();
         self.on_host(node, "list the backup", move || {

@@ -20,7 +20,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
@@ -332,10 +331,19 @@ if [ ! -f "$1/PG_VERSION" ]; then echo missing; exit 0; fi
 echo "status $?"
 "#;
 
-/// `$1` pg_basebackup, `$2` folder, `$3` host, `$4` port, `$5` user, `$6` label. Prints
+/// `$1` pg_basebackup, `$2` folder, `$3` host, `$4` port, `$5` user, `$6` label, `$7` sslmode,
+/// `$8` sslrootcert, `$9` sslcert, `$10` sslkey (empty: not set). The first line of stdin is
+/// the password (empty: none), exported as PGPASSWORD, never an argument. Prints
 /// `<bytes> <name>` for each file written. Our stdin stays open while we wait: when it ends (we
 /// went away) the whole session's process group is stopped, pg_basebackup's WAL child included.
 const BASE_BACKUP: &str = r#"
+IFS= read -r pw || pw=
+if [ -n "$pw" ]; then PGPASSWORD=$pw; export PGPASSWORD; fi
+unset pw
+PGSSLMODE=$7; export PGSSLMODE
+if [ -n "$8" ]; then PGSSLROOTCERT=$8; export PGSSLROOTCERT; fi
+if [ -n "$9" ]; then PGSSLCERT=$9; export PGSSLCERT; fi
+if [ -n "${10}" ]; then PGSSLKEY=${10}; export PGSSLKEY; fi
 exec 3<&0
 ( cat <&3 >/dev/null; kill -TERM 0 ) >/dev/null 2>&1 &
 watcher=$!
@@ -499,24 +507,7 @@ impl ClusterBackend for SshBackend {
 
     async fn connect(&self, node: &NodeConfig) -> Result<tokio_postgres::Client> {
         // SQL goes straight to the node's address, as LocalBackend does.
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&node.hostname)
-            .port(node.port)
-            .user(&node.username)
-            .dbname(&node.dbname)
-            .application_name("citus-recovery")
-            .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.map_err(|e| {
-            Error::sql(
-                &node.name,
-                format!("connect to {}:{}", node.hostname, node.port),
-                e,
-            )
-        })?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(client)
+        crate::connect::connect(&self.config, node).await
     }
 
     async fn server_state(&self, node: &NodeConfig) -> Result<ServerState> {
@@ -647,9 +638,18 @@ impl ClusterBackend for SshBackend {
         let pg_basebackup = self.program(node, "pg_basebackup").await?;
         let port = node.port.to_string();
         let host = self.host(node)?;
+        // TLS paths as arguments (they are no secret), the password on stdin.
+        let tls = self.config.connection_for(node);
+        let none = std::path::PathBuf::new();
+        let (password, _) = crate::connect::password(&self.config, node)?;
+        let mut input = password
+            .as_ref()
+            .map(|p| p.expose().as_bytes().to_vec())
+            .unwrap_or_default();
+        input.push(b'\n');
         let out = host
             .host
-            .run_watched(
+            .run_watched_with_input(
                 &node.name,
                 &command(
                     BASE_BACKUP,
@@ -660,8 +660,13 @@ impl ClusterBackend for SshBackend {
                         Arg::Text(&port),
                         Arg::Text(&node.username),
                         Arg::Text(label),
+                        Arg::Text(tls.mode().as_str()),
+                        Arg::Path(tls.sslrootcert.as_ref().unwrap_or(&none)),
+                        Arg::Path(tls.sslcert.as_ref().unwrap_or(&none)),
+                        Arg::Path(tls.sslkey.as_ref().unwrap_or(&none)),
                     ],
                 ),
+                &input,
             )
             .await?;
         if out.code != Some(0) {

@@ -281,6 +281,10 @@ enum ClusterCommand {
         /// Plain PostgreSQL nodes even when Citus is installed.
         #[arg(long)]
         plain: bool,
+        /// Require scram-sha-256 passwords over TLS: writes a generated CA to the config's
+        /// `sslrootcert` and a random password to its `passfile` (see docs/connections.md).
+        #[arg(long)]
+        secure: bool,
     },
     /// Start every node.
     Start,
@@ -713,8 +717,12 @@ async fn cluster_command(
         ));
     }
     match cmd {
-        ClusterCommand::Create { plain } => {
-            cluster.create(*plain).await?;
+        ClusterCommand::Create { plain, secure } => {
+            if *secure {
+                cluster.create_secure(*plain).await?;
+            } else {
+                cluster.create(*plain).await?;
+            }
             out.status(&cluster.status().await?)
         }
         ClusterCommand::Start => {

@@ -799,3 +799,74 @@ fn archive_get_queue_defaults_and_is_checked() {
         .to_string()
         .contains("archiveGetQueue"));
 }
+
+#[test]
+fn connection_keys_are_read_per_cluster_with_a_node_override() {
+    let mut v = sample();
+    v["sslmode"] = json!("verify-full");
+    v["sslrootcert"] = json!("/etc/citus/ca.crt");
+    v["passfile"] = json!("/home/admin/.pgpass-citus");
+    v["workerNodes"][1]["sslmode"] = json!("verify-ca");
+    v["workerNodes"][1]["sslrootcert"] = json!("/etc/citus/other-ca.crt");
+    let c = parse(&v).unwrap();
+    let w1 = c.connection_for(&c.workers[0]);
+    assert_eq!(w1.mode(), SslMode::VerifyFull);
+    assert_eq!(
+        w1.sslrootcert.as_deref(),
+        Some(Path::new("/etc/citus/ca.crt"))
+    );
+    let w2 = c.connection_for(&c.workers[1]);
+    assert_eq!(w2.mode(), SslMode::VerifyCa);
+    assert_eq!(
+        w2.sslrootcert.as_deref(),
+        Some(Path::new("/etc/citus/other-ca.crt"))
+    );
+    assert_eq!(
+        w2.passfile.as_deref(),
+        Some(Path::new("/home/admin/.pgpass-citus"))
+    );
+    // Without keys: libpq's default, prefer.
+    let plain = parse(&sample()).unwrap();
+    assert_eq!(
+        plain.connection_for(&plain.coordinator).mode(),
+        SslMode::Prefer
+    );
+}
+
+#[test]
+fn a_bad_sslmode_or_a_relative_certificate_path_is_refused() {
+    let mut v = sample();
+    v["sslmode"] = json!("verify");
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(e.contains("sslmode") && e.contains("verify-full"), "{e}");
+    let mut v = sample();
+    v["workerNodes"][0]["sslkey"] = json!("keys/client.key");
+    let e = parse(&v).unwrap_err().to_string();
+    assert!(
+        e.contains("workerNodes[0].sslkey") && e.contains("relative"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_password_in_the_config_is_refused_without_repeating_it() {
+    for (at, path) in [
+        ("cluster", "password"),
+        ("node", "coordinatorNode.password"),
+    ] {
+        let mut v = sample();
+        if at == "cluster" {
+            v["password"] = json!("hunter2-secret");
+        } else {
+            v["coordinatorNode"]["password"] = json!("hunter2-secret");
+        }
+        let e = parse(&v).unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains(path), "{shown}");
+        assert!(
+            shown.contains("PGPASSWORD") && shown.contains("passfile"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "the password leaked: {shown}");
+    }
+}

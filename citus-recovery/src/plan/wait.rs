@@ -53,6 +53,8 @@ pub(super) async fn paused(
         if client.is_none() {
             match backend.connect(node).await {
                 Ok(c) => client = Some(c),
+                // A refused login or certificate does not get better by waiting.
+                Err(e @ Error::Connection { .. }) => return Err(e),
                 Err(_) => {
                     if last_state_check.is_some_and(|t| t.elapsed() < STATE_CHECK_EVERY) {
                         tokio::time::sleep(opts.poll_interval).await;

@@ -149,6 +149,16 @@ impl TestCluster {
     /// inside the temporary folder. `Drop` does not see servers outside `<dir>/cluster`: stop
     /// them with [`stop_servers_in`].
     pub fn with_folders(workers: usize, cluster: &str, archive: &str, backup: &str) -> Self {
+        Self::build(workers, cluster, archive, backup, |_, _| {})
+    }
+
+    fn build(
+        workers: usize,
+        cluster: &str,
+        archive: &str,
+        backup: &str,
+        edit: impl FnOnce(&mut serde_json::Value, &Path),
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("citus-recovery-test-")
             .tempdir()
@@ -160,6 +170,9 @@ impl TestCluster {
         )
         .unwrap();
         let text = config_json_with_folders(dir.path(), workers, cluster, archive, backup);
+        let mut json: serde_json::Value = serde_json::from_str(&text).expect("config JSON");
+        edit(&mut json, dir.path());
+        let text = json.to_string();
         std::fs::write(dir.path().join("cluster-config.json"), &text).unwrap();
         let config = ClusterConfig::from_json_str(&text, None).expect("valid config");
         let backend = LocalBackend::new(config).expect("backend");
@@ -170,6 +183,12 @@ impl TestCluster {
                 ..RunOptions::default()
             });
         TestCluster { cluster, dir }
+    }
+
+    /// Like [`TestCluster::new`], with the config JSON changed by `edit` (given the temporary
+    /// folder) before it is read: connection keys, host names.
+    pub fn with_config(workers: usize, edit: impl FnOnce(&mut serde_json::Value, &Path)) -> Self {
+        Self::build(workers, "cluster", "archive", "backup", edit)
     }
 
     /// The temporary folder.

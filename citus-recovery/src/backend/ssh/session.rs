@@ -247,10 +247,14 @@ impl Host {
         self.run_with(node, remote, stdin, false).await
     }
 
-    /// Like [`Self::run`], with the remote command's stdin held open until it exits: a remote
-    /// script can watch it to stop its work when we go away (stdin then reaches end of file).
-    pub async fn run_watched(&self, node: &str, remote: &OsString) -> Result<Output> {
-        self.run_with(node, remote, None, true).await
+    /// Like [`Self::run_watched`], with `stdin` written first (then held open).
+    pub async fn run_watched_with_input(
+        &self,
+        node: &str,
+        remote: &OsString,
+        stdin: &[u8],
+    ) -> Result<Output> {
+        self.run_with(node, remote, Some(stdin), true).await
     }
 
     /// Like [`Self::run_watched`], writing `stdin` first and then holding it open.
