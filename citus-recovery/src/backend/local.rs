@@ -114,6 +114,38 @@ impl LocalBackend {
         }
     }
 
+    /// `pg_basebackup` of `node` into `target` (`-`: the tar on stdout): tar format, fast
+    /// checkpoint, a CRC32C manifest, WAL as `wal` says (`stream`, `none`). TLS settings and the
+    /// password go through the environment, never the command line.
+    fn pg_basebackup(
+        &self,
+        node: &NodeConfig,
+        target: &std::ffi::OsStr,
+        wal: &str,
+        label: &str,
+    ) -> Result<Command> {
+        let mut cmd = self.client_program("pg_basebackup");
+        cmd.arg("-h")
+            .arg(&node.hostname)
+            .arg("-p")
+            .arg(node.port.to_string())
+            .arg("-U")
+            .arg(&node.username)
+            .arg("-D")
+            .arg(target)
+            .arg("-Ft")
+            .arg("-X")
+            .arg(wal)
+            .arg("-c")
+            .arg("fast")
+            .arg("--manifest-checksums=CRC32C")
+            .arg("-l")
+            .arg(label)
+            .arg("--no-password")
+            .envs(crate::connect::program_env(&self.config, node)?);
+        Ok(cmd)
+    }
+
     /// Like [`Self::program`], for a client program that must not outlive us (`pg_basebackup`,
     /// which forks a WAL streaming child that only stops when the server goes away). It runs
     /// under `sh` as the leader of a new process group: the kernel sends `sh` SIGTERM when this
@@ -357,28 +389,10 @@ impl ClusterBackend for LocalBackend {
         // pg_basebackup fills an existing empty folder; the folder above it may be the
         // invoking user's (the catalog's), where the servers' user cannot create entries.
         self.create_dir(node, folder).await?;
-        let mut cmd = self.client_program("pg_basebackup");
-        cmd.arg("-h")
-            .arg(&node.hostname)
-            .arg("-p")
-            .arg(node.port.to_string())
-            .arg("-U")
-            .arg(&node.username)
-            .arg("-D")
-            .arg(folder)
-            .arg("-Ft")
-            .arg("-X")
-            .arg("stream")
-            .arg("-c")
-            .arg("fast")
-            .arg("-l")
-            .arg(label)
-            // The WAL streaming child looks for its parent at each status tick: if we are killed,
-            // it notices within a second instead of streaming on for ten.
-            .arg("--status-interval=1")
-            .arg("--no-password");
-        // TLS settings and the password go through the environment, never the command line.
-        cmd.envs(crate::connect::program_env(&self.config, node)?);
+        let mut cmd = self.pg_basebackup(node, folder.as_os_str(), "stream", label)?;
+        // The WAL streaming child looks for its parent at each status tick: if we are killed,
+        // it notices within a second instead of streaming on for ten.
+        cmd.arg("--status-interval=1");
         self.run_supervised(node, "pg_basebackup", cmd).await?;
         let folder = folder.to_path_buf();
         self.on_host(node, "list the backup", move || {
@@ -431,24 +445,7 @@ impl ClusterBackend for LocalBackend {
     }
 
     async fn base_backup_stream(&self, node: &NodeConfig, label: &str) -> Result<BackupStream> {
-        let mut cmd = self.client_program("pg_basebackup");
-        cmd.arg("-h")
-            .arg(&node.hostname)
-            .arg("-p")
-            .arg(node.port.to_string())
-            .arg("-U")
-            .arg(&node.username)
-            .arg("-D")
-            .arg("-")
-            .arg("-Ft")
-            .arg("-X")
-            .arg("none")
-            .arg("-c")
-            .arg("fast")
-            .arg("--manifest-checksums=CRC32C")
-            .arg("-l")
-            .arg(label)
-            .arg("--no-password");
+        let mut cmd = self.pg_basebackup(node, "-".as_ref(), "none", label)?;
         let action = "pg_basebackup";
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -502,25 +499,8 @@ impl ClusterBackend for LocalBackend {
         label: &str,
     ) -> Result<BackupFiles> {
         self.create_dir(node, folder).await?;
-        let mut cmd = self.client_program("pg_basebackup");
-        cmd.arg("-h")
-            .arg(&node.hostname)
-            .arg("-p")
-            .arg(node.port.to_string())
-            .arg("-U")
-            .arg(&node.username)
-            .arg("-D")
-            .arg(folder)
-            .arg("-Ft")
-            .arg("-X")
-            .arg("none")
-            .arg("-c")
-            .arg("fast")
-            .arg("--compress=client-zstd:1")
-            .arg("--manifest-checksums=CRC32C")
-            .arg("-l")
-            .arg(label)
-            .arg("--no-password");
+        let mut cmd = self.pg_basebackup(node, folder.as_os_str(), "none", label)?;
+        cmd.arg("--compress=client-zstd:1");
         self.run_supervised(node, "pg_basebackup", cmd).await?;
         let folder = folder.to_path_buf();
         self.on_host(node, "list the backup", move || {
