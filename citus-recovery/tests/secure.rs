@@ -3,6 +3,8 @@
 //! no password, no TLS, a certificate for another name) reported clearly, never with a secret.
 
 mod common;
+#[path = "common/repository_cycle.rs"]
+mod repository_cycle;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -311,8 +313,12 @@ async fn a_secure_plain_cluster_runs_the_five_steps_and_reports_connection_fault
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secure_citus_cluster_runs_the_five_steps() {
     skip_unless_postgres!();
-    let t = TestCluster::with_config(1, secure_config);
+    let mut t = TestCluster::with_config(1, secure_config);
     skip_unless_citus!(t);
+    // With a repository, so the streamed base backup (pg_basebackup to a pipe) authenticates
+    // over TLS too.
+    let repo = t.dir().join("repo");
+    repository_cycle::with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
     t.cluster
         .create_secure(false)
         .await
@@ -325,6 +331,10 @@ async fn a_secure_citus_cluster_runs_the_five_steps() {
         "the worker was added over scram + TLS"
     );
     five_steps(&t, true).await;
+    assert!(
+        repo.join("backups/base/coordinator").is_dir(),
+        "the base backup went into the repository"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
