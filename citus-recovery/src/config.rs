@@ -151,6 +151,9 @@ pub struct ClusterConfig {
     pub retention: Option<Retention>,
     /// The thresholds of `check` (`check`; every one has a default).
     pub check: CheckThresholds,
+    /// How `restore-point` waits for its locks under load (`restorePointLockTimeout` in
+    /// seconds, default 2; `restorePointRetries`, default 3).
+    pub restore_point_locks: RestorePointLocks,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -212,6 +215,35 @@ impl Default for CheckThresholds {
     }
 }
 
+/// How long `citus_create_restore_point` may wait for its locks, and how often it is tried:
+/// it waits behind any transaction holding `pg_dist_node`, `pg_dist_partition` or
+/// `pg_dist_transaction`, and every distributed commit queues behind its wait, so the wait is
+/// bounded (`lock_timeout`) and retried after a short backoff instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestorePointLocks {
+    /// `lock_timeout` of each attempt, in milliseconds (`restorePointLockTimeout`, seconds).
+    pub lock_timeout_ms: u64,
+    /// Attempts after the first (`restorePointRetries`).
+    pub retries: u32,
+}
+
+impl Default for RestorePointLocks {
+    fn default() -> Self {
+        RestorePointLocks {
+            lock_timeout_ms: 2000,
+            retries: 3,
+        }
+    }
+}
+
+impl RestorePointLocks {
+    /// The pause before retry `n` (1-based): 250 ms doubling, at most 4 s, so writers that
+    /// queued behind the failed attempt get through first.
+    pub fn backoff(&self, n: u32) -> std::time::Duration {
+        std::time::Duration::from_millis((250u64 << n.saturating_sub(1).min(4)).min(4000))
+    }
+}
+
 // Serialize is derived for the config's JSON view; Eq is not (floats), ClusterConfig needs it.
 impl Eq for CheckThresholds {}
 
@@ -252,6 +284,10 @@ struct RawConfig {
     retention: Option<Retention>,
     #[serde(default)]
     check: CheckThresholds,
+    #[serde(default)]
+    restore_point_lock_timeout: Option<f64>,
+    #[serde(default)]
+    restore_point_retries: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -591,6 +627,28 @@ impl ClusterConfig {
                 "give a positive number, null to turn the test off, or leave it out for the default (docs/lifecycle.md)".into(),
             )
         })?;
+        let mut restore_point_locks = RestorePointLocks::default();
+        if let Some(secs) = raw.restore_point_lock_timeout {
+            if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+                return Err(err(
+                    "restorePointLockTimeout",
+                    format!("is {secs}"),
+                    "give the seconds a restore point may wait for its locks per attempt, above 0 and at most 3600 (default 2)".into(),
+                ));
+            }
+            // At least 1 ms: PostgreSQL reads lock_timeout = 0 as "wait forever".
+            restore_point_locks.lock_timeout_ms = ((secs * 1000.0).round() as u64).max(1);
+        }
+        if let Some(retries) = raw.restore_point_retries {
+            if retries > 20 {
+                return Err(err(
+                    "restorePointRetries",
+                    format!("is {retries}"),
+                    "give at most 20 retries (default 3)".into(),
+                ));
+            }
+            restore_point_locks.retries = retries;
+        }
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         Ok(ClusterConfig {
             cluster_name: raw.cluster_name,
@@ -609,6 +667,7 @@ impl ClusterConfig {
             ssh: raw.ssh,
             retention: raw.retention,
             check: raw.check,
+            restore_point_locks,
             source: path.map(Path::to_path_buf),
         })
     }

@@ -77,6 +77,7 @@ __all__ = [
     "RepositoryError",
     "CorruptError",
     "FileError",
+    "RestorePointLockTimeoutError",
     "ProgressEvent",
     "CancelToken",
 ]
@@ -280,6 +281,15 @@ class WalArchiveError(CitusRecoveryError):
     """A node's WAL archive could not be read; the message names the file."""
 
     node: str
+
+class RestorePointLockTimeoutError(CitusRecoveryError):
+    """citus_create_restore_point could not take its locks within restorePointLockTimeout in
+    any attempt; nothing was written."""
+
+    name: str
+    node: str
+    lock_timeout_ms: int
+    attempts: int
 
 class LockedError(CitusRecoveryError):
     """Another command that changes the cluster holds its lock; wait for it."""

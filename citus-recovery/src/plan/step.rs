@@ -87,6 +87,10 @@ pub enum Step {
         name: String,
         /// How.
         function: RestorePointFunction,
+        /// For Citus: how long each attempt may wait for its locks, and how often it is
+        /// retried (from the config's `restorePointLockTimeout`/`restorePointRetries`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lock_wait: Option<crate::config::RestorePointLocks>,
     },
     /// `pg_switch_wal()`, then wait until the closed segment is in the archive.
     SwitchWalAndWait {
@@ -211,12 +215,26 @@ impl fmt::Display for Step {
                 f,
                 "pg_basebackup as a tar stream (WAL from the archive, fast checkpoint), each file checked against its backup_manifest as it streams, compressed ({compression}) into the repository as {object} (no copy on local disk), wait until WAL up to its stop LSN is in the repository, write the node manifest"
             ),
-            Step::CreateRestorePoint { name, function } => match function {
-                RestorePointFunction::Citus => write!(
-                    f,
-                    "SELECT citus_create_restore_point({}) (on every node at once, distributed commits blocked briefly)",
-                    recovery_conf::quote_value(name)
-                ),
+            Step::CreateRestorePoint {
+                name,
+                function,
+                lock_wait,
+            } => match function {
+                RestorePointFunction::Citus => {
+                    write!(
+                        f,
+                        "SELECT citus_create_restore_point({}) (on every node at once, distributed commits blocked briefly)",
+                        recovery_conf::quote_value(name)
+                    )?;
+                    if let Some(w) = lock_wait {
+                        write!(
+                            f,
+                            " with lock_timeout {} ms, retried up to {} times so writers never queue longer",
+                            w.lock_timeout_ms, w.retries
+                        )?;
+                    }
+                    Ok(())
+                }
                 RestorePointFunction::Postgres => {
                     write!(f, "SELECT pg_create_restore_point({})", recovery_conf::quote_value(name))
                 }
@@ -458,24 +476,23 @@ impl Step {
             )
             .await
             .map(Some),
-            Step::CreateRestorePoint { name, function } => {
+            Step::CreateRestorePoint {
+                name,
+                function,
+                lock_wait,
+            } => {
                 let client = backend.connect(node).await?;
-                let sql = match function {
-                    // Wait at most this long behind running distributed writes, rather than hang.
+                let lsn = match function {
                     RestorePointFunction::Citus => {
-                        client
-                            .batch_execute("SET lock_timeout = '60s'")
-                            .await
-                            .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
-                        "SELECT citus_create_restore_point($1)::text"
+                        let wait = lock_wait.unwrap_or_default();
+                        citus_restore_point(&client, node, name, wait).await?
                     }
-                    RestorePointFunction::Postgres => "SELECT pg_create_restore_point($1)::text",
+                    RestorePointFunction::Postgres => client
+                        .query_one("SELECT pg_create_restore_point($1)::text", &[name])
+                        .await
+                        .map_err(|e| Error::sql(&node.name, "create restore point", e))?
+                        .get(0),
                 };
-                let row = client
-                    .query_one(sql, &[name])
-                    .await
-                    .map_err(|e| Error::sql(&node.name, "create restore point", e))?;
-                let lsn: String = row.get(0);
                 Ok(Some(StepOutput::RestorePoint {
                     lsn: lsn.parse().ok(),
                 }))
@@ -896,5 +913,51 @@ async fn wait_archived(
             }
         }
         tokio::time::sleep(opts.poll_interval).await;
+    }
+}
+
+/// `citus_create_restore_point(name)` with a bounded lock wait: each attempt sets
+/// `lock_timeout`, so it never queues distributed commits behind a long transaction for longer;
+/// a lock timeout (SQLSTATE 55P03) is retried after [`crate::config::RestorePointLocks::backoff`],
+/// any other error ends it. Returns the LSN as text.
+async fn citus_restore_point(
+    client: &tokio_postgres::Client,
+    node: &NodeConfig,
+    name: &str,
+    wait: crate::config::RestorePointLocks,
+) -> Result<String> {
+    client
+        .batch_execute(&format!("SET lock_timeout = '{}ms'", wait.lock_timeout_ms))
+        .await
+        .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match client
+            .query_one("SELECT citus_create_restore_point($1)::text", &[&name])
+            .await
+        {
+            Ok(row) => return Ok(row.get(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                let detail = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_string());
+                if attempt > wait.retries {
+                    return Err(Error::RestorePointLockTimeout {
+                        name: name.to_string(),
+                        node: node.name.clone(),
+                        lock_timeout_ms: wait.lock_timeout_ms,
+                        attempts: attempt,
+                        detail,
+                    });
+                }
+                tracing::warn!(
+                    attempt,
+                    "citus_create_restore_point: {detail}; retrying after a pause so queued writers go first"
+                );
+                tokio::time::sleep(wait.backoff(attempt)).await;
+            }
+            Err(e) => return Err(Error::sql(&node.name, "create restore point", e)),
+        }
     }
 }
