@@ -43,6 +43,7 @@ pub mod config;
 mod error;
 pub mod expire;
 pub mod files;
+pub mod fork;
 pub mod lock;
 pub mod names;
 pub mod observe;

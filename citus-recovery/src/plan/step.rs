@@ -177,6 +177,16 @@ pub enum Step {
         /// The file.
         file: PathBuf,
     },
+    /// A fork: point every `pg_dist_node` row of this node's Citus metadata at the fork's
+    /// nodes in one transaction, and refuse (rolled back) when a row names a node not moved.
+    /// Nothing to do on a node without Citus metadata.
+    RewriteDistNode {
+        /// Every node's address in the source cluster and in the fork.
+        moves: Vec<crate::fork::NodeMove>,
+    },
+    /// A fork: `ALTER SYSTEM RESET citus.node_conninfo` and reload, so the node may connect to
+    /// other nodes again (the fork started with outbound Citus connections made impossible).
+    AllowOutboundConnections,
 }
 
 impl fmt::Display for Step {
@@ -342,6 +352,21 @@ impl fmt::Display for Step {
                 }
             }
             Step::Resume => write!(f, "SELECT pg_wal_replay_resume() (ends recovery, new timeline)"),
+            Step::RewriteDistNode { moves } => {
+                write!(f, "in one transaction UPDATE pg_dist_node (if Citus metadata is here):")?;
+                for m in moves {
+                    write!(
+                        f,
+                        " {} {}:{} -> {}:{};",
+                        m.node, m.from_host, m.from_port, m.to_host, m.to_port
+                    )?;
+                }
+                write!(f, " rolled back if any row names another node")
+            }
+            Step::AllowOutboundConnections => write!(
+                f,
+                "ALTER SYSTEM RESET citus.node_conninfo, pg_reload_conf() (Citus may connect to the fork's nodes now)"
+            ),
             Step::WaitPromoted => write!(f, "wait until the server has left recovery and is writable"),
             Step::RemoveRecoverySettings { file } => write!(
                 f,
@@ -597,6 +622,21 @@ impl Step {
             .await
             .map(|_| None),
             Step::WaitPromoted => super::wait::promoted(backend, node, opts).await.map(Some),
+            Step::RewriteDistNode { moves } => crate::fork::rewrite_dist_node(backend, node, moves)
+                .await
+                .map(|_| None),
+            Step::AllowOutboundConnections => {
+                let client = backend.connect(node).await?;
+                client
+                    .batch_execute("ALTER SYSTEM RESET citus.node_conninfo")
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reset citus.node_conninfo", e))?;
+                client
+                    .batch_execute("SELECT pg_reload_conf()")
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
+                Ok(None)
+            }
             Step::RemoveRecoverySettings { file } => {
                 if let Some(old) = backend.read_file(node, file).await? {
                     if recovery_conf::has_block(&old) {
