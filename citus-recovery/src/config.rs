@@ -154,6 +154,8 @@ pub struct ClusterConfig {
     /// How `restore-point` waits for its locks under load (`restorePointLockTimeout` in
     /// seconds, default 2; `restorePointRetries`, default 3).
     pub restore_point_locks: RestorePointLocks,
+    /// What `drill` checks on the restored fork (`drill`).
+    pub drill: DrillConfig,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -213,6 +215,29 @@ impl Default for CheckThresholds {
             round_trip_timeout_seconds: 60.0,
         }
     }
+}
+
+/// The `drill` object: SQL run on the drill's restored fork.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Each query, in order; all must pass for the drill to pass.
+    #[serde(default)]
+    pub checks: Vec<DrillCheck>,
+}
+
+/// One SQL check of `drill`: `{"node": "coordinator", "sql": "SELECT count(*) FROM t",
+/// "expect": "42"}`; without `expect` the query must only run without error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    /// The node it runs on.
+    pub node: String,
+    /// The query; the first column of the first row is compared.
+    pub sql: String,
+    /// The expected value, as text (`psql` prints it so).
+    #[serde(default)]
+    pub expect: Option<String>,
 }
 
 /// How long `citus_create_restore_point` may wait for its locks, and how often it is tried:
@@ -288,6 +313,8 @@ struct RawConfig {
     restore_point_lock_timeout: Option<f64>,
     #[serde(default)]
     restore_point_retries: Option<u32>,
+    #[serde(default)]
+    drill: DrillConfig,
 }
 
 #[derive(Deserialize)]
@@ -649,6 +676,15 @@ impl ClusterConfig {
             }
             restore_point_locks.retries = retries;
         }
+        for (i, c) in raw.drill.checks.iter().enumerate() {
+            if coordinator.name != c.node && !workers.iter().any(|w| w.name == c.node) {
+                return Err(err(
+                    &format!("drill.checks[{i}].node"),
+                    format!("names node {:?}, which the config lacks", c.node),
+                    "name the coordinator or a worker".into(),
+                ));
+            }
+        }
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         Ok(ClusterConfig {
             cluster_name: raw.cluster_name,
@@ -668,6 +704,7 @@ impl ClusterConfig {
             retention: raw.retention,
             check: raw.check,
             restore_point_locks,
+            drill: raw.drill,
             source: path.map(Path::to_path_buf),
         })
     }

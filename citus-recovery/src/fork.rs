@@ -57,6 +57,9 @@ pub struct ForkPlan {
     pub restore_point: String,
     /// Whether the fork is promoted (writable, `pg_dist_node` rewritten) or left paused.
     pub promote: bool,
+    /// Whether the restore point was made by Citus: then Citus connections are blocked until
+    /// `pg_dist_node` is rewritten.
+    pub citus: bool,
     /// Every node's address, live and fork.
     pub moves: Vec<NodeMove>,
     /// The phases: the restore, then (promoted) recovery ended and `pg_dist_node` rewritten.
@@ -205,6 +208,7 @@ impl ForkPlan {
         mut restore: RestorePlan,
         moves: Vec<NodeMove>,
         promote: bool,
+        citus: bool,
     ) -> Result<Self> {
         for phase in &mut restore.phases {
             for np in &mut phase.nodes {
@@ -230,10 +234,12 @@ impl ForkPlan {
                         // The restored config holds the live node's port.
                         let port = target.node(&np.node).map_or(live.port, |n| n.port);
                         raised.push(("port".into(), port.to_string()));
-                        raised.push((
-                            "citus.node_conninfo".into(),
-                            quote_value(BLOCKED_NODE_CONNINFO),
-                        ));
+                        if citus {
+                            raised.push((
+                                "citus.node_conninfo".into(),
+                                quote_value(BLOCKED_NODE_CONNINFO),
+                            ));
+                        }
                     }
                 }
             }
@@ -290,6 +296,8 @@ impl ForkPlan {
                     })
                     .collect(),
             });
+        }
+        if promote && citus {
             let rewrite = Step::RewriteDistNode {
                 moves: moves.clone(),
             };
@@ -308,7 +316,7 @@ impl ForkPlan {
                 title: "allow Citus connections between the fork's nodes".into(),
                 nodes: each(|| vec![Step::AllowOutboundConnections]),
             });
-        } else {
+        } else if !promote && citus {
             notes.push(format!(
                 "left paused at the restore point, read-only: pg_dist_node cannot be rewritten during recovery and still names the live nodes, so citus.node_conninfo = '{BLOCKED_NODE_CONNINFO}' makes every Citus connection fail; query each fork node on its own (distributed queries on the fork's coordinator fail on purpose); run fork again with --promote for a usable Citus fork"
             ));
@@ -319,6 +327,7 @@ impl ForkPlan {
             backup: restore.state.backup.clone(),
             restore_point: restore.state.restore_point.clone(),
             promote,
+            citus,
             moves,
             phases,
             notes,

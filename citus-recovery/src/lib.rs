@@ -40,6 +40,7 @@ pub mod catalog;
 pub mod check;
 mod cluster;
 pub mod config;
+pub mod drill;
 mod error;
 pub mod expire;
 pub mod files;
