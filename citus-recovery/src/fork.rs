@@ -445,3 +445,71 @@ crate::plan::plan_impls!(ForkPlan, "fork", |p| format!(
     quote_value(&p.restore_point),
     if p.promote { ", promoted" } else { ", paused" }
 ));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, base: &str, ports: [u16; 2], extra: serde_json::Value) -> ClusterConfig {
+        let node = |n: &str, port: u16| serde_json::json!({"name": n, "hostname": "localhost", "port": port, "username": "postgres", "dbname": "postgres"});
+        let mut v = serde_json::json!({
+            "clusterName": name,
+            "workerCount": 1,
+            "coordinatorNode": node("coordinator", ports[0]),
+            "workerNodes": [node("worker1", ports[1])],
+            "clusterBaseFolder": format!("{base}/cluster"),
+            "archiveBaseFolder": format!("{base}/archive"),
+            "backupBaseFolder": format!("{base}/backup"),
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        ClusterConfig::from_json_str(&v.to_string(), None).unwrap()
+    }
+
+    #[test]
+    fn a_fork_config_that_could_touch_the_live_cluster_is_refused() {
+        let live = config("live", "/srv/live", [5432, 5433], serde_json::json!({}));
+        let fork = config("fork", "/srv/fork", [6432, 6433], serde_json::json!({}));
+        let moves = check_target(&live, &fork).unwrap();
+        assert_eq!(
+            moves[1],
+            NodeMove {
+                node: "worker1".into(),
+                from_host: "localhost".into(),
+                from_port: 5433,
+                to_host: "localhost".into(),
+                to_port: 6433,
+            }
+        );
+        let field = |r: Result<Vec<NodeMove>>| match r {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        // A live node's address (127.0.0.1 is localhost).
+        let mut same_port = fork.clone();
+        same_port.workers[0].port = 5432;
+        same_port.workers[0].hostname = "127.0.0.1".into();
+        assert_eq!(field(check_target(&live, &same_port)), "port");
+        // A folder inside the live cluster's.
+        let inside = config(
+            "fork",
+            "/srv/live/cluster/x",
+            [6432, 6433],
+            serde_json::json!({}),
+        );
+        assert_eq!(field(check_target(&live, &inside)), "clusterBaseFolder");
+        // Other node names.
+        let mut renamed = fork.clone();
+        renamed.workers[0].name = "worker9".into();
+        assert_eq!(field(check_target(&live, &renamed)), "workerNodes");
+        // A repository of its own would put a lock where the live one may be.
+        let with_repo = config(
+            "fork",
+            "/srv/fork",
+            [6432, 6433],
+            serde_json::json!({"repository": {"type": "posix", "path": "/srv/repo"}}),
+        );
+        assert_eq!(field(check_target(&live, &with_repo)), "repository");
+    }
+}
