@@ -112,4 +112,32 @@ async fn a_drill_passes_with_a_true_check_fails_with_a_false_one_and_leaves_noth
         2
     );
     assert_eq!(t.count("coordinator", "t").await, 43);
+    // The command-line tool: exit 0 passed, 2 failed, the report as JSON on stdout.
+    let base: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.config_file()).unwrap()).unwrap();
+    for (expect, code) in [("42", 0), ("43", 2)] {
+        let mut v = base.clone();
+        v["drill"] = serde_json::json!({"checks": [
+            {"node": "coordinator", "sql": "SELECT count(*) FROM t", "expect": expect}
+        ]});
+        let path = t.dir().join(format!("drill-{expect}.json"));
+        std::fs::write(&path, v.to_string()).unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_citus-recovery"))
+                .args(["--quiet", "--json", "--config"])
+                .arg(&path)
+                .arg("drill")
+                .env_remove("CITUS_RECOVERY_CONFIG")
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "expect {expect}: {stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {stderr}"));
+        assert_eq!(report["checks"][0]["got"], "42");
+        assert_eq!(report["torn_down"], true);
+    }
 }
