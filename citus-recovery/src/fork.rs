@@ -152,6 +152,18 @@ pub fn check_target(source: &ClusterConfig, target: &ClusterConfig) -> Result<Ve
     }
     let mut moves = Vec::new();
     for node in source.nodes() {
+        // libpq ignores sslmode on a Unix socket: the block on Citus connections would not hold.
+        if node.hostname.starts_with('/') {
+            return Err(Error::Config {
+                path: source.source.clone(),
+                field: "hostname".into(),
+                problem: format!(
+                    "node {} is reached through the Unix socket folder {}, and a fork can block Citus connections to a live node only over TCP",
+                    node.name, node.hostname
+                ),
+                fix: "register the live nodes by host name (citus_update_node) and use those names in the config".into(),
+            });
+        }
         let to = target.node(&node.name).ok_or_else(|| {
             err(
                 "workerNodes",
@@ -491,6 +503,10 @@ mod tests {
         same_port.workers[0].port = 5432;
         same_port.workers[0].hostname = "127.0.0.1".into();
         assert_eq!(field(check_target(&live, &same_port)), "port");
+        // A live node behind a Unix socket: sslmode would not block it.
+        let mut socket = live.clone();
+        socket.workers[0].hostname = "/var/run/postgresql".into();
+        assert_eq!(field(check_target(&socket, &fork)), "hostname");
         // A folder inside the live cluster's.
         let inside = config(
             "fork",
