@@ -134,4 +134,29 @@ async fn a_restore_point_behind_a_long_transaction_gives_up_within_its_bound_and
         .create_restore_point(Some("blocked"))
         .await
         .expect("the restore point once the long transaction has ended");
+
+    // The same on a worker: with metadata on the workers, Citus locks there over its own
+    // connections, beyond this session's lock_timeout; statement_timeout bounds the wait.
+    let on_worker = c.backend().connect(&t.config().workers[0]).await.unwrap();
+    on_worker
+        .batch_execute("BEGIN; LOCK pg_catalog.pg_dist_transaction IN ROW SHARE MODE")
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let result = bounded.create_restore_point(Some("worker-blocked")).await;
+    let took = began.elapsed();
+    on_worker.batch_execute("COMMIT").await.unwrap();
+    // 3 attempts of at most 400 ms + 2 s each, and the backoff.
+    assert!(
+        took < Duration::from_secs(12),
+        "a lock on a worker held it {took:?}"
+    );
+    match result {
+        Err(Error::RestorePointLockTimeout { attempts, .. }) => assert_eq!(attempts, 3),
+        Err(other) => panic!("expected RestorePointLockTimeout, got {other}"),
+        // Citus without metadata on the workers takes no lock there.
+        Ok(_) => {
+            eprintln!("no lock taken on the worker: the restore point did not wait ({took:?})")
+        }
+    }
 }

@@ -956,6 +956,10 @@ async fn wait_archived(
     }
 }
 
+/// What `statement_timeout` allows a restore point beyond its `lock_timeout`: the work itself
+/// (a connection to every node and a WAL record on each) takes milliseconds.
+const STATEMENT_MARGIN_MS: u64 = 2000;
+
 /// `citus_create_restore_point(name)` with a bounded lock wait: each attempt sets
 /// `lock_timeout`, so it never queues distributed commits behind a long transaction for longer;
 /// a lock timeout (SQLSTATE 55P03) is retried after [`crate::config::RestorePointLocks::backoff`],
@@ -966,8 +970,15 @@ async fn citus_restore_point(
     name: &str,
     wait: crate::config::RestorePointLocks,
 ) -> Result<String> {
+    // lock_timeout bounds the coordinator's own lock waits; with metadata on the workers (MX)
+    // Citus also locks there over its own connections, which this session's lock_timeout does
+    // not reach: statement_timeout bounds those waits (Citus cancels the remote commands).
     client
-        .batch_execute(&format!("SET lock_timeout = '{}ms'", wait.lock_timeout_ms))
+        .batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+            wait.lock_timeout_ms,
+            wait.lock_timeout_ms + STATEMENT_MARGIN_MS
+        ))
         .await
         .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
     let mut attempt = 0u32;
@@ -978,7 +989,10 @@ async fn citus_restore_point(
             .await
         {
             Ok(row) => return Ok(row.get(0)),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+            {
                 let detail = e
                     .as_db_error()
                     .map_or_else(|| e.to_string(), |db| db.message().to_string());
