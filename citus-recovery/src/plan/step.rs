@@ -239,8 +239,10 @@ impl fmt::Display for Step {
                     if let Some(w) = lock_wait {
                         write!(
                             f,
-                            " with lock_timeout {} ms, retried up to {} times so writers never queue longer",
-                            w.lock_timeout_ms, w.retries
+                            " with lock_timeout {} ms (statement_timeout {} ms), retried up to {} times so writers never queue longer",
+                            w.lock_timeout_ms,
+                            w.lock_timeout_ms + STATEMENT_MARGIN_MS,
+                            w.retries
                         )?;
                     }
                     Ok(())
