@@ -420,8 +420,9 @@ impl PyCluster {
     /// Plans `fork`: this (live) cluster restored to `restore_point` into `target` (a second
     /// `Cluster`: its own folders and ports, the same node names), paused there or, with
     /// `promote`, writable with `pg_dist_node` pointing at the fork's nodes. Reads this
-    /// cluster's catalog and archive only. Changes nothing.
-    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false))]
+    /// cluster's catalog and archive only; `archive`: the fork archives its WAL into its own
+    /// `archiveBaseFolder` (default: `archive_mode` off). Changes nothing.
+    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false, archive = false))]
     fn plan_fork(
         &self,
         py: Python<'_>,
@@ -429,17 +430,23 @@ impl PyCluster {
         restore_point: Option<String>,
         backup: Option<String>,
         promote: bool,
+        archive: bool,
     ) -> PyResult<Py<PyForkPlan>> {
         let t = target.0.clone();
         let plan = run(py, || {
-            self.0
-                .plan_fork(&t, backup.as_deref(), restore_point.as_deref(), promote)
+            self.0.plan_fork(
+                &t,
+                backup.as_deref(),
+                restore_point.as_deref(),
+                promote,
+                archive,
+            )
         })?;
         plans::wrap(py, plan, PyForkPlan)
     }
 
     /// `fork` (see `plan_fork`): takes the fork's lock, none of this cluster's.
-    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false))]
+    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false, archive = false))]
     fn fork(
         &self,
         py: Python<'_>,
@@ -447,11 +454,17 @@ impl PyCluster {
         restore_point: Option<String>,
         backup: Option<String>,
         promote: bool,
+        archive: bool,
     ) -> PyResult<PyForkReport> {
         let t = target.0.clone();
         run(py, || {
-            self.0
-                .fork(&t, backup.as_deref(), restore_point.as_deref(), promote)
+            self.0.fork(
+                &t,
+                backup.as_deref(),
+                restore_point.as_deref(),
+                promote,
+                archive,
+            )
         })
         .map(PyForkReport)
     }

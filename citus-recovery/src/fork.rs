@@ -60,6 +60,9 @@ pub struct ForkPlan {
     /// Whether the restore point was made by Citus: then Citus connections are blocked until
     /// `pg_dist_node` is rewritten.
     pub citus: bool,
+    /// Whether the fork archives its WAL (into its own `archiveBaseFolder`); else
+    /// `archive_mode` is off.
+    pub archive: bool,
     /// Every node's address, live and fork.
     pub moves: Vec<NodeMove>,
     /// The phases: the restore, then (promoted) recovery ended and `pg_dist_node` rewritten.
@@ -221,6 +224,7 @@ impl ForkPlan {
         moves: Vec<NodeMove>,
         promote: bool,
         citus: bool,
+        archive: bool,
     ) -> Result<Self> {
         for phase in &mut restore.phases {
             for np in &mut phase.nodes {
@@ -242,7 +246,20 @@ impl ForkPlan {
                         // Raised settings outlive restore-finish: the fork never archives
                         // into the live archive, and opens no Citus connection until
                         // pg_dist_node names fork nodes only.
-                        raised.push(("archive_mode".into(), quote_value("off")));
+                        let to = target.node(&np.node).unwrap_or(live);
+                        if archive {
+                            // Into the fork's own archive folder, never the live archive or
+                            // repository (the restored archive_command would push there).
+                            raised.push(("archive_mode".into(), quote_value("on")));
+                            raised.push(("archive_library".into(), quote_value("basic_archive")));
+                            raised.push(("archive_command".into(), quote_value("")));
+                            raised.push((
+                                "basic_archive.archive_directory".into(),
+                                quote_value(&target.archive_dir(to).to_string_lossy()),
+                            ));
+                        } else {
+                            raised.push(("archive_mode".into(), quote_value("off")));
+                        }
                         // The restored config holds the live node's port.
                         let port = target.node(&np.node).map_or(live.port, |n| n.port);
                         raised.push(("port".into(), port.to_string()));
@@ -259,14 +276,15 @@ impl ForkPlan {
         // The fork's clusterBaseFolder may be new: made (owned by the servers' user) before the
         // data directories are extracted into it.
         let folders = Phase {
-            title: "create the fork's cluster folder".into(),
+            title: "create the fork's folders".into(),
             nodes: target
                 .nodes()
                 .map(|n| NodePlan {
                     node: n.name.clone(),
-                    steps: vec![Step::CreateFolder {
-                        path: target.cluster_base_folder.clone(),
-                    }],
+                    steps: std::iter::once(target.cluster_base_folder.clone())
+                        .chain(archive.then(|| target.archive_dir(n)))
+                        .map(|path| Step::CreateFolder { path })
+                        .collect(),
                 })
                 .collect(),
         };
@@ -283,8 +301,13 @@ impl ForkPlan {
         };
         let mut notes = vec![
             format!(
-                "reads the live cluster {}'s catalog, backups and WAL archive only: no lock is taken there, nothing is written there; the fork's archive_mode is off",
-                source.cluster_name
+                "reads the live cluster {}'s catalog, backups and WAL archive only: no lock is taken there, nothing is written there; {}",
+                source.cluster_name,
+                if archive {
+                    format!("the fork archives its WAL into its own {}", target.archive_base_folder.display())
+                } else {
+                    "the fork's archive_mode is off".to_string()
+                }
             ),
             format!(
                 "the restore state is written to {}: `citus-recovery restore-abort --config <fork config>` undoes the fork",
@@ -340,6 +363,7 @@ impl ForkPlan {
             restore_point: restore.state.restore_point.clone(),
             promote,
             citus,
+            archive,
             moves,
             phases,
             notes,

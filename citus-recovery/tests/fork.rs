@@ -102,14 +102,17 @@ async fn a_fork_restores_the_point_beside_the_live_cluster_and_never_reaches_it(
         "SELECT create_distributed_table('fixed', 'id', shard_count := 4)",
         &format!("INSERT INTO fixed SELECT g FROM generate_series(1, {FIXED}) g"),
         "CREATE TABLE stream(seq bigint PRIMARY KEY)",
-        "SELECT create_distributed_table('stream', 'seq', shard_count := 4)",
+        "SELECT create_reference_table('stream')",
     ] {
         t.sql("coordinator", sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
     }
 
-    // The live workload: rows 1, 2, 3, ... into `stream`, one transaction each.
+    // The live workload: rows 1, 2, 3, ... into `stream`, one transaction each. A reference
+    // table, so every insert commits on every node with 2PC, which the restore point orders
+    // (a single-shard insert commits on one worker without it, and a cluster-wide point does
+    // not order those across workers).
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -146,7 +149,7 @@ async fn a_fork_restores_the_point_beside_the_live_cluster_and_never_reaches_it(
     let _servers = ForkServers(t.dir().join("fork"));
     // The plan says what it does, and refuses a fork on a live node's port.
     let plan = c
-        .plan_fork(&fork, None, Some("r"), false)
+        .plan_fork(&fork, None, Some("r"), false, false)
         .await
         .expect("plan the paused fork");
     let text = plan.to_string();
@@ -159,7 +162,7 @@ async fn a_fork_restores_the_point_beside_the_live_cluster_and_never_reaches_it(
 
     // Paused fork, while the live workload still runs.
     let paused = c
-        .fork(&fork, None, Some("r"), false)
+        .fork(&fork, None, Some("r"), false, false)
         .await
         .expect("fork, paused");
     assert!(!paused.promoted);
@@ -195,9 +198,9 @@ async fn a_fork_restores_the_point_beside_the_live_cluster_and_never_reaches_it(
     let live_fixed = t.count("coordinator", "fixed").await;
     let live_stream = t.count("coordinator", "stream").await;
 
-    // Promoted fork.
+    // Promoted fork, archiving (--archive) into its own folder.
     let report = c
-        .fork(&fork, None, Some("r"), true)
+        .fork(&fork, None, Some("r"), true, true)
         .await
         .expect("fork, promoted");
     assert!(report.promoted);
@@ -294,6 +297,32 @@ async fn a_fork_restores_the_point_beside_the_live_cluster_and_never_reaches_it(
         sql(&fork, "coordinator", "SHOW archive_mode")
             .await
             .unwrap(),
-        ["off"]
+        ["on"]
+    );
+    // The fork's WAL (its new timeline's history, the switched segment) is in its own archive.
+    let fork_archive = t.dir().join("fork-archive").join("coordinator");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let names: Vec<String> = std::fs::read_dir(&fork_archive)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if names.iter().any(|n| n.ends_with(".history")) && names.len() >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fork's archive {}: {names:?}",
+            fork_archive.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        archive_files(&archive),
+        live_archive,
+        "and never into the live one"
     );
 }

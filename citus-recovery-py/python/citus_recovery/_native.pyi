@@ -898,6 +898,7 @@ class Cluster:
         restore_point: Optional[str] = None,
         backup: Optional[str] = None,
         promote: bool = False,
+        archive: bool = False,
     ) -> ForkPlan:
         """This cluster restored into ``target`` (its own folders and ports); changes nothing."""
     def fork(
@@ -907,6 +908,7 @@ class Cluster:
         restore_point: Optional[str] = None,
         backup: Optional[str] = None,
         promote: bool = False,
+        archive: bool = False,
     ) -> ForkReport:
         """Restores this cluster into ``target``, paused or (``promote``) writable with
         ``pg_dist_node`` pointing at the fork's nodes; never writes this cluster."""

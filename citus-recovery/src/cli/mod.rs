@@ -190,6 +190,9 @@ enum Command {
         /// it the fork stays paused, read-only, with Citus connections blocked.
         #[arg(long)]
         promote: bool,
+        /// Archive the fork's WAL into its own archiveBaseFolder (default: archive_mode off).
+        #[arg(long)]
+        archive: bool,
     },
     /// Prove the backups restore: fork the newest restore point onto free ports in a temporary
     /// folder, run the config's drill.checks, report the time to recover, tear the fork down;
@@ -533,15 +536,24 @@ async fn run(
             restore_point,
             backup,
             promote,
+            archive,
         } => {
             let path = std::path::absolute(target)
                 .map_err(|e| citus_recovery::Error::io("find the absolute path of", target, e))?;
             let fork = Cluster::new(ClusterConfig::from_file(&path)?)?;
             let (backup, point) = (backup.as_deref(), restore_point.as_deref());
             if dry {
-                return out.plan(&cluster.plan_fork(&fork, backup, point, *promote).await?);
+                return out.plan(
+                    &cluster
+                        .plan_fork(&fork, backup, point, *promote, *archive)
+                        .await?,
+                );
             }
-            out.report(&cluster.fork(&fork, backup, point, *promote).await?)
+            out.report(
+                &cluster
+                    .fork(&fork, backup, point, *promote, *archive)
+                    .await?,
+            )
         }
         Command::Unlock { force } => {
             let holder = if *force && !dry {

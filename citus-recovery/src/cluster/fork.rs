@@ -14,13 +14,15 @@ impl Cluster {
     /// same node names) restored from this cluster's `backup` (default: the newest that reaches
     /// the point) to `restore_point` (default: the config's `restorePoint`), paused there, or
     /// with `promote` writable with `pg_dist_node` rewritten. Reads this cluster's catalog and
-    /// archive only; observes the fork's nodes; changes nothing.
+    /// archive only; observes the fork's nodes; changes nothing. `archive`: the fork archives
+    /// its WAL into its own `archiveBaseFolder` (default: `archive_mode` off).
     pub async fn plan_fork(
         &self,
         target: &Cluster,
         backup: Option<&str>,
         restore_point: Option<&str>,
         promote: bool,
+        archive: bool,
     ) -> Result<ForkPlan> {
         let (source, config) = (self.config(), target.config());
         let moves = crate::fork::check_target(source, config)?;
@@ -77,7 +79,7 @@ impl Cluster {
             .restore_point(&point)
             .await
             .map_or(true, |p| p.citus);
-        ForkPlan::build(source, config, restore, moves, promote, citus)
+        ForkPlan::build(source, config, restore, moves, promote, citus, archive)
     }
 
     /// `fork`: under the fork's own lock (none is taken on this cluster), builds the plan and
@@ -88,10 +90,11 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
         promote: bool,
+        archive: bool,
     ) -> Result<ForkReport> {
         let _lock = target.lock("fork").await?;
         let plan = self
-            .plan_fork(target, backup, restore_point, promote)
+            .plan_fork(target, backup, restore_point, promote, archive)
             .await?;
         plan.execute(target.backend(), &self.options).await
     }
@@ -152,7 +155,7 @@ impl Cluster {
             }
         };
         if let Some(fork) = &fork {
-            match self.fork(fork, None, Some(&point.name), true).await {
+            match self.fork(fork, None, Some(&point.name), true, false).await {
                 Err(e) => report.error = Some(e.to_string()),
                 Ok(done) => {
                     report.backup = Some(done.restore.backup.clone());
