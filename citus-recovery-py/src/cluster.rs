@@ -16,6 +16,7 @@ use pyo3::types::{IntoPyDict, PyDict};
 
 use crate::catalog::{PyBackup, PyRestorePoint};
 use crate::errors;
+use crate::fork::{PyDrillReport, PyForkPlan, PyForkReport};
 use crate::lifecycle::{PyCheckReport, PyExpirePlan};
 use crate::plans::{
     self, PyAbortPlan, PyArchivePlan, PyBasebackupPlan, PyFinishPlan, PyRestorePlan,
@@ -420,6 +421,66 @@ impl PyCluster {
     #[pyo3(signature = (round_trip = false))]
     fn check(&self, py: Python<'_>, round_trip: bool) -> PyResult<PyCheckReport> {
         run(py, || self.0.check(round_trip)).map(PyCheckReport)
+    }
+
+    /// Plans `fork`: this (live) cluster restored to `restore_point` into `target` (a second
+    /// `Cluster`: its own folders and ports, the same node names), paused there or, with
+    /// `promote`, writable with `pg_dist_node` pointing at the fork's nodes. Reads this
+    /// cluster's catalog and archive only; `archive`: the fork archives its WAL into its own
+    /// `archiveBaseFolder` (default: `archive_mode` off). Changes nothing.
+    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false, archive = false))]
+    fn plan_fork(
+        &self,
+        py: Python<'_>,
+        target: PyRef<'_, PyCluster>,
+        restore_point: Option<String>,
+        backup: Option<String>,
+        promote: bool,
+        archive: bool,
+    ) -> PyResult<Py<PyForkPlan>> {
+        let t = target.0.clone();
+        let plan = run(py, || {
+            self.0.plan_fork(
+                &t,
+                backup.as_deref(),
+                restore_point.as_deref(),
+                promote,
+                archive,
+            )
+        })?;
+        plans::wrap(py, plan, PyForkPlan)
+    }
+
+    /// `fork` (see `plan_fork`): takes the fork's lock, none of this cluster's.
+    #[pyo3(signature = (target, *, restore_point = None, backup = None, promote = false, archive = false))]
+    fn fork(
+        &self,
+        py: Python<'_>,
+        target: PyRef<'_, PyCluster>,
+        restore_point: Option<String>,
+        backup: Option<String>,
+        promote: bool,
+        archive: bool,
+    ) -> PyResult<PyForkReport> {
+        let t = target.0.clone();
+        run(py, || {
+            self.0.fork(
+                &t,
+                backup.as_deref(),
+                restore_point.as_deref(),
+                promote,
+                archive,
+            )
+        })
+        .map(PyForkReport)
+    }
+
+    /// `drill`: the newest restore point forked onto free ports in a temporary folder, the
+    /// config's `drill.checks` run there, the fork torn down, the result recorded (where
+    /// `check` reports it). A failed drill is a report with `exit_code` 2; an exception means
+    /// it could not run.
+    fn drill(&self, py: Python<'_>) -> PyResult<PyDrillReport> {
+        run(py, || self.0.drill()).map(PyDrillReport)
     }
 
     /// The restore under way, if `restore_start` has begun one that `restore_finish` has not

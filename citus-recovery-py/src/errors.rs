@@ -28,6 +28,7 @@
 //! | `ServersUser`                           | `ServersUserError` (`.user`, `.problem`, `.fix`) |
 //! | `WalArchive`                            | `WalArchiveError` (`.node`)                      |
 //! | `Locked`                                | `LockedError` (`.holder`, `.path`)               |
+//! | `RestorePointLockTimeout`               | `RestorePointLockTimeoutError` (`.name`, `.node`, `.lock_timeout_ms`, `.attempts`) |
 //! | `RepositoryLocked`                      | `RepositoryLockedError`, a `LockedError` (`.holder`, `.repository`, `.stale`) |
 //! | `Repository`                            | `RepositoryError` (`.kind`, `.key`, `.repository`) |
 //! | `Corrupt`                               | `CorruptError` (`.key`, `.problem`)              |
@@ -237,6 +238,12 @@ create_exception!(
 );
 create_exception!(
     citus_recovery,
+    RestorePointLockTimeoutError,
+    CitusRecoveryError,
+    "citus_create_restore_point could not take its locks within restorePointLockTimeout in any attempt; nothing was written (`.name`, `.node`, `.lock_timeout_ms`, `.attempts`)."
+);
+create_exception!(
+    citus_recovery,
     FileError,
     CitusRecoveryError,
     "A file operation failed (`.action`, `.path`); the message has the operating system's error."
@@ -320,6 +327,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RepositoryError", py.get_type::<RepositoryError>())?;
     m.add("CorruptError", py.get_type::<CorruptError>())?;
     m.add("FileError", py.get_type::<FileError>())?;
+    m.add(
+        "RestorePointLockTimeoutError",
+        py.get_type::<RestorePointLockTimeoutError>(),
+    )?;
     // A class attribute, so `.rollback` is there (None) on every error.
     py.get_type::<CitusRecoveryError>()
         .setattr("rollback", py.None())?;
@@ -630,6 +641,25 @@ fn exception(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
                 ("user", user.into_pyobject(py)?.into_any()),
                 ("problem", problem.into_pyobject(py)?.into_any()),
                 ("fix", fix.into_pyobject(py)?.into_any()),
+            ],
+        )?,
+        Error::RestorePointLockTimeout {
+            name,
+            node,
+            lock_timeout_ms,
+            attempts,
+            ..
+        } => instance(
+            &py.get_type::<RestorePointLockTimeoutError>(),
+            message,
+            [
+                ("name", name.into_pyobject(py)?.into_any()),
+                ("node", node.into_pyobject(py)?.into_any()),
+                (
+                    "lock_timeout_ms",
+                    lock_timeout_ms.into_pyobject(py)?.into_any(),
+                ),
+                ("attempts", attempts.into_pyobject(py)?.into_any()),
             ],
         )?,
         Error::WalArchive { node, .. } => instance(

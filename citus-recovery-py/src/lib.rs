@@ -11,6 +11,7 @@ mod catalog;
 mod cluster;
 mod convert;
 mod errors;
+mod fork;
 mod lifecycle;
 mod plans;
 mod progress;
@@ -58,6 +59,9 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     progress::forward_logging();
     m.add_class::<lifecycle::PyExpirePlan>()?;
     m.add_class::<lifecycle::PyCheckReport>()?;
+    m.add_class::<fork::PyForkPlan>()?;
+    m.add_class::<fork::PyForkReport>()?;
+    m.add_class::<fork::PyDrillReport>()?;
     errors::register(m)?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::wal::{parse_segment_file_name, Lsn};
 use crate::Cluster;
 
 /// How healthy something is. Ordered: the worst wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Nothing to do.
@@ -554,6 +554,7 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
             });
         }
     }
+    findings.extend(drill_finding(config, now));
     findings.sort_by_key(|f| std::cmp::Reverse(f.status));
     for h in &mut nodes {
         h.status = findings
@@ -583,6 +584,45 @@ pub async fn check(cluster: &Cluster, round_trip: bool) -> Result<CheckReport> {
         archive_total_bytes: archive_space.map(|s| s.1),
         round_trip,
         findings,
+    })
+}
+
+/// The last drill's result and age (`drill`): a failed one is a warning, a passed one a note;
+/// none, nothing.
+fn drill_finding(config: &ClusterConfig, now: DateTime<Utc>) -> Option<Finding> {
+    let (status, message) = match crate::drill::DrillReport::last(config) {
+        Err(e) => (
+            Status::Warning,
+            format!("the last drill's record cannot be read: {e}"),
+        ),
+        Ok(None) => return None,
+        Ok(Some(d)) => {
+            let age = (now - d.time).num_seconds() as f64 / 3600.0;
+            match d.status {
+                Status::Ok => (
+                    Status::Ok,
+                    format!(
+                        "the last drill passed {age:.1} h ago (restore point {}, {:.1} s to recover)",
+                        crate::plan::recovery_conf::quote_value(&d.restore_point),
+                        d.seconds_to_recover.unwrap_or_default()
+                    ),
+                ),
+                _ => (
+                    Status::Warning,
+                    format!(
+                        "the last drill, {age:.1} h ago, failed (restore point {}): {}; fix what it names and run `citus-recovery drill` again",
+                        crate::plan::recovery_conf::quote_value(&d.restore_point),
+                        d.error.clone().unwrap_or_else(|| "a SQL check failed".into())
+                    ),
+                ),
+            }
+        }
+    };
+    Some(Finding {
+        status,
+        node: None,
+        check: "drill".into(),
+        message,
     })
 }
 

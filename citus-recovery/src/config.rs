@@ -165,6 +165,11 @@ pub struct ClusterConfig {
     /// `passfile`); a node's own keys override them.
     #[serde(skip_serializing_if = "ConnectionSettings::is_empty")]
     pub connection: ConnectionSettings,
+    /// How `restore-point` waits for its locks under load (`restorePointLockTimeout` in
+    /// seconds, default 2; `restorePointRetries`, default 3).
+    pub restore_point_locks: RestorePointLocks,
+    /// What `drill` checks on the restored fork (`drill`).
+    pub drill: DrillConfig,
     /// The file this config was read from, if any.
     pub source: Option<PathBuf>,
 }
@@ -223,6 +228,58 @@ impl Default for CheckThresholds {
             free_space_critical_percent: Some(5.0),
             round_trip_timeout_seconds: 60.0,
         }
+    }
+}
+
+/// The `drill` object: SQL run on the drill's restored fork.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillConfig {
+    /// Each query, in order; all must pass for the drill to pass.
+    #[serde(default)]
+    pub checks: Vec<DrillCheck>,
+}
+
+/// One SQL check of `drill`: `{"node": "coordinator", "sql": "SELECT count(*) FROM t",
+/// "expect": "42"}`; without `expect` the query must only run without error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillCheck {
+    /// The node it runs on.
+    pub node: String,
+    /// The query; the first column of the first row is compared.
+    pub sql: String,
+    /// The expected value, as text (`psql` prints it so).
+    #[serde(default)]
+    pub expect: Option<String>,
+}
+
+/// How long `citus_create_restore_point` may wait for its locks, and how often it is tried:
+/// it waits behind any transaction holding `pg_dist_node`, `pg_dist_partition` or
+/// `pg_dist_transaction`, and every distributed commit queues behind its wait, so the wait is
+/// bounded (`lock_timeout`) and retried after a short backoff instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestorePointLocks {
+    /// `lock_timeout` of each attempt, in milliseconds (`restorePointLockTimeout`, seconds).
+    pub lock_timeout_ms: u64,
+    /// Attempts after the first (`restorePointRetries`).
+    pub retries: u32,
+}
+
+impl Default for RestorePointLocks {
+    fn default() -> Self {
+        RestorePointLocks {
+            lock_timeout_ms: 2000,
+            retries: 3,
+        }
+    }
+}
+
+impl RestorePointLocks {
+    /// The pause before retry `n` (1-based): 250 ms doubling, at most 4 s, so writers that
+    /// queued behind the failed attempt get through first.
+    pub fn backoff(&self, n: u32) -> std::time::Duration {
+        std::time::Duration::from_millis((250u64 << n.saturating_sub(1).min(4)).min(4000))
     }
 }
 
@@ -286,6 +343,11 @@ struct RawConfig {
     /// Read only to be refused: the value is never kept.
     #[serde(default)]
     password: Option<serde::de::IgnoredAny>,
+    restore_point_lock_timeout: Option<f64>,
+    #[serde(default)]
+    restore_point_retries: Option<u32>,
+    #[serde(default)]
+    drill: DrillConfig,
 }
 
 #[derive(Deserialize)]
@@ -684,6 +746,37 @@ impl ClusterConfig {
                 "give a positive number, null to turn the test off, or leave it out for the default (docs/lifecycle.md)".into(),
             )
         })?;
+        let mut restore_point_locks = RestorePointLocks::default();
+        if let Some(secs) = raw.restore_point_lock_timeout {
+            if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
+                return Err(err(
+                    "restorePointLockTimeout",
+                    format!("is {secs}"),
+                    "give the seconds a restore point may wait for its locks per attempt, above 0 and at most 3600 (default 2)".into(),
+                ));
+            }
+            // At least 1 ms: PostgreSQL reads lock_timeout = 0 as "wait forever".
+            restore_point_locks.lock_timeout_ms = ((secs * 1000.0).round() as u64).max(1);
+        }
+        if let Some(retries) = raw.restore_point_retries {
+            if retries > 20 {
+                return Err(err(
+                    "restorePointRetries",
+                    format!("is {retries}"),
+                    "give at most 20 retries (default 3)".into(),
+                ));
+            }
+            restore_point_locks.retries = retries;
+        }
+        for (i, c) in raw.drill.checks.iter().enumerate() {
+            if coordinator.name != c.node && !workers.iter().any(|w| w.name == c.node) {
+                return Err(err(
+                    &format!("drill.checks[{i}].node"),
+                    format!("names node {:?}, which the config lacks", c.node),
+                    "name the coordinator or a worker".into(),
+                ));
+            }
+        }
         let non_empty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         Ok(ClusterConfig {
             cluster_name: raw.cluster_name,
@@ -704,6 +797,8 @@ impl ClusterConfig {
             retention: raw.retention,
             check: raw.check,
             connection,
+            restore_point_locks,
+            drill: raw.drill,
             source: path.map(Path::to_path_buf),
         })
     }

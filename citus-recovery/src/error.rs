@@ -395,6 +395,23 @@ pub enum Error {
         /// What to do about it.
         fix: String,
     },
+
+    /// `citus_create_restore_point` could not take its locks within `restorePointLockTimeout`
+    /// in any attempt: a long transaction holds a lock it needs. Nothing was written; writers
+    /// queued behind each attempt for at most the timeout.
+    #[error("restore point {name}: node {node}: citus_create_restore_point could not take its locks (pg_dist_node, pg_dist_partition, pg_dist_transaction) within {lock_timeout_ms} ms in {attempts} attempts ({detail}); nothing was written; fix: find the transaction holding them (`SELECT pid, mode, relation::regclass, query FROM pg_locks JOIN pg_stat_activity USING (pid) WHERE relation::regclass::text LIKE 'pg_dist%'` on the coordinator), let it end, then run restore-point again; or raise restorePointLockTimeout/restorePointRetries in the config")]
+    RestorePointLockTimeout {
+        /// The restore point's name.
+        name: String,
+        /// The node it ran on (the coordinator).
+        node: String,
+        /// The lock timeout of each attempt, in milliseconds.
+        lock_timeout_ms: u64,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error from the server.
+        detail: String,
+    },
 }
 
 fn repository_locked_text(holder: &str, repository: &str, stale: Option<&str>) -> String {
@@ -508,8 +525,9 @@ impl Error {
             | Error::DataDirMissing { node, .. }
             | Error::OldDataDirGone { node, .. }
             | Error::BackupTooNew { node, .. }
-            | Error::WalArchive { node, .. } => Some(node),
-            Error::Connection { node, .. } => Some(node),
+            | Error::WalArchive { node, .. }
+            | Error::RestorePointLockTimeout { node, .. }
+            | Error::Connection { node, .. } => Some(node),
             Error::RestoreFailed { failure, .. } => failure.node_name(),
             Error::Several(errors) => errors.iter().find_map(Error::node_name),
             _ => None,

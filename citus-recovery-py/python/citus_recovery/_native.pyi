@@ -24,6 +24,9 @@ __all__ = [
     "Plan",
     "ExpirePlan",
     "CheckReport",
+    "ForkPlan",
+    "ForkReport",
+    "DrillReport",
     "Phase",
     "NodePlan",
     "ArchivePlan",
@@ -77,6 +80,7 @@ __all__ = [
     "RepositoryError",
     "CorruptError",
     "FileError",
+    "RestorePointLockTimeoutError",
     "ProgressEvent",
     "CancelToken",
 ]
@@ -280,6 +284,15 @@ class WalArchiveError(CitusRecoveryError):
     """A node's WAL archive could not be read; the message names the file."""
 
     node: str
+
+class RestorePointLockTimeoutError(CitusRecoveryError):
+    """citus_create_restore_point could not take its locks within restorePointLockTimeout in
+    any attempt; nothing was written."""
+
+    name: str
+    node: str
+    lock_timeout_ms: int
+    attempts: int
 
 class LockedError(CitusRecoveryError):
     """Another command that changes the cluster holds its lock; wait for it."""
@@ -878,6 +891,69 @@ class Cluster:
     def check(self, round_trip: bool = False) -> CheckReport:
         """Archiving, backup and restore point health; ``exit_code`` 0 OK, 1 warning, 2
         critical."""
+    def plan_fork(
+        self,
+        target: Cluster,
+        *,
+        restore_point: Optional[str] = None,
+        backup: Optional[str] = None,
+        promote: bool = False,
+        archive: bool = False,
+    ) -> ForkPlan:
+        """This cluster restored into ``target`` (its own folders and ports); changes nothing."""
+    def fork(
+        self,
+        target: Cluster,
+        *,
+        restore_point: Optional[str] = None,
+        backup: Optional[str] = None,
+        promote: bool = False,
+        archive: bool = False,
+    ) -> ForkReport:
+        """Restores this cluster into ``target``, paused or (``promote``) writable with
+        ``pg_dist_node`` pointing at the fork's nodes; never writes this cluster."""
+    def drill(self) -> DrillReport:
+        """Forks the newest restore point onto free ports, runs ``drill.checks``, tears the
+        fork down; ``exit_code`` 0 passed, 2 failed."""
+
+@final
+class ForkPlan(Plan):
+    """The plan of ``fork``."""
+
+    @property
+    def backup(self) -> str: ...
+    @property
+    def restore_point(self) -> str: ...
+    @property
+    def promote(self) -> bool: ...
+    @property
+    def moves(self) -> List[Dict[str, Any]]: ...
+
+@final
+class ForkReport:
+    """What ``fork`` did."""
+
+    @property
+    def promoted(self) -> bool: ...
+    @property
+    def seconds(self) -> float: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def to_json(self) -> str: ...
+
+@final
+class DrillReport:
+    """What ``drill`` found."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def exit_code(self) -> int: ...
+    @property
+    def seconds_to_recover(self) -> Optional[float]: ...
+    @property
+    def checks(self) -> List[Dict[str, Any]]: ...
+    def to_dict(self) -> Dict[str, Any]: ...
+    def to_json(self) -> str: ...
 
 @final
 class ExpirePlan(Plan):

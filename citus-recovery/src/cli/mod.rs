@@ -174,6 +174,30 @@ enum Command {
         #[arg(long, conflicts_with = "json")]
         prometheus: bool,
     },
+    /// Restore the whole cluster to a restore point into a second cluster (its own config:
+    /// folders, ports; the same node names) beside the live one, which it only reads.
+    Fork {
+        /// The fork's config file.
+        #[arg(long)]
+        target: PathBuf,
+        /// The restore point (default: restorePoint from the config).
+        #[arg(long)]
+        restore_point: Option<String>,
+        /// The backup (default: the newest that reaches the restore point on every node).
+        #[arg(long)]
+        backup: Option<String>,
+        /// End recovery and point pg_dist_node at the fork's nodes: a writable fork. Without
+        /// it the fork stays paused, read-only, with Citus connections blocked.
+        #[arg(long)]
+        promote: bool,
+        /// Archive the fork's WAL into its own archiveBaseFolder (default: archive_mode off).
+        #[arg(long)]
+        archive: bool,
+    },
+    /// Prove the backups restore: fork the newest restore point onto free ports in a temporary
+    /// folder, run the config's drill.checks, report the time to recover, tear the fork down;
+    /// exit 0 passed, 2 failed, 3 when the drill could not run.
+    Drill,
     /// Show who holds the cluster's lock in the repository; with --force, break it.
     Unlock {
         /// Remove the lock: only when its holder no longer runs (a command that died).
@@ -323,6 +347,11 @@ pub fn main() -> ExitCode {
     } = &args.command
     {
         let code = runtime.block_on(check_command(&args, &out, *round_trip, *prometheus));
+        display.finish();
+        return code;
+    }
+    if let Command::Drill = &args.command {
+        let code = runtime.block_on(drill_command(&args, &out));
         display.finish();
         return code;
     }
@@ -565,6 +594,30 @@ async fn run(
             &cluster.archived_restore_points().await?,
             *tz == TimeZone::Local,
         ),
+        Command::Fork {
+            target,
+            restore_point,
+            backup,
+            promote,
+            archive,
+        } => {
+            let path = std::path::absolute(target)
+                .map_err(|e| citus_recovery::Error::io("find the absolute path of", target, e))?;
+            let fork = Cluster::new(ClusterConfig::from_file(&path)?)?;
+            let (backup, point) = (backup.as_deref(), restore_point.as_deref());
+            if dry {
+                return out.plan(
+                    &cluster
+                        .plan_fork(&fork, backup, point, *promote, *archive)
+                        .await?,
+                );
+            }
+            out.report(
+                &cluster
+                    .fork(&fork, backup, point, *promote, *archive)
+                    .await?,
+            )
+        }
         Command::Unlock { force } => {
             let holder = if *force && !dry {
                 cluster.break_lock().await?
@@ -589,7 +642,8 @@ async fn run(
         | Command::NodeRestore { .. }
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. }
-        | Command::Check { .. } => unreachable!("handled above"),
+        | Command::Check { .. }
+        | Command::Drill => unreachable!("handled above"),
     }
 }
 
@@ -628,6 +682,28 @@ fn load_config(args: &Args) -> citus_recovery::Result<ClusterConfig> {
         config.binary = std::env::current_exe().ok();
     }
     Ok(config)
+}
+
+/// `drill`: the report, and 0 passed / 2 failed as the exit code; 3 when it could not run.
+async fn drill_command(args: &Args, out: &Output) -> ExitCode {
+    if args.dry_run {
+        eprintln!("error: drill has no dry run: it changes nothing of the live cluster; run `fork --dry-run` to see a fork's plan");
+        return ExitCode::from(CHECK_UNKNOWN);
+    }
+    let report = async { Cluster::new(load_config(args)?)?.drill().await }.await;
+    match report {
+        Ok(report) => {
+            if let Err(e) = out.report(&report) {
+                eprintln!("error: {e}");
+                return ExitCode::from(CHECK_UNKNOWN);
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(CHECK_UNKNOWN)
+        }
+    }
 }
 
 /// Exit code of check when the check itself failed (Nagios' UNKNOWN).

@@ -6,6 +6,7 @@
 //! does: exactly as printed, once it has checked that the plan is not outdated.
 
 mod apply;
+mod fork;
 mod manage;
 
 use std::path::Path;

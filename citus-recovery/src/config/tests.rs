@@ -870,3 +870,53 @@ fn a_password_in_the_config_is_refused_without_repeating_it() {
         assert!(!shown.contains("hunter2"), "the password leaked: {shown}");
     }
 }
+
+#[test]
+fn restore_point_locks_and_drill_checks() {
+    let c = parse(&sample()).unwrap();
+    assert_eq!(
+        c.restore_point_locks,
+        RestorePointLocks {
+            lock_timeout_ms: 2000,
+            retries: 3
+        }
+    );
+    assert!(c.drill.checks.is_empty());
+    let mut v = sample();
+    v["restorePointLockTimeout"] = json!(0.25);
+    v["restorePointRetries"] = json!(0);
+    v["drill"] = json!({"checks": [
+        {"node": "coordinator", "sql": "SELECT count(*) FROM t", "expect": "42"},
+        {"node": "worker1", "sql": "SELECT 1"}
+    ]});
+    let c = parse(&v).unwrap();
+    assert_eq!(c.restore_point_locks.lock_timeout_ms, 250);
+    assert_eq!(c.restore_point_locks.retries, 0);
+    assert_eq!(c.drill.checks.len(), 2);
+    assert_eq!(c.drill.checks[0].expect.as_deref(), Some("42"));
+    assert_eq!(c.drill.checks[1].expect, None);
+    // The backoff doubles from 250 ms and stops at 4 s.
+    let l = c.restore_point_locks;
+    assert_eq!(l.backoff(1), std::time::Duration::from_millis(250));
+    assert_eq!(l.backoff(2), std::time::Duration::from_millis(500));
+    assert_eq!(l.backoff(9), std::time::Duration::from_millis(4000));
+
+    for (value, field) in [
+        (json!(0), "restorePointLockTimeout"),
+        (json!(-1), "restorePointLockTimeout"),
+        (json!(5000), "restorePointLockTimeout"),
+    ] {
+        let mut v = sample();
+        v[field] = value;
+        assert_refused(field, &v, field, "");
+    }
+    let mut v = sample();
+    v["restorePointRetries"] = json!(21);
+    assert_refused("retries", &v, "restorePointRetries", "21");
+    let mut v = sample();
+    v["drill"] = json!({"checks": [{"node": "nobody", "sql": "SELECT 1"}]});
+    assert_refused("drill node", &v, "drill.checks[0].node", "nobody");
+    let mut v = sample();
+    v["drill"] = json!({"checks": [{"node": "coordinator", "sql": "SELECT 1", "expected": "1"}]});
+    assert!(parse(&v).is_err(), "an unknown key of a check is refused");
+}

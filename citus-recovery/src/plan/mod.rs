@@ -8,7 +8,7 @@
 //! steps in order.
 
 mod abort;
-mod archive;
+pub(crate) mod archive;
 pub(crate) mod basebackup;
 mod basis;
 mod finish;
@@ -115,7 +115,7 @@ macro_rules! plan_impls {
 pub(crate) use plan_impls;
 
 /// The dry-run text shared by every plan: a heading, then numbered steps per node and phase.
-fn write_plan(
+pub(crate) fn write_plan(
     f: &mut fmt::Formatter<'_>,
     heading: &str,
     phases: &[Phase],

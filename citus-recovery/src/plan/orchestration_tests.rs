@@ -630,6 +630,7 @@ async fn sql_reaches_only_running_servers_and_known_statements() {
     let step = Step::CreateRestorePoint {
         name: "x".into(),
         function: RestorePointFunction::Postgres,
+        lock_wait: None,
     };
     let err = step.run(&setup.fake, &worker1, &opts).await.unwrap_err();
     assert!(

@@ -86,6 +86,7 @@ impl RestorePointPlan {
                         steps: vec![Step::CreateRestorePoint {
                             name: name.clone(),
                             function: RestorePointFunction::Citus,
+                            lock_wait: Some(config.restore_point_locks),
                         }],
                     }],
                 },
@@ -111,6 +112,7 @@ impl RestorePointPlan {
                             Step::CreateRestorePoint {
                                 name: name.clone(),
                                 function: RestorePointFunction::Postgres,
+                                lock_wait: None,
                             },
                             switch(n),
                         ],

@@ -87,6 +87,10 @@ pub enum Step {
         name: String,
         /// How.
         function: RestorePointFunction,
+        /// For Citus: how long each attempt may wait for its locks, and how often it is
+        /// retried (from the config's `restorePointLockTimeout`/`restorePointRetries`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        lock_wait: Option<crate::config::RestorePointLocks>,
     },
     /// `pg_switch_wal()`, then wait until the closed segment is in the archive.
     SwitchWalAndWait {
@@ -173,6 +177,16 @@ pub enum Step {
         /// The file.
         file: PathBuf,
     },
+    /// A fork: point every `pg_dist_node` row of this node's Citus metadata at the fork's
+    /// nodes in one transaction, and refuse (rolled back) when a row names a node not moved.
+    /// Nothing to do on a node without Citus metadata.
+    RewriteDistNode {
+        /// Every node's address in the source cluster and in the fork.
+        moves: Vec<crate::fork::NodeMove>,
+    },
+    /// A fork: `ALTER SYSTEM RESET citus.node_conninfo` and reload, so the node may connect to
+    /// other nodes again (the fork started with outbound Citus connections made impossible).
+    AllowOutboundConnections,
 }
 
 impl fmt::Display for Step {
@@ -211,12 +225,28 @@ impl fmt::Display for Step {
                 f,
                 "pg_basebackup as a tar stream (WAL from the archive, fast checkpoint), each file checked against its backup_manifest as it streams, compressed ({compression}) into the repository as {object} (no copy on local disk), wait until WAL up to its stop LSN is in the repository, write the node manifest"
             ),
-            Step::CreateRestorePoint { name, function } => match function {
-                RestorePointFunction::Citus => write!(
-                    f,
-                    "SELECT citus_create_restore_point({}) (on every node at once, distributed commits blocked briefly)",
-                    recovery_conf::quote_value(name)
-                ),
+            Step::CreateRestorePoint {
+                name,
+                function,
+                lock_wait,
+            } => match function {
+                RestorePointFunction::Citus => {
+                    write!(
+                        f,
+                        "SELECT citus_create_restore_point({}) (on every node at once, distributed commits blocked briefly)",
+                        recovery_conf::quote_value(name)
+                    )?;
+                    if let Some(w) = lock_wait {
+                        write!(
+                            f,
+                            " with lock_timeout {} ms (statement_timeout {} ms), retried up to {} times so writers never queue longer",
+                            w.lock_timeout_ms,
+                            w.lock_timeout_ms + STATEMENT_MARGIN_MS,
+                            w.retries
+                        )?;
+                    }
+                    Ok(())
+                }
                 RestorePointFunction::Postgres => {
                     write!(f, "SELECT pg_create_restore_point({})", recovery_conf::quote_value(name))
                 }
@@ -324,6 +354,21 @@ impl fmt::Display for Step {
                 }
             }
             Step::Resume => write!(f, "SELECT pg_wal_replay_resume() (ends recovery, new timeline)"),
+            Step::RewriteDistNode { moves } => {
+                write!(f, "in one transaction UPDATE pg_dist_node (if Citus metadata is here):")?;
+                for m in moves {
+                    write!(
+                        f,
+                        " {} {}:{} -> {}:{};",
+                        m.node, m.from_host, m.from_port, m.to_host, m.to_port
+                    )?;
+                }
+                write!(f, " rolled back if any row names another node")
+            }
+            Step::AllowOutboundConnections => write!(
+                f,
+                "ALTER SYSTEM RESET citus.node_conninfo, pg_reload_conf() (Citus may connect to the fork's nodes now)"
+            ),
             Step::WaitPromoted => write!(f, "wait until the server has left recovery and is writable"),
             Step::RemoveRecoverySettings { file } => write!(
                 f,
@@ -458,24 +503,23 @@ impl Step {
             )
             .await
             .map(Some),
-            Step::CreateRestorePoint { name, function } => {
+            Step::CreateRestorePoint {
+                name,
+                function,
+                lock_wait,
+            } => {
                 let client = backend.connect(node).await?;
-                let sql = match function {
-                    // Wait at most this long behind running distributed writes, rather than hang.
+                let lsn = match function {
                     RestorePointFunction::Citus => {
-                        client
-                            .batch_execute("SET lock_timeout = '60s'")
-                            .await
-                            .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
-                        "SELECT citus_create_restore_point($1)::text"
+                        let wait = lock_wait.unwrap_or_default();
+                        citus_restore_point(&client, node, name, wait).await?
                     }
-                    RestorePointFunction::Postgres => "SELECT pg_create_restore_point($1)::text",
+                    RestorePointFunction::Postgres => client
+                        .query_one("SELECT pg_create_restore_point($1)::text", &[name])
+                        .await
+                        .map_err(|e| Error::sql(&node.name, "create restore point", e))?
+                        .get(0),
                 };
-                let row = client
-                    .query_one(sql, &[name])
-                    .await
-                    .map_err(|e| Error::sql(&node.name, "create restore point", e))?;
-                let lsn: String = row.get(0);
                 Ok(Some(StepOutput::RestorePoint {
                     lsn: lsn.parse().ok(),
                 }))
@@ -580,6 +624,21 @@ impl Step {
             .await
             .map(|_| None),
             Step::WaitPromoted => super::wait::promoted(backend, node, opts).await.map(Some),
+            Step::RewriteDistNode { moves } => crate::fork::rewrite_dist_node(backend, node, moves)
+                .await
+                .map(|_| None),
+            Step::AllowOutboundConnections => {
+                let client = backend.connect(node).await?;
+                client
+                    .batch_execute("ALTER SYSTEM RESET citus.node_conninfo")
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reset citus.node_conninfo", e))?;
+                client
+                    .batch_execute("SELECT pg_reload_conf()")
+                    .await
+                    .map_err(|e| Error::sql(&node.name, "reload", e))?;
+                Ok(None)
+            }
             Step::RemoveRecoverySettings { file } => {
                 if let Some(old) = backend.read_file(node, file).await? {
                     if recovery_conf::has_block(&old) {
@@ -896,5 +955,65 @@ async fn wait_archived(
             }
         }
         tokio::time::sleep(opts.poll_interval).await;
+    }
+}
+
+/// What `statement_timeout` allows a restore point beyond its `lock_timeout`: the work itself
+/// (a connection to every node and a WAL record on each) takes milliseconds.
+const STATEMENT_MARGIN_MS: u64 = 2000;
+
+/// `citus_create_restore_point(name)` with a bounded lock wait: each attempt sets
+/// `lock_timeout`, so it never queues distributed commits behind a long transaction for longer;
+/// a lock timeout (SQLSTATE 55P03) is retried after [`crate::config::RestorePointLocks::backoff`],
+/// any other error ends it. Returns the LSN as text.
+async fn citus_restore_point(
+    client: &tokio_postgres::Client,
+    node: &NodeConfig,
+    name: &str,
+    wait: crate::config::RestorePointLocks,
+) -> Result<String> {
+    // lock_timeout bounds the coordinator's own lock waits; with metadata on the workers (MX)
+    // Citus also locks there over its own connections, which this session's lock_timeout does
+    // not reach: statement_timeout bounds those waits (Citus cancels the remote commands).
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; SET statement_timeout = '{}ms'",
+            wait.lock_timeout_ms,
+            wait.lock_timeout_ms + STATEMENT_MARGIN_MS
+        ))
+        .await
+        .map_err(|e| Error::sql(&node.name, "set lock_timeout", e))?;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match client
+            .query_one("SELECT citus_create_restore_point($1)::text", &[&name])
+            .await
+        {
+            Ok(row) => return Ok(row.get(0)),
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                    || e.code() == Some(&tokio_postgres::error::SqlState::QUERY_CANCELED) =>
+            {
+                let detail = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |db| db.message().to_string());
+                if attempt > wait.retries {
+                    return Err(Error::RestorePointLockTimeout {
+                        name: name.to_string(),
+                        node: node.name.clone(),
+                        lock_timeout_ms: wait.lock_timeout_ms,
+                        attempts: attempt,
+                        detail,
+                    });
+                }
+                tracing::warn!(
+                    attempt,
+                    "citus_create_restore_point: {detail}; retrying after a pause so queued writers go first"
+                );
+                tokio::time::sleep(wait.backoff(attempt)).await;
+            }
+            Err(e) => return Err(Error::sql(&node.name, "create restore point", e)),
+        }
     }
 }

@@ -219,6 +219,18 @@ fn restore_point_plan_citus_and_plain() {
             .contains("citus_create_restore_point('x')"),
         "{citus}"
     );
+    // The bounded lock wait is in the printed plan and in its JSON.
+    assert!(
+        citus.to_string().contains(
+            "with lock_timeout 2000 ms (statement_timeout 4000 ms), retried up to 3 times"
+        ),
+        "{citus}"
+    );
+    assert!(
+        citus.to_json().contains("\"lock_timeout_ms\": 2000"),
+        "{}",
+        citus.to_json()
+    );
 
     let long = "x".repeat(64);
     assert!(matches!(

@@ -92,7 +92,7 @@ pub fn remove(path: &Path) -> Result<()> {
 }
 
 /// Free local TCP ports.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     // Hold every listener until all are chosen, so no port is handed out twice.
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
@@ -104,7 +104,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 }
 
 /// The config of a cluster `name` with `workers` workers on `ports`, in `<root>/<name>`.
-fn config(root: &Path, name: &str, workers: usize, ports: &[u16]) -> Result<ClusterConfig> {
+pub fn config(root: &Path, name: &str, workers: usize, ports: &[u16]) -> Result<ClusterConfig> {
     config_with(root, name, workers, ports, &serde_json::json!({}))
 }
 

@@ -19,6 +19,7 @@
 mod local;
 mod pgbackrest;
 mod raw;
+mod under_load;
 mod wal;
 
 use std::os::unix::fs::PermissionsExt;
@@ -109,6 +110,19 @@ struct Args {
     /// Python with moto for the S3 rows (default: .venv-moto/bin/python).
     #[arg(long)]
     moto_python: Option<PathBuf>,
+    /// Only the restore-points-under-load run: distributed 2PC writes on a Citus cluster of
+    /// --workers workers, without and with a restore point every --every seconds.
+    #[arg(long)]
+    under_load: bool,
+    /// Seconds of each under-load run.
+    #[arg(long, default_value_t = 25)]
+    load_seconds: u64,
+    /// Seconds between restore points in the under-load run.
+    #[arg(long, default_value_t = 3)]
+    every: u64,
+    /// Concurrent writers in the under-load run.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
 }
 
 fn main() -> ExitCode {
@@ -148,7 +162,18 @@ async fn bench(args: &Args) -> Result<String> {
     std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755))?;
     progress(&format!("benchmark folder: {}", folder.path().display()));
     let env = Env::new(folder.path())?;
-    let result = measure_all(args, &env, folder.path()).await;
+    let result = if args.under_load {
+        under_load::measure(
+            folder.path(),
+            args.workers,
+            args.writers,
+            args.load_seconds,
+            args.every.max(1),
+        )
+        .await
+    } else {
+        measure_all(args, &env, folder.path()).await
+    };
     stop_every_server(&env, folder.path()).await;
     if args.keep || result.is_err() {
         eprintln!("kept: {}", folder.keep().display());
