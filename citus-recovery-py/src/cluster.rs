@@ -248,7 +248,7 @@ impl PyCluster {
 
     /// Runs every pre-flight check of a restore and changes nothing; without a backup, the newest
     /// that reaches the restore point on every node is chosen. `before`: as for
-    /// `plan_restore_start` (the choice is logged).
+    /// `plan_restore_start` (the choice is logged and in the report's `before_note`).
     #[pyo3(signature = (backup = None, restore_point = None, *, before = None))]
     fn verify(
         &self,
@@ -260,14 +260,17 @@ impl PyCluster {
         only_one(&restore_point, &before)?;
         run(py, || async {
             let chosen = chosen_point(&self.0, before).await?;
-            let point = chosen.map(|c| c.name).or(restore_point);
-            self.0.verify(backup.as_deref(), point.as_deref()).await
+            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
+            let mut report = self.0.verify(backup.as_deref(), point.as_deref()).await?;
+            report.before = chosen;
+            Ok(report)
         })
         .map(PyVerifyReport)
     }
 
     /// Restores every node from the backup and waits until all are paused at the restore point.
-    /// `before`: as for `plan_restore_start` (the choice is logged). `progress` is called with
+    /// `before`: as for `plan_restore_start` (the choice is logged and in the report's
+    /// `before_note`). `progress` is called with
     /// every `ProgressEvent` (extraction bytes, WAL replayed towards the point).
     #[pyo3(signature = (backup = None, restore_point = None, *, before = None, progress = None))]
     fn restore_start(
@@ -282,8 +285,10 @@ impl PyCluster {
         let c = self.with_progress(progress);
         run(py, || async {
             let chosen = chosen_point(&c, before).await?;
-            let point = chosen.map(|c| c.name).or(restore_point);
-            c.restore_start(backup.as_deref(), point.as_deref()).await
+            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
+            let mut report = c.restore_start(backup.as_deref(), point.as_deref()).await?;
+            report.before = chosen;
+            Ok(report)
         })
         .map(PyRestoreReport)
     }

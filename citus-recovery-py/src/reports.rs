@@ -78,6 +78,13 @@ impl PyRestoreReport {
         self.0.nodes.iter().cloned().map(PyNodePaused).collect()
     }
 
+    /// When the restore point was chosen by `before`: which, and how far before that time it
+    /// was created, in words; `None` when it was named.
+    #[getter]
+    fn before_note(&self) -> Option<&str> {
+        self.0.before.as_ref().map(|c| c.note.as_str())
+    }
+
     /// The report as JSON.
     fn to_json(&self) -> String {
         convert::json(&self.0)

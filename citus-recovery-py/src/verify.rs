@@ -30,6 +30,13 @@ impl PyVerifyReport {
         &self.0.restore_point
     }
 
+    /// When the restore point was chosen by `before`: which, and how far before that time it
+    /// was created, in words; `None` when it was named.
+    #[getter]
+    fn before_note(&self) -> Option<&str> {
+        self.0.before.as_ref().map(|c| c.note.as_str())
+    }
+
     /// Whether every check passed.
     #[getter]
     fn ok(&self) -> bool {

@@ -106,7 +106,12 @@ def test_before_picks_the_newest_point_made_before_the_time(test_cluster: TestCl
     between = datetime.now(timezone.utc)
     time.sleep(1.1)
     c.create_restore_point("late")
-    assert c.verify(before=between).restore_point == "early"
+    report = c.verify(before=between)
+    assert report.restore_point == "early"
+    # The report says which point was chosen and how far before the time.
+    assert report.before_note is not None and '"early"' in report.before_note, report.before_note
+    assert "before it" in report.before_note and report.before_note in str(report)
+    assert c.verify(restore_point="early").before_note is None
     plan = c.plan_restore_start(before=between)
     assert plan.restore_point == "early"
     assert any("before it" in n for n in plan.notes), plan.notes

@@ -247,9 +247,24 @@ async fn before_a_time_picks_the_newest_point_made_before_it() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["restore_point"], "early");
-    // The log says which point and how far before the time.
+    // The log and the report say which point and how far before the time.
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("restore point \\\"early\\\" chosen"), "{log}");
+    assert_eq!(report["before"]["name"], "early", "{report}");
+    let note = report["before"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("before it"), "{report}");
+    let out = tool(&["verify", "--before", &time], &t.config_file());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("chosen: {note}")), "{text}");
+    // A named point: no choice to report.
+    let out = tool(
+        &["--json", "verify", "--restore-point", "early"],
+        &t.config_file(),
+    );
+    assert!(out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["before"].is_null(), "{report}");
 
     let out = tool(
         &["--json", "--dry-run", "restore-start", "--before", &time],

@@ -524,7 +524,9 @@ async fn run(
                 plan.notes.extend(chosen.map(|c| c.note));
                 return out.plan(&plan);
             }
-            out.report(&cluster.restore_start(backup, point).await?)
+            let mut report = cluster.restore_start(backup, point).await?;
+            report.before = chosen;
+            out.report(&report)
         }
         Command::RestoreFinish => {
             if dry {
@@ -545,9 +547,10 @@ async fn run(
         } => {
             let chosen = point_before(&cluster, before.as_deref()).await?;
             let point = chosen.as_ref().map(|c| c.name.as_str());
-            let report = cluster
+            let mut report = cluster
                 .verify(backup.as_deref(), point.or(restore_point.as_deref()))
                 .await?;
+            report.before = chosen;
             out.report(&report)?;
             if report.ok() {
                 Ok(())
@@ -658,7 +661,7 @@ fn node_tablespaces(
 }
 
 /// The restore point `--before` names, if given; its note (which point, how far before the
-/// time) is logged, and goes into a dry run's plan.
+/// time) is logged, and goes into a dry run's plan or the report.
 async fn point_before(
     cluster: &Cluster,
     before: Option<&str>,

@@ -221,6 +221,9 @@ pub struct RestoreReport {
     pub restore_point: String,
     /// Every node, paused.
     pub nodes: Vec<NodePaused>,
+    /// When the restore point was chosen for a time (`--before`): which, and how far before it.
+    /// Set by the caller that chose it; `None` when the point was named.
+    pub before: Option<crate::verify::before::ChosenPoint>,
 }
 
 impl fmt::Display for RestoreReport {
@@ -231,6 +234,9 @@ impl fmt::Display for RestoreReport {
             quote_value(&self.restore_point),
             self.backup
         )?;
+        if let Some(chosen) = &self.before {
+            writeln!(f, "{}", chosen.note)?;
+        }
         for n in &self.nodes {
             write!(f, "  {:<16} paused, replay lsn {}", n.node, n.replay_lsn)?;
             if let Some(p) = &n.moved_aside_to {
@@ -502,6 +508,7 @@ impl RestorePlan {
             backup: self.state.backup.clone(),
             restore_point: self.state.restore_point.clone(),
             nodes,
+            before: None,
         })
     }
 }

@@ -240,6 +240,53 @@ mod tests {
         assert_eq!(chosen.name, "a");
     }
 
+    /// The choice reaches the reports (text and JSON), not only the log.
+    #[test]
+    fn the_restore_and_verify_reports_show_the_choice() {
+        let points = vec![point(
+            "b",
+            &[("coordinator", at(14, 1, 0)), ("worker1", at(14, 1, 1))],
+        )];
+        let chosen = point_before(&points, &nodes(), &backup(0x10), at(14, 5, 0)).unwrap();
+        let restore = crate::RestoreReport {
+            backup: "b".into(),
+            restore_point: "b".into(),
+            nodes: Vec::new(),
+            before: Some(chosen.clone()),
+        };
+        let verify = crate::VerifyReport {
+            backup: "b".into(),
+            chosen_because: None,
+            restore_point: "b".into(),
+            target: crate::catalog::RestorePoint {
+                name: "b".into(),
+                time: chosen.time,
+                citus: true,
+                nodes: Vec::new(),
+            },
+            wal_parameters: Default::default(),
+            checks: Vec::new(),
+            before: Some(chosen.clone()),
+        };
+        for (text, json) in [
+            (restore.to_string(), serde_json::to_value(&restore).unwrap()),
+            (verify.to_string(), serde_json::to_value(&verify).unwrap()),
+        ] {
+            assert!(text.contains(&chosen.note), "{text}");
+            assert!(text.contains("3m 59s before"), "{text}");
+            assert_eq!(json["before"]["name"], "b", "{json}");
+            assert_eq!(json["before"]["note"], chosen.note.as_str(), "{json}");
+            assert_eq!(json["before"]["time"], "2026-11-26T14:01:01Z", "{json}");
+        }
+        // A named point: no note in the text, null in the JSON.
+        let named = crate::RestoreReport {
+            before: None,
+            ..restore
+        };
+        assert!(!named.to_string().contains("chosen for --before"));
+        assert!(serde_json::to_value(&named).unwrap()["before"].is_null());
+    }
+
     #[test]
     fn a_point_complete_only_after_the_time_or_written_twice_is_not_chosen() {
         let points = vec![

@@ -60,6 +60,9 @@ pub struct VerifyReport {
     pub wal_parameters: BTreeMap<String, HotStandbyParameters>,
     /// Every check, in order.
     pub checks: Vec<Check>,
+    /// When the restore point was chosen for a time (`--before`): which, and how far before it.
+    /// Set by the caller that chose it; `None` when the point was named.
+    pub before: Option<before::ChosenPoint>,
 }
 
 impl VerifyReport {
@@ -88,6 +91,9 @@ impl fmt::Display for VerifyReport {
             "verify backup {} to restore point {:?}",
             self.backup, self.restore_point
         )?;
+        if let Some(chosen) = &self.before {
+            writeln!(f, "chosen: {}", chosen.note)?;
+        }
         if let Some(why) = &self.chosen_because {
             writeln!(f, "chosen: {why}")?;
         }
@@ -602,6 +608,7 @@ pub async fn verify_on(
             nodes: target_nodes,
         },
         checks,
+        before: None,
     })
 }
 
