@@ -22,5 +22,6 @@ if ! command -v pgbackrest >/dev/null 2>&1; then
         echo "warning: could not install pgbackrest; its rows will be left out" >&2
 fi
 
-cargo build --release --quiet -p citus-recovery-benches --bin citus-recovery-bench
-exec target/release/citus-recovery-bench "$@"
+# citus-recovery itself too: the servers run it as archive-push/-get in --repository.
+cargo build --release --quiet -p citus-recovery-benches --bin citus-recovery-bench -p citus-recovery --bin citus-recovery
+exec "${CARGO_TARGET_DIR:-target}/release/citus-recovery-bench" "$@"

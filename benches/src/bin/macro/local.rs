@@ -105,6 +105,19 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
 
 /// The config of a cluster `name` with `workers` workers on `ports`, in `<root>/<name>`.
 fn config(root: &Path, name: &str, workers: usize, ports: &[u16]) -> Result<ClusterConfig> {
+    config_with(root, name, workers, ports, &serde_json::Value::Null)
+}
+
+/// The same config with the keys of `extra` (an object, e.g. `repository`, `compression`,
+/// `binary`) added. With any, it is also written to `<root>/<name>/cluster-config.json` and read
+/// back from there: PostgreSQL's `archive_command` names that file.
+fn config_with(
+    root: &Path,
+    name: &str,
+    workers: usize,
+    ports: &[u16],
+    extra: &serde_json::Value,
+) -> Result<ClusterConfig> {
     let base = root.join(name);
     let node = |name: String, port: u16| {
         serde_json::json!({"name": name, "hostname": "127.0.0.1", "port": port,
@@ -119,7 +132,19 @@ fn config(root: &Path, name: &str, workers: usize, ports: &[u16]) -> Result<Clus
         "archiveBaseFolder": base.join("archive"),
         "backupBaseFolder": base.join("backup"),
     });
-    Ok(ClusterConfig::from_json_str(&json.to_string(), None)?)
+    let Some(extra) = extra.as_object() else {
+        return Ok(ClusterConfig::from_json_str(&json.to_string(), None)?);
+    };
+    let mut json = json;
+    for (key, value) in extra {
+        json[key] = value.clone();
+    }
+    let text = serde_json::to_string_pretty(&json)?;
+    let file = base.join("cluster-config.json");
+    // Read by `citus-recovery archive-push` as the servers' user.
+    std::fs::write(&file, &text)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+    Ok(ClusterConfig::from_json_str(&text, Some(&file))?)
 }
 
 /// A local cluster of generated data: plain PostgreSQL nodes, each with its own pgbench tables.
@@ -146,10 +171,22 @@ impl Local {
         workers: usize,
         scale: u32,
     ) -> Result<Self> {
+        Self::create_with(env, root, name, workers, scale, &serde_json::Value::Null).await
+    }
+
+    /// [`Local::create`] with the config keys of `extra` added (see `config_with`).
+    pub async fn create_with(
+        env: &Env,
+        root: &Path,
+        name: &str,
+        workers: usize,
+        scale: u32,
+        extra: &serde_json::Value,
+    ) -> Result<Self> {
         let folder = root.join(name);
         std::fs::create_dir_all(&folder)?;
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))?;
-        let config = config(root, name, workers, &free_ports(workers + 1)?)?;
+        let config = config_with(root, name, workers, &free_ports(workers + 1)?, extra)?;
         let cluster = Cluster::new(config)?;
         let serial = cluster.clone().with_options(RunOptions {
             concurrency: 1,
