@@ -435,7 +435,7 @@ fn report(args: &RepoArgs, m: &Measured, took: Duration, pgbr_version: &str) -> 
     );
     let _ = writeln!(
         out,
-        "- data: {} nodes (coordinator + {} workers), pgbench scale {} on every node; one backup of all nodes is {} MiB uncompressed; {}% of accounts updated before the restore point\n- {pgbr_version}; S3: moto with TLS on 127.0.0.1 (both the library and pgBackRest)\n- every figure: median of {} runs, in seconds (min and max beside it)\n",
+        "- data: {} nodes (coordinator + {} workers), pgbench scale {} on every node; one backup of all nodes is {} MiB uncompressed; {}% of accounts updated before the restore point\n- {pgbr_version}; S3: moto on 127.0.0.1 behind a TLS proxy (asyncio, same process); the library and pgBackRest both go through it\n- every figure: median of {} runs, in seconds (min and max beside it)\n",
         m.nodes, args.workers, args.scale, mib(m.bytes), args.update_percent, args.reps
     );
     let floor = m.raw_zstd.median();
