@@ -381,6 +381,18 @@ pub struct StreamEncoder {
     pending: Vec<u8>,
     total: u64,
     crc: u32,
+    zstd: Zstd<zstd::bulk::Compressor<'static>>,
+}
+
+/// A zstd context kept from chunk to chunk: a new one per 1 MiB chunk (what
+/// `zstd::bulk::compress` does) allocates and clears its tables every time.
+#[derive(Default)]
+struct Zstd<T>(Option<T>);
+
+impl<T> fmt::Debug for Zstd<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("zstd context")
+    }
 }
 
 impl StreamEncoder {
@@ -396,6 +408,7 @@ impl StreamEncoder {
             pending: Vec::with_capacity(STREAM_CHUNK),
             total: 0,
             crc: 0,
+            zstd: Zstd(None),
         };
         (encoder, header.freeze())
     }
@@ -435,18 +448,29 @@ impl StreamEncoder {
         let data = std::mem::take(&mut self.pending);
         let payload: std::borrow::Cow<'_, [u8]> = match self.compression {
             Compression::None => data.as_slice().into(),
-            Compression::Zstd(level) => zstd::bulk::compress(&data, level.clamp(1, MAX_ZSTD_LEVEL))
-                .expect("zstd compresses any input held in memory")
-                .into(),
+            Compression::Zstd(level) => {
+                let zstd = match &mut self.zstd.0 {
+                    Some(z) => z,
+                    none => none.insert(
+                        zstd::bulk::Compressor::new(level.clamp(1, MAX_ZSTD_LEVEL))
+                            .expect("a zstd context at a checked level"),
+                    ),
+                };
+                zstd.compress(&data)
+                    .expect("zstd compresses any input held in memory")
+                    .into()
+            }
             Compression::Lz4 => lz4_flex::block::compress(&data).into(),
         };
         let mut out = BytesMut::with_capacity(12 + payload.len());
+        // One pass over the data: the running checksum is combined from the chunk's.
+        let crc = crc32c::crc32c(&data);
         out.put_u32_le(data.len() as u32);
         out.put_u32_le(payload.len() as u32);
-        out.put_u32_le(crc32c::crc32c(&data));
+        out.put_u32_le(crc);
         out.put_slice(&payload);
         self.total += data.len() as u64;
-        self.crc = crc32c::crc32c_append(self.crc, &data);
+        self.crc = crc32c::crc32c_combine(self.crc, crc, data.len());
         self.pending = data;
         self.pending.clear();
         out.freeze()
@@ -468,6 +492,7 @@ pub struct StreamDecoder<R> {
     total: u64,
     crc: u32,
     done: bool,
+    zstd: Zstd<zstd::bulk::Decompressor<'static>>,
 }
 
 impl<R: std::io::Read> StreamDecoder<R> {
@@ -483,6 +508,7 @@ impl<R: std::io::Read> StreamDecoder<R> {
             total: 0,
             crc: 0,
             done: false,
+            zstd: Zstd(None),
         }
     }
 
@@ -598,7 +624,15 @@ impl<R: std::io::Read> StreamDecoder<R> {
                 std::mem::take(&mut self.payload)
             }
             1 => {
-                let out = zstd::bulk::decompress(&self.payload, raw_len as usize)
+                let zstd = match &mut self.zstd.0 {
+                    Some(z) => z,
+                    none => none.insert(zstd::bulk::Decompressor::new()?),
+                };
+                // Into the last chunk's buffer: no new allocation per chunk.
+                let mut out = std::mem::take(&mut self.data);
+                out.clear();
+                out.reserve(raw_len as usize);
+                zstd.decompress_to_buffer(&self.payload, &mut out)
                     .map_err(|e| decompress_err(e.to_string()))?;
                 if out.len() != raw_len as usize {
                     return Err(bad_length(Some(out.len() as u64)));
@@ -629,7 +663,7 @@ impl<R: std::io::Read> StreamDecoder<R> {
             }));
         }
         self.total += declared;
-        self.crc = crc32c::crc32c_append(self.crc, &self.data);
+        self.crc = crc32c::crc32c_combine(self.crc, computed, self.data.len());
         self.at = 0;
         Ok(true)
     }

@@ -19,6 +19,7 @@
 mod local;
 mod pgbackrest;
 mod raw;
+mod repo;
 mod under_load;
 mod wal;
 
@@ -123,6 +124,11 @@ struct Args {
     /// Concurrent writers in the under-load run.
     #[arg(long, default_value_t = 4)]
     writers: usize,
+    /// Run only the repository comparison (issue 10): backups into a posix repository (zstd-1,
+    /// lz4, none) against `pg_basebackup --compress=server-zstd:1` and pgBackRest's zst size,
+    /// restores from S3 (moto with TLS) against tar + replay and pgBackRest from the same server.
+    #[arg(long)]
+    repository: bool,
 }
 
 fn main() -> ExitCode {
@@ -183,6 +189,20 @@ async fn bench(args: &Args) -> Result<String> {
 
 /// The main comparison, then the scaling runs; returns the report.
 async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
+    if args.repository {
+        let binary = match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("citus-recovery"),
+        };
+        let repo_args = repo::RepoArgs {
+            workers: args.workers,
+            scale: args.scale,
+            reps: args.reps,
+            update_percent: args.update_percent,
+            binary,
+        };
+        return repo::run_all(&repo_args, env, root).await;
+    }
     let started = Instant::now();
     let load_before = load_average();
     let wal_section = || async {

@@ -56,14 +56,22 @@ impl PgBackRest {
     /// them) and creates the stanzas.
     pub async fn setup(env: &Env, local: Local, root: &Path) -> Result<Self> {
         let dir = root.join(&local.name).join("pgbackrest");
+        let repo = format!("repo1-path={}/repo\ncompress-type=none\n", dir.display());
+        Self::setup_with(env, local, root, &repo).await
+    }
+
+    /// [`PgBackRest::setup`] with `repo` as the repository and compression lines of the
+    /// `[global]` section (e.g. an S3 repository with `compress-type=zst`).
+    pub async fn setup_with(env: &Env, local: Local, root: &Path, repo: &str) -> Result<Self> {
+        let dir = root.join(&local.name).join("pgbackrest");
         env.mkdir(&dir, 0o755)?;
         for sub in ["repo", "log", "lock", "spool"] {
             env.mkdir(&dir.join(sub), 0o700)?;
         }
         let conf = dir.join("pgbackrest.conf");
         let mut text = format!(
-            "[global]\nrepo1-path={0}/repo\nrepo1-retention-full=1000\nlog-path={0}/log\nlock-path={0}/lock\nspool-path={0}/spool\n\
-             log-level-console=warn\nlog-level-file=info\ncompress-type=none\nprocess-max=1\nstart-fast=y\n",
+            "[global]\n{repo}repo1-retention-full=1000\nlog-path={0}/log\nlock-path={0}/lock\nspool-path={0}/spool\n\
+             log-level-console=warn\nlog-level-file=info\nprocess-max=1\nstart-fast=y\n",
             dir.display()
         );
         for node in local.nodes() {
@@ -76,7 +84,7 @@ impl PgBackRest {
                 node.dbname
             ));
         }
-        citus_recovery::files::write_atomic(&conf, text.as_bytes(), 0o644, &env.user)?;
+        citus_recovery::files::write_atomic(&conf, text.as_bytes(), 0o600, &env.user)?;
         let this = PgBackRest { local, conf };
         try_join_all(this.local.nodes().map(|node| {
             let this = &this;
@@ -192,5 +200,27 @@ impl PgBackRest {
             remove(&dir)?;
         }
         Ok(took)
+    }
+}
+
+impl PgBackRest {
+    /// Bytes the latest backup of every stanza takes in the repository (compressed), summed:
+    /// `pgbackrest info`'s `repository.size`.
+    pub async fn stored_bytes(&self, env: &Env) -> Result<u64> {
+        let mut total = 0;
+        for node in self.local.nodes() {
+            let text = self
+                .command(env, &node.name, &["--output=json", "info"])
+                .await?;
+            let info: serde_json::Value = serde_json::from_str(&text)?;
+            total += info[0]["backup"]
+                .as_array()
+                .and_then(|b| b.last())
+                .and_then(|b| b["info"]["repository"]["size"].as_u64())
+                .ok_or_else(|| {
+                    format!("pgbackrest info of {}: no backup size in {text}", node.name)
+                })?;
+        }
+        Ok(total)
     }
 }
