@@ -292,13 +292,17 @@ impl SshBackend {
         let mut words = vec![Arg::Text(&binary)];
         words.extend_from_slice(args);
         let host = self.host(node)?;
+        let mut request = node_side::environment_request();
+        // node-backup connects to its server from the host: it gets the password found here,
+        // so no passfile is needed there (see docs/remote.md).
+        if action == "node-backup" {
+            if let (Some(p), _) = crate::connect::password(&self.config, node)? {
+                request = node_side::with_password(request, p.expose());
+            }
+        }
         let out = host
             .host
-            .run_fed_watched(
-                &node.name,
-                &command(r#"exec "$@""#, &words),
-                &node_side::environment_request(),
-            )
+            .run_fed_watched(&node.name, &command(r#"exec "$@""#, &words), &request)
             .await?;
         if out.code == Some(0) {
             Ok(out)

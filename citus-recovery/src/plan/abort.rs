@@ -72,9 +72,6 @@ impl AbortPlan {
                 ),
             })?;
             let mut steps = Vec::new();
-            if find(observed, &node.name).server == ServerState::Running {
-                steps.push(Step::Stop);
-            }
             let old = n.moved_aside_to.as_ref().filter(|p| existing.contains(*p));
             // A node without a data directory before restore-start: whatever is there now was
             // made by the restore, and is moved aside like any restored one.
@@ -92,7 +89,15 @@ impl AbortPlan {
                     to: n.data_dir.clone(),
                 });
             }
+            let running = find(observed, &node.name).server == ServerState::Running;
+            // A running node with nothing to move was rolled back already (by restore-start's
+            // own rollback while another host was lost): it is left running.
+            let moves = !steps.is_empty();
+            if running && moves {
+                steps.insert(0, Step::Stop);
+            }
             if n.was_running
+                && (moves || !running)
                 && (old.is_some() || (existing.contains(&n.data_dir) && !move_restored))
             {
                 steps.push(Step::Start { wait: true });

@@ -412,6 +412,50 @@ async fn a_rollback_failing_at_its_first_rename_keeps_the_restore_state() {
 }
 
 #[tokio::test]
+async fn a_node_the_rollback_cannot_reach_waits_while_the_others_are_rolled_back() {
+    let setup = Setup::new([true; 3]);
+    let plan = setup.restore_plan(None, t(30)).await;
+    setup.fake.clear_calls();
+    setup.fake.fail("worker1", "start", 1);
+    // worker1's host is gone for the rollback: every look at its files fails.
+    for nth in 1..=20 {
+        setup.fake.fail("worker1", "exists", nth);
+    }
+    let err = plan
+        .execute(&setup.fake, &RunOptions::default())
+        .await
+        .unwrap_err();
+    let Error::RestoreFailed { rollback, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        rollback.contains("in place again): coordinator, worker2\n")
+            && rollback.contains("not rolled back yet: node worker1")
+            && rollback.contains("restore-abort"),
+        "{rollback}"
+    );
+    assert!(
+        RestoreState::load(setup.config()).unwrap().is_some(),
+        "the state is kept for restore-abort"
+    );
+    for node in ["coordinator", "worker2"] {
+        assert_eq!(
+            setup
+                .fake
+                .file(node, setup.data_dir(node).join("ORIGINAL"))
+                .as_deref(),
+            Some(node.as_bytes()),
+            "{node} has its old data directory back"
+        );
+        assert!(setup.fake.server(node).running, "{node} runs again");
+    }
+    assert!(
+        !setup.fake.server("worker1").running,
+        "worker1 is left as the failure left it"
+    );
+}
+
+#[tokio::test]
 async fn run_phases_runs_nodes_at_once_up_to_the_concurrency() {
     for (concurrency, expected) in [(0, 3), (1, 1), (2, 2), (5, 3)] {
         let setup = Setup::new([true; 3]);

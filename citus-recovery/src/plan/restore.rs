@@ -535,36 +535,79 @@ fn raised_settings(
 }
 
 impl RestorePlan {
-    /// Undoes a failed restore on every node; the error says what failed and how the rollback went.
+    /// Undoes a failed restore on every node it can reach, each at once; the error says what
+    /// failed, which nodes were rolled back and which wait for `restore-abort`.
     async fn roll_back(
         &self,
         backend: &dyn ClusterBackend,
         opts: &RunOptions,
         failure: Error,
     ) -> Error {
-        tracing::error!("restore-start failed, rolling back every node: {failure}");
+        tracing::error!("restore-start failed, rolling back every reachable node: {failure}");
+        let config = backend.config();
+        // Each node is observed on its own: a lost host must not keep the others from rollback.
+        let looks = futures::future::join_all(self.state.nodes.iter().map(|n| async move {
+            let node = config.node(&n.node).ok_or_else(|| Error::Identity {
+                node: n.node.clone(),
+                problem: "the restore under way names this node, which the config lacks".into(),
+                fix: "run restore-abort with the config the restore began with".into(),
+            })?;
+            let observed = crate::observe::node(backend, node).await?;
+            let paths = self.state.paths().filter(|(name, _)| *name == n.node);
+            let existing = super::existing_paths(backend, paths).await?;
+            Ok::<_, Error>((observed, existing))
+        }))
+        .await;
+        let mut reachable = self.state.clone();
+        reachable.nodes.clear();
+        let mut observed = Vec::new();
+        let mut existing = HashSet::new();
+        let mut waiting = Vec::new();
+        for (n, look) in self.state.nodes.iter().zip(looks) {
+            match look {
+                Ok((o, e)) => {
+                    reachable.nodes.push(n.clone());
+                    observed.push(o);
+                    existing.extend(e);
+                }
+                Err(e) => waiting.push(format!("node {}: {e}", n.node)),
+            }
+        }
+        let names = |nodes: &[NodeRestore]| {
+            nodes
+                .iter()
+                .map(|n| n.node.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let state_path = RestoreState::path(config);
         let rollback = async {
-            let observed = crate::observe::cluster(backend).await?;
-            let existing = super::existing_paths(backend, self.state.paths()).await?;
-            let plan = AbortPlan::build(
-                backend.config(),
-                &observed,
-                &self.state,
-                &existing,
-                Utc::now(),
-            )?;
-            plan.execute(backend, opts).await
+            let plan = AbortPlan::build(config, &observed, &reachable, &existing, Utc::now())?;
+            if waiting.is_empty() {
+                plan.execute(backend, opts).await.map(|_| ())
+            } else {
+                // The state stays: restore-abort finishes the nodes that could not be reached.
+                run_phases(backend, &plan.phases, opts).await.map(|_| ())
+            }
         }
         .await;
+        let rollback = match (rollback, waiting.is_empty()) {
+            (Ok(()), true) => "every node was rolled back: the data directories from before restore-start are in place again".into(),
+            (Ok(()), false) => format!(
+                "rolled back (the data directories from before restore-start in place again): {}\nnot reachable, so not rolled back yet: {}\nthe restore state in {} is kept: once those hosts answer again, run `citus-recovery restore-abort` to put their old data directories back",
+                if reachable.nodes.is_empty() { "none".into() } else { names(&reachable.nodes) },
+                waiting.join("; "),
+                state_path.display()
+            ),
+            (Err(e), _) => format!(
+                "rolling back failed too ({e}){}; nothing was deleted: the restore state in {} says where each old data directory is; run `citus-recovery restore-abort` once every host answers",
+                if waiting.is_empty() { String::new() } else { format!("; not reachable: {}", waiting.join("; ")) },
+                state_path.display()
+            ),
+        };
         Error::RestoreFailed {
             failure: Box::new(failure),
-            rollback: match rollback {
-                Ok(_) => "every node was rolled back: the data directories from before restore-start are in place again".into(),
-                Err(e) => format!(
-                    "rolling back failed too ({e}); nothing was deleted: the restore state in {} says where each old data directory is",
-                    RestoreState::path(backend.config()).display()
-                ),
-            },
+            rollback,
         }
     }
 }

@@ -40,6 +40,22 @@ pub fn environment_request() -> Vec<u8> {
     out
 }
 
+/// The variable that carries a node's password in a request (as libpq's `PGPASSWORD`).
+pub const PASSWORD_VARIABLE: &str = "PGPASSWORD";
+
+/// `request` (from [`environment_request`]) with the node's password as a
+/// [`PASSWORD_VARIABLE`] line, for `node-backup`, which connects to its server from the host.
+/// A password with a newline (which no passfile line can hold) is left out.
+pub fn with_password(mut request: Vec<u8>, password: &str) -> Vec<u8> {
+    if password.contains('\n') || password.is_empty() {
+        return request;
+    }
+    // Before the empty line that ends the request.
+    request.pop();
+    request.extend_from_slice(format!("{PASSWORD_VARIABLE}={password}\n\n").as_bytes());
+    request
+}
+
 /// Reads [`environment_request`]'s lines from stdin and sets them in this process's
 /// environment (only names starting with [`FORWARDED_ENV_PREFIX`]); then watches the rest of
 /// stdin on a thread and exits this process when it ends: the admin host went away, so the
@@ -57,7 +73,9 @@ pub fn read_environment() -> Result<()> {
             break;
         }
         match text.split_once('=') {
-            Some((name, value)) if name.starts_with(FORWARDED_ENV_PREFIX) => {
+            Some((name, value))
+                if name.starts_with(FORWARDED_ENV_PREFIX) || name == PASSWORD_VARIABLE =>
+            {
                 std::env::set_var(name, value)
             }
             _ => {
@@ -240,5 +258,16 @@ mod tests {
         for bad in ["16384", "x=/a", "16384=relative", "=/a"] {
             assert!(parse_tablespace(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_password_line_comes_before_the_end_of_the_request() {
+        let req = with_password(b"AWS_REGION=x\n\n".to_vec(), "s3cret");
+        assert_eq!(req, b"AWS_REGION=x\nPGPASSWORD=s3cret\n\n");
+        let req = with_password(b"\n".to_vec(), "a\nb");
+        assert_eq!(
+            req, b"\n",
+            "a password with a newline would end the request early"
+        );
     }
 }
