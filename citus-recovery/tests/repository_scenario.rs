@@ -32,8 +32,10 @@ async fn posix_repository_backup_restore_point_verify_restore() {
     }
 }
 
-/// A byte flipped in a stored base backup object: verify names the object, restore-start
-/// refuses before touching any node, and the cluster runs on unchanged.
+/// A byte flipped in a stored base backup object: verify (which reads every byte) names the
+/// object; restore-start, whose pre-flight only checks the objects are there (extraction checks
+/// every file as it writes it: one pass), fails on it while extracting and rolls every node
+/// back, and the cluster runs on unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
     skip_unless_postgres!();
@@ -79,7 +81,14 @@ async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
         e.to_string().contains("backups/first/worker1/base.tar.zst"),
         "{e}"
     );
-    assert!(c.restore_state().unwrap().is_none(), "no restore begun");
+    assert!(
+        matches!(e, citus_recovery::Error::RestoreFailed { .. }),
+        "found while extracting, then rolled back: {e}"
+    );
+    assert!(
+        c.restore_state().unwrap().is_none(),
+        "rolled back completely"
+    );
     assert_eq!(t.count("worker1", "xx").await, 500, "the cluster runs on");
     for (dir, was) in data_dirs.iter().zip(&before) {
         let now = files_below(dir);

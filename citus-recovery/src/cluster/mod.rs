@@ -380,17 +380,29 @@ impl Cluster {
         backup: Option<&str>,
         restore_point: Option<&str>,
     ) -> Result<VerifyReport> {
+        self.verify_reading(backup, restore_point, crate::verify::BackupRead::Full)
+            .await
+    }
+
+    /// [`Cluster::verify`], reading a repository backup as `read` says.
+    pub(crate) async fn verify_reading(
+        &self,
+        backup: Option<&str>,
+        restore_point: Option<&str>,
+        read: crate::verify::BackupRead,
+    ) -> Result<VerifyReport> {
         let point = self.restore_point_name(restore_point)?;
         let backup = backup
             .map(str::to_string)
             .or_else(|| self.config().backup_to_restore.clone());
-        crate::verify::verify_on(
+        crate::verify::verify_reading(
             self.config(),
             self.repository.as_ref(),
             &self.catalog(),
             backup.as_deref(),
             &point,
             Some(self.backend.as_ref()),
+            read,
         )
         .await
     }
@@ -408,7 +420,10 @@ impl Cluster {
         let config = self.config();
         let point = self.restore_point_name(restore_point)?;
         let previous = self.restore_state()?;
-        let report = self.verify(backup, Some(&point)).await?;
+        // One pass over a repository backup: extraction checks every file (see BackupRead).
+        let report = self
+            .verify_reading(backup, Some(&point), crate::verify::BackupRead::Objects)
+            .await?;
         if !report.ok() {
             return Err(Error::PreflightFailed {
                 backup: report.backup.clone(),

@@ -43,6 +43,19 @@ pub struct Check {
     pub detail: String,
 }
 
+/// How much of a backup in the repository verify reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupRead {
+    /// Every byte, each file against the manifest: `verify` itself, so damage shows before a
+    /// restore is even tried.
+    Full,
+    /// The manifest and each object with the size recorded when it was stored, not the bytes:
+    /// restore-start's pre-flight, since extracting checks every file against the manifest as
+    /// it writes it (one pass over the backup, not two) and a damaged file fails the restore,
+    /// which rolls every node back.
+    Objects,
+}
+
 /// Every check for one backup and restore point.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {
@@ -303,6 +316,28 @@ pub async fn verify_on(
     point: &str,
     backend: Option<&dyn crate::backend::ClusterBackend>,
 ) -> Result<VerifyReport> {
+    verify_reading(
+        config,
+        repo,
+        catalog,
+        backup,
+        point,
+        backend,
+        BackupRead::Full,
+    )
+    .await
+}
+
+/// Like [`verify_on`], reading a repository backup as `read` says.
+pub async fn verify_reading(
+    config: &ClusterConfig,
+    repo: Option<&Arc<dyn Repository>>,
+    catalog: &Catalog,
+    backup: Option<&str>,
+    point: &str,
+    backend: Option<&dyn crate::backend::ClusterBackend>,
+    read: BackupRead,
+) -> Result<VerifyReport> {
     let recorded = catalog.restore_points().await?;
     let in_record = recorded.iter().find(|r| r.name == point);
     let given = match backup {
@@ -401,7 +436,7 @@ pub async fn verify_on(
             continue;
         };
         if let Some(repo) = stored {
-            let (ok, detail, needed) = stored_backup_check(repo.as_ref(), part).await;
+            let (ok, detail, needed) = stored_backup_check(repo.as_ref(), part, read).await;
             needed_bytes += needed;
             per_host
                 .entry(node.hostname.clone())
@@ -620,6 +655,7 @@ pub async fn verify_on(
 async fn stored_backup_check(
     repo: &dyn Repository,
     part: &crate::catalog::NodeBackup,
+    read: BackupRead,
 ) -> (bool, String, u64) {
     let fail = |detail: String| (false, format!("{detail}; choose another backup"), 0);
     let (mkey, manifest, tars) =
@@ -654,6 +690,17 @@ async fn stored_backup_check(
             "the tar objects beside {mkey} hold {stored} bytes where {} were stored when the backup was taken: an object was changed or replaced",
             part.bytes
         ));
+    }
+    if read == BackupRead::Objects {
+        return (
+            true,
+            format!(
+                "{} tar object(s) ({stored} bytes stored) and {mkey} ({} files) are there; every file is checked against the manifest as it is extracted",
+                keys.len(),
+                listed.0
+            ),
+            listed.1,
+        );
     }
     // Read in full, as the check of a backup folder does: damage is found before any data
     // directory is touched.
