@@ -7,7 +7,6 @@ use super::Cluster;
 use crate::error::{Error, Result};
 use crate::fork::{ForkPlan, ForkReport};
 use crate::observe;
-use crate::plan::{moved_aside_dir, PlanBasis, RestoreInputs, RestorePlan};
 
 impl Cluster {
     /// Plans `fork`: every node of `target` (the fork's config: its own folders and ports, the
@@ -39,41 +38,9 @@ impl Cluster {
         let backup = catalog.backup(&report.backup).await?;
         let previous = target.restore_state()?;
         let observed = observe::cluster(target.backend()).await?;
-        let now = Utc::now();
-        let stamp = previous
-            .as_ref()
-            .map_or_else(|| crate::names::default_name(now), |p| p.stamp.clone());
-        let paths: Vec<(String, std::path::PathBuf)> = config
-            .nodes()
-            .flat_map(|n| {
-                [
-                    (n.name.clone(), config.data_dir(n)),
-                    (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
-                ]
-            })
-            .collect();
-        let checked = target.path_basis(paths.into_iter()).await?;
-        let existing = checked
-            .iter()
-            .filter(|(_, _, exists)| *exists)
-            .map(|(_, p, _)| p.clone())
-            .collect();
-        let inputs = RestoreInputs {
-            backup: &backup,
-            restore_point: &report.target,
-            wal_parameters: &report.wal_parameters,
-            existing: &existing,
-            previous: previous.as_ref(),
-        };
-        let mut restore = RestorePlan::build(config, &observed, &catalog, &inputs, now)?;
-        if let Some(why) = report.chosen_because {
-            restore.notes.insert(0, why);
-        }
-        restore.basis = PlanBasis {
-            paths: checked,
-            backup: Some(backup.name.clone()),
-            ..PlanBasis::new(&observed).with_restore(previous.map(|p| p.started.to_rfc3339()))
-        };
+        let restore = target
+            .restore_plan_into(&catalog, &backup, report, &observed, previous)
+            .await?;
         // Unknown to the catalog: treated as Citus, whose connections are then blocked.
         let citus = catalog
             .restore_point(&point)

@@ -435,6 +435,23 @@ impl Cluster {
         let backup = catalog.backup(&report.backup).await?;
         let observed = observe::cluster(self.backend()).await?;
         observe::check_identity(config, &observed, &backup)?;
+        self.restore_plan_into(&catalog, &backup, report, &observed, previous)
+            .await
+    }
+
+    /// The restore plan of this cluster's nodes from `backup` (of `catalog`) to the point
+    /// `report` checked: moved-aside names from the stamp of the restore under way
+    /// (`previous`) or a new one, which of those paths exist, and the plan's basis. Shared by
+    /// restore-start and fork (whose target is `self`, the backup the live cluster's).
+    pub(super) async fn restore_plan_into(
+        &self,
+        catalog: &Catalog,
+        backup: &Backup,
+        report: VerifyReport,
+        observed: &[crate::observe::NodeObservation],
+        previous: Option<RestoreState>,
+    ) -> Result<RestorePlan> {
+        let config = self.config();
         let now = Utc::now();
         let stamp = previous
             .as_ref()
@@ -455,20 +472,20 @@ impl Cluster {
             .map(|(_, p, _)| p.clone())
             .collect();
         let inputs = RestoreInputs {
-            backup: &backup,
+            backup,
             restore_point: &report.target,
             wal_parameters: &report.wal_parameters,
             existing: &existing,
             previous: previous.as_ref(),
         };
-        let mut plan = RestorePlan::build(config, &observed, &catalog, &inputs, now)?;
+        let mut plan = RestorePlan::build(config, observed, catalog, &inputs, now)?;
         if let Some(why) = report.chosen_because {
             plan.notes.insert(0, why);
         }
         plan.basis = PlanBasis {
             paths: checked,
             backup: Some(backup.name.clone()),
-            ..PlanBasis::new(&observed).with_restore(previous.map(|p| p.started.to_rfc3339()))
+            ..PlanBasis::new(observed).with_restore(previous.map(|p| p.started.to_rfc3339()))
         };
         Ok(plan)
     }
