@@ -114,6 +114,44 @@ impl LocalBackend {
         }
     }
 
+    /// What pg_basebackup wrote into `folder`: its total size, and the oids of the
+    /// `<oid>.tar<suffix>` tablespace files (`suffix`: `.zst` when it compressed them).
+    async fn list_backup(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        suffix: &'static [u8],
+    ) -> Result<BackupFiles> {
+        let folder = folder.to_path_buf();
+        self.on_host(node, "list the backup", move || {
+            use std::os::unix::ffi::OsStrExt;
+            let (mut bytes, mut tablespaces) = (0, Vec::new());
+            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| Error::io("look at", entry.path(), e))?;
+                bytes += meta.len();
+                let name = entry.file_name();
+                if let Some(oid) = name
+                    .as_bytes()
+                    .strip_suffix(suffix)
+                    .and_then(extract::tablespace_oid)
+                {
+                    tablespaces.push(oid);
+                }
+            }
+            tablespaces.sort_unstable();
+            Ok(BackupFiles {
+                folder,
+                bytes,
+                tablespaces,
+            })
+        })
+        .await
+    }
+
     /// `pg_basebackup` of `node` into `target` (`-`: the tar on stdout): tar format, fast
     /// checkpoint, a CRC32C manifest, WAL as `wal` says (`stream`, `none`). TLS settings and the
     /// password go through the environment, never the command line.
@@ -394,29 +432,7 @@ impl ClusterBackend for LocalBackend {
         // it notices within a second instead of streaming on for ten.
         cmd.arg("--status-interval=1");
         self.run_supervised(node, "pg_basebackup", cmd).await?;
-        let folder = folder.to_path_buf();
-        self.on_host(node, "list the backup", move || {
-            let (mut bytes, mut tablespaces) = (0, Vec::new());
-            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| Error::io("look at", entry.path(), e))?;
-                bytes += meta.len();
-                use std::os::unix::ffi::OsStrExt;
-                if let Some(oid) = extract::tablespace_oid(entry.file_name().as_bytes()) {
-                    tablespaces.push(oid);
-                }
-            }
-            tablespaces.sort_unstable();
-            Ok(BackupFiles {
-                folder,
-                bytes,
-                tablespaces,
-            })
-        })
-        .await
+        self.list_backup(node, folder, b"").await
     }
 
     async fn extract_backup(
@@ -502,34 +518,7 @@ impl ClusterBackend for LocalBackend {
         let mut cmd = self.pg_basebackup(node, folder.as_os_str(), "none", label)?;
         cmd.arg("--compress=client-zstd:1");
         self.run_supervised(node, "pg_basebackup", cmd).await?;
-        let folder = folder.to_path_buf();
-        self.on_host(node, "list the backup", move || {
-            let (mut bytes, mut tablespaces) = (0, Vec::new());
-            let entries = std::fs::read_dir(&folder).map_err(|e| Error::io("list", &folder, e))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| Error::io("list", &folder, e))?;
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| Error::io("look at", entry.path(), e))?;
-                bytes += meta.len();
-                use std::os::unix::ffi::OsStrExt;
-                let name = entry.file_name();
-                if let Some(oid) = name
-                    .as_bytes()
-                    .strip_suffix(b".zst")
-                    .and_then(extract::tablespace_oid)
-                {
-                    tablespaces.push(oid);
-                }
-            }
-            tablespaces.sort_unstable();
-            Ok(BackupFiles {
-                folder,
-                bytes,
-                tablespaces,
-            })
-        })
-        .await
+        self.list_backup(node, folder, b".zst").await
     }
 
     async fn open_read(
