@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use citus_recovery::config::NodeInfo;
-use citus_recovery::verify::before::ChosenPoint;
-use citus_recovery::{Cluster, ClusterConfig, RunOptions};
+use citus_recovery::{Cluster, ClusterConfig, RestoreTarget, RunOptions};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyDict};
@@ -232,16 +231,9 @@ impl PyCluster {
         restore_point: Option<String>,
         before: Option<DateTime<Utc>>,
     ) -> PyResult<Py<PyRestorePlan>> {
-        only_one(&restore_point, &before)?;
-        let plan = run(py, || async {
-            let chosen = chosen_point(&self.0, before).await?;
-            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
-            let mut plan = self
-                .0
-                .plan_restore_start(backup.as_deref(), point.as_deref())
-                .await?;
-            plan.notes.extend(chosen.map(|c| c.note));
-            Ok(plan)
+        let target = RestoreTarget::new(restore_point, before).map_err(|e| errors::to_py(py, e))?;
+        let plan = run(py, || {
+            self.0.plan_restore_start_to(backup.as_deref(), &target)
         })?;
         plans::wrap(py, plan, PyRestorePlan)
     }
@@ -257,15 +249,8 @@ impl PyCluster {
         restore_point: Option<String>,
         before: Option<DateTime<Utc>>,
     ) -> PyResult<PyVerifyReport> {
-        only_one(&restore_point, &before)?;
-        run(py, || async {
-            let chosen = chosen_point(&self.0, before).await?;
-            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
-            let mut report = self.0.verify(backup.as_deref(), point.as_deref()).await?;
-            report.before = chosen;
-            Ok(report)
-        })
-        .map(PyVerifyReport)
+        let target = RestoreTarget::new(restore_point, before).map_err(|e| errors::to_py(py, e))?;
+        run(py, || self.0.verify_to(backup.as_deref(), &target)).map(PyVerifyReport)
     }
 
     /// Restores every node from the backup and waits until all are paused at the restore point.
@@ -281,16 +266,9 @@ impl PyCluster {
         before: Option<DateTime<Utc>>,
         progress: Option<PyObject>,
     ) -> PyResult<PyRestoreReport> {
-        only_one(&restore_point, &before)?;
+        let target = RestoreTarget::new(restore_point, before).map_err(|e| errors::to_py(py, e))?;
         let c = self.with_progress(progress);
-        run(py, || async {
-            let chosen = chosen_point(&c, before).await?;
-            let point = chosen.as_ref().map(|c| c.name.clone()).or(restore_point);
-            let mut report = c.restore_start(backup.as_deref(), point.as_deref()).await?;
-            report.before = chosen;
-            Ok(report)
-        })
-        .map(PyRestoreReport)
+        run(py, || c.restore_start_to(backup.as_deref(), &target)).map(PyRestoreReport)
     }
 
     /// Plans `restore_finish`; changes nothing.
@@ -554,29 +532,6 @@ impl PyCluster {
             }
         }
     }
-}
-
-/// `restore_point` and `before` name the target two ways: at most one may be given.
-fn only_one(restore_point: &Option<String>, before: &Option<DateTime<Utc>>) -> PyResult<()> {
-    if restore_point.is_some() && before.is_some() {
-        return Err(PyValueError::new_err(
-            "give restore_point or before, not both: before picks a restore point by time",
-        ));
-    }
-    Ok(())
-}
-
-/// The restore point `before` picks, logged with how far before the time it is.
-async fn chosen_point(
-    cluster: &Cluster,
-    before: Option<DateTime<Utc>>,
-) -> citus_recovery::Result<Option<ChosenPoint>> {
-    let Some(before) = before else {
-        return Ok(None);
-    };
-    let chosen = cluster.restore_point_before(before).await?;
-    tracing::info!("{}", chosen.note);
-    Ok(Some(chosen))
 }
 
 /// The run options from the keywords; the core's defaults where none is given.

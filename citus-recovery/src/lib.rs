@@ -59,7 +59,7 @@ pub mod wal;
 pub use backend::{ClusterBackend, LocalBackend, SshBackend};
 pub use catalog::{Backup, NodeBackup, NodeRestorePoint, RestorePoint};
 pub use check::CheckReport;
-pub use cluster::{Apply, Cluster, ClusterStatus};
+pub use cluster::{Apply, Cluster, ClusterStatus, RestoreTarget};
 pub use config::{ClusterConfig, NodeConfig, NodeRole};
 pub use error::{Error, Result};
 pub use expire::ExpirePlan;

@@ -516,17 +516,15 @@ async fn run(
             restore_point,
             before,
         } => {
-            let chosen = point_before(&cluster, before.as_deref()).await?;
-            let point = chosen.as_ref().map(|c| c.name.as_str());
-            let (backup, point) = (backup.as_deref(), point.or(restore_point.as_deref()));
+            let target = restore_target(restore_point, before.as_deref())?;
             if dry {
-                let mut plan = cluster.plan_restore_start(backup, point).await?;
-                plan.notes.extend(chosen.map(|c| c.note));
-                return out.plan(&plan);
+                return out.plan(
+                    &cluster
+                        .plan_restore_start_to(backup.as_deref(), &target)
+                        .await?,
+                );
             }
-            let mut report = cluster.restore_start(backup, point).await?;
-            report.before = chosen;
-            out.report(&report)
+            out.report(&cluster.restore_start_to(backup.as_deref(), &target).await?)
         }
         Command::RestoreFinish => {
             if dry {
@@ -545,12 +543,8 @@ async fn run(
             restore_point,
             before,
         } => {
-            let chosen = point_before(&cluster, before.as_deref()).await?;
-            let point = chosen.as_ref().map(|c| c.name.as_str());
-            let mut report = cluster
-                .verify(backup.as_deref(), point.or(restore_point.as_deref()))
-                .await?;
-            report.before = chosen;
+            let target = restore_target(restore_point, before.as_deref())?;
+            let report = cluster.verify_to(backup.as_deref(), &target).await?;
             out.report(&report)?;
             if report.ok() {
                 Ok(())
@@ -660,19 +654,15 @@ fn node_tablespaces(
         .collect()
 }
 
-/// The restore point `--before` names, if given; its note (which point, how far before the
-/// time) is logged, and goes into a dry run's plan or the report.
-async fn point_before(
-    cluster: &Cluster,
+/// The restore target `--restore-point` or `--before` names (clap lets through at most one).
+fn restore_target(
+    restore_point: &Option<String>,
     before: Option<&str>,
-) -> citus_recovery::Result<Option<citus_recovery::verify::before::ChosenPoint>> {
-    let Some(text) = before else {
-        return Ok(None);
-    };
-    let time = citus_recovery::verify::before::parse_time(text)?;
-    let chosen = cluster.restore_point_before(time).await?;
-    tracing::info!("{}", chosen.note);
-    Ok(Some(chosen))
+) -> citus_recovery::Result<citus_recovery::RestoreTarget> {
+    let before = before
+        .map(citus_recovery::verify::before::parse_time)
+        .transpose()?;
+    citus_recovery::RestoreTarget::new(restore_point.clone(), before)
 }
 
 /// The config, read from its absolute path (it goes into archive_command and restore_command),

@@ -8,6 +8,7 @@
 mod apply;
 mod fork;
 mod manage;
+mod target;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use chrono::Utc;
 
 pub use apply::Apply;
 pub use manage::ClusterStatus;
+pub use target::RestoreTarget;
 
 use crate::archiving::GetOutcome;
 use crate::backend::{ClusterBackend, LocalBackend, SshBackend};
