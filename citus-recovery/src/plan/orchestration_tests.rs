@@ -142,6 +142,7 @@ impl Setup {
                 wal_parameters: &BTreeMap::new(),
                 existing: &existing,
                 previous,
+                backup_in_folder: config.repository.is_none(),
             },
             now,
         )
