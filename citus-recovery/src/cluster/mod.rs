@@ -479,7 +479,6 @@ impl Cluster {
             wal_parameters: &report.wal_parameters,
             existing: &existing,
             previous: previous.as_ref(),
-            backup_in_folder: crate::plan::in_backup_folder(config, catalog, &backup.name),
         };
         let mut plan = RestorePlan::build(config, observed, catalog, &inputs, now)?;
         if let Some(why) = report.chosen_because {

@@ -142,7 +142,6 @@ impl Setup {
                 wal_parameters: &BTreeMap::new(),
                 existing: &existing,
                 previous,
-                backup_in_folder: config.repository.is_none(),
             },
             now,
         )

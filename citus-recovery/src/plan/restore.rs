@@ -185,9 +185,6 @@ pub struct RestoreInputs<'a> {
     pub existing: &'a HashSet<PathBuf>,
     /// The restore under way, when restore-start runs again.
     pub previous: Option<&'a RestoreState>,
-    /// Whether the backup lies in `backupBaseFolder` rather than in the repository
-    /// ([`crate::plan::in_backup_folder`], observed before planning: building reads no disk).
-    pub backup_in_folder: bool,
 }
 
 /// The plan of `restore-start`.
@@ -269,13 +266,13 @@ impl RestorePlan {
             wal_parameters,
             existing,
             previous,
-            backup_in_folder: legacy,
         } = *inputs;
         let attempt = crate::names::default_name(now);
         // A restore started again keeps the first attempt's stamp: the old data directories
         // stay where that attempt put them.
         let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
         crate::observe::check_backup_nodes(config, backup)?;
+        let legacy = super::basebackup::in_backup_folder(config, catalog, &backup.name);
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {

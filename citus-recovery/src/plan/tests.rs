@@ -398,7 +398,6 @@ fn restore_plan(
             wal_parameters: &Default::default(),
             existing,
             previous,
-            backup_in_folder: c.repository.is_none(),
         },
         now,
     )
