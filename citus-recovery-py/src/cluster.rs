@@ -16,7 +16,7 @@ use pyo3::types::{IntoPyDict, PyDict};
 use crate::catalog::{PyBackup, PyRestorePoint};
 use crate::errors;
 use crate::fork::{PyDrillReport, PyForkPlan, PyForkReport};
-use crate::lifecycle::{PyCheckReport, PyExpirePlan};
+use crate::lifecycle::{PyCheckReport, PyExpirePlan, PyImportPlan};
 use crate::plans::{
     self, PyAbortPlan, PyArchivePlan, PyBasebackupPlan, PyFinishPlan, PyRestorePlan,
     PyRestorePointPlan,
@@ -27,6 +27,7 @@ use crate::reports::{
 };
 use crate::runtime::{blocking, run};
 use crate::verify::PyVerifyReport;
+use citus_recovery::import::ImportReport;
 
 /// A Citus (or plain PostgreSQL) cluster of nodes on this host.
 #[pyclass(module = "citus_recovery", name = "Cluster", frozen)]
@@ -364,6 +365,21 @@ impl PyCluster {
     /// name. An unknown name raises `UnknownRestorePointError` naming those that exist.
     fn delete_restore_point(&self, py: Python<'_>, name: String) -> PyResult<PyRestorePoint> {
         run(py, || self.0.delete_restore_point(&name)).map(PyRestorePoint)
+    }
+
+    /// Plans `import_folders`: the WAL files, backups and restore points of `backupBaseFolder`
+    /// and `archiveBaseFolder` that the repository lacks. Changes nothing.
+    fn plan_import_folders(&self, py: Python<'_>) -> PyResult<Py<PyImportPlan>> {
+        let plan = run(py, || self.0.plan_import_folders())?;
+        plans::wrap(py, plan, PyImportPlan)
+    }
+
+    /// Copies what `backupBaseFolder` and `archiveBaseFolder` hold and the repository lacks into
+    /// the repository, under the cluster lock: every backup file checked against its manifest,
+    /// a backup offered only once complete. The folders are unchanged; run again after a
+    /// failure, it carries on.
+    fn import_folders(&self, py: Python<'_>) -> PyResult<ImportReport> {
+        run(py, || self.0.import_folders())
     }
 
     /// Plans `expire`: the backups, WAL files and (with `restore_points`) restore points that

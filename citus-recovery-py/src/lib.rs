@@ -58,6 +58,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runtime::CancelToken>()?;
     progress::forward_logging();
     m.add_class::<lifecycle::PyExpirePlan>()?;
+    m.add_class::<lifecycle::PyImportPlan>()?;
+    m.add_class::<citus_recovery::import::ImportReport>()?;
     m.add_class::<lifecycle::PyCheckReport>()?;
     m.add_class::<fork::PyForkPlan>()?;
     m.add_class::<fork::PyForkReport>()?;

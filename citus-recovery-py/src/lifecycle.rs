@@ -2,6 +2,7 @@
 //! (per-node health, the exit code monitoring wants, the Prometheus text).
 
 use citus_recovery::expire::ExpirePlan;
+use citus_recovery::import::ImportPlan;
 use citus_recovery::CheckReport;
 use pyo3::prelude::*;
 
@@ -56,6 +57,48 @@ impl PyExpirePlan {
     #[getter]
     fn bytes_freed(&self) -> u64 {
         self.0.bytes_freed
+    }
+}
+
+/// The plan of `import_folders`: what is copied, in the order it is copied.
+#[pyclass(module = "citus_recovery", name = "ImportPlan", extends = PyPlan, frozen)]
+pub struct PyImportPlan(pub ImportPlan);
+
+#[pymethods]
+impl PyImportPlan {
+    /// The repository copied into.
+    #[getter]
+    fn repository(&self) -> String {
+        self.0.repository.clone()
+    }
+
+    /// Per node: dicts with `node`, `folder`, `files` (the WAL files to copy), `bytes`.
+    #[getter]
+    fn wal<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.0.wal)
+    }
+
+    /// The backups to copy, oldest first: dicts with `backup` (as `list_backups` gives it, as a
+    /// dict) and `leftovers` (objects of an unfinished earlier copy, removed first).
+    #[getter]
+    fn backups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.0.backups)
+    }
+
+    /// The names of the restore points to record.
+    #[getter]
+    fn restore_points(&self) -> Vec<String> {
+        self.0
+            .restore_points
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Whether there is nothing to copy.
+    #[getter]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

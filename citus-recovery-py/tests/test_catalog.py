@@ -65,3 +65,46 @@ def test_delete_restore_point_from_a_posix_repository() -> None:
     finally:
         close_cluster(t)
 
+
+
+def test_import_folders_into_a_posix_repository() -> None:
+    """A backup and restore point kept in the folders, then a repository: plan_import_folders
+    lists them, import_folders copies them, and list_backups reads them from the repository."""
+    binary = cli_binary()
+    if binary is None:
+        skip_or_fail(
+            "the citus-recovery binary (archive-push) is not built; set CITUS_RECOVERY_BIN",
+            "CITUS_RECOVERY_REQUIRE_POSTGRES",
+        )
+    t = open_cluster(workers=1)
+    try:
+        c = t.cluster
+        c.create(plain=True)
+        c.prepare_archiving()
+        with pytest.raises(citus_recovery.InvalidArgumentError) as raised:
+            c.plan_import_folders()
+        assert "repository" in str(raised.value)
+        c.basebackup("old")
+        c.create_restore_point("rp-old")
+        repo = t.folder / "repo"
+        t.config["repository"] = {"type": "posix", "path": str(repo)}
+        t.config["binary"] = str(binary)
+        t.config_file()
+        t.cluster = c = citus_recovery.Cluster.from_config(t.folder / "cluster-config.json")
+        c.prepare_archiving()
+        plan = c.plan_import_folders()
+        assert isinstance(plan, citus_recovery.ImportPlan)
+        assert plan.command == "import-folders"
+        assert [b["backup"]["name"] for b in plan.backups] == ["old"]
+        assert plan.restore_points == ["rp-old"]
+        assert {w["node"] for w in plan.wal} == set(t.nodes)
+        report = c.import_folders()
+        assert isinstance(report, citus_recovery.ImportReport)
+        assert report.backups == ["old"] and report.restore_points == ["rp-old"]
+        assert report.wal_files > 0 and report.backup_bytes_stored > 0
+        assert "imported into" in str(report)
+        assert c.plan_import_folders().is_empty
+        assert [b.name for b in c.list_backups()] == ["old"]
+        assert c.verify("old", "rp-old").ok
+    finally:
+        close_cluster(t)

@@ -46,6 +46,7 @@ mod error;
 pub mod expire;
 pub mod files;
 pub mod fork;
+pub mod import;
 pub mod lock;
 pub mod names;
 pub mod observe;

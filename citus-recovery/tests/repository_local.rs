@@ -12,6 +12,7 @@ use bytes::Bytes;
 use citus_recovery::repository::memory::MemoryRepository;
 use citus_recovery::repository::posix::PosixRepository;
 use citus_recovery::repository::{Key, PutOutcome, RepoError, Repository};
+use futures::StreamExt;
 
 fn key(k: &str) -> Key {
     Key::new(k).unwrap()
@@ -324,4 +325,42 @@ async fn measure_put_and_codec_throughput() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!("posix get: {:.0} MB/s", (n * 16) as f64 / secs);
+}
+
+/// `owned_by`: objects (put and streamed) and the folders made for them go to the given user,
+/// a folder that was there stays its owner's. Needs root (to give files away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_by_gives_new_objects_and_folders_to_the_user() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: giving files to another user needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(root.join("wal")).unwrap();
+    let repo = PosixRepository::new(root.clone()).owned_by(65534, 65534);
+    repo.put_create(
+        &key("wal/n1/000000010000000000000001"),
+        Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+    let stream = futures::stream::iter([Ok(Bytes::from_static(b"y"))]).boxed();
+    repo.put_stream(&key("wal/n1/000000010000000000000002"), stream)
+        .await
+        .unwrap();
+    for made in [
+        "wal/n1",
+        "wal/n1/000000010000000000000001",
+        "wal/n1/000000010000000000000002",
+    ] {
+        let meta = std::fs::metadata(root.join(made)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{made}");
+    }
+    assert_eq!(
+        std::fs::metadata(root.join("wal")).unwrap().uid(),
+        0,
+        "was there"
+    );
 }

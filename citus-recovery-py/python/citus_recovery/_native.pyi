@@ -23,6 +23,8 @@ __all__ = [
     "NodeRestorePoint",
     "Plan",
     "ExpirePlan",
+    "ImportPlan",
+    "ImportReport",
     "CheckReport",
     "ForkPlan",
     "ForkReport",
@@ -875,6 +877,12 @@ class Cluster:
         The WAL record itself stays in every node's WAL: recovery can still stop at it by name.
         An unknown name raises ``UnknownRestorePointError`` naming those that exist."""
     def restore_state(self) -> Optional[RestoreState]: ...
+    def plan_import_folders(self) -> ImportPlan:
+        """The WAL files, backups and restore points of ``backupBaseFolder`` and
+        ``archiveBaseFolder`` that the repository lacks; changes nothing."""
+    def import_folders(self) -> ImportReport:
+        """Copies them into the repository (under the cluster lock; every backup file checked
+        against its manifest; the folders unchanged; run again after a failure to carry on)."""
     def plan_expire(
         self,
         retain_full: Optional[int] = None,
@@ -973,6 +981,38 @@ class ExpirePlan(Plan):
     def unreachable_restore_points(self) -> List[str]: ...
     @property
     def bytes_freed(self) -> int: ...
+
+@final
+class ImportPlan(Plan):
+    """The plan of ``import_folders``: what is copied, in the order it is copied."""
+
+    @property
+    def repository(self) -> str: ...
+    @property
+    def wal(self) -> List[Dict[str, Any]]: ...
+    @property
+    def backups(self) -> List[Dict[str, Any]]: ...
+    @property
+    def restore_points(self) -> List[str]: ...
+    @property
+    def is_empty(self) -> bool: ...
+
+@final
+class ImportReport:
+    """What ``import_folders`` copied."""
+
+    @property
+    def repository(self) -> str: ...
+    @property
+    def wal_files(self) -> int: ...
+    @property
+    def wal_already_there(self) -> int: ...
+    @property
+    def backups(self) -> List[str]: ...
+    @property
+    def restore_points(self) -> List[str]: ...
+    @property
+    def backup_bytes_stored(self) -> int: ...
 
 @final
 class CheckReport:

@@ -11,7 +11,7 @@ mod get;
 mod push;
 
 pub use get::{archive_get, GetOutcome, SPOOL_DIR};
-pub use push::archive_push;
+pub use push::{archive_push, archive_push_data};
 
 use crate::repository::Key;
 

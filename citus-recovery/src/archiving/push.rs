@@ -25,10 +25,22 @@ pub async fn archive_push(
             value: path.display().to_string(),
             problem: "has no file name".into(),
         })?;
-    let key = wal_key(node, file, compression.suffix())?;
     let data = tokio::fs::read(path)
         .await
         .map_err(|e| Error::io("read", path, e))?;
+    archive_push_data(repo, compression, node, file, data).await
+}
+
+/// [`archive_push`] of the WAL file `file` whose content is `data` (already read: from an
+/// archive folder by `import-folders`).
+pub async fn archive_push_data(
+    repo: &dyn Repository,
+    compression: Compression,
+    node: &str,
+    file: &str,
+    data: Vec<u8>,
+) -> Result<PutOutcome> {
+    let key = wal_key(node, file, compression.suffix())?;
     // Pushed before with another codec: the content decides.
     for suffix in SUFFIXES.iter().filter(|s| **s != compression.suffix()) {
         let other = wal_key(node, file, suffix)?;

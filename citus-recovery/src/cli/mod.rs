@@ -164,6 +164,10 @@ enum Command {
         #[arg(long)]
         restore_points: bool,
     },
+    /// Copy the backups, restore points and WAL of backupBaseFolder and archiveBaseFolder
+    /// (kept before the config had a repository) into the repository; the folders stay as they
+    /// are. --dry-run prints what would be copied.
+    ImportFolders,
     /// Report archiving, backup and restore point health; exit 0 OK, 1 warning, 2 critical,
     /// 3 when the check itself failed.
     Check {
@@ -567,6 +571,12 @@ async fn run(
                     .map(|p| p.name.clone())
                     .collect();
             out.list_recorded(&backups, &points, &unreachable, *tz == TimeZone::Local)
+        }
+        Command::ImportFolders => {
+            if dry {
+                return out.plan(&cluster.plan_import_folders().await?);
+            }
+            out.report(&cluster.import_folders().await?)
         }
         Command::Expire {
             retain_full,

@@ -7,6 +7,7 @@
 
 mod apply;
 mod fork;
+mod import;
 mod manage;
 mod target;
 

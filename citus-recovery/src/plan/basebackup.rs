@@ -168,19 +168,6 @@ impl BasebackupPlan {
     }
 }
 
-/// Whether backup `name` lies in `<backupBaseFolder>` (a folder per node) rather than in the
-/// repository: always without a `repository`; with one, only a backup taken before it was
-/// configured (its coordinator's folder holds a `base.tar`; looked at without following a link).
-pub fn in_backup_folder(config: &ClusterConfig, catalog: &Catalog, name: &str) -> bool {
-    config.repository.is_none()
-        || std::fs::symlink_metadata(
-            catalog
-                .node_backup_dir(name, &config.coordinator.name)
-                .join("base.tar"),
-        )
-        .is_ok_and(|m| m.is_file())
-}
-
 /// What [`into_repository`] stored for one node (also what a node host's `node-backup` prints,
 /// as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -299,21 +286,78 @@ async fn staged_into_repository(
             )
         })?;
     let folder = node_folder(backup, &node.name)?;
-    let check = ManifestCheck::parse(manifest.as_bytes()).map_err(|problem| Error::Corrupt {
-        key: manifest_path.display().to_string(),
+    let mut names = vec!["base".to_string()];
+    names.extend(files.tablespaces.iter().map(|oid| oid.to_string()));
+    let shown = staging.display().to_string();
+    let uploaded = upload_checked_tars(
+        repo,
+        &folder,
+        compression,
+        (manifest.as_bytes(), &shown),
+        &names,
+        |name| {
+            let staged = staging.join(format!("{name}.tar.zst"));
+            async move {
+                let reader = backend.open_read(node, &staged).await?;
+                let decoder = zstd::stream::read::Decoder::new(reader)
+                    .map_err(|e| Error::io("decompress", &staged, e))?;
+                Ok(Box::new(decoder) as Box<dyn std::io::Read + Send>)
+            }
+        },
+    )
+    .await;
+    // The staged files go in every case.
+    for name in &names {
+        let _ = backend
+            .remove_file(node, &staging.join(format!("{name}.tar.zst")))
+            .await;
+    }
+    let _ = backend.remove_file(node, &manifest_path).await;
+    let _ = backend.remove_empty_dir(node, &staging).await;
+    let stored_bytes = uploaded?;
+    let mkey = manifest_key(&folder);
+    Ok(StoredBackup {
+        bytes: stored_bytes,
+        tablespaces: files.tablespaces,
+        manifest,
+        manifest_key: mkey.as_str().to_string(),
+    })
+}
+
+/// Uploads one node's tars into the repository folder `folder`: `base` and each tablespace's
+/// oid in `names`, each read uncompressed from what `open` gives, encoded and uploaded as it
+/// streams while every file is checked against `manifest` (`manifest.1` names it in errors),
+/// then the manifest itself. Any failure deletes the objects already stored and is returned;
+/// otherwise the tars' stored bytes. Shared by the staged backup and `import-folders`.
+pub(crate) async fn upload_checked_tars<F, Fut>(
+    repo: &dyn Repository,
+    folder: &Key,
+    compression: codec::Compression,
+    manifest: (&[u8], &str),
+    names: &[String],
+    open: F,
+) -> Result<u64>
+where
+    F: Fn(&str) -> Fut,
+    Fut: std::future::Future<Output = Result<Box<dyn std::io::Read + Send>>>,
+{
+    let (manifest, manifest_shown) = manifest;
+    let check = ManifestCheck::parse(manifest).map_err(|problem| Error::Corrupt {
+        key: manifest_shown.to_string(),
         problem,
     })?;
     let check = std::sync::Arc::new(std::sync::Mutex::new(Some(check)));
-    let mut names = vec!["base".to_string()];
-    names.extend(files.tablespaces.iter().map(|oid| oid.to_string()));
     let (mut stored_bytes, mut keys) = (0, Vec::new());
     let mut outcome = Ok(());
-    for name in &names {
-        let staged = staging.join(format!("{name}.tar.zst"));
-        let key = stored::tar_key(&folder, name, compression);
-        let reader = backend.open_read(node, &staged).await?;
-        let decoder = zstd::stream::read::Decoder::new(reader)
-            .map_err(|e| Error::io("decompress", &staged, e))?;
+    for name in names {
+        let key = stored::tar_key(folder, name, compression);
+        let reader = match open(name).await {
+            Ok(r) => r,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
         let prefix = if name == "base" {
             String::new()
         } else {
@@ -324,7 +368,7 @@ async fn staged_into_repository(
             repo,
             &key,
             compression,
-            Box::new(decoder),
+            reader,
             async { Ok(()) },
             move |scan| {
                 let mut guard = check.lock().unwrap_or_else(|p| p.into_inner());
@@ -361,41 +405,32 @@ async fn staged_into_repository(
             .unwrap_or_else(|p| p.into_inner())
             .take()
             .expect("taken once");
-        let result = check.finish(&format!("{}", staging.display()));
+        let result = check.finish(manifest_shown);
         if !result.problems.is_empty() {
             outcome = Err(Error::Corrupt {
                 key: folder.as_str().into(),
                 problem: format!(
-                    "the staged backup differs from its manifest: {}; take the backup again",
+                    "the backup differs from its manifest: {}; take the backup again",
                     result.problems[..result.problems.len().min(5)].join("; ")
                 ),
             });
         }
     }
-    // The staged files go in every case; a failed backup's objects too (no catalog entry names
-    // them, but they should not linger).
-    for name in &names {
-        let _ = backend
-            .remove_file(node, &staging.join(format!("{name}.tar.zst")))
-            .await;
+    if outcome.is_ok() {
+        outcome = repo
+            .put_create(&manifest_key(folder), codec::encode(compression, manifest))
+            .await
+            .map(|_| ())
+            .map_err(Error::from);
     }
-    let _ = backend.remove_file(node, &manifest_path).await;
-    let _ = backend.remove_empty_dir(node, &staging).await;
     if let Err(e) = outcome {
+        // No catalog entry names them, but they should not linger.
         for key in &keys {
             let _ = repo.delete(key).await;
         }
         return Err(e);
     }
-    let mkey = manifest_key(&folder);
-    repo.put_create(&mkey, codec::encode(compression, manifest.as_bytes()))
-        .await?;
-    Ok(StoredBackup {
-        bytes: stored_bytes,
-        tablespaces: files.tablespaces,
-        manifest,
-        manifest_key: mkey.as_str().to_string(),
-    })
+    Ok(stored_bytes)
 }
 
 /// Streams node `node`'s part of backup `backup` from `repo` into the new `data_dir` (and each

@@ -272,7 +272,9 @@ impl RestorePlan {
         // stay where that attempt put them.
         let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
         crate::observe::check_backup_nodes(config, backup)?;
-        let legacy = super::basebackup::in_backup_folder(config, catalog, &backup.name);
+        // Without a repository the backup is in its folder; with one, in the repository
+        // (`import-folders` brings older folder backups there).
+        let in_folder = config.repository.is_none();
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {
@@ -379,7 +381,7 @@ impl RestorePlan {
                 })
                 .collect();
             // With a repository, backups are in it (see plan::basebackup); without, in folders.
-            steps.push(match legacy {
+            steps.push(match in_folder {
                 false => Step::ExtractFromRepository {
                     backup: backup.name.clone(),
                     objects: crate::repository::backup::node_folder(&backup.name, &node.name)?

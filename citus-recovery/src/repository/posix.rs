@@ -53,6 +53,8 @@ pub struct PosixRepository {
     /// Folders (as key text) whose entry and whose parents' entries this value has synced, so
     /// later puts into them sync only the folder itself.
     durable_folders: Arc<Mutex<HashSet<String>>>,
+    /// The uid and gid new objects and folders are given to, if not the creator's.
+    owner: Option<(u32, u32)>,
 }
 
 /// Why an operation failed, before it becomes a [`RepoError`].
@@ -69,7 +71,17 @@ impl PosixRepository {
         PosixRepository {
             root: Arc::new(root),
             durable_folders: Arc::default(),
+            owner: None,
         }
+    }
+
+    /// The same repository, giving every object and folder it creates to `uid`/`gid` (through
+    /// the new descriptor, never a path): for WAL stored on the servers' behalf by a process
+    /// running as root (`import-folders`), so the servers' `archive-get` and `archive-push`
+    /// can read it and write beside it.
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Self {
+        self.owner = Some((uid, gid));
+        self
     }
 
     /// The repository in `root`, making the folder (and missing parents) with mode 0700 if it
@@ -161,7 +173,7 @@ impl PosixRepository {
             Some(false) => return Err(Fail::Conflict),
             None => {}
         }
-        let temp = TempFile::create(&dir, data)?;
+        let temp = TempFile::create(&dir, data, self.owner)?;
         let mut outcome = None;
         for _ in 0..PUBLISH_TRIES {
             match nix::unistd::linkat(
@@ -217,22 +229,28 @@ impl PosixRepository {
             let next = match open_folder(&cur, part) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
-                    match nix::sys::stat::mkdirat(
+                    let made = match nix::sys::stat::mkdirat(
                         Some(cur.as_raw_fd()),
                         *part,
                         Mode::from_bits_truncate(0o700),
                     ) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => true,
+                        Err(Errno::EEXIST) => false,
                         Err(e) => {
                             return Err(Fail::Other(errno_text(
                                 &format!("make the folder {shown}"),
                                 e,
                             )))
                         }
-                    }
-                    open_folder(&cur, part).map_err(|e| {
+                    };
+                    let fd = open_folder(&cur, part).map_err(|e| {
                         Fail::Other(errno_text(&format!("open the folder {shown}"), e))
-                    })?
+                    })?;
+                    // Only a folder this call made (another's stays theirs).
+                    if made {
+                        give(&fd, self.owner)?;
+                    }
+                    fd
                 }
                 Err(e) => {
                     return Err(Fail::Other(errno_text(
@@ -270,7 +288,7 @@ impl PosixRepository {
             Err(Errno::ENOENT) => {}
             Err(e) => return Err(Fail::Other(errno_text("look at the key", e))),
         }
-        let (temp, mut file) = TempFile::open(&dir)?;
+        let (temp, mut file) = TempFile::open(&dir, self.owner)?;
         let mut total = 0u64;
         loop {
             match rx.blocking_recv() {
@@ -538,17 +556,21 @@ struct TempFile<'a> {
 }
 
 impl<'a> TempFile<'a> {
-    /// Writes and syncs `data` in a new temporary file in `dir`.
-    fn create(dir: &'a OwnedFd, data: &[u8]) -> Result<TempFile<'a>, Fail> {
-        let (temp, mut file) = Self::open(dir)?;
+    /// Writes and syncs `data` in a new temporary file in `dir` (given to `owner`).
+    fn create(
+        dir: &'a OwnedFd,
+        data: &[u8],
+        owner: Option<(u32, u32)>,
+    ) -> Result<TempFile<'a>, Fail> {
+        let (temp, mut file) = Self::open(dir, owner)?;
         file.write_all(data)
             .and_then(|()| file.sync_all())
             .map_err(|e| Fail::Other(format!("cannot write a temporary file: {e}")))?;
         Ok(temp)
     }
 
-    /// A new, empty temporary file in `dir`, open for writing.
-    fn open(dir: &'a OwnedFd) -> Result<(TempFile<'a>, File), Fail> {
+    /// A new, empty temporary file in `dir` (given to `owner`), open for writing.
+    fn open(dir: &'a OwnedFd, owner: Option<(u32, u32)>) -> Result<(TempFile<'a>, File), Fail> {
         let mut tries = 0;
         let (fd, name) = loop {
             let name = format!(
@@ -563,7 +585,9 @@ impl<'a> TempFile<'a> {
                 Err(e) => return Err(Fail::Other(errno_text("create a temporary file", e))),
             }
         };
-        Ok((TempFile { dir, name }, File::from(fd)))
+        let temp = TempFile { dir, name };
+        give(&fd, owner)?;
+        Ok((temp, File::from(fd)))
     }
 }
 
@@ -576,6 +600,19 @@ impl Drop for TempFile<'_> {
             UnlinkatFlags::NoRemoveDir,
         );
     }
+}
+
+/// Gives the file or folder open as `fd` to `owner`, if any.
+fn give(fd: &OwnedFd, owner: Option<(u32, u32)>) -> Result<(), Fail> {
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    nix::unistd::fchown(
+        fd.as_raw_fd(),
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(gid)),
+    )
+    .map_err(|e| Fail::Other(errno_text("hand a new file to the servers' user", e)))
 }
 
 /// Whether the object `name` in `dir` holds exactly `data`; `None` if it is gone.

@@ -398,7 +398,7 @@ pub async fn verify_reading(
     let mut raised = BTreeMap::new();
     let mut tar_checks = Vec::new();
     // With a repository, backups are in it (plan::basebackup); without, in folders.
-    let stored = repo.filter(|_| !crate::plan::in_backup_folder(config, catalog, &backup.name));
+    let stored = repo;
     for node in config.nodes() {
         let folder = catalog.node_backup_dir(&backup.name, &node.name);
         let in_folder = stored.is_none();
