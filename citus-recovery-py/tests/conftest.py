@@ -272,3 +272,29 @@ def cli_binary() -> Optional[Path]:
         if path.is_file():
             return path
     return None
+
+
+@pytest.fixture
+def binary() -> Path:
+    """The command-line tool the servers run as archive_command (and the plans are compared
+    with): a skip, or a failure where PostgreSQL is required, when it is not built."""
+    reason = skip_reason()
+    if reason:
+        skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_POSTGRES")
+    found = cli_binary()
+    if found is None:
+        skip_or_fail(
+            "the citus-recovery binary is not built (cargo build -p citus-recovery)",
+            "CITUS_RECOVERY_REQUIRE_POSTGRES",
+        )
+    return found
+
+
+def with_posix_repository(t: TestCluster, binary: Path) -> Path:
+    """Gives the test cluster a posix repository in its folder (written to its config file,
+    which archive-push reads) and reopens its Cluster; returns the repository's folder."""
+    repo = t.folder / "repo"
+    t.config["repository"] = {"type": "posix", "path": str(repo)}
+    t.config["binary"] = str(binary)
+    t.cluster = citus_recovery.Cluster.from_config(t.config_file())
+    return repo

@@ -5,11 +5,13 @@ naming what exists, and the WAL record stays (the archive scan still finds it)."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 import citus_recovery
-from conftest import TestCluster, cli_binary, close_cluster, open_cluster, skip_or_fail
+
+from conftest import TestCluster, close_cluster, open_cluster, with_posix_repository
 
 
 def delete_cycle(t: TestCluster) -> None:
@@ -41,20 +43,10 @@ def test_delete_restore_point_from_the_backup_folder() -> None:
         close_cluster(t)
 
 
-def test_delete_restore_point_from_a_posix_repository() -> None:
-    binary = cli_binary()
-    if binary is None:
-        skip_or_fail(
-            "the citus-recovery binary (archive-push) is not built; set CITUS_RECOVERY_BIN",
-            "CITUS_RECOVERY_REQUIRE_POSTGRES",
-        )
+def test_delete_restore_point_from_a_posix_repository(binary: Path) -> None:
     t = open_cluster(workers=1)
     try:
-        repo = t.folder / "repo"
-        t.config["repository"] = {"type": "posix", "path": str(repo)}
-        t.config["binary"] = str(binary)
-        t.config_file()  # archive-push reads the config from this file
-        t.cluster = citus_recovery.Cluster.from_config(t.folder / "cluster-config.json")
+        repo = with_posix_repository(t, binary)
         delete_cycle(t)
         entries = sorted(p.name for p in (repo / "catalog" / "restore-points").iterdir())
         assert entries == ["second.json"]
@@ -67,15 +59,9 @@ def test_delete_restore_point_from_a_posix_repository() -> None:
 
 
 
-def test_import_folders_into_a_posix_repository() -> None:
+def test_import_folders_into_a_posix_repository(binary: Path) -> None:
     """A backup and restore point kept in the folders, then a repository: plan_import_folders
     lists them, import_folders copies them, and list_backups reads them from the repository."""
-    binary = cli_binary()
-    if binary is None:
-        skip_or_fail(
-            "the citus-recovery binary (archive-push) is not built; set CITUS_RECOVERY_BIN",
-            "CITUS_RECOVERY_REQUIRE_POSTGRES",
-        )
     t = open_cluster(workers=1)
     try:
         c = t.cluster
@@ -86,11 +72,8 @@ def test_import_folders_into_a_posix_repository() -> None:
         assert "repository" in str(raised.value)
         c.basebackup("old")
         c.create_restore_point("rp-old")
-        repo = t.folder / "repo"
-        t.config["repository"] = {"type": "posix", "path": str(repo)}
-        t.config["binary"] = str(binary)
-        t.config_file()
-        t.cluster = c = citus_recovery.Cluster.from_config(t.folder / "cluster-config.json")
+        with_posix_repository(t, binary)
+        c = t.cluster
         c.prepare_archiving()
         plan = c.plan_import_folders()
         assert isinstance(plan, citus_recovery.ImportPlan)

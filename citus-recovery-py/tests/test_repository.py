@@ -17,34 +17,17 @@ import citus_recovery
 from conftest import (
     REPO_ROOT,
     TestCluster,
-    cli_binary,
     close_cluster,
     free_ports,
     make_config,
     new_folder,
     required,
     skip_or_fail,
-    skip_reason,
 )
 
 
 def _objects(folder: Path) -> List[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-
-
-@pytest.fixture
-def binary() -> Path:
-    """The command-line tool the servers run as archive_command."""
-    reason = skip_reason()
-    if reason:
-        skip_or_fail(reason, "CITUS_RECOVERY_REQUIRE_POSTGRES")
-    found = cli_binary()
-    if found is None:
-        skip_or_fail(
-            "the citus-recovery binary is not built (cargo build -p citus-recovery)",
-            "CITUS_RECOVERY_REQUIRE_POSTGRES",
-        )
-    return found
 
 
 def _cycle(t: TestCluster, binary: Path, config_file: Path) -> None:
