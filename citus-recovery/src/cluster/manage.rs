@@ -92,7 +92,8 @@ where
 }
 
 impl Cluster {
-    /// Creates and starts a local cluster: `initdb` of every node (trust authentication on
+    /// Creates and starts a local cluster (a config with `ssh` is refused: see docs/remote.md
+    /// for setting up nodes on other hosts): `initdb` of every node (trust authentication on
     /// localhost), the config's ports, and, when Citus is installed and `plain` is false,
     /// `shared_preload_libraries = 'citus'`, `CREATE EXTENSION citus` and the workers added.
     pub async fn create(&self, plain: bool) -> Result<()> {
@@ -114,8 +115,18 @@ impl Cluster {
     }
 
     async fn create_with(&self, plain: bool, secure: bool) -> Result<()> {
-        let _lock = self.lock("cluster create").await?;
         let config = self.config();
+        if config.uses_ssh() {
+            // initdb's servers trust only their own host, so the admin host could not log in
+            // to set the first password; nothing is made rather than half a cluster.
+            return Err(Error::Config {
+                path: config.source.clone(),
+                field: "ssh".into(),
+                problem: "is set: cluster create makes test clusters on this host only, and the servers of nodes on other hosts admit this host only once their pg_hba.conf, certificates and passwords are set up there".into(),
+                fix: "set up each node's server on its host as docs/remote.md says (initdb, ssl, pg_hba.conf, a password), then run `citus-recovery prepare-archiving`; for a local test cluster, remove \"ssh\" and use hostname localhost".into(),
+            });
+        }
+        let _lock = self.lock("cluster create").await?;
         let backend = self.backend();
         let secure = match secure {
             true => Some(Secure::prepare(config)?),
