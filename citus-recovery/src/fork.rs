@@ -571,4 +571,22 @@ mod tests {
         );
         assert_eq!(field(check_target(&live, &over_ssh)), "ssh");
     }
+
+    #[test]
+    fn a_fork_restores_the_live_repository_s_backups_from_it() {
+        let live = config(
+            "live",
+            "/srv/live",
+            [5432, 5433],
+            serde_json::json!({"repository": {"type": "posix", "path": "/srv/repo"}}),
+        );
+        let fork = config("fork", "/srv/fork", [6432, 6433], serde_json::json!({}));
+        let repo: std::sync::Arc<dyn crate::repository::Repository> =
+            std::sync::Arc::new(crate::repository::memory::MemoryRepository::new());
+        let live_catalog = crate::catalog::Catalog::open(&live, Some(repo));
+        // The fork's config has no repository; the live catalog decides.
+        assert!(!crate::plan::in_backup_folder(&fork, &live_catalog, "b1"));
+        let folders = crate::catalog::Catalog::new(&fork);
+        assert!(crate::plan::in_backup_folder(&fork, &folders, "b1"));
+    }
 }

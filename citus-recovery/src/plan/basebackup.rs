@@ -169,12 +169,12 @@ impl BasebackupPlan {
 }
 
 /// Whether backup `name` of `catalog` lies in its `<backupBaseFolder>` (a folder per node)
-/// rather than in the repository: always for a catalog without a repository; with one, only a
-/// backup taken before it was configured (its coordinator's folder holds a `base.tar`; looked
-/// at without following a link). The catalog decides, not `config`: a fork's config has no
-/// repository, and restores the live cluster's backups from the live one.
+/// rather than in the repository: always when neither `config` nor the catalog has a
+/// repository; with one, only a backup taken before it was configured (its coordinator's folder
+/// holds a `base.tar`; looked at without following a link). A fork's config has no repository
+/// but restores the live cluster's backups from the live one, whose catalog is in it.
 pub fn in_backup_folder(config: &ClusterConfig, catalog: &Catalog, name: &str) -> bool {
-    !catalog.in_repository()
+    (config.repository.is_none() && !catalog.in_repository())
         || std::fs::symlink_metadata(
             catalog
                 .node_backup_dir(name, &config.coordinator.name)
