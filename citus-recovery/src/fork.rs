@@ -113,6 +113,13 @@ pub fn check_target(source: &ClusterConfig, target: &ClusterConfig) -> Result<Ve
         problem,
         fix: fix.into(),
     };
+    if target.uses_ssh() {
+        return Err(err(
+            "ssh",
+            "is set: a fork's nodes are restored on this host only (a fork onto other hosts would need the live repository in the fork's config, which a fork must not lock or write)".into(),
+            "give the fork's config no \"ssh\" and its nodes on this host (hostname localhost, free ports), or run `citus-recovery drill`, which forks onto this host by itself",
+        ));
+    }
     if target.repository.is_some() {
         return Err(err(
             "repository",
@@ -260,9 +267,13 @@ impl ForkPlan {
                         } else {
                             raised.push(("archive_mode".into(), quote_value("off")));
                         }
-                        // The restored config holds the live node's port.
+                        // The restored config holds the live node's address and port, which
+                        // may be another host's (nodes reached over SSH).
                         let port = target.node(&np.node).map_or(live.port, |n| n.port);
                         raised.push(("port".into(), port.to_string()));
+                        if !to.hostname.starts_with('/') {
+                            raised.push(("listen_addresses".into(), quote_value(&to.hostname)));
+                        }
                         if citus {
                             raised.push((
                                 "citus.node_conninfo".into(),
@@ -551,5 +562,31 @@ mod tests {
             serde_json::json!({"repository": {"type": "posix", "path": "/srv/repo"}}),
         );
         assert_eq!(field(check_target(&live, &with_repo)), "repository");
+        // Nodes on other hosts: a fork restores on this host only.
+        let over_ssh = config(
+            "fork",
+            "/srv/fork",
+            [6432, 6433],
+            serde_json::json!({"ssh": {"user": "postgres"}}),
+        );
+        assert_eq!(field(check_target(&live, &over_ssh)), "ssh");
+    }
+
+    #[test]
+    fn a_fork_restores_the_live_repository_s_backups_from_it() {
+        let live = config(
+            "live",
+            "/srv/live",
+            [5432, 5433],
+            serde_json::json!({"repository": {"type": "posix", "path": "/srv/repo"}}),
+        );
+        let fork = config("fork", "/srv/fork", [6432, 6433], serde_json::json!({}));
+        let repo: std::sync::Arc<dyn crate::repository::Repository> =
+            std::sync::Arc::new(crate::repository::memory::MemoryRepository::new());
+        let live_catalog = crate::catalog::Catalog::open(&live, Some(repo));
+        // The fork's config has no repository; the live catalog decides.
+        assert!(!crate::plan::in_backup_folder(&live_catalog));
+        let folders = crate::catalog::Catalog::new(&fork);
+        assert!(crate::plan::in_backup_folder(&folders));
     }
 }

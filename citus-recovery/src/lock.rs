@@ -41,8 +41,17 @@ pub const LOCK_KEY: &str = "lock";
 /// cluster takes hours, not a day).
 pub const LOCK_LEASE: Duration = Duration::from_secs(24 * 3600);
 
-/// How long dropping a lock on a single-threaded runtime waits for the delete.
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dropping a lock on a single-threaded runtime waits for the delete (its retries
+/// included).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pauses between attempts to delete the lock when the repository does not answer: a
+/// repository that is back within seconds does not leave the lock behind.
+const RELEASE_RETRIES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 
 /// Who holds a repository lock: the content of the `lock` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +180,8 @@ enum Held {
 struct LockStore {
     repo: Arc<dyn Repository>,
     posix_root: Option<PathBuf>,
+    /// The config file, for the command that breaks a lock left behind.
+    config_path: Option<PathBuf>,
 }
 
 impl LockStore {
@@ -181,6 +192,7 @@ impl LockStore {
                 Some(RepositoryConfig::Posix { path }) => Some(path.clone()),
                 _ => None,
             },
+            config_path: config.source.clone(),
         }
     }
 
@@ -221,6 +233,61 @@ impl LockStore {
                 Ok(())
             }
         }
+    }
+
+    /// [`Self::release`], tried again after each pause of [`RELEASE_RETRIES`] while the
+    /// repository does not answer; when it never does, says (at error level, so `--quiet` shows
+    /// it too) exactly what to run once it is back, and returns the last error.
+    async fn release_retrying(&self, holder: &LockHolder) -> Result<()> {
+        let mut pauses = RELEASE_RETRIES.iter();
+        loop {
+            let e = match self.release(&holder.token).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if matches!(e, Error::Repository(RepoError::Unavailable { .. })) {
+                if let Some(pause) = pauses.next() {
+                    tokio::time::sleep(*pause).await;
+                    continue;
+                }
+            }
+            tracing::error!("{}", self.left_behind(holder, &e.to_string()));
+            return Err(e);
+        }
+    }
+
+    /// What to say when the lock of `holder` (this process's, its command over) stays behind.
+    fn left_behind(&self, holder: &LockHolder, why: &str) -> String {
+        format!(
+            "the cluster lock in {} stays behind: `{}` has ended but could not delete it ({why}); the next command will be refused until you run `{}` once the repository answers again",
+            self.repo.describe(),
+            holder.command,
+            unlock_command(self.config_path.as_deref())
+        )
+    }
+}
+
+/// The command line that breaks the lock of the config at `path`.
+pub fn unlock_command(path: Option<&std::path::Path>) -> String {
+    match path {
+        Some(p) => format!(
+            "citus-recovery --config {} unlock --force",
+            shell_quote(&p.to_string_lossy())
+        ),
+        None => "citus-recovery --config <the cluster's config file> unlock --force".into(),
+    }
+}
+
+/// `text` as one word for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ':' | ',')
+        });
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
@@ -315,7 +382,7 @@ impl ClusterLock {
         } = &mut self.inner
         {
             *released = true;
-            store.release(&holder.token).await?;
+            store.release_retrying(holder).await?;
         }
         Ok(())
     }
@@ -411,46 +478,43 @@ impl Drop for ClusterLock {
         // Drop cannot await: wait for the delete on this thread where the runtime allows it
         // (the command-line tool's and the Python module's runtimes do), so the lock is gone
         // when the command returns, also after an error or a cancelled call.
-        let left = |why: &str| {
-            tracing::warn!(
-                "the cluster lock in {} was not released ({why}); run `citus-recovery unlock --force` once no command runs",
-                store.repo.describe()
-            )
-        };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return left("no async runtime");
+            tracing::error!("{}", store.left_behind(holder, "no async runtime"));
+            return;
         };
-        let outcome = if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(|| handle.block_on(store.release(&holder.token)))
-        } else {
-            // A single-threaded runtime cannot be blocked on from inside: release on a thread
-            // of its own with a runtime of its own, bounded in time (a connection pooled by the
-            // blocked runtime could otherwise wait for ever).
-            let (store, token) = (store.clone(), holder.token.clone());
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| Error::io("start a runtime", "lock", e))?;
-                rt.block_on(async {
-                    tokio::time::timeout(RELEASE_TIMEOUT, store.release(&token))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(Error::Repository(RepoError::Unavailable {
-                                repository: store.repo.describe(),
-                                action: "delete",
-                                key: LockStore::key(),
-                                detail: "no answer in time".into(),
-                            }))
-                        })
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Ok(()))
-        };
-        if let Err(e) = outcome {
-            left(&e.to_string());
+        if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // release_retrying says what to run when it fails.
+            let _ = tokio::task::block_in_place(|| handle.block_on(store.release_retrying(holder)));
+            return;
         }
+        // A single-threaded runtime cannot be blocked on from inside: release on a thread of
+        // its own with a runtime of its own, bounded in time (a connection pooled by the
+        // blocked runtime could otherwise wait for ever).
+        let (store, holder) = (store.clone(), holder.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(
+                        "{}",
+                        store.left_behind(&holder, &format!("no runtime: {e}"))
+                    );
+                    return;
+                }
+            };
+            rt.block_on(async {
+                if tokio::time::timeout(RELEASE_TIMEOUT, store.release_retrying(&holder))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("{}", store.left_behind(&holder, "no answer in time"));
+                }
+            })
+        })
+        .join();
     }
 }
 

@@ -13,7 +13,7 @@ mod netns;
 #[path = "common/s3.rs"]
 mod s3;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -75,27 +75,76 @@ async fn count(addr: &str) -> i64 {
         .unwrap()
 }
 
-/// The repository's root folder on this machine, shared by every namespace host.
+/// How the test itself runs SQL on the hosts.
+enum Access {
+    /// The topology's servers as netns.sh made them: trust from the private subnet.
+    Trust,
+    /// scram-sha-256 over TLS only (see [`secure_hosts`]).
+    Secure(SecureHosts),
+}
+
+impl Access {
+    /// Runs `sql` on the host at `addr`; the first column of the first row, if any.
+    async fn sql(&self, addr: &str, sql_text: &str) -> Option<String> {
+        match self {
+            Access::Trust => sql(addr, sql_text).await,
+            Access::Secure(s) => {
+                Some(secure_sql(addr, &s.ca, s.password, sql_text)).filter(|t| !t.is_empty())
+            }
+        }
+    }
+
+    async fn count(&self, addr: &str, table: &str) -> i64 {
+        self.sql(addr, &format!("SELECT count(*) FROM {table}"))
+            .await
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// What the scenario's config and commands get besides the topology's config.
 struct Shared {
     /// `repository` for the config.
     repository: serde_json::Value,
     /// The environment of the tool (the S3 credentials), forwarded to the hosts by it.
     env: Vec<(String, String)>,
+    /// How the test runs SQL, and the config keys that go with it.
+    access: Access,
+}
+
+impl Shared {
+    /// The config of the scenario: the topology's, the hosts' citus-recovery being the binary
+    /// under test, with the repository and (secure) the connection keys.
+    fn config_json(&self, topology: &Topology) -> serde_json::Value {
+        let mut json = topology.config_json();
+        // The hosts share this machine's files: the binary under test is the hosts'
+        // citus-recovery, and the config file is at the same path on every host.
+        json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+        json["repository"] = self.repository.clone();
+        if let Access::Secure(s) = &self.access {
+            json["sslmode"] = "verify-full".into();
+            json["sslrootcert"] = s.ca.display().to_string().into();
+            json["passfile"] = s.pgpass.display().to_string().into();
+        }
+        json
+    }
 }
 
 /// prepare-archiving, basebackup, restore-point, verify, list, restore-start, restore-finish,
 /// restore-start again and restore-abort, the CLI in a mount namespace without the nodes'
 /// folder: rows exact after the restore, the old cluster back after the abort.
-async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backup: impl Fn()) {
+async fn scenario(
+    topology: &Topology,
+    shared: &Shared,
+    citus: bool,
+    after_backup: impl Fn(),
+) -> PathBuf {
     let config = topology.dir().join("cluster-config.json");
-    let mut json = topology.config_json();
-    // The hosts share this machine's files: the binary under test is the hosts' citus-recovery,
-    // and the config file is at the same path on every host.
-    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = shared.repository.clone();
+    let json = shared.config_json(topology);
     std::fs::write(&config, json.to_string()).unwrap();
     let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
-    let env = &shared.env;
+    let (env, db) = (&shared.env, &shared.access);
 
     // Without the binary on the hosts, prepare-archiving says what to install where, for every
     // host, and changes nothing.
@@ -114,13 +163,13 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
             )) && text.contains(&format!("on {addr} at /nonexistent/citus-recovery")),
             "{addr}: {text}"
         );
-        let mode = sql(addr, "SHOW archive_mode").await.unwrap();
+        let mode = db.sql(addr, "SHOW archive_mode").await.unwrap();
         assert_eq!(mode, "off", "{addr}: nothing changed");
     }
 
     tool_ok(topology, &config, &["prepare-archiving"], env);
     for addr in &addrs {
-        sql(
+        db.sql(
             addr,
             "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100)",
         )
@@ -128,7 +177,7 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     }
     if citus {
         // A distributed table: its shards on the worker, written through the coordinator.
-        sql(
+        db.sql(
             &addrs[0],
             "CREATE TABLE d (id int PRIMARY KEY); SELECT create_distributed_table('d', 'id'); \
              INSERT INTO d SELECT generate_series(1, 1000)",
@@ -138,10 +187,11 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     tool_ok(topology, &config, &["basebackup", "--name", "b1"], env);
     after_backup();
     for addr in &addrs {
-        sql(addr, "INSERT INTO t SELECT generate_series(101, 200)").await;
+        db.sql(addr, "INSERT INTO t SELECT generate_series(101, 200)")
+            .await;
     }
     if citus {
-        sql(
+        db.sql(
             &addrs[0],
             "INSERT INTO d SELECT generate_series(1001, 2000)",
         )
@@ -149,10 +199,11 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     }
     tool_ok(topology, &config, &["restore-point", "--name", "rp1"], env);
     for addr in &addrs {
-        sql(addr, "INSERT INTO t SELECT generate_series(201, 250)").await;
+        db.sql(addr, "INSERT INTO t SELECT generate_series(201, 250)")
+            .await;
     }
     if citus {
-        sql(
+        db.sql(
             &addrs[0],
             "INSERT INTO d SELECT generate_series(2001, 2500)",
         )
@@ -181,11 +232,23 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     tool_ok(topology, &config, &["restore-finish"], env);
     for addr in &addrs {
         assert_eq!(
-            count(addr).await,
+            db.count(addr, "t").await,
             200,
             "{addr}: rows up to the restore point"
         );
-        sql(addr, "INSERT INTO t VALUES (-1)").await;
+        db.sql(addr, "INSERT INTO t VALUES (-1)").await;
+    }
+    if citus {
+        assert_eq!(db.count(&addrs[0], "d").await, 2000, "distributed rows");
+        // The coordinator still lists the namespace addresses.
+        let nodes = db
+            .sql(
+                &addrs[0],
+                "SELECT string_agg(nodename || ':' || nodeport, ',' ORDER BY nodename) FROM pg_dist_node",
+            )
+            .await
+            .unwrap();
+        assert_eq!(nodes, format!("{}:5432,{}:5432", addrs[0], addrs[1]));
     }
 
     // A second restore, undone: the cluster is as restore-finish left it, marker row included.
@@ -197,7 +260,7 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     );
     for addr in &addrs {
         assert_eq!(
-            count(addr).await,
+            db.count(addr, "t").await,
             200,
             "{addr}: paused at the restore point"
         );
@@ -205,12 +268,48 @@ async fn scenario(topology: &Topology, shared: &Shared, citus: bool, after_backu
     tool_ok(topology, &config, &["restore-abort"], env);
     for addr in &addrs {
         assert_eq!(
-            count(addr).await,
+            db.count(addr, "t").await,
             201,
             "{addr}: back as before restore-start"
         );
     }
+    let list = tool_ok(topology, &config, &["list"], env);
+    assert!(list.contains("b1") && list.contains("rp1"), "{list}");
     assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+    config
+}
+
+/// `drill` of the SSH cluster of `config` (after [`scenario`]): its fork runs on this host, from
+/// the live repository, and checks the rows of restore point rp1 on every node (and, with Citus,
+/// a distributed count, which needs pg_dist_node rewritten from the namespace addresses).
+fn drill(topology: &Topology, config: &Path, env: &[(String, String)], citus: bool) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let mut checks: Vec<serde_json::Value> = topology
+        .hosts
+        .iter()
+        .map(|h| serde_json::json!({"node": h.name, "sql": "SELECT count(*) FROM t", "expect": "200"}))
+        .collect();
+    if citus {
+        checks.push(
+            serde_json::json!({"node": "h1", "sql": "SELECT count(*) FROM d", "expect": "2000"}),
+        );
+    }
+    json["drill"] = serde_json::json!({ "checks": checks });
+    std::fs::write(config, json.to_string()).unwrap();
+    let out = tool_ok(topology, config, &["drill"], env);
+    assert!(out.contains("drill OK"), "{out}");
+    assert_eq!(out.matches("passed (200)").count(), 2, "{out}");
+    if citus {
+        assert!(out.contains("passed (2000)"), "{out}");
+    }
+    assert!(!out.contains("could not be torn down"), "{out}");
+    let check = tool(topology, config, &["check"], env);
+    let status = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        status.contains("the last drill passed"),
+        "check sees the drill: {status}"
+    );
 }
 
 /// The repository of `topology` on a folder every host sees, `DIR/repo`: the tool's, with `wal/`
@@ -225,25 +324,25 @@ fn shared_folder(topology: &Topology) -> (PathBuf, nix::unistd::User) {
     (repo, postgres)
 }
 
-/// The scenario on Citus: each host's server loads Citus, the coordinator h1 lists itself and
-/// h2 by their namespace addresses in `pg_dist_node`, the restore points are Citus's, and a
-/// distributed table holds exactly the rows up to the restore point after the restore.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_cluster_over_ssh_on_citus() {
-    if !available_or_skip("whole_cluster_over_ssh_on_citus") {
-        return;
-    }
+/// Whether Citus is installed; else prints why the test is skipped (failing it under
+/// `CITUS_RECOVERY_REQUIRE_CITUS`).
+fn citus_or_skip() -> bool {
     let control =
         Path::new(common::PG_BIN).join("../../../../share/postgresql/15/extension/citus.control");
-    if !control.is_file() {
-        let reason = format!("Citus is not installed ({} is missing)", control.display());
-        if std::env::var("CITUS_RECOVERY_REQUIRE_CITUS").is_ok_and(|v| !v.is_empty() && v != "0") {
-            panic!("{reason}");
-        }
-        eprintln!("SKIPPED: {reason}");
-        return;
+    if control.is_file() {
+        return true;
     }
-    let topology = Topology::up(2);
+    let reason = format!("Citus is not installed ({} is missing)", control.display());
+    if std::env::var("CITUS_RECOVERY_REQUIRE_CITUS").is_ok_and(|v| !v.is_empty() && v != "0") {
+        panic!("{reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    false
+}
+
+/// Each host's server made to load Citus (restarted in its namespace), h1 the coordinator, and
+/// `pg_dist_node` holding both namespace addresses.
+async fn load_citus(topology: &Topology) {
     let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
     for (host, addr) in topology.hosts.iter().zip(&addrs) {
         sql(addr, "ALTER SYSTEM SET shared_preload_libraries = 'citus'").await;
@@ -280,17 +379,32 @@ async fn whole_cluster_over_ssh_on_citus() {
         &format!("SELECT citus_add_node('{}', 5432)", addrs[1]),
     )
     .await;
+}
+
+/// The scenario on Citus: each host's server loads Citus, the coordinator h1 lists itself and
+/// h2 by their namespace addresses in `pg_dist_node`, the restore points are Citus's, and a
+/// distributed table holds exactly the rows up to the restore point after the restore. Then a
+/// drill, whose fork on this host gets its pg_dist_node rewritten from the namespace addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_on_citus() {
+    if !available_or_skip("whole_cluster_over_ssh_on_citus") || !citus_or_skip() {
+        return;
+    }
+    let topology = Topology::up(2);
+    load_citus(&topology).await;
     let (repo, _) = shared_folder(&topology);
     let shared = Shared {
         repository: serde_json::json!({"type": "posix", "path": repo}),
         env: Vec::new(),
+        access: Access::Trust,
     };
-    scenario(&topology, &shared, true, || {}).await;
+    let config = scenario(&topology, &shared, true, || {}).await;
     // The restore points were Citus's: the coordinator's catalog of them is in the repository.
     let points = std::fs::read_dir(repo.join("catalog/restore-points"))
         .unwrap()
         .count();
     assert_eq!(points, 1);
+    drill(&topology, &config, &shared.env, true);
 }
 
 /// The scenario with the repository on a folder every host sees: the backup's objects are
@@ -305,6 +419,7 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
     let shared = Shared {
         repository: serde_json::json!({"type": "posix", "path": repo}),
         env: Vec::new(),
+        access: Access::Trust,
     };
     let hosts: Vec<String> = topology.hosts.iter().map(|h| h.name.clone()).collect();
     scenario(&topology, &shared, false, || {
@@ -320,25 +435,25 @@ async fn whole_cluster_over_ssh_with_a_shared_posix_repository() {
     .await;
 }
 
-/// The scenario with the repository in S3 (moto listening on the topology's bridge address,
-/// checking signatures): the credentials exist only in the tool's environment, so the hosts'
-/// node-backup, node-restore, archive-push and archive-get work only because the tool forwards
-/// them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_cluster_over_ssh_with_an_s3_repository() {
-    if !available_or_skip("whole_cluster_over_ssh_with_an_s3_repository") {
-        return;
-    }
-    let topology = Topology::up(2);
+/// moto on the topology's bridge address (10.231.S.1, which every namespace reaches), checking
+/// signatures, with bucket `cr-remote`; `None` (the test skipped, after saying why) without moto,
+/// unless an S3 server is required.
+fn moto_on_bridge(topology: &Topology) -> Option<s3::MotoS3> {
     let addr = &topology.hosts[0].addr;
     let bridge = format!("{}.1", &addr[..addr.rfind('.').unwrap()]);
-    let server = moto_or_skip!(&["cr-remote"], true);
-    drop(server);
-    let server = match s3::MotoS3::start_on(&bridge, &["cr-remote"], true) {
-        Ok(s) => s,
-        Err(e) => panic!("moto on {bridge}: {e}"),
-    };
-    let shared = Shared {
+    match s3::MotoS3::start_on(&bridge, &["cr-remote"], true) {
+        Ok(server) => Some(server),
+        Err(reason) if reason.starts_with("no S3 test server") && !s3::s3_required() => {
+            eprintln!("SKIPPED: {reason} (CITUS_RECOVERY_REQUIRE_S3=1 makes this a failure)");
+            None
+        }
+        Err(reason) => panic!("moto on {bridge}: {reason}"),
+    }
+}
+
+/// The repository in `server`'s bucket, the credentials only in the tool's environment.
+fn s3_shared(server: &s3::MotoS3, access: Access) -> Shared {
+    Shared {
         repository: serde_json::json!({
             "type": "s3", "bucket": "cr-remote", "prefix": "netns", "region": "us-east-1",
             "endpoint": server.endpoint(), "allowHttp": true,
@@ -350,25 +465,45 @@ async fn whole_cluster_over_ssh_with_an_s3_repository() {
                 server.secret_access_key.clone(),
             ),
         ],
-    };
+        access,
+    }
+}
+
+/// The keys of the backup `b1`'s objects in `server`'s repository.
+fn backup_objects(server: &s3::MotoS3) -> Vec<String> {
     let repo = server.repository("cr-remote", "netns");
-    let objects = std::sync::Mutex::new(Vec::new());
-    scenario(&topology, &shared, false, || {
-        let repo = &repo;
-        let listed = std::thread::scope(|s| {
-            s.spawn(|| {
-                tokio::runtime::Runtime::new().unwrap().block_on(async {
-                    use citus_recovery::repository::{Key, Repository};
-                    repo.list(&Key::new("backups/b1").unwrap()).await.unwrap()
-                })
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                use citus_recovery::repository::{Key, Repository};
+                repo.list(&Key::new("backups/b1").unwrap()).await.unwrap()
             })
-            .join()
-            .unwrap()
-        });
-        objects
-            .lock()
-            .unwrap()
-            .extend(listed.into_iter().map(|m| m.key.as_str().to_string()));
+        })
+        .join()
+        .unwrap()
+    })
+    .into_iter()
+    .map(|m| m.key.as_str().to_string())
+    .collect()
+}
+
+/// The scenario with the repository in S3 (moto listening on the topology's bridge address,
+/// checking signatures): the credentials exist only in the tool's environment, so the hosts'
+/// node-backup, node-restore, archive-push and archive-get work only because the tool forwards
+/// them. Then a drill, whose fork on this host reads the same bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_an_s3_repository() {
+    if !available_or_skip("whole_cluster_over_ssh_with_an_s3_repository") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let Some(server) = moto_on_bridge(&topology) else {
+        return;
+    };
+    let shared = s3_shared(&server, Access::Trust);
+    let objects = std::sync::Mutex::new(Vec::new());
+    let config = scenario(&topology, &shared, false, || {
+        objects.lock().unwrap().extend(backup_objects(&server));
     })
     .await;
     let objects = objects.into_inner().unwrap();
@@ -376,6 +511,7 @@ async fn whole_cluster_over_ssh_with_an_s3_repository() {
         let key = format!("backups/b1/{}/base.tar.zst", host.name);
         assert!(objects.contains(&key), "{key} in {objects:?}");
     }
+    drill(&topology, &config, &shared.env, false);
 }
 
 /// A node host whose sshd is down (the listener and every session): basebackup fails naming
@@ -662,37 +798,72 @@ fn make_ca(dir: &Path, name: &str) {
 
 /// Runs `sql` on `addr` with psql over verify-full TLS and the password; its output, trimmed.
 fn secure_sql(addr: &str, ca: &Path, password: &str, sql: &str) -> String {
-    let out = Command::new(format!("{}/psql", common::PG_BIN))
-        .arg(format!(
-            "host={addr} port=5432 user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
-            ca.display()
-        ))
-        .args(["-X", "-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .env("PGPASSWORD", password)
-        .output()
-        .expect("run psql");
+    let out = psql(
+        addr,
+        5432,
+        &format!("sslmode=verify-full sslrootcert={}", ca.display()),
+        password,
+        sql,
+    );
     assert!(out.status.success(), "{sql} on {addr}: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The namespace hosts' servers made to admit only scram-sha-256 over TLS, with certificates
-/// for their namespace addresses from a test CA; the CA (readable by the servers' user, since
-/// pg_basebackup runs on each host with it) and a root-only passfile in `DIR/tls`. Then the
-/// scenario with `sslmode` verify-full over SSH and a shared posix repository, and the faults:
-/// a wrong password and a CA the certificates do not verify against, each naming the node and
-/// never the password.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whole_cluster_over_ssh_with_scram_and_tls() {
-    if !available_or_skip("whole_cluster_over_ssh_with_scram_and_tls") {
-        return;
+/// psql's run of `sql` on `addr:port` with the connection keys `ssl` and `password`.
+fn psql(addr: &str, port: u16, ssl: &str, password: &str, sql: &str) -> Output {
+    Command::new(format!("{}/psql", common::PG_BIN))
+        .arg(format!(
+            "host={addr} port={port} user=postgres dbname=postgres {ssl}"
+        ))
+        .args(["-X", "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .expect("run psql")
+}
+
+/// The hosts' TLS material and password (see [`secure_hosts`]).
+struct SecureHosts {
+    /// `DIR/tls`.
+    tls: PathBuf,
+    /// The CA that signed the servers' certificates (readable by the servers' user, since
+    /// pg_basebackup runs on each host with it).
+    ca: PathBuf,
+    /// The superuser's password.
+    password: &'static str,
+    /// A root-only passfile with it.
+    pgpass: PathBuf,
+}
+
+impl SecureHosts {
+    /// A root-only passfile `DIR/tls/<name>` with `secret` for every host.
+    fn passfile(&self, name: &str, secret: &str) -> PathBuf {
+        let p = self.tls.join(name);
+        std::fs::write(&p, format!("*:*:*:postgres:{secret}\n")).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        p
     }
-    let topology = Topology::up(2);
-    let (repo, postgres) = shared_folder(&topology);
+}
+
+/// The namespace hosts' servers made to admit only scram-sha-256 over TLS, with certificates
+/// for their namespace addresses from a test CA (and a second CA, `other-ca.crt`, that signed
+/// nothing); the CA and a root-only passfile in `DIR/tls`. With `citus`, the nodes' own
+/// connections to each other use verify-full and the password too.
+async fn secure_hosts(topology: &Topology, citus: bool) -> SecureHosts {
+    let postgres = nix::unistd::User::from_name("postgres").unwrap().unwrap();
     let tls = topology.dir().join("tls");
     std::fs::create_dir_all(&tls).unwrap();
     make_ca(&tls, "ca");
     make_ca(&tls, "other-ca");
     let password = "Scram-Test-Secret-7f3a";
+    let ca = tls.join("ca.crt");
+    for f in ["ca.crt", "other-ca.crt"] {
+        std::fs::set_permissions(
+            tls.join(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
+    }
+    std::fs::set_permissions(&tls, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     for h in &topology.hosts {
         let data = topology.nodes_dir().join(&h.name);
         std::fs::write(
@@ -746,12 +917,37 @@ async fn whole_cluster_over_ssh_with_scram_and_tls() {
             )
             .unwrap();
         }
+        // Each host's own password (Citus would send it on to hosts not set up yet).
+        let local = if citus {
+            "SET citus.enable_ddl_propagation = off; "
+        } else {
+            ""
+        };
         sql(
             &h.addr,
-            &format!("ALTER USER postgres PASSWORD '{password}'"),
+            &format!("{local}ALTER USER postgres PASSWORD '{password}'"),
         )
         .await;
         sql(&h.addr, "ALTER SYSTEM SET ssl = on").await;
+        if citus {
+            // Citus' own connections: verify-full against the CA, the password from
+            // pg_dist_authinfo (a bind parameter would do as well; this is a test secret).
+            sql(
+                &h.addr,
+                &format!(
+                    "ALTER SYSTEM SET citus.node_conninfo = 'sslmode=verify-full sslrootcert={}'",
+                    ca.display()
+                ),
+            )
+            .await;
+            sql(
+                &h.addr,
+                &format!(
+                    "INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, 'postgres', 'password={password}')"
+                ),
+            )
+            .await;
+        }
         let net = h.addr.rsplit_once('.').unwrap().0;
         std::fs::write(
             data.join("pg_hba.conf"),
@@ -762,126 +958,275 @@ async fn whole_cluster_over_ssh_with_scram_and_tls() {
         .unwrap();
         sql(&h.addr, "SELECT pg_reload_conf()").await;
     }
-    let ca = tls.join("ca.crt");
-    for f in ["ca.crt", "other-ca.crt"] {
-        std::fs::set_permissions(
-            tls.join(f),
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )
-        .unwrap();
-    }
-    std::fs::set_permissions(&tls, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let write_passfile = |name: &str, secret: &str| {
-        let p = tls.join(name);
-        std::fs::write(&p, format!("*:*:*:postgres:{secret}\n")).unwrap();
-        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        p
+    let mut secure = SecureHosts {
+        tls,
+        ca,
+        password,
+        pgpass: PathBuf::new(),
     };
-    let pgpass = write_passfile("pgpass", password);
-    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
-    for addr in &addrs {
+    secure.pgpass = secure.passfile("pgpass", password);
+    for h in &topology.hosts {
         assert_eq!(
             secure_sql(
-                addr,
-                &ca,
+                &h.addr,
+                &secure.ca,
                 password,
                 "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
             ),
             "true"
         );
     }
+    secure
+}
 
-    let mut json = topology.config_json();
-    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
-    json["sslmode"] = "verify-full".into();
-    json["sslrootcert"] = ca.display().to_string().into();
-    json["passfile"] = pgpass.display().to_string().into();
-    let config = topology.dir().join("cluster-config.json");
-    std::fs::write(&config, json.to_string()).unwrap();
-
-    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
-    for addr in &addrs {
-        secure_sql(
-            addr,
-            &ca,
-            password,
-            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
-        );
-    }
-    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
-    for addr in &addrs {
-        secure_sql(
-            addr,
-            &ca,
-            password,
-            "INSERT INTO t SELECT generate_series(101, 200)",
-        );
-    }
-    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
-    for addr in &addrs {
-        secure_sql(
-            addr,
-            &ca,
-            password,
-            "INSERT INTO t SELECT generate_series(201, 250)",
-        );
-    }
-    tool_ok(
-        &topology,
-        &config,
-        &["verify", "--backup", "b1", "--restore-point", "rp1"],
-        &[],
-    );
-    let list = tool_ok(&topology, &config, &["list"], &[]);
-    assert!(list.contains("b1") && list.contains("rp1"), "{list}");
-    tool_ok(
-        &topology,
-        &config,
-        &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
-        &[],
-    );
-    tool_ok(&topology, &config, &["restore-finish"], &[]);
-    for addr in &addrs {
-        assert_eq!(
-            secure_sql(addr, &ca, password, "SELECT count(*) FROM t"),
-            "200",
-            "{addr}"
-        );
-    }
-
-    // Faults: each names the node, never a password.
+/// The faults of a secure cluster over SSH, each a basebackup with one thing wrong in the
+/// config of `shared`: a wrong password, a CA that did not sign the certificates, a changed host
+/// key of h1. Each fails naming node h1 (and, for the host key, `user@host:port`), never showing
+/// a password or the S3 secret, and no backup is listed after them.
+fn secure_faults(topology: &Topology, shared: &Shared) {
+    let Access::Secure(secure) = &shared.access else {
+        panic!("secure_faults needs a secure cluster");
+    };
+    let json = shared.config_json(topology);
     let wrong = "Wrong-Secret-0c1d";
+    let secrets: Vec<&str> = shared
+        .env
+        .iter()
+        .filter(|(k, _)| k.contains("SECRET"))
+        .map(|(_, v)| v.as_str())
+        .chain([secure.password, wrong])
+        .collect();
     let fault = |edit: &dyn Fn(&mut serde_json::Value)| {
         let mut j = json.clone();
         edit(&mut j);
         let p = topology.dir().join("fault-config.json");
         std::fs::write(&p, j.to_string()).unwrap();
-        let out = tool(&topology, &p, &["basebackup", "--name", "bad"], &[]);
+        let out = tool(topology, &p, &["basebackup", "--name", "bad"], &shared.env);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(!out.status.success(), "{text}");
-        assert!(
-            !text.contains(password) && !text.contains(wrong),
-            "no secret: {text}"
-        );
+        for secret in &secrets {
+            assert!(!text.contains(secret), "no secret: {text}");
+        }
         text
     };
-    let bad_pass = write_passfile("pgpass-wrong", wrong);
+    let bad_pass = secure.passfile("pgpass-wrong", wrong);
     let text = fault(&|j| j["passfile"] = bad_pass.display().to_string().into());
     assert!(
         text.contains("node h1") && text.contains("password"),
         "{text}"
     );
-    let other = tls.join("other-ca.crt");
+    let other = secure.tls.join("other-ca.crt");
     let text = fault(&|j| j["sslrootcert"] = other.display().to_string().into());
     assert!(
         text.contains("node h1") && text.contains("certificate"),
         "{text}"
     );
-    let list = tool_ok(&topology, &config, &["list"], &[]);
+    // h1's address with a key it does not have: as if h1 were replaced, or an impostor.
+    let fake = secure.tls.join("fake_host_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let fake_pub = std::fs::read_to_string(fake.with_extension("pub")).unwrap();
+    let fake_key: Vec<&str> = fake_pub.split_whitespace().take(2).collect();
+    let h1 = &topology.hosts[0].addr;
+    let known: String = std::fs::read_to_string(topology.known_hosts_file())
+        .unwrap()
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((host, _)) if host == h1 => format!("{h1} {}\n", fake_key.join(" ")),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let changed = secure.tls.join("known_hosts_changed");
+    std::fs::write(&changed, known).unwrap();
+    let text = fault(&|j| j["ssh"]["knownHostsFile"] = changed.display().to_string().into());
+    assert!(
+        text.contains("node h1")
+            && text.contains(&format!("postgres@{h1}:22"))
+            && text.contains("host key"),
+        "{text}"
+    );
+    let list = tool_ok(
+        topology,
+        &topology.dir().join("cluster-config.json"),
+        &["list"],
+        &shared.env,
+    );
     assert!(!list.contains("bad"), "{list}");
+}
+
+/// The scenario with scram-sha-256 over TLS only (`sslmode` verify-full, `sslrootcert`, a
+/// root-only `passfile`) over SSH with a shared posix repository, then the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_with_scram_and_tls() {
+    if !available_or_skip("whole_cluster_over_ssh_with_scram_and_tls") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let (repo, _) = shared_folder(&topology);
+    let shared = Shared {
+        repository: serde_json::json!({"type": "posix", "path": repo}),
+        env: Vec::new(),
+        access: Access::Secure(secure_hosts(&topology, false).await),
+    };
+    scenario(&topology, &shared, false, || {}).await;
+    secure_faults(&topology, &shared);
+}
+
+/// The issue's full matrix in one: Citus (pg_dist_node holding the namespace addresses, the
+/// nodes' own connections verify-full with the password), scram-sha-256 over TLS only, over
+/// SSH, with the repository in S3 on the bridge address: the scenario (restore-abort, verify
+/// and list included), then the faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_over_ssh_on_citus_with_scram_tls_and_s3() {
+    if !available_or_skip("whole_cluster_over_ssh_on_citus_with_scram_tls_and_s3")
+        || !citus_or_skip()
+    {
+        return;
+    }
+    let topology = Topology::up(2);
+    let Some(server) = moto_on_bridge(&topology) else {
+        return;
+    };
+    load_citus(&topology).await;
+    let secure = secure_hosts(&topology, true).await;
+    let shared = s3_shared(&server, Access::Secure(secure));
+    scenario(&topology, &shared, true, || {}).await;
+    let objects = backup_objects(&server);
+    for host in &topology.hosts {
+        let key = format!("backups/b1/{}/base.tar.zst", host.name);
+        assert!(objects.contains(&key), "{key} in {objects:?}");
+    }
+    secure_faults(&topology, &shared);
+}
+
+/// `cluster create --secure` with nodes on other hosts: each node made on its host over SSH
+/// (the CLI in the mount namespace without the nodes' folder), the certificates generated here and
+/// installed there, the password set by initdb; the servers admit only scram-sha-256 over TLS,
+/// and with Citus the nodes reach each other that way. Plain `cluster create` is refused,
+/// making nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_create_secure_over_ssh_makes_each_node_on_its_host() {
+    if !available_or_skip("cluster_create_secure_over_ssh_makes_each_node_on_its_host") {
+        return;
+    }
+    let topology = Topology::up(2);
+    let mut json = topology.config_json();
+    // Inside the hidden folder, made by the servers' user on the hosts.
+    let base = topology.nodes_dir().join("created");
+    json["clusterBaseFolder"] = serde_json::json!(base);
+    json["coordinatorNode"]["port"] = 5433.into();
+    json["workerNodes"][0]["port"] = 5434.into();
+    let (ca, pgpass) = (
+        topology.dir().join("new-ca.crt"),
+        topology.dir().join("new-pgpass"),
+    );
+    json["sslmode"] = "verify-full".into();
+    json["sslrootcert"] = ca.display().to_string().into();
+    json["passfile"] = pgpass.display().to_string().into();
+    let config = topology.dir().join("create-config.json");
+    std::fs::write(&config, json.to_string()).unwrap();
+
+    let out = tool(&topology, &config, &["cluster", "create"], &[]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ssh") && text.contains("cluster create --secure"),
+        "{text}"
+    );
+    assert!(
+        !base.exists() && !ca.exists() && !pgpass.exists(),
+        "nothing made"
+    );
+
+    let out = tool(&topology, &config, &["cluster", "create", "--secure"], &[]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let line = std::fs::read_to_string(&pgpass).unwrap();
+    let password = line
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(password.len(), 32, "{line}");
+    assert!(
+        !said.contains(&password),
+        "no password in the output: {said}"
+    );
+    let mode = std::fs::metadata(&pgpass).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let verify = format!("sslmode=verify-full sslrootcert={}", ca.display());
+    for (h, port) in topology.hosts.iter().zip([5433, 5434]) {
+        // Made on the host, by its user.
+        let version = base.join(&h.name).join("PG_VERSION");
+        let meta = std::fs::metadata(&version).unwrap();
+        assert_eq!(
+            meta.uid(),
+            nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .unwrap()
+                .uid
+                .as_raw()
+        );
+        let out = psql(
+            &h.addr,
+            port,
+            &verify,
+            &password,
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        );
+        assert!(out.status.success(), "{}: {out:?}", h.addr);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
+        // Without TLS, or with a wrong password: refused.
+        let out = psql(&h.addr, port, "sslmode=disable", &password, "SELECT 1");
+        assert!(!out.status.success(), "{}: no TLS admitted", h.addr);
+        let out = psql(&h.addr, port, &verify, "wrong", "SELECT 1");
+        assert!(!out.status.success(), "{}: wrong password admitted", h.addr);
+    }
+    let status = tool_ok(&topology, &config, &["cluster", "status"], &[]);
+    assert_eq!(status.matches("running").count(), 2, "{status}");
+    let citus = psql(
+        &topology.hosts[0].addr,
+        5433,
+        &verify,
+        &password,
+        "SELECT count(*) FROM pg_dist_node",
+    );
+    if citus.status.success() {
+        // Citus: both nodes listed by their addresses, and the coordinator reaches the worker
+        // over verify-full with the password.
+        assert_eq!(String::from_utf8_lossy(&citus.stdout).trim(), "2");
+        let out = psql(
+            &topology.hosts[0].addr,
+            5433,
+            &verify,
+            &password,
+            "CREATE TABLE d (id int PRIMARY KEY); SELECT create_distributed_table('d', 'id'); \
+             INSERT INTO d SELECT generate_series(1, 100); SELECT count(*) FROM d",
+        );
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim().ends_with("100"),
+            "{out:?}"
+        );
+    } else {
+        assert!(
+            !citus_or_skip(),
+            "Citus is installed but not in the cluster: {citus:?}"
+        );
+    }
 }

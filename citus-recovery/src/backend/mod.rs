@@ -149,6 +149,24 @@ pub trait ClusterBackend: Send + Sync {
     /// `settings` to its `postgresql.conf`.
     async fn init_node(&self, node: &NodeConfig, settings: &[(String, String)]) -> Result<()>;
 
+    /// Like [`Self::init_node`] for a node whose server is reached from another host: `initdb`
+    /// sets the superuser's `password` (scram-sha-256) and admits only peer connections on the
+    /// host's socket and passwords over TCP, so no one is trusted even before the first start.
+    /// The password never appears on a command line or in a file. Only [`SshBackend`] has it.
+    async fn init_node_with_password(
+        &self,
+        node: &NodeConfig,
+        settings: &[(String, String)],
+        password: &crate::connect::passfile::Secret,
+    ) -> Result<()> {
+        let _ = (settings, password);
+        Err(crate::error::Error::node(
+            &node.name,
+            "initdb",
+            "this node host cannot set the password at initdb; use cluster create on this host",
+        ))
+    }
+
     /// Starts the node's server.
     async fn start(&self, node: &NodeConfig, wait: StartWait) -> Result<()>;
 

@@ -446,6 +446,18 @@ cat >> "$1/postgresql.conf"
 sync -- "$1/postgresql.conf"
 "#;
 
+/// Like [`INIT_NODE`], the first line of stdin being the superuser's password: piped to
+/// initdb by a shell builtin, so it is never an argument or a file.
+const INIT_NODE_WITH_PASSWORD: &str = r#"
+set -e
+if [ -e "$1" ] || [ -L "$1" ]; then echo "$1 exists already; remove it or choose another clusterBaseFolder" >&2; exit 3; fi
+IFS= read -r pw
+printf '%s\n' "$pw" | "$2" -D "$1" -U "$3" --pwfile=/dev/stdin --auth-local=peer --auth-host=scram-sha-256 --encoding=UTF8 --locale=C --no-instructions >/dev/null
+pw=
+cat >> "$1/postgresql.conf"
+sync -- "$1/postgresql.conf"
+"#;
+
 /// `$1` log, `$2` lines.
 const LOG_TAIL: &str = r#"
 if [ -L "$1" ]; then echo "($1 is a symbolic link, which is never followed)"; exit 0; fi
@@ -552,6 +564,42 @@ impl ClusterBackend for SshBackend {
                 Arg::Text(&node.username),
             ],
             Some(extra.as_bytes()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn init_node_with_password(
+        &self,
+        node: &NodeConfig,
+        settings: &[(String, String)],
+        password: &crate::connect::passfile::Secret,
+    ) -> Result<()> {
+        if password.expose().contains(['\n', '\r']) {
+            return Err(Error::node(
+                &node.name,
+                "initdb",
+                "the password holds a line break, which initdb's password file cannot carry",
+            ));
+        }
+        self.create_dir(node, &self.config.cluster_base_folder)
+            .await?;
+        let initdb = self.program(node, "initdb").await?;
+        let mut stdin = format!("{}\n", password.expose());
+        stdin.push_str("\n# added by citus-recovery cluster create\n");
+        for (key, value) in settings {
+            stdin.push_str(&format!("{key} = {value}\n"));
+        }
+        self.exec_ok(
+            node,
+            "initdb",
+            INIT_NODE_WITH_PASSWORD,
+            &[
+                Arg::Path(&self.config.data_dir(node)),
+                Arg::Path(&initdb),
+                Arg::Text(&node.username),
+            ],
+            Some(stdin.as_bytes()),
         )
         .await
         .map(|_| ())

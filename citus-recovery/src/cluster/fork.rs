@@ -72,18 +72,12 @@ impl Cluster {
     /// it) onto free ports in a temporary folder, promoted; runs the config's `drill.checks`
     /// there; tears the fork down; records the report in `<backupBaseFolder>/drills`. A fork
     /// that fails is a failed drill (a report, status critical); an error means the drill
-    /// could not run (no restore point, nodes reached over SSH, the record not written).
+    /// could not run (no restore point, the record not written). The fork is always on this
+    /// host, also for a cluster whose nodes are reached over SSH: it restores from the live
+    /// repository (S3, or a posix folder this host shares with the node hosts).
     pub async fn drill(&self) -> Result<crate::drill::DrillReport> {
         use crate::drill::{drill_config, DrillReport};
         let config = self.config();
-        if config.uses_ssh() {
-            return Err(Error::Config {
-                path: config.source.clone(),
-                field: "ssh".into(),
-                problem: "is set: drill starts its fork on this host, and the nodes run elsewhere".into(),
-                fix: "run `citus-recovery fork --target <fork config> --promote` with a fork config for those hosts instead".into(),
-            });
-        }
         let point = self
             .list_restore_points()
             .await?

@@ -92,7 +92,8 @@ where
 }
 
 impl Cluster {
-    /// Creates and starts a local cluster: `initdb` of every node (trust authentication on
+    /// Creates and starts a local cluster (a config with `ssh` needs [`Self::create_secure`]):
+    /// `initdb` of every node (trust authentication on
     /// localhost), the config's ports, and, when Citus is installed and `plain` is false,
     /// `shared_preload_libraries = 'citus'`, `CREATE EXTENSION citus` and the workers added.
     pub async fn create(&self, plain: bool) -> Result<()> {
@@ -109,13 +110,27 @@ impl Cluster {
     /// TLS, and, with Citus, `citus.node_conninfo` (verify-full) and a `pg_dist_authinfo` row
     /// so that the nodes authenticate to each other. `PGPASSWORD` must be unset (it would be
     /// used instead of the passfile).
+    ///
+    /// With `ssh`, each node is made on its host through SSH: the certificates are generated
+    /// here and written there, `initdb` sets the password (it travels on ssh's stdin), and the
+    /// server admits only scram-sha-256 over TLS from its first start.
     pub async fn create_secure(&self, plain: bool) -> Result<()> {
         self.create_with(plain, true).await
     }
 
     async fn create_with(&self, plain: bool, secure: bool) -> Result<()> {
-        let _lock = self.lock("cluster create").await?;
         let config = self.config();
+        let remote = config.uses_ssh();
+        if remote && !secure {
+            // initdb's servers trust only their own host: this host could never log in.
+            return Err(Error::Config {
+                path: config.source.clone(),
+                field: "ssh".into(),
+                problem: "is set, and cluster create without --secure makes servers that trust connections from their own host only, which this host could not reach".into(),
+                fix: "run `citus-recovery cluster create --secure` (scram-sha-256 over TLS, see docs/connections.md), or set up the servers on their hosts as docs/remote.md says".into(),
+            });
+        }
+        let _lock = self.lock("cluster create").await?;
         let backend = self.backend();
         let secure = match secure {
             true => Some(Secure::prepare(config)?),
@@ -124,7 +139,7 @@ impl Cluster {
         let secure = secure.as_ref();
         for node in config.nodes() {
             if backend.server_state(node).await? != ServerState::Missing
-                || config.data_dir(node).exists()
+                || (!remote && config.data_dir(node).exists())
             {
                 return Err(Error::DataDirExists {
                     node: node.name.clone(),
@@ -146,10 +161,24 @@ impl Cluster {
             if let Some(secure) = secure {
                 settings.extend(secure.settings(config, node, citus));
             }
-            backend.init_node(node, &settings).await?;
             match secure {
-                Some(secure) => secure.install_certificates(self, node).await,
-                None => Ok(()),
+                // On another host: the password is set by initdb, and from the first start only
+                // scram-sha-256 over TLS is admitted (this host is not the server's own).
+                Some(secure) if remote => {
+                    backend
+                        .init_node_with_password(node, &settings, &secure.password)
+                        .await?;
+                    secure.install_certificates(self, node).await?;
+                    let hba = config.data_dir(node).join("pg_hba.conf");
+                    backend
+                        .write_file(node, &hba, SECURE_HBA.as_bytes(), FileSync::Now)
+                        .await
+                }
+                Some(secure) => {
+                    backend.init_node(node, &settings).await?;
+                    secure.install_certificates(self, node).await
+                }
+                None => backend.init_node(node, &settings).await,
             }
         })
         .await?;

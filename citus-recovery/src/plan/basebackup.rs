@@ -168,6 +168,15 @@ impl BasebackupPlan {
     }
 }
 
+/// Whether the backups of `catalog` lie in `<backupBaseFolder>` (a folder per node) rather than
+/// in the repository: where the catalog is, the backups are. A fork's config has no repository
+/// but restores the live cluster's backups, whose catalog is in the live repository; a folder
+/// backup from before a repository was configured is copied into it by `import-folders`.
+/// Reads no disk: plans call it.
+pub fn in_backup_folder(catalog: &Catalog) -> bool {
+    !catalog.in_repository()
+}
+
 /// What [`into_repository`] stored for one node (also what a node host's `node-backup` prints,
 /// as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]

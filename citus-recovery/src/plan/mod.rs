@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use abort::{AbortPlan, AbortReport, NodeAbort};
 pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
-pub use basebackup::{BasebackupPlan, StoredBackup};
+pub use basebackup::{in_backup_folder, BasebackupPlan, StoredBackup};
 pub use basis::{NodeBasis, PlanBasis};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub use restore::{

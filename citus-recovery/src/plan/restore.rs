@@ -272,9 +272,7 @@ impl RestorePlan {
         // stay where that attempt put them.
         let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
         crate::observe::check_backup_nodes(config, backup)?;
-        // Without a repository the backup is in its folder; with one, in the repository
-        // (`import-folders` brings older folder backups there).
-        let in_folder = config.repository.is_none();
+        let in_folder = super::basebackup::in_backup_folder(catalog);
         let mut nodes = Vec::new();
         let mut state_nodes = Vec::new();
         for node in config.nodes() {

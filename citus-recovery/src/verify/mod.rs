@@ -397,8 +397,8 @@ pub async fn verify_reading(
     let mut target_nodes = Vec::new();
     let mut raised = BTreeMap::new();
     let mut tar_checks = Vec::new();
-    // With a repository, backups are in it (plan::basebackup); without, in folders.
-    let stored = repo;
+    // Where the catalog is, the backups are (plan::in_backup_folder).
+    let stored = repo.filter(|_| !crate::plan::in_backup_folder(catalog));
     for node in config.nodes() {
         let folder = catalog.node_backup_dir(&backup.name, &node.name);
         let in_folder = stored.is_none();
