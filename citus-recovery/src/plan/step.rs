@@ -70,9 +70,10 @@ pub enum Step {
         /// The node's WAL archive.
         archive: PathBuf,
     },
-    /// `pg_basebackup` as one tar stream (`-X none`) checked against its `backup_manifest` as
-    /// it passes, compressed into the repository; wait until the WAL up to its stop LSN is
-    /// archived, and write the node manifest.
+    /// `pg_basebackup` as one tar stream (`-X fetch`, its WAL segments left out; `-X none`
+    /// when a segment was recycled) checked against its `backup_manifest` as it passes,
+    /// compressed into the repository; wait until the WAL up to its stop LSN is archived, and
+    /// write the node manifest.
     BaseBackupToRepository {
         /// The backup's name.
         backup: String,
