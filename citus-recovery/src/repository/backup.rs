@@ -353,7 +353,10 @@ fn scan_and_encode(
         if !leave_out {
             out.put(&h)?;
         }
-        let padded = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        let padded = size
+            .div_ceil(BLOCK as u64)
+            .checked_mul(BLOCK as u64)
+            .ok_or_else(|| bad_tar(format!("the tar header of {path} claims {size} bytes")))?;
         let (mut left, mut crc, mut kept) = (padded, 0u32, Vec::new());
         while left > 0 {
             let want = left.min(buf.len() as u64) as usize;
@@ -742,6 +745,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inside global/1262"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_impossible_size_is_refused() {
+        let mut header = tar::Header::new_ustar();
+        header.set_path("base/1/1259").unwrap();
+        header.set_size(u64::MAX);
+        header.set_cksum();
+        let e = round_trip(header.as_bytes().to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("claims 18446744073709551615 bytes"), "{e}");
     }
 
     #[test]
