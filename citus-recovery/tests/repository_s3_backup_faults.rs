@@ -37,14 +37,18 @@ async fn s3_stopped_during_a_backup_leaves_no_backup() {
     let c = t.cluster.clone();
     c.create(true).await.expect("create");
     c.prepare_archiving(true, false).await.expect("archiving");
-    // Enough data that the stream lasts a while.
-    t.sql(
-        "coordinator",
-        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
-         FROM generate_series(1, 1500000) g",
-    )
-    .await
-    .unwrap();
+    // Enough data on every node that each stream lasts a while: a node's backup ends without
+    // waiting a second for its archive (`-X fetch`), and a node done before S3 went away keeps
+    // its completed objects (the backup is still never offered: no cluster manifest).
+    for node in ["coordinator", "worker1"] {
+        t.sql(
+            node,
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
+             FROM generate_series(1, 1500000) g",
+        )
+        .await
+        .unwrap();
+    }
     let started = Instant::now();
     let (result, ()) = tokio::join!(c.basebackup(Some("doomed")), async {
         tokio::time::sleep(Duration::from_millis(700)).await;

@@ -6,6 +6,7 @@ mod common;
 #[path = "common/repository_cycle.rs"]
 mod repository_cycle;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -94,6 +95,127 @@ async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
         let now = files_below(dir);
         assert!(now.len() >= was.len() / 2 && dir.join("PG_VERSION").is_file());
     }
+    c.stop().await.unwrap();
+}
+
+/// A slow archive_command: the backup streams with `-X fetch` (the server does not wait for
+/// the archive), so the tool itself must wait until the backup's last WAL segment is in the
+/// repository before it records the backup; the stored tar holds no WAL of its own, and the
+/// backup restores to a later restore point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_waits_for_its_last_segment_behind_a_slow_archive_command() {
+    skip_unless_postgres!();
+    let mut t = TestCluster::new(0);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    t.sql(
+        "coordinator",
+        "CREATE TABLE yy AS SELECT g FROM generate_series(1, 300) g",
+    )
+    .await
+    .unwrap();
+    let command = t
+        .sql("coordinator", "SELECT current_setting('archive_command')")
+        .await
+        .unwrap()
+        .remove(0);
+    let slow = format!("sleep 3 && {command}").replace('\'', "''");
+    t.sql(
+        "coordinator",
+        &format!("ALTER SYSTEM SET archive_command = '{slow}'"),
+    )
+    .await
+    .unwrap();
+    t.sql("coordinator", "SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let backup = c.basebackup(Some("slow")).await.expect("base backup");
+    let took = started.elapsed();
+    let part = backup.node("coordinator").expect("its part");
+    let last = citus_recovery::wal::segment_file_name(
+        part.timeline,
+        citus_recovery::wal::Lsn(part.end_lsn.0 - 1),
+        16 << 20,
+    );
+    let repository = c.repository().expect("a repository").clone();
+    assert!(
+        citus_recovery::archiving::is_archived(repository.as_ref(), "coordinator", &last)
+            .await
+            .unwrap(),
+        "{last} is archived when the backup is recorded"
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(3),
+        "waited: {took:?}"
+    );
+    // The WAL that -X fetch put into the stream is not stored in the backup.
+    let stored = std::fs::read(repo.join("backups/slow/coordinator/base.tar.zst")).unwrap();
+    let mut tar = Vec::new();
+    citus_recovery::repository::codec::StreamDecoder::new(stored.as_slice())
+        .read_to_end(&mut tar)
+        .unwrap();
+    let mut paths = Vec::new();
+    for entry in tar::Archive::new(tar.as_slice()).entries().unwrap() {
+        let entry = entry.unwrap();
+        paths.push((
+            entry.path().unwrap().to_string_lossy().into_owned(),
+            entry.header().entry_type(),
+        ));
+    }
+    assert!(
+        paths.iter().any(|(p, _)| p == "PG_VERSION")
+            && paths.iter().any(|(p, _)| p == "backup_label"),
+        "{} entries",
+        paths.len()
+    );
+    // Only the listed `archive_status/*.done` of the fetched segments stays.
+    let wal: Vec<&(String, tar::EntryType)> = paths
+        .iter()
+        .filter(|(p, kind)| p.contains("pg_wal/") && kind.is_file())
+        .collect();
+    assert!(
+        !wal.is_empty() && wal.iter().all(|(p, _)| p.ends_with(".done")),
+        "no WAL segment in the stored tar: {wal:?}"
+    );
+    t.sql(
+        "coordinator",
+        &format!(
+            "ALTER SYSTEM SET archive_command = '{}'",
+            command.replace('\'', "''")
+        ),
+    )
+    .await
+    .unwrap();
+    t.sql("coordinator", "SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    t.sql(
+        "coordinator",
+        "INSERT INTO yy SELECT g FROM generate_series(1, 200) g",
+    )
+    .await
+    .unwrap();
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    t.sql(
+        "coordinator",
+        "INSERT INTO yy SELECT g FROM generate_series(1, 50) g",
+    )
+    .await
+    .unwrap();
+    c.restore_start(Some("slow"), Some("rp"))
+        .await
+        .expect("restore");
+    assert_eq!(
+        t.count("coordinator", "yy").await,
+        500,
+        "the rows at the point"
+    );
     c.stop().await.unwrap();
 }
 

@@ -527,6 +527,62 @@ impl ClusterBackend for FakeBackend {
         })
     }
 
+    /// A tar of `PG_VERSION` and a manifest listing it. An injected failure fails as
+    /// pg_basebackup `-X fetch` does when a checkpoint recycled a segment of the backup: the tar
+    /// cut short and the exit quoting the server's error.
+    async fn base_backup_stream(
+        &self,
+        node: &NodeConfig,
+        label: &str,
+        wal: super::StreamedWal,
+    ) -> Result<super::BackupStream> {
+        let mode = match wal {
+            super::StreamedWal::Fetch => "fetch",
+            super::StreamedWal::None => "none",
+        };
+        let failed = self
+            .call(node, "base_backup_stream", format!("{mode} {label}"))
+            .await
+            .is_err();
+        let version = b"15\n";
+        let manifest = format!(
+            r#"{{"Files": [{{"Path": "PG_VERSION", "Size": 3, "Checksum-Algorithm": "CRC32C", "Checksum": "{:08x}"}}], "WAL-Ranges": [{{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}}]}}"#,
+            u32::from_be_bytes(crc32c::crc32c(version).to_le_bytes())
+        );
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("PG_VERSION", &version[..]),
+            ("backup_manifest", manifest.as_bytes()),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, path, data)
+                .expect("a tar in memory");
+        }
+        let mut tar = builder.into_inner().expect("a tar in memory");
+        let name = node.name.clone();
+        let done: futures::future::BoxFuture<'static, Result<()>> = if failed {
+            tar.truncate(700);
+            Box::pin(async move {
+                Err(Error::node(
+                    &name,
+                    "pg_basebackup",
+                    "pg_basebackup: error: backup failed: ERROR:  requested WAL segment \
+                     000000010000000000000002 has already been removed",
+                ))
+            })
+        } else {
+            Box::pin(async { Ok(()) })
+        };
+        Ok(super::BackupStream {
+            tar: Box::new(std::io::Cursor::new(tar)),
+            done,
+        })
+    }
+
     async fn base_backup(
         &self,
         node: &NodeConfig,

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use tokio::process::Command;
 
 use super::{
-    BackupFiles, BackupStream, ClusterBackend, FileSync, ServerState, StartWait, TablespaceTarget,
-    TarStreams,
+    BackupFiles, BackupStream, ClusterBackend, FileSync, ServerState, StartWait, StreamedWal,
+    TablespaceTarget, TarStreams,
 };
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
@@ -245,6 +245,9 @@ impl LocalBackend {
 /// process dies) it terminates its whole process group, children of the program included.
 const SUPERVISOR: &str = r#"trap 'trap - TERM; kill -TERM 0' TERM; "$0" "$@" & wait $!"#;
 
+/// The pipe size asked for a streamed backup's tar (the default is 64 KiB).
+const PIPE_BYTES: nix::libc::c_int = 1 << 20;
+
 /// Terminates a supervised process group when dropped while armed.
 struct GroupGuard(Option<u32>);
 
@@ -460,8 +463,17 @@ impl ClusterBackend for LocalBackend {
         })
     }
 
-    async fn base_backup_stream(&self, node: &NodeConfig, label: &str) -> Result<BackupStream> {
-        let mut cmd = self.pg_basebackup(node, "-".as_ref(), "none", label)?;
+    async fn base_backup_stream(
+        &self,
+        node: &NodeConfig,
+        label: &str,
+        wal: StreamedWal,
+    ) -> Result<BackupStream> {
+        let wal = match wal {
+            StreamedWal::Fetch => "fetch",
+            StreamedWal::None => "none",
+        };
+        let mut cmd = self.pg_basebackup(node, "-".as_ref(), wal, label)?;
         let action = "pg_basebackup";
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -476,6 +488,12 @@ impl ClusterBackend for LocalBackend {
             .expect("stdout is piped")
             .into_owned_fd()
             .map_err(pipe)?;
+        // A bigger pipe: fewer wake-ups of pg_basebackup and of the reader per MiB. Best
+        // effort (the limit is /proc/sys/fs/pipe-max-size).
+        let _ = nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&stdout),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES),
+        );
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let name = node.name.clone();
         let done = async move {

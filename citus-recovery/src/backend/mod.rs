@@ -65,6 +65,21 @@ pub struct BackupFiles {
     pub tablespaces: Vec<u32>,
 }
 
+/// Which WAL a streamed base backup ([`ClusterBackend::base_backup_stream`]) carries, and so
+/// whether the server waits for the archive before it ends the backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamedWal {
+    /// `-X fetch`: the WAL from the backup's start to its stop comes in the tar under `pg_wal/`
+    /// (a reader drops it: the archive has it), and pg_basebackup asks the server not to wait
+    /// for the archive (`NOWAIT`), so the caller must wait for the last segment itself. Fails
+    /// ("requested WAL segment ... has already been removed") when a checkpoint recycled a
+    /// segment during the backup.
+    Fetch,
+    /// `-X none`: no WAL in the tar; the server ends the backup only once its last segment is
+    /// archived, checking once a second.
+    None,
+}
+
 /// A base backup being written as one tar into a pipe ([`ClusterBackend::base_backup_stream`]).
 pub struct BackupStream {
     /// The tar, to be read on a blocking thread: the data directory's files, then PostgreSQL's
@@ -204,11 +219,17 @@ pub trait ClusterBackend: Send + Sync {
     ) -> Result<()>;
 
     /// Starts a base backup of the node written as one tar into a pipe (`pg_basebackup -D -
-    /// -Ft -X none -c fast --manifest-checksums=CRC32C`): nothing is written on the node's
-    /// host, and the backup's WAL must come from the archive. PostgreSQL refuses this for a
-    /// node with user tablespaces. The default refuses: a backend that cannot do it says so.
-    async fn base_backup_stream(&self, node: &NodeConfig, label: &str) -> Result<BackupStream> {
-        let _ = label;
+    /// -Ft -X <wal> -c fast --manifest-checksums=CRC32C`): nothing is written on the node's
+    /// host, and the backup's WAL must come from the archive (`wal` only decides whether the
+    /// server waits for it, see [`StreamedWal`]). PostgreSQL refuses this for a node with user
+    /// tablespaces. The default refuses: a backend that cannot do it says so.
+    async fn base_backup_stream(
+        &self,
+        node: &NodeConfig,
+        label: &str,
+        wal: StreamedWal,
+    ) -> Result<BackupStream> {
+        let _ = (label, wal);
         Err(crate::error::Error::node(
             &node.name,
             "pg_basebackup",

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::archive::find;
 use super::{run_phases, NodePlan, Phase, RunOptions, Step, StepOutput};
-use crate::backend::{ClusterBackend, TablespaceTarget, TarStreams};
+use crate::backend::{ClusterBackend, StreamedWal, TablespaceTarget, TarStreams};
 use crate::catalog::{Backup, Catalog};
 use crate::config::ClusterConfig;
 use crate::config::NodeConfig;
@@ -221,9 +221,58 @@ pub async fn into_repository(
     let compression = backend.config().compression;
     let folder = node_folder(backup, &node.name)?;
     let key = stored::tar_key(&folder, "base", compression);
-    let stream = backend.base_backup_stream(node, backup).await?;
+    let uploaded = stream_with_fallback(backend, repo, node, backup, &key).await?;
+    let manifest = uploaded.scanned.manifest.unwrap_or_default();
+    let mkey = manifest_key(&folder);
+    repo.put_create(&mkey, codec::encode(compression, &manifest))
+        .await?;
+    Ok(StoredBackup {
+        bytes: uploaded.stored,
+        tablespaces: Vec::new(),
+        manifest: String::from_utf8_lossy(&manifest).into_owned(),
+        manifest_key: mkey.as_str().to_string(),
+    })
+}
+
+/// Streams a base backup of `node` into `key`: `-X fetch` first, so that the server ends the
+/// backup without waiting for its WAL to be archived (it checks once a second) and the caller
+/// waits for the last segment itself, polling faster; the WAL it adds to the tar is left out of
+/// the stored object. A segment recycled during the backup fails it before anything is stored:
+/// it is then taken again with `-X none`, where the server keeps the WAL until archived.
+pub(crate) async fn stream_with_fallback(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+    key: &Key,
+) -> Result<stored::UploadedTar> {
+    match stream_into(backend, repo, node, backup, key, StreamedWal::Fetch).await {
+        Err(e) if e.to_string().contains("has already been removed") => {
+            crate::progress::message(format!(
+                "{}: a WAL segment of the backup was recycled before pg_basebackup fetched it; \
+                 taking the backup again without WAL in the stream",
+                node.name
+            ));
+            stream_into(backend, repo, node, backup, key, StreamedWal::None).await
+        }
+        other => other,
+    }
+}
+
+/// One streamed `pg_basebackup` of `node` into `key`, every file checked against the manifest at
+/// the tar's end before the object is completed.
+async fn stream_into(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+    key: &Key,
+    wal: StreamedWal,
+) -> Result<stored::UploadedTar> {
+    let compression = backend.config().compression;
+    let stream = backend.base_backup_stream(node, backup, wal).await?;
     let shown = key.as_str().to_string();
-    let uploaded = stored::upload_tar(repo, &key, compression, stream.tar, stream.done, |scan| {
+    stored::upload_tar(repo, key, compression, stream.tar, stream.done, |scan| {
         let manifest = scan.manifest.as_deref().ok_or_else(|| Error::Corrupt {
             key: shown.clone(),
             problem: "pg_basebackup's tar holds no backup_manifest, so its files cannot be \
@@ -255,17 +304,7 @@ pub async fn into_repository(
             })
         }
     })
-    .await?;
-    let manifest = uploaded.scanned.manifest.unwrap_or_default();
-    let mkey = manifest_key(&folder);
-    repo.put_create(&mkey, codec::encode(compression, &manifest))
-        .await?;
-    Ok(StoredBackup {
-        bytes: uploaded.stored,
-        tablespaces: Vec::new(),
-        manifest: String::from_utf8_lossy(&manifest).into_owned(),
-        manifest_key: mkey.as_str().to_string(),
-    })
+    .await
 }
 
 /// The fallback of [`into_repository`] for a node with user tablespaces (PostgreSQL writes

@@ -70,9 +70,10 @@ pub enum Step {
         /// The node's WAL archive.
         archive: PathBuf,
     },
-    /// `pg_basebackup` as one tar stream (`-X none`) checked against its `backup_manifest` as
-    /// it passes, compressed into the repository; wait until the WAL up to its stop LSN is
-    /// archived, and write the node manifest.
+    /// `pg_basebackup` as one tar stream (`-X fetch`, its WAL segments left out; `-X none`
+    /// when a segment was recycled) checked against its `backup_manifest` as it passes,
+    /// compressed into the repository; wait until the WAL up to its stop LSN is archived, and
+    /// write the node manifest.
     BaseBackupToRepository {
         /// The backup's name.
         backup: String,
@@ -954,9 +955,22 @@ async fn wait_archived(
                 ));
             }
         }
-        tokio::time::sleep(opts.poll_interval).await;
+        // The segment was switched just now and archiving one takes tens of milliseconds:
+        // look often at first, then at the configured pace.
+        let pace = if started.elapsed() < FAST_POLL_FOR {
+            opts.poll_interval.min(FAST_POLL)
+        } else {
+            opts.poll_interval
+        };
+        tokio::time::sleep(pace).await;
     }
 }
+
+/// How often [`wait_archived`] looks during its first [`FAST_POLL_FOR`].
+const FAST_POLL: Duration = Duration::from_millis(20);
+
+/// See [`FAST_POLL`].
+const FAST_POLL_FOR: Duration = Duration::from_secs(2);
 
 /// What `statement_timeout` allows a restore point beyond its `lock_timeout`: the work itself
 /// (a connection to every node and a WAL record on each) takes milliseconds.

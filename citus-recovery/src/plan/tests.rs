@@ -676,3 +676,42 @@ fn with_a_repository_backups_go_into_it_and_restores_come_from_it() {
         assert!(s.to_string().contains("checking every file against"), "{s}");
     }
 }
+
+/// A `-X fetch` backup whose WAL was recycled before pg_basebackup fetched it stores nothing
+/// and is taken again with `-X none`; a second failure is returned, naming the cause, and
+/// leaves nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_backup_that_lost_its_wal_is_taken_again_without_wal() {
+    use crate::backend::fake::FakeBackend;
+    use crate::repository::memory::MemoryRepository;
+    use crate::repository::{Key, Repository};
+    let c = config();
+    let node = c.coordinator.clone();
+    let fake = FakeBackend::new(c);
+    let repo = MemoryRepository::new();
+    let key = Key::new("backups/b1/coordinator/base.tar.zst").unwrap();
+    fake.fail("coordinator", "base_backup_stream", 1);
+    let up = basebackup::stream_with_fallback(&fake, &repo, &node, "b1", &key)
+        .await
+        .expect("taken again");
+    assert_eq!(
+        fake.node_calls("coordinator"),
+        [
+            "base_backup_stream fetch b1 (injected failure)",
+            "base_backup_stream none b1"
+        ]
+    );
+    assert_eq!(up.scanned.files.len(), 2, "{:?}", up.scanned.files);
+    assert!(repo.head(&key).await.unwrap().is_some());
+
+    let key = Key::new("backups/b2/coordinator/base.tar.zst").unwrap();
+    fake.clear_calls();
+    fake.fail("coordinator", "base_backup_stream", 1);
+    fake.fail("coordinator", "base_backup_stream", 2);
+    let e = basebackup::stream_with_fallback(&fake, &repo, &node, "b2", &key)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has already been removed"), "{e}");
+    assert_eq!(fake.call_count("coordinator", "base_backup_stream"), 2);
+    assert_eq!(repo.head(&key).await.unwrap(), None);
+}

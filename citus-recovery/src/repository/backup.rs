@@ -116,8 +116,10 @@ pub struct ScannedTar {
     /// The content of a top-level `backup_manifest` entry (PostgreSQL adds one to the tar it
     /// writes to stdout).
     pub manifest: Option<Vec<u8>>,
-    /// The tar's length.
+    /// The tar's length as read (WAL left out included).
     pub tar_bytes: u64,
+    /// The bytes of WAL segments in `pg_wal/` left out of the stored tar.
+    pub wal_left_out: u64,
 }
 
 /// A tar stored by [`upload_tar`].
@@ -201,78 +203,194 @@ pub async fn upload_tar(
     }
 }
 
-/// Passes what is read through the encoder into the upload's channel.
-struct Tee<R> {
-    inner: R,
+/// Feeds the encoder and sends the chunks it completes into the upload's channel.
+struct Out {
     encoder: StreamEncoder,
     tx: mpsc::Sender<std::io::Result<Bytes>>,
-    bytes: u64,
 }
 
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        for chunk in self.encoder.push(&buf[..n]) {
+impl Out {
+    fn put(&mut self, data: &[u8]) -> std::io::Result<()> {
+        for chunk in self.encoder.push(data) {
             self.tx
                 .blocking_send(Ok(chunk))
                 .map_err(|_| std::io::Error::other("the upload stopped"))?;
         }
-        self.bytes += n as u64;
-        Ok(n)
+        Ok(())
     }
 }
 
-/// Reads the whole tar through the encoder, noting its files; returns the encoder (its end
-/// not yet sent) and what went past.
+/// The tar block size.
+const BLOCK: usize = 512;
+
+/// Reads into `buf` until it is full or the input ends; returns how much was read.
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn bad_tar(problem: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, problem)
+}
+
+/// A tar header's numeric field: octal text, or base-256 when the first byte's top bit is set.
+fn tar_number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        let mut n = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(n);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c: char| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+/// A ustar header's path (`prefix/name`), its type flag and its data size, its checksum checked.
+fn parse_header(h: &[u8; BLOCK]) -> std::io::Result<(String, u8, u64)> {
+    let declared = tar_number(&h[148..156]);
+    let computed: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| u64::from(if (148..156).contains(&i) { b' ' } else { b }))
+        .sum();
+    if declared != Some(computed) {
+        return Err(bad_tar(format!(
+            "a tar header's checksum is {declared:?} where its bytes sum to {computed}: the \
+             stream is damaged"
+        )));
+    }
+    let field = |range: std::ops::Range<usize>| {
+        let f = &h[range];
+        let end = f.iter().position(|&b| b == 0).unwrap_or(f.len());
+        String::from_utf8_lossy(&f[..end]).into_owned()
+    };
+    let name = field(0..100);
+    // POSIX ustar has a prefix field; GNU tar ("ustar  ") keeps other fields there.
+    let path = if &h[257..263] == b"ustar\0" && h[345] != 0 {
+        format!("{}/{name}", field(345..500))
+    } else {
+        name
+    };
+    let size = tar_number(&h[124..136])
+        .ok_or_else(|| bad_tar(format!("the tar header of {path} has no readable size")))?;
+    Ok((path, h[156], size))
+}
+
+/// Whether `path` is a WAL segment in `pg_wal/` (24 hex digits): what `pg_basebackup -X fetch`
+/// adds to the tar, unlisted in the manifest. Its `archive_status/*.done` and `.history` files
+/// are listed, small, and kept.
+fn is_wal_segment(path: &str) -> bool {
+    path.strip_prefix("pg_wal/")
+        .is_some_and(|name| name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Reads the whole tar through the encoder, noting its regular files; returns the encoder
+/// (its end not yet sent) and what went past. WAL segments in `pg_wal/` (the WAL that
+/// `pg_basebackup -X fetch` adds) are left out of the stored tar and of the files noted: the
+/// archive holds that WAL, and the manifest does not list it. A parser of its own rather than
+/// the `tar` crate: each byte is copied once on its way to the encoder.
 fn scan_and_encode(
-    tar: Box<dyn Read + Send>,
+    mut tar: Box<dyn Read + Send>,
     compression: Compression,
     tx: mpsc::Sender<std::io::Result<Bytes>>,
 ) -> std::io::Result<(StreamEncoder, ScannedTar)> {
     let (encoder, header) = StreamEncoder::new(compression);
     tx.blocking_send(Ok(header))
         .map_err(|_| std::io::Error::other("the upload stopped"))?;
-    let mut tee = Tee {
-        // Tar headers are read 512 bytes at a time: buffer the pipe.
-        inner: std::io::BufReader::with_capacity(1 << 20, tar),
-        encoder,
-        tx,
-        bytes: 0,
-    };
+    let mut out = Out { encoder, tx };
     let mut scanned = ScannedTar::default();
-    {
-        let mut archive = tar::Archive::new(&mut tee);
-        let mut buf = vec![0u8; 1 << 20];
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            if !entry.header().entry_type().is_file() {
-                continue;
-            }
-            let path = entry.path()?.to_string_lossy().into_owned();
-            let keep = path == MANIFEST && entry.size() <= MAX_MANIFEST_BYTES;
-            let mut kept = Vec::new();
-            let (mut crc, mut size) = (0u32, 0u64);
+    let mut buf = vec![0u8; super::codec::STREAM_CHUNK];
+    let mut h = [0u8; BLOCK];
+    loop {
+        let n = read_full(&mut tar, &mut h)?;
+        scanned.tar_bytes += n as u64;
+        if n == 0 {
+            break;
+        }
+        if n < BLOCK {
+            return Err(bad_tar(format!(
+                "the tar ends inside a header ({n} of {BLOCK} bytes): the stream was cut short"
+            )));
+        }
+        if h.iter().all(|&b| b == 0) {
+            // The end-of-archive blocks: the rest (more zeros, padding) goes as it is.
+            out.put(&h)?;
             loop {
-                let n = entry.read(&mut buf)?;
+                let n = read_full(&mut tar, &mut buf)?;
                 if n == 0 {
                     break;
                 }
-                crc = crc32c::crc32c_append(crc, &buf[..n]);
-                size += n as u64;
+                scanned.tar_bytes += n as u64;
+                out.put(&buf[..n])?;
+            }
+            break;
+        }
+        let (path, kind, size) = parse_header(&h)?;
+        if matches!(kind, b'L' | b'K' | b'x' | b'g') {
+            // PostgreSQL's tar writer never uses long names or pax headers.
+            return Err(bad_tar(format!(
+                "the tar has an extended header (type {:?}) before {path}, which PostgreSQL's \
+                 tar never writes; this reader does not take it",
+                kind as char
+            )));
+        }
+        let file = matches!(kind, b'0' | 0 | b'7');
+        let leave_out = file && is_wal_segment(&path);
+        let keep = file && path == MANIFEST && size <= MAX_MANIFEST_BYTES;
+        if !leave_out {
+            out.put(&h)?;
+        }
+        let padded = size
+            .div_ceil(BLOCK as u64)
+            .checked_mul(BLOCK as u64)
+            .ok_or_else(|| bad_tar(format!("the tar header of {path} claims {size} bytes")))?;
+        let (mut left, mut crc, mut kept) = (padded, 0u32, Vec::new());
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = read_full(&mut tar, &mut buf[..want])?;
+            if n < want {
+                return Err(bad_tar(format!(
+                    "the tar ends inside {path} ({} of {padded} bytes): the stream was cut short",
+                    padded - left + n as u64
+                )));
+            }
+            left -= n as u64;
+            scanned.tar_bytes += n as u64;
+            // The data without the padding after it.
+            let data = (n as u64).min(size.saturating_sub(padded - left - n as u64)) as usize;
+            if file && !leave_out {
+                crc = crc32c::crc32c_append(crc, &buf[..data]);
                 if keep {
-                    kept.extend_from_slice(&buf[..n]);
+                    kept.extend_from_slice(&buf[..data]);
                 }
             }
-            if keep {
-                scanned.manifest = Some(kept);
+            if leave_out {
+                scanned.wal_left_out += data as u64;
+            } else {
+                out.put(&buf[..n])?;
             }
+        }
+        if keep {
+            scanned.manifest = Some(kept);
+        }
+        if file && !leave_out {
             scanned.files.push(TarFile { path, size, crc });
         }
     }
-    // The end-of-archive blocks and padding are part of the tar too.
-    std::io::copy(&mut tee, &mut std::io::sink())?;
-    scanned.tar_bytes = tee.bytes;
-    Ok((tee.encoder, scanned))
+    Ok((out.encoder, scanned))
 }
 
 /// Reads every tar object of a node's backup (`tars`: tar name and key) from `repo` in full,
@@ -509,6 +627,145 @@ mod tests {
         .await
         .is_err());
         assert_eq!(repo.head(&key).await.unwrap(), None);
+    }
+
+    /// Uploads `tar` uncompressed into a memory repository; what came back, and the scan.
+    async fn round_trip(tar: Vec<u8>) -> Result<(Vec<u8>, ScannedTar)> {
+        let repo = MemoryRepository::new();
+        let key = Key::new("backups/b/n/base.tar").unwrap();
+        let up = upload_tar(
+            &repo,
+            &key,
+            Compression::None,
+            Box::new(std::io::Cursor::new(tar)),
+            async { Ok(()) },
+            |_| Ok(()),
+        )
+        .await?;
+        let stream = repo.get_stream(&key).await.unwrap();
+        let back = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            StreamDecoder::new(blocking_reader_in(stream))
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        })
+        .await
+        .unwrap();
+        Ok((back, up.scanned))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fetched_wal_is_left_out_and_long_paths_are_read() {
+        let long = format!("base/16384/{}/{}", "d".repeat(80), "f".repeat(60));
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind: tar::EntryType, data: &[u8]| {
+            // POSIX ustar, as PostgreSQL writes: a long path goes into the prefix field.
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o700);
+            header.set_path(path).unwrap();
+            header.set_cksum();
+            builder.append(&header, data).unwrap();
+        };
+        add("PG_VERSION", tar::EntryType::Regular, b"15\n");
+        add("pg_wal", tar::EntryType::Directory, b"");
+        add("pg_wal/archive_status", tar::EntryType::Directory, b"");
+        add(&long, tar::EntryType::Regular, &[7u8; 1500]);
+        add(
+            "pg_wal/000000010000000000000003",
+            tar::EntryType::Regular,
+            &[3u8; 70000],
+        );
+        add(
+            "pg_wal/archive_status/000000010000000000000003.done",
+            tar::EntryType::Regular,
+            b"",
+        );
+        add(
+            "pg_wal/00000002.history",
+            tar::EntryType::Regular,
+            b"1\t0/3000000\tno\n",
+        );
+        add("backup_manifest", tar::EntryType::Regular, b"{}");
+        let tar = builder.into_inner().unwrap();
+        let (back, scanned) = round_trip(tar.clone()).await.unwrap();
+        assert_eq!(scanned.tar_bytes, tar.len() as u64);
+        assert_eq!(scanned.wal_left_out, 70000);
+        let done = "pg_wal/archive_status/000000010000000000000003.done";
+        let paths: Vec<&str> = scanned.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "PG_VERSION",
+                long.as_str(),
+                done,
+                "pg_wal/00000002.history",
+                "backup_manifest"
+            ]
+        );
+        assert_eq!(scanned.files[1].crc, crc32c::crc32c(&[7u8; 1500]));
+        assert_eq!(scanned.manifest.as_deref(), Some(&b"{}"[..]));
+        // What was stored is a tar of everything else, the WAL folders kept.
+        let mut stored = Vec::new();
+        for entry in tar::Archive::new(back.as_slice()).entries().unwrap() {
+            let entry = entry.unwrap();
+            stored.push(entry.path().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            stored,
+            [
+                "PG_VERSION",
+                "pg_wal",
+                "pg_wal/archive_status",
+                long.as_str(),
+                done,
+                "pg_wal/00000002.history",
+                "backup_manifest"
+            ]
+        );
+        assert!(back.len() < tar.len() - 70000, "{} bytes", back.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_or_cut_tar_header_is_refused() {
+        let tar = tar_of(&[("PG_VERSION", b"15\n"), ("global/1262", &[1u8; 600])]);
+        let mut damaged = tar.clone();
+        damaged[1024 + 3] ^= 0x20; // a letter of the second header's path
+        let e = round_trip(damaged).await.unwrap_err().to_string();
+        assert!(e.contains("checksum") && e.contains("damaged"), "{e}");
+        let e = round_trip(tar[..1024 + 100].to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside a header"), "{e}");
+        let e = round_trip(tar[..1024 + 512 + 100].to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inside global/1262"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_impossible_size_is_refused() {
+        let mut header = tar::Header::new_ustar();
+        header.set_path("base/1/1259").unwrap();
+        header.set_size(u64::MAX);
+        header.set_cksum();
+        let e = round_trip(header.as_bytes().to_vec())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("claims 18446744073709551615 bytes"), "{e}");
+    }
+
+    #[test]
+    fn tar_numbers() {
+        assert_eq!(tar_number(b"00000001750\0"), Some(1000));
+        assert_eq!(tar_number(b"   \0"), Some(0));
+        assert_eq!(tar_number(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0]), Some(256));
+        assert_eq!(tar_number(b"9"), None);
     }
 
     #[test]

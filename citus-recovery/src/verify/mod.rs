@@ -447,7 +447,7 @@ pub async fn verify_reading(
                 "backup WAL",
                 true,
                 format!(
-                    "taken without WAL (-X none): its WAL from {} to {} comes from the archive, checked below with the WAL continuity",
+                    "stored without WAL: its WAL from {} to {} comes from the archive, checked below with the WAL continuity",
                     part.start_lsn, part.end_lsn
                 ),
             );
