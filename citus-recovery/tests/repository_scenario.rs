@@ -312,28 +312,34 @@ async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered()
     let c = t.cluster.clone();
     c.create(true).await.expect("create");
     c.prepare_archiving(true, false).await.expect("archiving");
-    t.sql(
-        "coordinator",
-        "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
-         FROM generate_series(1, 1500000) g",
-    )
-    .await
-    .unwrap();
+    // Data on every node, so every node's stream is still running when the tool is killed
+    // (a node's backup no longer waits a second for its archive).
+    for node in ["coordinator", "worker1"] {
+        t.sql(
+            node,
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS t \
+             FROM generate_series(1, 1500000) g",
+        )
+        .await
+        .unwrap();
+    }
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(&file)
         .args(["--quiet", "basebackup", "--name", "killed"])
         .spawn()
         .unwrap();
-    let folder = repo.join("backups/killed/coordinator");
+    let folders = ["coordinator", "worker1"].map(|n| repo.join("backups/killed").join(n));
     let started = Instant::now();
     let growing = || {
-        std::fs::read_dir(&folder)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
-            .any(|e| e.metadata().map(|m| m.len()).unwrap_or(0) > 1 << 20)
+        folders.iter().all(|folder| {
+            std::fs::read_dir(folder)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .any(|e| e.metadata().map(|m| m.len()).unwrap_or(0) > 1 << 20)
+        })
     };
     while !growing() {
         assert!(
