@@ -102,10 +102,14 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
     }
-    let refill = read_window(&dir)
-        .filter(|w| spooled_after(&dir, file, w.queue) * 2 < w.queue)
-        .and_then(|_| SpoolLock::try_acquire(&dir));
-    Spooled::Taken { refill }
+    let queue = read_window(&dir).map_or(0, |w| w.queue);
+    let (ahead, leftovers) = scan(&dir, file, queue);
+    let low = ahead * 2 < queue;
+    // Taking the free lock also removes what a killed worker left.
+    let lock = (low || leftovers).then(|| SpoolLock::try_acquire(&dir));
+    Spooled::Taken {
+        refill: lock.flatten().filter(|_| low),
+    }
 }
 
 /// Fetches `file` (PostgreSQL's `%f`) of `node` from `repo` into `dest` (`%p`), after checking
@@ -401,23 +405,23 @@ fn read_window(dir: &Path) -> Option<Window> {
     })
 }
 
-/// How many of the `queue` segments after `file` are spooled.
-fn spooled_after(dir: &Path, file: &str, queue: usize) -> usize {
-    let Some((tli, n)) = segment_number(file) else {
-        return 0;
+/// How many of the `queue` segments after `file` are spooled, and whether temporary files are
+/// there (left by a worker that was killed, or being written by a running one).
+fn scan(dir: &Path, file: &str, queue: usize) -> (usize, bool) {
+    let (Some((tli, n)), Ok(entries)) = (segment_number(file), std::fs::read_dir(dir)) else {
+        return (0, false);
     };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            spooled_segment(&name.to_string_lossy())
-                .and_then(|(seg, _)| segment_number(seg).map(|(t, m)| (t == tli, m)))
-                .is_some_and(|(same, m)| same && m > n && m <= n + queue as u64)
-        })
-        .count()
+    let (mut ahead, mut leftovers) = (0, false);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        leftovers |= name.starts_with(".tmp-");
+        let spooled = spooled_segment(&name).and_then(|(seg, _)| segment_number(seg));
+        if spooled.is_some_and(|(t, m)| t == tli && m > n && m <= n + queue as u64) {
+            ahead += 1;
+        }
+    }
+    (ahead, leftovers)
 }
 
 /// Fetches `file` of `node`, decoded and checksum-checked; `None` when the repository lacks it.
