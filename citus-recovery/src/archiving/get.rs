@@ -41,9 +41,15 @@ pub const SPOOL_DIR: &str = "citus-recovery-spool";
 /// The worker's window in the spool: `<first segment> <queue>`.
 const WINDOW_FILE: &str = ".window";
 
+/// The last segment handed to PostgreSQL, from the spool or fetched.
+const LAST_FILE: &str = ".last";
+
 /// How long a call waits for a running worker to deliver a segment of its window before
 /// fetching it itself (pgBackRest's `archive-timeout` default).
 const WORKER_WAIT: Duration = Duration::from_secs(60);
+
+/// How long removing the spool waits for a running worker to end.
+const REMOVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Requests a worker keeps in flight.
 const WORKER_PARALLEL: usize = 4;
@@ -102,6 +108,7 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));
     }
+    record_last(&dir, file);
     let queue = read_window(&dir).map_or(0, |w| w.queue);
     let (ahead, leftovers) = scan(&dir, file, queue);
     let low = ahead * 2 < queue;
@@ -129,7 +136,7 @@ pub async fn archive_get(
 ) -> Result<GetOutcome> {
     wal_key(node, file, "")?; // checks the name before anything touches the disk
     let dir = spool_dir_of(dest);
-    if queue == 0 {
+    if queue == 0 || replay_went_back(file, dest) {
         // Prefetch off (maybe turned off since the last call): leave nothing behind.
         let d = dir.clone();
         blocking(&dir, move || remove_spool_unless_busy(&d)).await?;
@@ -142,8 +149,15 @@ pub async fn archive_get(
     }
     match fetch_decoded(repo, node, file).await? {
         Some(data) => {
-            let dest2 = dest.to_path_buf();
-            blocking(dest, move || write_new(&dest2, &data)).await?;
+            let (dest2, d, f) = (dest.to_path_buf(), dir.clone(), file.to_string());
+            blocking(dest, move || {
+                write_new(&dest2, &data)?;
+                if segment_number(&f).is_some() && spool_is_ours(&d) {
+                    record_last(&d, &f);
+                }
+                Ok(())
+            })
+            .await?;
             tracing::debug!("archive-get {file}: fetched");
             Ok(GetOutcome::Restored)
         }
@@ -156,10 +170,45 @@ pub async fn archive_get(
     }
 }
 
+/// Whether PostgreSQL asks for segment `file` after it was given a later (or the same) one of
+/// its timeline through the spool beside `dest`: replay went back (the re-read of the last
+/// segment when recovery ends, a restart), so what is spooled ahead is not wanted and no worker
+/// should start. [`archive_get`] then removes the spool.
+pub fn replay_went_back(file: &str, dest: &Path) -> bool {
+    let dir = spool_dir_of(dest);
+    let Some((tli, n)) = segment_number(file) else {
+        return false;
+    };
+    if !spool_is_ours(&dir) {
+        return false;
+    }
+    let mut text = String::new();
+    let read = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(LAST_FILE))
+        .and_then(|f| f.take(64).read_to_string(&mut text));
+    read.is_ok() && segment_number(text.trim()).is_some_and(|(t, m)| t == tli && m >= n)
+}
+
+/// Records segment `file` as the last one handed over (best effort: without it nothing is
+/// taken for a step back).
+fn record_last(dir: &Path, file: &str) {
+    let write = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(LAST_FILE))
+        .and_then(|mut f| f.write_all(file.as_bytes()));
+    let _ = write;
+}
+
 /// The prefetch worker's job: fetches the segments `first` and the `queue - 1` after it on its
 /// timeline that are not spooled yet, [`WORKER_PARALLEL`] requests at a time, into the spool
 /// `lock` holds, each decoded and checksum-checked; stops at the first one the repository
-/// lacks (the end of the archive; the spool is removed when nothing is spooled). Returns how
+/// lacks (the end of the archive). With `queue` 0 it removes the spool. Returns how
 /// many it stored. A failed or damaged fetch stores nothing: PostgreSQL's own call reports it.
 pub async fn prefetch(
     repo: &dyn Repository,
@@ -205,13 +254,9 @@ pub async fn prefetch(
                     Err(e) => tracing::debug!("archive-get prefetch: not spooled: {e}"),
                 }
             }
-            Ok(None) => {
-                if stored == 0 && present.is_empty() {
-                    let d = dir.clone();
-                    blocking(&dir, move || empty_and_remove(&d)).await?;
-                }
-                break;
-            }
+            // The end of the archive. The spool stays: its `.last` tells a later step back,
+            // and PostgreSQL's own request past the end removes it.
+            Ok(None) => break,
             Err(e) => tracing::debug!("archive-get prefetch {name}: {e}"),
         }
     }
@@ -516,7 +561,7 @@ fn clean(dir: &Path, keep: &[String]) -> Result<Vec<String>> {
         let entry = entry.map_err(|e| Error::io("list the prefetch spool", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if name == WINDOW_FILE && is_file {
+        if (name == WINDOW_FILE || name == LAST_FILE) && is_file {
             continue;
         }
         let wanted = spooled_segment(&name).filter(|(seg, _)| keep.iter().any(|k| k == seg));
@@ -589,9 +634,10 @@ fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     })
 }
 
-/// Removes the spool folder `dir` and everything in it, unless a worker runs (it holds the
-/// lock) or it is not ours; a link or a file in its place is removed, never followed. Absent is
-/// fine, and failures are left for the next call: this never fails a call.
+/// Removes the spool folder `dir` and everything in it, unless a worker still runs after
+/// [`REMOVE_WAIT`] (it holds the lock) or it is not ours; a link or a file in its place is
+/// removed, never followed. Absent is fine, and failures are left for the next call: this never
+/// fails a call.
 fn remove_spool_unless_busy(dir: &Path) -> Result<()> {
     if !parent_is_ours(dir) {
         return Ok(());
@@ -599,8 +645,17 @@ fn remove_spool_unless_busy(dir: &Path) -> Result<()> {
     match std::fs::symlink_metadata(dir) {
         Ok(meta) if !meta.is_dir() => remove_entry(dir),
         Ok(_) => {
-            if let Some(lock) = SpoolLock::try_acquire(dir) {
-                let _ = empty_and_remove(&lock.dir);
+            // A worker ends at the end of its window or of the archive: usually at once.
+            let deadline = Instant::now() + REMOVE_WAIT;
+            loop {
+                if let Some(lock) = SpoolLock::try_acquire(dir) {
+                    let _ = empty_and_remove(&lock.dir);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
         Err(_) => {}
@@ -612,6 +667,7 @@ fn remove_spool_unless_busy(dir: &Path) -> Result<()> {
 fn empty_and_remove(dir: &Path) -> Result<()> {
     clean(dir, &[])?;
     let _ = std::fs::remove_file(dir.join(WINDOW_FILE));
+    let _ = std::fs::remove_file(dir.join(LAST_FILE));
     // An inherited lock names the folder by its descriptor; rmdir needs its path.
     let path = match std::fs::read_link(dir) {
         Ok(target) if dir.starts_with("/proc/self/fd") => target,

@@ -835,7 +835,7 @@ async fn archive_get_fetch(
     let config = load_config(args)?;
     let repo = archiving::wal_repository(&config, node)?;
     let queue = config.archive_get_queue;
-    if queue > 0 {
+    if queue > 0 && !archiving::replay_went_back(file, dest) {
         if let Some(next) = archiving::next_segment(file) {
             if let Some(lock) = archiving::SpoolLock::for_dest(dest) {
                 if let Err(e) = start_prefetch_worker(args, node, &next, lock) {

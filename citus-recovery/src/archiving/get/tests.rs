@@ -85,7 +85,7 @@ fn spooled(dir: &Path) -> Vec<String> {
         .map(|e| {
             e.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != WINDOW_FILE)
+                .filter(|n| n != WINDOW_FILE && n != LAST_FILE)
                 .collect()
         })
         .unwrap_or_default();
@@ -311,8 +311,10 @@ async fn the_end_of_the_archive_is_not_an_error_and_removes_the_spool() {
     let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
     assert_eq!(got, GetOutcome::NotFound);
     assert!(!spool.exists());
-    // A worker started past the end finds nothing and removes the spool it was given.
+    // A worker started past the end finds nothing; the call past the end removes the spool.
     assert_eq!(worker(&repo, &dest, 12, 4).await, 0);
+    let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
     assert!(!spool.exists());
     // A missing history file (what promotion asks for) also removes it.
     worker(&repo, &dest, 11, 4).await;
@@ -322,11 +324,13 @@ async fn the_end_of_the_archive_is_not_an_error_and_removes_the_spool() {
         .unwrap();
     assert_eq!(got, GetOutcome::NotFound);
     assert!(!spool.exists());
-    // But not while a worker runs: it is the worker's.
+    // But not while a worker runs (after a short wait): it is the worker's.
     let lock = SpoolLock::for_dest(&dest).unwrap();
+    let started = Instant::now();
     let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
     assert_eq!(got, GetOutcome::NotFound);
     assert!(spool.exists());
+    assert!(started.elapsed() >= REMOVE_WAIT);
     drop(lock);
 }
 
@@ -399,6 +403,33 @@ async fn a_link_in_place_of_the_spool_is_never_followed() {
     archive_get(&repo, "w1", &seg(2), &dest, 0).await.unwrap();
     assert!(std::fs::symlink_metadata(dir.path().join("pg_wal").join(SPOOL_DIR)).is_err());
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn a_step_back_of_replay_drops_the_spool_and_starts_no_worker() {
+    let (repo, dir) = setup(1..12).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    drop(SpoolLock::for_dest(&dest)); // what the command does before its first fetch
+    archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+    assert!(replay_went_back(&seg(1), &dest));
+    assert!(!replay_went_back(&seg(2), &dest));
+    worker(&repo, &dest, 2, 4).await;
+    for n in 2..=3 {
+        assert!(taken(take_spooled(&seg(n), &dest)).is_some());
+    }
+    assert!(replay_went_back(&seg(3), &dest), "the same segment again");
+    assert!(replay_went_back(&seg(2), &dest));
+    assert!(!replay_went_back(&seg(4), &dest));
+    assert!(
+        !replay_went_back("000000020000000000000002", &dest),
+        "another timeline"
+    );
+    // Recovery's end reads its last segment again: fetched, and the spool ahead dropped.
+    let got = archive_get(&repo, "w1", &seg(3), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(3));
+    assert!(!spool.exists());
 }
 
 #[tokio::test]
