@@ -38,19 +38,26 @@ fn environment() {
 /// A one-node (coordinator only) cluster whose WAL goes to `endpoint`'s bucket `wal` under
 /// `prefix`, prefetching `queue` segments; archiving on, backup `first` taken.
 async fn archiving_cluster(endpoint: &str, prefix: &str, queue: usize) -> TestCluster {
+    let repository = serde_json::json!({
+        "type": "s3", "bucket": "wal", "prefix": prefix,
+        "region": "us-east-1", "endpoint": endpoint, "allowHttp": true
+    });
+    archiving_cluster_on(|_| repository, queue).await
+}
+
+/// The same with the repository `repository` returns for the test's folder.
+async fn archiving_cluster_on(
+    repository: impl FnOnce(&Path) -> serde_json::Value,
+    queue: usize,
+) -> TestCluster {
     let mut t = TestCluster::new(0);
     let file = t.config_file();
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     json["archiveGetQueue"] = queue.into();
     std::fs::write(&file, json.to_string()).unwrap();
-    with_repository(
-        &mut t,
-        serde_json::json!({
-            "type": "s3", "bucket": "wal", "prefix": prefix,
-            "region": "us-east-1", "endpoint": endpoint, "allowHttp": true
-        }),
-    );
+    let repository = repository(t.dir());
+    with_repository(&mut t, repository);
     let c = t.cluster.clone();
     c.create(true).await.expect("create");
     c.prepare_archiving(true, false)
@@ -217,12 +224,31 @@ async fn restore_from_s3_takes_prefetched_segments_from_the_spool() {
     environment();
     let moto = moto_or_skip!(&["wal"], false);
     let t = archiving_cluster(&moto.endpoint(), "prefetch", 4).await;
+    replay_through_the_spool(&t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_from_posix_takes_prefetched_segments_from_the_spool() {
+    skip_unless_postgres!();
+    environment();
+    let t = archiving_cluster_on(
+        |dir| serde_json::json!({"type": "posix", "path": dir.join("repo")}),
+        4,
+    )
+    .await;
+    replay_through_the_spool(&t).await;
+}
+
+/// Restores `t` (prefetch queue 4) over 10+ segments: PostgreSQL replays, most segments come
+/// from the spool that the detached worker fills, the rows are exact, and promotion's request
+/// for the next timeline's history file removes the spool.
+async fn replay_through_the_spool(t: &TestCluster) {
     let c = t.cluster.clone();
-    write_segments(&t, 10, 500).await;
+    write_segments(t, 10, 500).await;
     c.create_restore_point(Some("rp"))
         .await
         .expect("restore point");
-    write_segments(&t, 2, 7).await;
+    write_segments(t, 2, 7).await;
 
     let log = t.config().log_file(&t.config().coordinator);
     let spooled_before = count_in(&log, "from the prefetch spool");
@@ -231,8 +257,8 @@ async fn restore_from_s3_takes_prefetched_segments_from_the_spool() {
         .expect("restore-start");
     assert_eq!(t.count("coordinator", "xx").await, 5000, "rows exact");
     let spooled = count_in(&log, "from the prefetch spool") - spooled_before;
-    let fetched = count_in(&log, "fetched, next 4 prefetched");
-    eprintln!("restore: {spooled} segments from the spool, {fetched} fetched with a prefetch");
+    let fetched = count_in(&log, ": fetched");
+    eprintln!("restore: {spooled} segments from the spool, {fetched} fetched directly");
     assert!(
         spooled >= 6,
         "at least 6 of the 10+ segments came from the spool: {spooled}"
@@ -248,11 +274,141 @@ async fn restore_from_s3_takes_prefetched_segments_from_the_spool() {
     while std::fs::symlink_metadata(&spool).is_ok() {
         assert!(
             Instant::now() < deadline,
-            "spool left after restore-finish: {spool:?}"
+            "spool left after restore-finish: {spool:?}: {:?}\n{}",
+            names_in(&spool),
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("archive-get") || l.contains("restore"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     c.stop().await.unwrap();
+}
+
+/// The detached prefetch worker killed (SIGKILL) at several points: what it leaves is never
+/// handed over (only checked segments, its window and `.tmp-*` files are there), every later
+/// segment arrives intact, and the temporary files are gone once the lock is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_prefetch_worker_leaves_nothing_that_is_handed_over() {
+    skip_unless_postgres!();
+    environment();
+    let t = archiving_cluster_on(
+        |dir| serde_json::json!({"type": "posix", "path": dir.join("repo")}),
+        8,
+    )
+    .await;
+    write_segments(&t, 6, 20_000).await;
+    t.cluster.stop().await.unwrap();
+    let repo = t.cluster.repository().unwrap().clone();
+    let segs = archived_segments(repo.as_ref()).await;
+    assert!(segs.len() >= 6, "{segs:?}");
+    let expected = tempfile::tempdir().unwrap();
+    for n in &segs {
+        let name = seg_name(*n);
+        let got = citus_recovery::archiving::archive_get(
+            repo.as_ref(),
+            "coordinator",
+            &name,
+            &expected.path().join(&name),
+            0,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, citus_recovery::archiving::GetOutcome::Restored);
+    }
+    let config = t.config_file();
+    for delay in [0u64, 10, 40, 150] {
+        let pg_wal = tempfile::tempdir().unwrap();
+        let dest = pg_wal.path().join("RECOVERYXLOG");
+        let spool = pg_wal.path().join(citus_recovery::archiving::SPOOL_DIR);
+        let (code, err) = cli_archive_get(&config, &seg_name(segs[0]), &dest);
+        assert_eq!(code, 0, "{err}");
+        std::thread::sleep(Duration::from_millis(delay));
+        let killed = kill_workers(&config);
+        for name in names_in(&spool) {
+            let segment = name.len() == 33 && name.as_bytes()[24] == b'.';
+            assert!(
+                segment || name == ".window" || name == ".last" || name.starts_with(".tmp-"),
+                "after a kill at {delay} ms ({killed} killed): {name}"
+            );
+        }
+        for n in &segs[1..] {
+            let name = seg_name(*n);
+            let _ = std::fs::remove_file(&dest);
+            let (code, err) = cli_archive_get(&config, &name, &dest);
+            assert_eq!(code, 0, "{name} after a kill at {delay} ms: {err}");
+            assert!(
+                std::fs::read(&dest).unwrap()
+                    == std::fs::read(expected.path().join(&name)).unwrap(),
+                "{name} after a kill at {delay} ms: not the archived bytes"
+            );
+        }
+        // The last workers end on their own (the end of the archive); then nothing temporary.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while workers_of(&config) > 0 {
+            assert!(Instant::now() < deadline, "a prefetch worker never ended");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(citus_recovery::archiving::SpoolLock::for_dest(&dest));
+        let left: Vec<String> = names_in(&spool)
+            .into_iter()
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect();
+        assert!(left.is_empty(), "after a kill at {delay} ms: {left:?}");
+    }
+}
+
+/// The names in folder `dir` (none when it is missing).
+fn names_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids of running `archive-get-worker` processes started with config `config`.
+fn worker_pids(config: &Path) -> Vec<i32> {
+    let config = std::path::absolute(config)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args.iter().any(|a| a == "archive-get-worker") && args.contains(&config);
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+/// How many prefetch workers of `config` run.
+fn workers_of(config: &Path) -> usize {
+    worker_pids(config).len()
+}
+
+/// SIGKILLs the prefetch workers of `config`; returns how many.
+fn kill_workers(config: &Path) -> usize {
+    let pids = worker_pids(config);
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    pids.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,24 +1,34 @@
 //! `archive-get`: one WAL file from the repository into `pg_wal`, checked before PostgreSQL
-//! sees it, with the next segments prefetched into a spool (pgBackRest's async archive-get
-//! queue) so that replay from object storage is not one round trip per segment.
+//! sees it, with the following segments prefetched into a spool by a detached worker
+//! (pgBackRest's asynchronous archive-get queue), so that replay from object storage is not
+//! one round trip, nor one repository client, per segment.
 //!
 //! The spool is `pg_wal/citus-recovery-spool/` (beside `%p`, so a spooled file reaches `%p` by
-//! `rename`). It is written by archive-get, which runs as the servers' user. It holds only
-//! decoded segments whose checksum passed, named `<segment>.<crc32c>`; each is read back and its
-//! checksum checked again before it is renamed to `%p`, so a stale, damaged or foreign file is
-//! never handed over. Writes go to `.tmp-*` files first; those (a crash mid-prefetch) and every
-//! name outside the current window are removed by the next call, under a `flock` on the folder.
-//! When PostgreSQL asks for a file the repository does not have (the end of the archive, and the
-//! next timeline's history file when restore-finish promotes) the spool is removed.
+//! `rename`), written by archive-get and its worker, which run as the servers' user. It holds
+//! only decoded segments whose checksum passed, named `<segment>.<crc32c>`; each is read back
+//! and its checksum checked again before it is renamed to `%p`, so a stale, damaged or foreign
+//! file is never handed over. Writes go to `.tmp-*` files first and are published by `rename`.
+//!
+//! One worker at most runs per spool: it holds an exclusive `flock` on the folder, taken by the
+//! call that starts it and handed over across `exec` ([`SpoolLock::spawn`]). Whoever takes the
+//! free lock removes `.tmp-*` files first (a worker that was killed), so a crash anywhere leaves
+//! nothing that is ever handed over. The worker fetches the segments of its window
+//! ([`prefetch`]), records the window in `.window`, and exits when the window is done or the
+//! archive ends. A call whose segment is spooled takes it without reading the config or
+//! starting a runtime ([`take_spooled`]); one whose segment is in a running worker's window
+//! waits for it; the rest fetch directly and start a worker for the segments after theirs.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use nix::fcntl::{Flock, FlockArg};
+use futures::StreamExt;
 
 use super::{wal_key, SUFFIXES};
 use crate::error::{Error, Result};
@@ -28,6 +38,22 @@ use crate::repository::{RepoError, Repository};
 /// The spool's folder name, inside the folder of `%p` (`pg_wal`).
 pub const SPOOL_DIR: &str = "citus-recovery-spool";
 
+/// The worker's window in the spool: `<first segment> <queue>`.
+const WINDOW_FILE: &str = ".window";
+
+/// The last segment handed to PostgreSQL, from the spool or fetched.
+const LAST_FILE: &str = ".last";
+
+/// How long a call waits for a running worker to deliver a segment of its window before
+/// fetching it itself (pgBackRest's `archive-timeout` default).
+const WORKER_WAIT: Duration = Duration::from_secs(60);
+
+/// How long removing the spool waits for a running worker to end.
+const REMOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// Requests a worker keeps in flight.
+const WORKER_PARALLEL: usize = 4;
+
 /// What [`archive_get`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GetOutcome {
@@ -36,19 +62,71 @@ pub enum GetOutcome {
     /// The repository does not hold it: a normal part of recovery (PostgreSQL asks for files
     /// past the end of the archive and for `.history` files that may not exist).
     NotFound,
-    /// The file was prefetched by an earlier call, checked again and renamed to the destination.
+    /// The file was prefetched by a worker, checked again and renamed to the destination.
     FromSpool,
 }
 
+/// What [`take_spooled`] did.
+#[derive(Debug)]
+pub enum Spooled {
+    /// The segment was in the spool, its checksum checked again, and it is now at `dest`.
+    /// `refill` is the spool's free lock when fewer than half the queue's segments after it
+    /// are spooled: start a worker with it ([`SpoolLock::spawn`]) from the next segment.
+    Taken {
+        /// The lock for a new worker, when the spool needs one.
+        refill: Option<SpoolLock>,
+    },
+    /// Not spooled (or not a segment, or no usable spool): fetch it with [`archive_get`].
+    Missing,
+}
+
+/// The cheap path of archive-get: takes segment `file` (PostgreSQL's `%f`) from the spool
+/// beside `dest` (`%p`) when a worker put it there, checksum checked. Reads no config and
+/// makes no request. When the segment is not there yet but a running worker's window holds
+/// it, waits for the worker (at most a minute). Never fails: anything odd is [`Spooled::Missing`].
+pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
+    if segment_number(file).is_none() {
+        return Spooled::Missing; // only segments are spooled
+    }
+    let dir = spool_dir_of(dest);
+    if !spool_is_ours(&dir) {
+        return Spooled::Missing;
+    }
+    let deadline = Instant::now() + WORKER_WAIT;
+    let mut pause = Duration::from_millis(1);
+    while !take(&dir, file, dest) {
+        let waiting = Instant::now() < deadline
+            && read_window(&dir).is_some_and(|w| w.holds(file))
+            && SpoolLock::try_acquire(&dir).is_none();
+        if !waiting {
+            // The worker may have stored it just before it let go of the lock.
+            if take(&dir, file, dest) {
+                break;
+            }
+            return Spooled::Missing;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+    record_last(&dir, file);
+    let queue = read_window(&dir).map_or(0, |w| w.queue);
+    let (ahead, leftovers) = scan(&dir, file, queue);
+    let low = ahead * 2 < queue;
+    // Taking the free lock also removes what a killed worker left.
+    let lock = (low || leftovers).then(|| SpoolLock::try_acquire(&dir));
+    Spooled::Taken {
+        refill: lock.flatten().filter(|_| low),
+    }
+}
+
 /// Fetches `file` (PostgreSQL's `%f`) of `node` from `repo` into `dest` (`%p`), after checking
-/// its checksum. When `file` is a WAL segment and `queue` is above 0, the next `queue` segments
-/// of its timeline are fetched in parallel into the spool beside `dest` ([`SPOOL_DIR`]), and a
-/// segment already spooled is taken from there without a request.
+/// its checksum; a segment a worker spooled is taken from the spool instead (checked again).
+/// Starts no worker: the command does, with [`SpoolLock::for_dest`]. With `queue` 0, and when
+/// the repository lacks the file (the end of the archive, the next timeline's history file
+/// during promotion), the spool is removed unless a worker runs.
 ///
 /// Any failure other than "not there" is an error, which the command turns into an exit code
-/// above 125 so that PostgreSQL stops recovery instead of taking it for the end of the WAL. A
-/// failed or damaged prefetch is not an error: that segment is fetched (and its failure
-/// reported) when PostgreSQL asks for it.
+/// above 125 so that PostgreSQL stops recovery instead of taking it for the end of the WAL.
 pub async fn archive_get(
     repo: &dyn Repository,
     node: &str,
@@ -57,117 +135,341 @@ pub async fn archive_get(
     queue: usize,
 ) -> Result<GetOutcome> {
     wal_key(node, file, "")?; // checks the name before anything touches the disk
-    let spool_dir = dest.parent().unwrap_or(Path::new(".")).join(SPOOL_DIR);
-    if queue == 0 {
+    let dir = spool_dir_of(dest);
+    if queue == 0 || replay_went_back(file, dest) {
         // Prefetch off (maybe turned off since the last call): leave nothing behind.
-        let dir = spool_dir.clone();
-        spool_step(blocking(&spool_dir, move || Spool::remove_all(&dir)).await);
-        return fetch_to(repo, node, file, dest).await;
-    }
-    let Some(window) = following_segments(file, queue) else {
-        // A .history, .backup or .partial file: fetched directly, the spool untouched unless
-        // the repository lacks it.
-        let outcome = fetch_to(repo, node, file, dest).await?;
-        if outcome == GetOutcome::NotFound {
-            let dir = spool_dir.clone();
-            spool_step(blocking(&spool_dir, move || Spool::remove_all(&dir)).await);
+        let d = dir.clone();
+        blocking(&dir, move || remove_spool_unless_busy(&d)).await?;
+    } else if segment_number(file).is_some() && spool_is_ours(&dir) {
+        let (d, f, to) = (dir.clone(), file.to_string(), dest.to_path_buf());
+        if blocking(&dir, move || Ok(take(&d, &f, &to))).await? {
+            tracing::debug!("archive-get {file}: from the prefetch spool");
+            return Ok(GetOutcome::FromSpool);
         }
-        return Ok(outcome);
-    };
-    let spool = {
-        let dir = spool_dir.clone();
-        spool_step(blocking(&spool_dir, move || Spool::open(&dir)).await).flatten()
-    };
-    let Some(spool) = spool else {
-        // Not a folder of ours: never trusted, never written.
-        return fetch_to(repo, node, file, dest).await;
-    };
-    let spool = std::sync::Arc::new(spool);
-    let (wanted, first) = (window.clone(), file.to_string());
-    let taken = {
-        let (spool, dest) = (spool.clone(), dest.to_path_buf());
-        blocking(&spool_dir, move || {
-            let mut keep = wanted;
-            keep.push(first.clone());
-            let present = spool.clean(&keep)?;
-            let taken = spool.take(&first, &dest)?;
-            Ok((taken, present))
-        })
-        .await
-    };
-    let Some((taken, present)) = spool_step(taken) else {
-        return fetch_to(repo, node, file, dest).await;
-    };
-    if taken {
-        tracing::debug!("archive-get {file}: from the prefetch spool");
-        return Ok(GetOutcome::FromSpool);
     }
-    // Not spooled: this segment and the missing ones after it, all at once.
-    let prefetch = window
-        .into_iter()
-        .filter(|name| !present.contains(name))
-        .map(|name| {
-            let spool = spool.clone();
-            async move {
-                match fetch_decoded(repo, node, &name).await {
-                    Ok(Some(data)) => {
-                        let dir = spool.dir.clone();
-                        let stored = blocking(&dir, move || spool.store(&name, &data)).await;
-                        if let Err(e) = stored {
-                            tracing::debug!("archive-get: prefetch not spooled: {e}");
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::debug!("archive-get: prefetch failed: {e}"),
-                }
-            }
-        });
-    let (main, _) = futures::join!(
-        fetch_decoded(repo, node, file),
-        futures::future::join_all(prefetch)
-    );
-    match main? {
+    match fetch_decoded(repo, node, file).await? {
         Some(data) => {
-            let dest2 = dest.to_path_buf();
-            blocking(dest, move || write_new(&dest2, &data)).await?;
-            tracing::debug!("archive-get {file}: fetched, next {queue} prefetched");
+            let (dest2, d, f) = (dest.to_path_buf(), dir.clone(), file.to_string());
+            blocking(dest, move || {
+                write_new(&dest2, &data)?;
+                if segment_number(&f).is_some() && spool_is_ours(&d) {
+                    record_last(&d, &f);
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::debug!("archive-get {file}: fetched");
             Ok(GetOutcome::Restored)
         }
         None => {
-            // The end of the archive: nothing after it is worth keeping.
-            spool_step(blocking(&spool_dir, move || spool.empty_and_remove()).await);
+            // The end of the archive: nothing spooled after it is worth keeping.
+            let d = dir.clone();
+            blocking(&dir, move || remove_spool_unless_busy(&d)).await?;
             Ok(GetOutcome::NotFound)
         }
     }
 }
 
-/// The outcome of work on the spool, which never fails a call: a spool that cannot be used is
-/// said in PostgreSQL's log and the segment is fetched directly (above all, the end of the
-/// archive stays "not found", never a failure that would stop recovery).
-fn spool_step<T>(result: Result<T>) -> Option<T> {
-    result
-        .map_err(|e| tracing::warn!("archive-get: prefetch spool not used: {e}"))
-        .ok()
+/// Whether PostgreSQL asks for segment `file` after it was given a later (or the same) one of
+/// its timeline through the spool beside `dest`: replay went back (the re-read of the last
+/// segment when recovery ends, a restart), so what is spooled ahead is not wanted and no worker
+/// should start. [`archive_get`] then removes the spool.
+pub fn replay_went_back(file: &str, dest: &Path) -> bool {
+    let dir = spool_dir_of(dest);
+    let Some((tli, n)) = segment_number(file) else {
+        return false;
+    };
+    if !spool_is_ours(&dir) {
+        return false;
+    }
+    let mut text = String::new();
+    let read = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(LAST_FILE))
+        .and_then(|f| f.take(64).read_to_string(&mut text));
+    read.is_ok() && segment_number(text.trim()).is_some_and(|(t, m)| t == tli && m >= n)
 }
 
-/// Fetches `file` into `dest` without the spool.
-async fn fetch_to(
+/// Records segment `file` as the last one handed over (best effort: without it nothing is
+/// taken for a step back).
+fn record_last(dir: &Path, file: &str) {
+    let write = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(LAST_FILE))
+        .and_then(|mut f| f.write_all(file.as_bytes()));
+    let _ = write;
+}
+
+/// The prefetch worker's job: fetches the segments `first` and the `queue - 1` after it on its
+/// timeline that are not spooled yet, [`WORKER_PARALLEL`] requests at a time, into the spool
+/// `lock` holds, each decoded and checksum-checked; stops at the first one the repository
+/// lacks (the end of the archive). With `queue` 0 it removes the spool. Returns how
+/// many it stored. A failed or damaged fetch stores nothing: PostgreSQL's own call reports it.
+pub async fn prefetch(
     repo: &dyn Repository,
     node: &str,
-    file: &str,
-    dest: &Path,
-) -> Result<GetOutcome> {
-    match fetch_decoded(repo, node, file).await? {
-        Some(data) => {
-            let dest2 = dest.to_path_buf();
-            blocking(dest, move || write_new(&dest2, &data)).await?;
-            Ok(GetOutcome::Restored)
+    first: &str,
+    queue: usize,
+    lock: &SpoolLock,
+) -> Result<usize> {
+    wal_key(node, first, "")?;
+    let dir = lock.dir.clone();
+    if queue == 0 {
+        let d = dir.clone();
+        blocking(&dir, move || empty_and_remove(&d)).await?;
+        return Ok(0);
+    }
+    let Some(mut window) = following_segments(first, queue.saturating_sub(1)) else {
+        return Ok(0); // not a segment: nothing follows it
+    };
+    window.insert(0, first.to_string());
+    let present = {
+        let (d, w) = (dir.clone(), window.clone());
+        let line = format!("{first} {queue}");
+        blocking(&dir, move || {
+            write_atomically(&d, WINDOW_FILE, line.as_bytes())?;
+            clean(&d, &w)
+        })
+        .await?
+    };
+    let missing: Vec<String> = window
+        .into_iter()
+        .filter(|name| !present.contains(name))
+        .collect();
+    let mut fetches = futures::stream::iter(missing)
+        .map(|name| async move { (fetch_decoded(repo, node, &name).await, name) })
+        .buffered(WORKER_PARALLEL);
+    let mut stored = 0;
+    while let Some((fetched, name)) = fetches.next().await {
+        match fetched {
+            Ok(Some(data)) => {
+                let d = dir.clone();
+                match blocking(&dir, move || store(&d, &name, &data)).await {
+                    Ok(()) => stored += 1,
+                    Err(e) => tracing::debug!("archive-get prefetch: not spooled: {e}"),
+                }
+            }
+            // The end of the archive. The spool stays: its `.last` tells a later step back,
+            // and PostgreSQL's own request past the end removes it.
+            Ok(None) => break,
+            Err(e) => tracing::debug!("archive-get prefetch {name}: {e}"),
         }
-        None => Ok(GetOutcome::NotFound),
+    }
+    Ok(stored)
+}
+
+/// A spool's worker lock: the folder opened (never through a link) with an exclusive `flock`
+/// on it, so that one worker at most fills a spool. Dropping it closes the handle without
+/// unlocking, so a lock handed to a worker stays with the worker.
+#[derive(Debug)]
+pub struct SpoolLock {
+    /// The spool; for an inherited lock, `/proc/self/fd/<fd>`, so every name resolves in the
+    /// folder that is locked whatever is renamed meanwhile.
+    dir: PathBuf,
+    fd: OwnedFd,
+}
+
+impl SpoolLock {
+    /// The lock of the spool beside `dest` (`%p`), making the spool (0700) when it is missing;
+    /// `None` when a worker holds it or the spool is not usable (a link, a file, another
+    /// user's folder, or `pg_wal` of another user: see [`parent_is_ours`]).
+    pub fn for_dest(dest: &Path) -> Option<SpoolLock> {
+        let dir = spool_dir_of(dest);
+        if !parent_is_ours(&dir) {
+            return None;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+        Self::try_acquire(&dir)
+    }
+
+    /// The free lock of the spool folder `dir`, after removing what a killed worker left
+    /// (`.tmp-*` files); `None` when it is held or `dir` is not a usable spool.
+    fn try_acquire(dir: &Path) -> Option<SpoolLock> {
+        let fd = open_spool(dir)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) } != 0
+        {
+            return None;
+        }
+        let lock = SpoolLock {
+            dir: dir.to_path_buf(),
+            fd,
+        };
+        remove_temporary(&lock.dir);
+        Some(lock)
+    }
+
+    /// The lock a worker was started with: descriptor `fd`, inherited from the call that took
+    /// it. Checked to be a folder of this user that others cannot write, locked by this
+    /// process' open file (a `flock` on it succeeds).
+    pub fn inherited(fd: RawFd) -> Result<SpoolLock> {
+        let dir = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let bad = |problem: &str| {
+            Error::io(
+                "use the inherited prefetch spool",
+                &dir,
+                std::io::Error::other(problem.to_string()),
+            )
+        };
+        // SAFETY: F_GETFD only asks whether `fd` is open; nothing else owns it in this process.
+        if fd < 3 || unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) } < 0 {
+            return Err(bad("no such open descriptor"));
+        }
+        // SAFETY: the descriptor is open and was passed to this process for it alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("inspect the prefetch spool", &dir, e))?;
+        if !meta.is_dir()
+            || meta.uid() != nix::unistd::geteuid().as_raw()
+            || meta.mode() & 0o022 != 0
+        {
+            return Err(bad("not a folder of this user that only it can write"));
+        }
+        let fd = OwnedFd::from(file);
+        // SAFETY: flock and fcntl on a descriptor this function owns.
+        let locked = unsafe {
+            nix::libc::fcntl(fd.as_raw_fd(), nix::libc::F_SETFD, nix::libc::FD_CLOEXEC);
+            nix::libc::flock(fd.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB)
+        };
+        if locked != 0 {
+            return Err(bad("its lock is held by another process"));
+        }
+        Ok(SpoolLock { dir, fd })
+    }
+
+    /// The descriptor a worker gets the lock by (pass it to [`SpoolLock::inherited`]).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Starts `cmd` detached with this lock: forked twice (no zombie, no parent to wait for
+    /// it), in a new session, stdin/stdout/stderr on `/dev/null` (nobody waits for its
+    /// output), working folder `/`, the lock's descriptor kept open across `exec`. Returns once
+    /// the program runs; the lock is then the worker's.
+    pub fn spawn(self, mut cmd: std::process::Command) -> Result<()> {
+        let fd = self.fd.as_raw_fd();
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .current_dir("/");
+        // SAFETY: only async-signal-safe calls (setsid, fork, _exit, fcntl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                use nix::libc;
+                libc::setsid();
+                match libc::fork() {
+                    -1 => return Err(std::io::Error::last_os_error()),
+                    0 => {}
+                    _ => libc::_exit(0), // the middle process: the worker is adopted
+                }
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::io("start the prefetch worker for", &self.dir, e))?;
+        let _ = child.wait(); // the middle process, which exits at once
+        Ok(())
     }
 }
 
-/// `file` of `node`, decoded and checksum-checked; `None` when the repository lacks it.
+/// The spool folder beside `dest`.
+fn spool_dir_of(dest: &Path) -> PathBuf {
+    dest.parent().unwrap_or(Path::new(".")).join(SPOOL_DIR)
+}
+
+/// Whether `dir` is a spool that may be used: in a `pg_wal` of this user, a folder (not a link)
+/// of this user that others cannot write.
+fn spool_is_ours(dir: &Path) -> bool {
+    parent_is_ours(dir)
+        && std::fs::symlink_metadata(dir).is_ok_and(|m| {
+            m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
+        })
+}
+
+/// The spool folder opened without following a link, when it is ours ([`spool_is_ours`]).
+fn open_spool(dir: &Path) -> Option<OwnedFd> {
+    if !parent_is_ours(dir) {
+        return None;
+    }
+    let file = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW)
+        .open(dir)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    let ours = meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0;
+    ours.then(|| OwnedFd::from(file))
+}
+
+/// A worker's window as `.window` records it.
+struct Window {
+    first: (String, u64),
+    queue: usize,
+}
+
+impl Window {
+    /// Whether segment `file` is in the window.
+    fn holds(&self, file: &str) -> bool {
+        segment_number(file).is_some_and(|(tli, n)| {
+            tli == self.first.0 && n >= self.first.1 && n < self.first.1 + self.queue as u64
+        })
+    }
+}
+
+/// The window the last worker of spool `dir` recorded.
+fn read_window(dir: &Path) -> Option<Window> {
+    let mut text = String::new();
+    File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(dir.join(WINDOW_FILE))
+        .ok()?
+        .take(64)
+        .read_to_string(&mut text)
+        .ok()?;
+    let (first, queue) = text.trim().split_once(' ')?;
+    let (tli, n) = segment_number(first)?;
+    Some(Window {
+        first: (tli.to_string(), n),
+        queue: queue.parse().ok().filter(|q| *q <= 1024)?,
+    })
+}
+
+/// How many of the `queue` segments after `file` are spooled, and whether temporary files are
+/// there (left by a worker that was killed, or being written by a running one).
+fn scan(dir: &Path, file: &str, queue: usize) -> (usize, bool) {
+    let (Some((tli, n)), Ok(entries)) = (segment_number(file), std::fs::read_dir(dir)) else {
+        return (0, false);
+    };
+    let (mut ahead, mut leftovers) = (0, false);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        leftovers |= name.starts_with(".tmp-");
+        let spooled = spooled_segment(&name).and_then(|(seg, _)| segment_number(seg));
+        if spooled.is_some_and(|(t, m)| t == tli && m > n && m <= n + queue as u64) {
+            ahead += 1;
+        }
+    }
+    (ahead, leftovers)
+}
+
+/// Fetches `file` of `node`, decoded and checksum-checked; `None` when the repository lacks it.
 async fn fetch_decoded(repo: &dyn Repository, node: &str, file: &str) -> Result<Option<Bytes>> {
     for suffix in SUFFIXES {
         let key = wal_key(node, file, suffix)?;
@@ -199,19 +501,31 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::io("work on", path, std::io::Error::other(e)))?
 }
 
+/// The timeline and segment number (log id × 256 + segment, for 16 MiB segments) of a segment
+/// name; `None` for anything else.
+fn segment_number(file: &str) -> Option<(&str, u64)> {
+    if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let log = u64::from_str_radix(&file[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&file[16..24], 16).ok()?;
+    Some((&file[..8], log * PER_LOG + seg))
+}
+
+/// 16 MiB segments per log id.
+const PER_LOG: u64 = 0x1_0000_0000 / (16 * 1024 * 1024);
+
+/// The name of the segment after segment `file` on its timeline (where the next worker starts).
+pub fn next_segment(file: &str) -> Option<String> {
+    following_segments(file, 1)?.pop()
+}
+
 /// The names of the `count` segments after segment `file` on its timeline, or `None` when
 /// `file` is not a segment. Assumes 16 MiB segments (PostgreSQL's default) where the log id
 /// rolls over: with another size some names do not exist (not found, skipped) or are missed
 /// (fetched when asked), and correctness never depends on it.
 pub(crate) fn following_segments(file: &str, count: usize) -> Option<Vec<String>> {
-    if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let tli = &file[..8];
-    let log = u64::from_str_radix(&file[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&file[16..24], 16).ok()?;
-    const PER_LOG: u64 = 0x1_0000_0000 / (16 * 1024 * 1024);
-    let first = log * PER_LOG + seg;
+    let (tli, first) = segment_number(file)?;
     Some(
         (1..=count as u64)
             .map(|i| first + i)
@@ -221,158 +535,148 @@ pub(crate) fn following_segments(file: &str, count: usize) -> Option<Vec<String>
     )
 }
 
-/// The spool folder, locked for this call.
-#[derive(Debug)]
-struct Spool {
-    dir: PathBuf,
-    _lock: Flock<File>,
-}
-
 /// Counter for unique temporary names within this process.
 static TMP: AtomicU64 = AtomicU64::new(0);
 
-impl Spool {
-    /// Opens (making it, mode 0700) and locks the spool folder; `None` when what is there is
-    /// not a folder owned by this user that others cannot write (a link, a file, another
-    /// owner): then it is not used at all.
-    fn open(dir: &Path) -> Result<Option<Spool>> {
-        if !parent_is_ours(dir) {
-            return Ok(None);
+/// Removes `.tmp-*` files from spool `dir`: the work of a worker that died. Only called with
+/// the lock held, when no worker runs.
+fn remove_temporary(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            remove_entry(&entry.path());
         }
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("create the prefetch spool", dir, e)),
-        }
-        let meta = std::fs::symlink_metadata(dir)
-            .map_err(|e| Error::io("inspect the prefetch spool", dir, e))?;
-        if !meta.is_dir()
-            || meta.uid() != nix::unistd::geteuid().as_raw()
-            || meta.mode() & 0o022 != 0
-        {
-            tracing::warn!(
-                "{} is not a folder of this user that only it can write: prefetch is off until it is removed",
-                dir.display()
-            );
-            return Ok(None);
-        }
-        let handle = File::options()
-            .read(true)
-            .custom_flags(libc_o_directory_nofollow())
-            .open(dir)
-            .map_err(|e| Error::io("open the prefetch spool", dir, e))?;
-        let lock = Flock::lock(handle, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::io("lock the prefetch spool", dir, e.into()))?;
-        Ok(Some(Spool {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        }))
     }
+}
 
-    /// Removes temporary files (an earlier call that died mid-prefetch), links, and every file
-    /// not for one of `keep`; returns the names of `keep` that have a spooled file.
-    fn clean(&self, keep: &[String]) -> Result<Vec<String>> {
-        let mut present = Vec::new();
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::io("list the prefetch spool", &self.dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list the prefetch spool", &self.dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let wanted = spooled_segment(&name).filter(|(seg, _)| keep.iter().any(|k| k == seg));
-            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-            match wanted {
-                Some((seg, _)) if is_file => present.push(seg.to_string()),
-                _ => remove_entry(&entry.path()),
-            }
+/// With the lock held: removes temporary files, links, and every file that is not a spooled
+/// copy of one of `keep` (or the window file); returns the names of `keep` that are spooled.
+fn clean(dir: &Path, keep: &[String]) -> Result<Vec<String>> {
+    let mut present = Vec::new();
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::io("list the prefetch spool", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list the prefetch spool", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if (name == WINDOW_FILE || name == LAST_FILE) && is_file {
+            continue;
         }
-        Ok(present)
-    }
-
-    /// Moves the spooled copy of `segment` to `dest` after checking its checksum again; `false`
-    /// when there is none (a damaged one is removed).
-    fn take(&self, segment: &str, dest: &Path) -> Result<bool> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::io("list the prefetch spool", &self.dir, e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some((seg, crc)) = spooled_segment(&name) else {
-                continue;
-            };
-            if seg != segment {
-                continue;
-            }
-            let path = entry.path();
-            if checksum_of(&path).ok() == Some(crc) {
-                std::fs::rename(&path, dest)
-                    .map_err(|e| Error::io("move the spooled segment into place", dest, e))?;
-                return Ok(true);
-            }
-            tracing::warn!("{}: damaged spooled segment removed", path.display());
-            remove_entry(&path);
+        let wanted = spooled_segment(&name).filter(|(seg, _)| keep.iter().any(|k| k == seg));
+        match wanted {
+            Some((seg, _)) if is_file => present.push(seg.to_string()),
+            _ => remove_entry(&entry.path()),
         }
-        Ok(false)
     }
+    Ok(present)
+}
 
-    /// Stores `data` (checksum already checked by the codec) as `segment`.
-    fn store(&self, segment: &str, data: &[u8]) -> Result<()> {
-        let crc = crc32c::crc32c(data);
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            TMP.fetch_add(1, Ordering::Relaxed)
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = File::options()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(&tmp)?;
-            f.write_all(data)
+/// Moves the spooled copy of `segment` to `dest` after checking its checksum again; `false`
+/// when there is none (a damaged one is removed) or it cannot be moved.
+fn take(dir: &Path, segment: &str, dest: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((seg, crc)) = spooled_segment(&name) else {
+            continue;
         };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io("write the spooled segment", &tmp, e));
+        if seg != segment {
+            continue;
         }
-        let path = self.dir.join(format!("{segment}.{crc:08x}"));
-        std::fs::rename(&tmp, &path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io("publish the spooled segment", &path, e)
-        })
-    }
-
-    /// Removes the spool folder and everything in it (absent is fine); a link there is
-    /// removed, never followed.
-    fn remove_all(dir: &Path) -> Result<()> {
-        if !parent_is_ours(dir) {
-            return Ok(());
-        }
-        let meta = match std::fs::symlink_metadata(dir) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io("inspect the prefetch spool", dir, e)),
-        };
-        if !meta.is_dir() || meta.uid() != nix::unistd::geteuid().as_raw() {
-            // Not ours to empty: a link or a file is removed, another user's folder left.
-            if !meta.is_dir() {
-                remove_entry(dir);
+        let path = entry.path();
+        if checksum_of(&path).ok() == Some(crc) {
+            if std::fs::rename(&path, dest).is_ok() {
+                return true;
             }
-            return Ok(());
+            continue;
         }
-        match Spool::open(dir)? {
-            Some(spool) => spool.empty_and_remove(),
-            None => Ok(()),
-        }
+        tracing::warn!("{}: damaged spooled segment removed", path.display());
+        remove_entry(&path);
     }
+    false
+}
 
-    /// Empties the locked spool and removes its folder.
-    fn empty_and_remove(&self) -> Result<()> {
-        self.clean(&[])?;
-        std::fs::remove_dir(&self.dir).or_else(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Ok(()),
-            _ => Err(Error::io("remove the prefetch spool", &self.dir, e)),
-        })
+/// Stores `data` (checksum already checked by the codec) as `segment` in spool `dir`.
+fn store(dir: &Path, segment: &str, data: &[u8]) -> Result<()> {
+    let crc = crc32c::crc32c(data);
+    write_atomically(dir, &format!("{segment}.{crc:08x}"), data)
+}
+
+/// Writes `data` to `name` in spool `dir` through a `.tmp-*` file and `rename`, so the name
+/// never holds a partial file.
+fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        TMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(data)
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("write into the prefetch spool", &tmp, e));
     }
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io("publish in the prefetch spool", &path, e)
+    })
+}
+
+/// Removes the spool folder `dir` and everything in it, unless a worker still runs after
+/// [`REMOVE_WAIT`] (it holds the lock) or it is not ours; a link or a file in its place is
+/// removed, never followed. Absent is fine, and failures are left for the next call: this never
+/// fails a call.
+fn remove_spool_unless_busy(dir: &Path) -> Result<()> {
+    if !parent_is_ours(dir) {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if !meta.is_dir() => remove_entry(dir),
+        Ok(_) => {
+            // A worker ends at the end of its window or of the archive: usually at once.
+            let deadline = Instant::now() + REMOVE_WAIT;
+            loop {
+                if let Some(lock) = SpoolLock::try_acquire(dir) {
+                    let _ = empty_and_remove(&lock.dir);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+/// With the lock held: empties the spool folder `dir` and removes it.
+fn empty_and_remove(dir: &Path) -> Result<()> {
+    clean(dir, &[])?;
+    let _ = std::fs::remove_file(dir.join(WINDOW_FILE));
+    let _ = std::fs::remove_file(dir.join(LAST_FILE));
+    // An inherited lock names the folder by its descriptor; rmdir needs its path.
+    let path = match std::fs::read_link(dir) {
+        Ok(target) if dir.starts_with("/proc/self/fd") => target,
+        _ => dir.to_path_buf(),
+    };
+    std::fs::remove_dir(&path).or_else(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(Error::io("remove the prefetch spool", dir, e)),
+    })
 }
 
 /// Whether the folder holding the spool (`pg_wal`) belongs to this user. Otherwise (root running
@@ -387,11 +691,6 @@ fn parent_is_ours(dir: &Path) -> bool {
     };
     std::fs::symlink_metadata(parent)
         .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
-}
-
-/// `O_DIRECTORY | O_NOFOLLOW`: the spool is opened only if it is a folder, never a link.
-fn libc_o_directory_nofollow() -> i32 {
-    nix::libc::O_DIRECTORY | nix::libc::O_NOFOLLOW
 }
 
 /// Removes a file or link (never following it) or an empty folder; failures are left for the
@@ -455,297 +754,4 @@ fn write_new(dest: &Path, data: &[u8]) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use async_trait::async_trait;
-
-    use super::*;
-    use crate::repository::codec::Compression;
-    use crate::repository::memory::MemoryRepository;
-    use crate::repository::{Key, ObjectMeta, PutOutcome};
-
-    /// A memory repository that counts `get` requests.
-    #[derive(Debug, Default)]
-    struct Counting {
-        inner: MemoryRepository,
-        gets: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Repository for Counting {
-        fn describe(&self) -> String {
-            "counting memory".into()
-        }
-        async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
-            self.inner.put_create(key, data).await
-        }
-        async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.inner.get(key).await
-        }
-        async fn put_stream(
-            &self,
-            key: &Key,
-            data: crate::repository::PutStream,
-        ) -> Result<u64, RepoError> {
-            self.inner.put_stream(key, data).await
-        }
-        async fn get_stream(&self, key: &Key) -> Result<crate::repository::GetStream, RepoError> {
-            self.gets.fetch_add(1, Ordering::SeqCst);
-            self.inner.get_stream(key).await
-        }
-        async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &Key) -> Result<(), RepoError> {
-            self.inner.delete(key).await
-        }
-    }
-
-    impl Counting {
-        fn gets(&self) -> usize {
-            self.gets.load(Ordering::SeqCst)
-        }
-    }
-
-    fn seg(n: u64) -> String {
-        format!("00000001{:08X}{:08X}", n / 256, n % 256)
-    }
-
-    fn content(n: u64) -> Vec<u8> {
-        (0..64 * 1024).map(|i| (i as u64 * 7 + n) as u8).collect()
-    }
-
-    /// A repository holding segments `range` of node w1, and a pg_wal folder.
-    async fn setup(range: std::ops::Range<u64>) -> (Counting, tempfile::TempDir) {
-        let repo = Counting::default();
-        for n in range {
-            let key = wal_key("w1", &seg(n), ".zst").unwrap();
-            let frame = codec::encode(Compression::Zstd(1), &content(n));
-            repo.put_create(&key, frame).await.unwrap();
-        }
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
-        (repo, dir)
-    }
-
-    fn spooled(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.join("pg_wal").join(SPOOL_DIR))
-            .map(|e| {
-                e.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn the_window_follows_the_timeline_across_a_log_id() {
-        assert_eq!(
-            following_segments("0000000200000000000000FE", 3).unwrap(),
-            [
-                "0000000200000000000000FF",
-                "000000020000000100000000",
-                "000000020000000100000001"
-            ]
-        );
-        assert_eq!(following_segments("00000002.history", 3), None);
-        assert_eq!(
-            following_segments("000000010000000000000003.partial", 3),
-            None
-        );
-        assert!(following_segments("000000010000000000000003", 0)
-            .unwrap()
-            .is_empty());
-    }
-
-    #[tokio::test]
-    async fn later_calls_take_prefetched_segments_without_a_request() {
-        let (repo, dir) = setup(1..12).await;
-        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
-        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
-        let after_first = repo.gets();
-        assert_eq!(after_first, 5, "segment 1 and the 4 after it, once each");
-        assert_eq!(spooled(dir.path()).len(), 4, "{:?}", spooled(dir.path()));
-        for n in 2..=5 {
-            let got = archive_get(&repo, "w1", &seg(n), &dest, 4).await.unwrap();
-            assert_eq!(got, GetOutcome::FromSpool, "segment {n}");
-            assert_eq!(std::fs::read(&dest).unwrap(), content(n), "segment {n}");
-        }
-        assert_eq!(repo.gets(), after_first, "no request for spooled segments");
-        assert!(spooled(dir.path()).is_empty());
-        // The spool ran dry: the next batch.
-        let got = archive_get(&repo, "w1", &seg(6), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(repo.gets(), after_first + 5);
-        assert_eq!(spooled(dir.path()).len(), 4);
-    }
-
-    #[tokio::test]
-    async fn the_end_of_the_archive_is_not_an_error_and_removes_the_spool() {
-        let (repo, dir) = setup(10..12).await;
-        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
-        let got = archive_get(&repo, "w1", &seg(10), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(
-            spooled(dir.path()),
-            [format!("{}.{:08x}", seg(11), crc32c::crc32c(&content(11)))]
-        );
-        let got = archive_get(&repo, "w1", &seg(11), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::FromSpool);
-        assert_eq!(std::fs::read(&dest).unwrap(), content(11));
-        let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::NotFound);
-        assert!(!dir.path().join("pg_wal").join(SPOOL_DIR).exists());
-        // A missing history file (what promotion asks for) also removes it.
-        archive_get(&repo, "w1", &seg(10), &dest, 4).await.unwrap();
-        assert!(dir.path().join("pg_wal").join(SPOOL_DIR).exists());
-        let got = archive_get(&repo, "w1", "00000002.history", &dest, 4)
-            .await
-            .unwrap();
-        assert_eq!(got, GetOutcome::NotFound);
-        assert!(!dir.path().join("pg_wal").join(SPOOL_DIR).exists());
-    }
-
-    #[tokio::test]
-    async fn damaged_stale_and_foreign_spool_files_are_never_handed_over() {
-        let (repo, dir) = setup(1..6).await;
-        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
-        let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
-        archive_get(&repo, "w1", &seg(1), &dest, 3).await.unwrap();
-        // Damage segment 2's spooled copy, keeping its name and size.
-        let two = spool.join(format!("{}.{:08x}", seg(2), crc32c::crc32c(&content(2))));
-        let mut bytes = std::fs::read(&two).unwrap();
-        bytes[100] ^= 1;
-        std::fs::write(&two, &bytes).unwrap();
-        // Cut segment 3's copy short (a crash while the page cache was written back).
-        let three = spool.join(format!("{}.{:08x}", seg(3), crc32c::crc32c(&content(3))));
-        std::fs::write(&three, &content(3)[..4096]).unwrap();
-        // Left-overs of a crash, a stale segment, junk, and a link to a file elsewhere.
-        std::fs::write(spool.join(".tmp-1-0"), b"partial").unwrap();
-        std::fs::write(spool.join(format!("{}.00000000", seg(0))), b"old").unwrap();
-        std::fs::write(spool.join("junk"), b"x").unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::write(&outside, content(4)).unwrap();
-        std::os::unix::fs::symlink(
-            &outside,
-            spool.join(format!("{}.{:08x}", seg(5), crc32c::crc32c(&content(4)))),
-        )
-        .unwrap();
-
-        let before = repo.gets();
-        let got = archive_get(&repo, "w1", &seg(2), &dest, 3).await.unwrap();
-        assert_eq!(
-            got,
-            GetOutcome::Restored,
-            "the damaged copy is fetched again"
-        );
-        assert_eq!(std::fs::read(&dest).unwrap(), content(2));
-        assert!(repo.gets() > before);
-        let names = spooled(dir.path());
-        for gone in [".tmp-1-0", "junk"] {
-            assert!(!names.iter().any(|n| n == gone), "{names:?}");
-        }
-        assert!(!names.iter().any(|n| n.starts_with(&seg(0))), "{names:?}");
-        assert!(outside.exists(), "a link is removed, never followed");
-        let got = archive_get(&repo, "w1", &seg(3), &dest, 3).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored, "the short copy is fetched again");
-        assert_eq!(std::fs::read(&dest).unwrap(), content(3));
-        for n in 4..=5 {
-            let got = archive_get(&repo, "w1", &seg(n), &dest, 3).await.unwrap();
-            assert_eq!(got, GetOutcome::FromSpool, "segment {n}");
-            assert_eq!(std::fs::read(&dest).unwrap(), content(n), "segment {n}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_link_in_place_of_the_spool_is_never_followed() {
-        let (repo, dir) = setup(1..4).await;
-        let elsewhere = dir.path().join("elsewhere");
-        std::fs::create_dir(&elsewhere).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, dir.path().join("pg_wal").join(SPOOL_DIR)).unwrap();
-        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
-        let got = archive_get(&repo, "w1", &seg(1), &dest, 3).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
-        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
-        // With prefetch off the link is removed (never followed).
-        archive_get(&repo, "w1", &seg(2), &dest, 0).await.unwrap();
-        assert!(std::fs::symlink_metadata(dir.path().join("pg_wal").join(SPOOL_DIR)).is_err());
-        assert!(elsewhere.exists());
-    }
-
-    #[tokio::test]
-    async fn a_damaged_object_in_the_window_is_skipped_and_refused_when_asked_for() {
-        let (repo, dir) = setup(1..3).await;
-        let key = wal_key("w1", &seg(3), ".zst").unwrap();
-        let mut frame = codec::encode(Compression::Zstd(1), &content(3)).to_vec();
-        let last = frame.len() - 1;
-        frame[last] ^= 0xFF;
-        repo.put_create(&key, frame.into()).await.unwrap();
-        let dest = dir.path().join("pg_wal/RECOVERYXLOG");
-        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(spooled(dir.path()).len(), 1, "only segment 2");
-        assert_eq!(
-            archive_get(&repo, "w1", &seg(2), &dest, 4).await.unwrap(),
-            GetOutcome::FromSpool
-        );
-        std::fs::remove_file(&dest).unwrap();
-        match archive_get(&repo, "w1", &seg(3), &dest, 4).await {
-            Err(Error::Corrupt { key, .. }) => assert!(key.contains(&seg(3)), "{key}"),
-            other => panic!("expected Corrupt, got {other:?}"),
-        }
-        assert!(!dest.exists(), "PostgreSQL never sees damaged bytes");
-    }
-
-    #[tokio::test]
-    async fn no_spool_in_a_pg_wal_of_another_user() {
-        let required = std::env::var("CITUS_RECOVERY_REQUIRE_POSTGRES")
-            .is_ok_and(|v| !v.is_empty() && v != "0");
-        let postgres = nix::unistd::User::from_name("postgres").ok().flatten();
-        let Some(postgres) = postgres.filter(|_| nix::unistd::geteuid().is_root()) else {
-            assert!(!required, "needs root and a postgres user");
-            eprintln!("SKIPPED: needs root and a postgres user to own the folder");
-            return;
-        };
-        let (repo, dir) = setup(1..4).await;
-        let pg_wal = dir.path().join("pg_wal");
-        nix::unistd::chown(&pg_wal, Some(postgres.uid), Some(postgres.gid)).unwrap();
-        let dest = pg_wal.join("RECOVERYXLOG");
-        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
-        assert!(
-            !pg_wal.join(SPOOL_DIR).exists(),
-            "root makes no spool there"
-        );
-        assert_eq!(repo.gets(), 1, "and fetches nothing ahead");
-    }
-
-    #[tokio::test]
-    async fn a_file_in_place_of_the_spool_is_not_used_and_never_fails_the_call() {
-        let (repo, dir) = setup(1..3).await;
-        let pg_wal = dir.path().join("pg_wal");
-        let dest = pg_wal.join("RECOVERYXLOG");
-        let spool = pg_wal.join(SPOOL_DIR);
-        std::fs::write(&spool, b"not a folder").unwrap();
-        let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::Restored);
-        assert_eq!(std::fs::read(&dest).unwrap(), content(1));
-        assert_eq!(repo.gets(), 1, "nothing fetched ahead without a spool");
-        // The end of the archive stays "not found" whatever the spool's state.
-        let got = archive_get(&repo, "w1", &seg(9), &dest, 4).await.unwrap();
-        assert_eq!(got, GetOutcome::NotFound);
-        let got = archive_get(&repo, "w1", "00000002.history", &dest, 4).await;
-        assert_eq!(got.unwrap(), GetOutcome::NotFound);
-    }
-}
+mod tests;

@@ -10,10 +10,34 @@
 mod get;
 mod push;
 
-pub use get::{archive_get, GetOutcome, SPOOL_DIR};
+pub use get::{
+    archive_get, next_segment, prefetch, replay_went_back, take_spooled, GetOutcome, SpoolLock,
+    Spooled, SPOOL_DIR,
+};
 pub use push::{archive_push, archive_push_data};
 
-use crate::repository::Key;
+use std::sync::Arc;
+
+use crate::repository::{Key, Repository};
+use crate::ClusterConfig;
+
+/// The repository that `config`'s WAL commands use for `node` (checked to be one of the
+/// config's nodes), opened without the rest of a [`Cluster`](crate::Cluster): no server
+/// programs looked up, no OS user checked, so archive-get starts fast.
+pub fn wal_repository(
+    config: &ClusterConfig,
+    node: &str,
+) -> Result<Arc<dyn Repository>, crate::Error> {
+    config.dsn(node)?;
+    crate::cluster::open_repository(config)?.ok_or_else(|| crate::Error::Config {
+        path: config.source.clone(),
+        field: "repository".into(),
+        problem: "is not set, so WAL goes through basic_archive into archiveBaseFolder and \
+                  archive-push/archive-get have nothing to work on"
+            .into(),
+        fix: "add a \"repository\" object to the config and run prepare-archiving".into(),
+    })
+}
 
 /// Whether WAL file `file` of `node` is in `repo`, under any codec suffix (what the waits for
 /// archiving look for). Looks with `head`: nothing is fetched.

@@ -7,7 +7,7 @@ mod progress;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use citus_recovery::archiving::GetOutcome;
+use citus_recovery::archiving::{self, GetOutcome};
 use citus_recovery::{Cluster, ClusterConfig};
 use clap::{Parser, Subcommand};
 
@@ -230,6 +230,19 @@ enum Command {
         /// Where to write it (PostgreSQL's %p).
         dest: PathBuf,
     },
+    /// Started by archive-get, detached: fetches the segments from FIRST on into the prefetch
+    /// spool whose locked folder it inherits as descriptor --spool-fd, then exits.
+    #[command(hide = true)]
+    ArchiveGetWorker {
+        /// The node whose WAL it is.
+        #[arg(long)]
+        node: String,
+        /// The spool folder's descriptor, locked by the archive-get that started this.
+        #[arg(long)]
+        spool_fd: i32,
+        /// The first segment to fetch.
+        first: String,
+    },
     /// Run over SSH on a node host (the SSH node host's restore step): extracts a base backup
     /// there into a new data directory. Needs no config.
     #[command(hide = true)]
@@ -325,6 +338,20 @@ enum ClusterCommand {
 /// Runs the tool; the exit code is 0 on success, 1 on any error (printed on stderr).
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    // Before logging and the runtime: a spooled segment costs only its checksum and a rename.
+    if let Command::ArchiveGet { node, file, dest } = &args.command {
+        if let Some(code) = archive_get_from_spool(&args, node, file, dest) {
+            return code;
+        }
+    }
+    if let Command::ArchiveGetWorker {
+        node,
+        spool_fd,
+        first,
+    } = &args.command
+    {
+        return prefetch_worker(&args, node, *spool_fd, first);
+    }
     let json_logs = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
     let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet), json_logs);
     init_logging(&args, &display);
@@ -649,6 +676,7 @@ async fn run(
         | Command::NodeRestore { .. }
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. }
+        | Command::ArchiveGetWorker { .. }
         | Command::Check { .. }
         | Command::Drill => unreachable!("handled above"),
     }
@@ -741,9 +769,9 @@ const GET_FAILED: u8 = 200;
 /// archive-push and archive-get: quiet on success (PostgreSQL logs what they print), no
 /// cluster lock (the server runs them while commands hold it).
 async fn wal_command(args: &Args) -> ExitCode {
-    let cluster = load_config(args).and_then(Cluster::new);
     match &args.command {
         Command::ArchivePush { node, path } => {
+            let cluster = load_config(args).and_then(Cluster::new);
             match async { cluster?.archive_push(node, path).await }.await {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -753,7 +781,7 @@ async fn wal_command(args: &Args) -> ExitCode {
             }
         }
         Command::ArchiveGet { node, file, dest } => {
-            match async { cluster?.archive_get(node, file, dest).await }.await {
+            match archive_get_fetch(args, node, file, dest).await {
                 Ok(GetOutcome::Restored | GetOutcome::FromSpool) => ExitCode::SUCCESS,
                 Ok(GetOutcome::NotFound) => ExitCode::from(GET_NOT_FOUND),
                 Err(e) => {
@@ -763,6 +791,100 @@ async fn wal_command(args: &Args) -> ExitCode {
             }
         }
         _ => unreachable!("only the WAL commands come here"),
+    }
+}
+
+/// archive-get's first step: the segment from the prefetch spool, with no config, logging,
+/// runtime or repository client. `Some(0)` when it was there (a worker is started to refill
+/// the spool when it runs low), `None`: fetch it.
+fn archive_get_from_spool(
+    args: &Args,
+    node: &str,
+    file: &str,
+    dest: &std::path::Path,
+) -> Option<ExitCode> {
+    let archiving::Spooled::Taken { refill } = archiving::take_spooled(file, dest) else {
+        return None;
+    };
+    if wants_debug() {
+        eprintln!("archive-get {file}: from the prefetch spool");
+    }
+    if let (Some(lock), Some(next)) = (refill, archiving::next_segment(file)) {
+        // Best effort: without a worker the next call fetches (and starts one).
+        let _ = start_prefetch_worker(args, node, &next, lock);
+    }
+    Some(ExitCode::SUCCESS)
+}
+
+/// Whether the log filter asks for debug lines (the spool path logs without a subscriber).
+fn wants_debug() -> bool {
+    ["CITUS_RECOVERY_LOG", "RUST_LOG"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|f| f.contains("debug") || f.contains("trace")))
+}
+
+/// archive-get's second step: the repository, opened without the rest of a cluster (no server
+/// programs looked up), a prefetch worker started for the segments after `file` when the
+/// config queues any, then `file` fetched.
+async fn archive_get_fetch(
+    args: &Args,
+    node: &str,
+    file: &str,
+    dest: &std::path::Path,
+) -> citus_recovery::Result<GetOutcome> {
+    let config = load_config(args)?;
+    let repo = archiving::wal_repository(&config, node)?;
+    let queue = config.archive_get_queue;
+    if queue > 0 && !archiving::replay_went_back(file, dest) {
+        if let Some(next) = archiving::next_segment(file) {
+            if let Some(lock) = archiving::SpoolLock::for_dest(dest) {
+                if let Err(e) = start_prefetch_worker(args, node, &next, lock) {
+                    tracing::warn!("archive-get {file}: no prefetch: {e}");
+                }
+            }
+        }
+    }
+    archiving::archive_get(repo.as_ref(), node, file, dest, queue).await
+}
+
+/// Starts this program's detached `archive-get-worker` with the spool's lock.
+fn start_prefetch_worker(
+    args: &Args,
+    node: &str,
+    first: &str,
+    lock: archiving::SpoolLock,
+) -> citus_recovery::Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| citus_recovery::Error::io("find this program", "/proc/self/exe", e))?;
+    let config = std::path::absolute(&args.config)
+        .map_err(|e| citus_recovery::Error::io("find the absolute path of", &args.config, e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(config)
+        .args(["archive-get-worker", "--node", node, "--spool-fd"])
+        .arg(lock.raw_fd().to_string())
+        .arg(first);
+    lock.spawn(cmd)
+}
+
+/// `archive-get-worker`: fills the spool from `first` on, then exits. Its output goes nowhere
+/// (nobody waits for it), so it logs nothing; a failed prefetch is fetched, and reported, by
+/// PostgreSQL's own archive-get call.
+fn prefetch_worker(args: &Args, node: &str, spool_fd: i32, first: &str) -> ExitCode {
+    let Ok(lock) = archiving::SpoolLock::inherited(spool_fd) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        return ExitCode::FAILURE;
+    };
+    let done = runtime.block_on(async {
+        let config = load_config(args)?;
+        let repo = archiving::wal_repository(&config, node)?;
+        archiving::prefetch(repo.as_ref(), node, first, config.archive_get_queue, &lock).await
+    });
+    match done {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

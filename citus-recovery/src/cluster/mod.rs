@@ -130,8 +130,9 @@ impl Cluster {
     }
 
     /// `archive-get`: restores WAL file `file` (PostgreSQL's `%f`) of `node` from the
-    /// repository into `dest` (`%p`), checksum checked, prefetching the config's
-    /// `archiveGetQueue` next segments into the spool beside `dest`. Takes no cluster lock.
+    /// repository into `dest` (`%p`), checksum checked, or from the prefetch spool beside
+    /// `dest` when the command's worker put it there. Starts no worker (the command-line tool
+    /// does). Takes no cluster lock.
     pub async fn archive_get(&self, node: &str, file: &str, dest: &Path) -> Result<GetOutcome> {
         let (repo, node) = self.wal_repository(node)?;
         let queue = self.config().archive_get_queue;

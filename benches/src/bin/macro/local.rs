@@ -317,5 +317,5 @@ where
 
 /// A progress line on stderr.
 pub fn progress(text: &str) {
-    eprintln!("[{}] {text}", chrono::Local::now().format("%H:%M:%S"));
+    eprintln!("[{}] {text}", chrono::Local::now().format("%H:%M:%S%.3f"));
 }

@@ -1,0 +1,511 @@
+use std::sync::atomic::AtomicUsize;
+
+use async_trait::async_trait;
+
+use super::*;
+use crate::repository::codec::Compression;
+use crate::repository::memory::MemoryRepository;
+use crate::repository::{Key, ObjectMeta, PutOutcome};
+
+/// A memory repository that counts `get` requests.
+#[derive(Debug, Default)]
+struct Counting {
+    inner: MemoryRepository,
+    gets: AtomicUsize,
+}
+
+#[async_trait]
+impl Repository for Counting {
+    fn describe(&self) -> String {
+        "counting memory".into()
+    }
+    async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
+        self.inner.put_create(key, data).await
+    }
+    async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+    async fn put_stream(
+        &self,
+        key: &Key,
+        data: crate::repository::PutStream,
+    ) -> Result<u64, RepoError> {
+        self.inner.put_stream(key, data).await
+    }
+    async fn get_stream(&self, key: &Key) -> Result<crate::repository::GetStream, RepoError> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_stream(key).await
+    }
+    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &Key) -> Result<(), RepoError> {
+        self.inner.delete(key).await
+    }
+}
+
+impl Counting {
+    fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+}
+
+fn seg(n: u64) -> String {
+    format!("00000001{:08X}{:08X}", n / 256, n % 256)
+}
+
+fn content(n: u64) -> Vec<u8> {
+    (0..64 * 1024).map(|i| (i as u64 * 7 + n) as u8).collect()
+}
+
+fn spooled_name(n: u64) -> String {
+    format!("{}.{:08x}", seg(n), crc32c::crc32c(&content(n)))
+}
+
+/// A repository holding segments `range` of node w1, and a pg_wal folder.
+async fn setup(range: std::ops::Range<u64>) -> (Counting, tempfile::TempDir) {
+    let repo = Counting::default();
+    for n in range {
+        let key = wal_key("w1", &seg(n), ".zst").unwrap();
+        let frame = codec::encode(Compression::Zstd(1), &content(n));
+        repo.put_create(&key, frame).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
+    (repo, dir)
+}
+
+/// The spooled segment files (not `.window`).
+fn spooled(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("pg_wal").join(SPOOL_DIR))
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != WINDOW_FILE && n != LAST_FILE)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Runs a worker in this process, as the command's detached one does: lock, then prefetch.
+async fn worker(repo: &Counting, dest: &Path, first: u64, queue: usize) -> usize {
+    let lock = SpoolLock::for_dest(dest).expect("the spool's lock is free");
+    prefetch(repo, "w1", &seg(first), queue, &lock)
+        .await
+        .unwrap()
+}
+
+fn taken(s: Spooled) -> Option<bool> {
+    match s {
+        Spooled::Taken { refill } => Some(refill.is_some()),
+        Spooled::Missing => None,
+    }
+}
+
+#[test]
+fn the_window_follows_the_timeline_across_a_log_id() {
+    assert_eq!(
+        following_segments("0000000200000000000000FE", 3).unwrap(),
+        [
+            "0000000200000000000000FF",
+            "000000020000000100000000",
+            "000000020000000100000001"
+        ]
+    );
+    assert_eq!(following_segments("00000002.history", 3), None);
+    assert_eq!(
+        following_segments("000000010000000000000003.partial", 3),
+        None
+    );
+    assert!(following_segments("000000010000000000000003", 0)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        next_segment("0000000200000000000000FF").unwrap(),
+        "000000020000000100000000"
+    );
+    assert_eq!(next_segment("00000002.history"), None);
+}
+
+#[tokio::test]
+async fn calls_take_what_the_worker_fetched_without_a_request_and_ask_for_a_refill() {
+    let (repo, dir) = setup(1..12).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    assert!(matches!(take_spooled(&seg(1), &dest), Spooled::Missing));
+    let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+    assert_eq!(repo.gets(), 1);
+    assert_eq!(worker(&repo, &dest, 2, 4).await, 4);
+    assert_eq!(repo.gets(), 5, "segments 2 to 5, once each");
+    assert_eq!(
+        spooled(dir.path()),
+        (2..=5).map(spooled_name).collect::<Vec<_>>()
+    );
+    // 3 and 2 left after the segment taken: no refill; 1 left (under half of 4): a refill.
+    for (n, refill) in [(2, false), (3, false), (4, true), (5, true)] {
+        assert_eq!(
+            taken(take_spooled(&seg(n), &dest)),
+            Some(refill),
+            "segment {n}"
+        );
+        assert_eq!(std::fs::read(&dest).unwrap(), content(n), "segment {n}");
+    }
+    assert_eq!(repo.gets(), 5, "no request for spooled segments");
+    assert!(spooled(dir.path()).is_empty());
+    // The library call takes a spooled segment too.
+    worker(&repo, &dest, 6, 2).await;
+    let got = archive_get(&repo, "w1", &seg(6), &dest, 2).await.unwrap();
+    assert_eq!(got, GetOutcome::FromSpool);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(6));
+}
+
+#[test]
+fn a_call_waits_for_the_running_worker_only_for_a_segment_of_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    write_atomically(&lock.dir, WINDOW_FILE, format!("{} 4", seg(2)).as_bytes()).unwrap();
+    assert!(SpoolLock::for_dest(&dest).is_none(), "one worker per spool");
+    // Outside the window: no wait.
+    let started = Instant::now();
+    assert!(matches!(take_spooled(&seg(9), &dest), Spooled::Missing));
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let worker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        store(&lock.dir, &seg(3), &content(3)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(lock); // exits without segment 4
+    });
+    let started = Instant::now();
+    assert_eq!(taken(take_spooled(&seg(3), &dest)), Some(false));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(std::fs::read(&dest).unwrap(), content(3));
+    // The worker ends without it: the call stops waiting and fetches it itself.
+    let started = Instant::now();
+    assert!(matches!(take_spooled(&seg(4), &dest), Spooled::Missing));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_spawned_worker_keeps_the_lock_until_it_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    let marker = dir.path().join("ran");
+    let mut cmd = std::process::Command::new("sh");
+    // The worker sees the lock's descriptor open; its /proc stat names its session.
+    cmd.arg("-c").arg(format!(
+        "test -e /proc/$$/fd/{} && cat /proc/$$/stat > {}; sleep 1",
+        lock.raw_fd(),
+        marker.display()
+    ));
+    let started = Instant::now();
+    lock.spawn(cmd).unwrap();
+    assert!(
+        SpoolLock::for_dest(&dest).is_none(),
+        "the detached worker holds the lock after the caller let go of it"
+    );
+    while SpoolLock::for_dest(&dest).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never released"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    let stat = std::fs::read_to_string(&marker).expect("the descriptor was inherited");
+    // Fields after the command name: state, ppid, pgrp, session.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let (pid, session): (i32, i32) = (
+        stat.split_whitespace().next().unwrap().parse().unwrap(),
+        fields[3].parse().unwrap(),
+    );
+    assert_ne!(
+        session,
+        nix::unistd::getsid(None).unwrap().as_raw(),
+        "a session of its own"
+    );
+    assert_ne!(session, pid, "not its leader: forked twice");
+    assert_ne!(
+        fields[1].parse::<u32>().unwrap(),
+        std::process::id(),
+        "not this process' child"
+    );
+}
+
+#[tokio::test]
+async fn an_inherited_lock_is_checked_and_works_in_the_locked_folder() {
+    let (repo, dir) = setup(1..4).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    // What the worker gets: another descriptor of the same open folder (same lock).
+    let fd = nix::unistd::dup(lock.raw_fd()).unwrap();
+    let inherited = SpoolLock::inherited(fd).unwrap();
+    assert_eq!(
+        prefetch(&repo, "w1", &seg(1), 2, &inherited).await.unwrap(),
+        2
+    );
+    assert_eq!(spooled(dir.path()), [spooled_name(1), spooled_name(2)]);
+    // Not a folder, not open, a standard stream, or a folder another process has locked.
+    let file = File::create(dir.path().join("f")).unwrap();
+    assert!(SpoolLock::inherited(file.as_raw_fd()).is_err());
+    std::mem::forget(file); // inherited() took ownership of (and closed) it
+    assert!(SpoolLock::inherited(999).is_err());
+    assert!(SpoolLock::inherited(2).is_err());
+    drop(inherited);
+    drop(lock);
+    let other = File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY)
+        .open(dir.path().join("pg_wal").join(SPOOL_DIR))
+        .unwrap();
+    let held = SpoolLock::for_dest(&dest).unwrap();
+    let fd = nix::unistd::dup(other.as_raw_fd()).unwrap();
+    assert!(SpoolLock::inherited(fd).is_err(), "another holder's lock");
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_killed_worker_leaves_only_temporary_files_that_the_next_lock_removes() {
+    let (repo, dir) = setup(1..6).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    worker(&repo, &dest, 1, 2).await;
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    // What a kill mid-write leaves: a temporary file with a segment's full bytes.
+    std::fs::write(spool.join(".tmp-77-0"), content(3)).unwrap();
+    assert!(matches!(take_spooled(&seg(3), &dest), Spooled::Missing));
+    assert!(!dest.exists(), "a temporary file is never handed over");
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    assert!(!spool.join(".tmp-77-0").exists());
+    drop(lock);
+    assert!(taken(take_spooled(&seg(1), &dest)).is_some());
+    assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+}
+
+#[tokio::test]
+async fn the_end_of_the_archive_is_not_an_error_and_removes_the_spool() {
+    let (repo, dir) = setup(10..12).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    let got = archive_get(&repo, "w1", &seg(10), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(worker(&repo, &dest, 11, 4).await, 1, "stops at the end");
+    assert_eq!(spooled(dir.path()), [spooled_name(11)]);
+    assert!(taken(take_spooled(&seg(11), &dest)).is_some());
+    assert_eq!(std::fs::read(&dest).unwrap(), content(11));
+    let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
+    assert!(!spool.exists());
+    // A worker started past the end finds nothing; the call past the end removes the spool.
+    assert_eq!(worker(&repo, &dest, 12, 4).await, 0);
+    let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
+    assert!(!spool.exists());
+    // A missing history file (what promotion asks for) also removes it.
+    worker(&repo, &dest, 11, 4).await;
+    assert!(spool.exists());
+    let got = archive_get(&repo, "w1", "00000002.history", &dest, 4)
+        .await
+        .unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
+    assert!(!spool.exists());
+    // But not while a worker runs (after a short wait): it is the worker's.
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    let started = Instant::now();
+    let got = archive_get(&repo, "w1", &seg(12), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
+    assert!(spool.exists());
+    assert!(started.elapsed() >= REMOVE_WAIT);
+    drop(lock);
+}
+
+#[tokio::test]
+async fn damaged_stale_and_foreign_spool_files_are_never_handed_over() {
+    let (repo, dir) = setup(1..6).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    worker(&repo, &dest, 2, 3).await;
+    // Damage segment 2's spooled copy, keeping its name and size.
+    let two = spool.join(spooled_name(2));
+    let mut bytes = std::fs::read(&two).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&two, &bytes).unwrap();
+    // Cut segment 3's copy short (a crash while the page cache was written back).
+    std::fs::write(spool.join(spooled_name(3)), &content(3)[..4096]).unwrap();
+    // Left-overs of a crash, a stale segment, junk, and a link to a file elsewhere.
+    std::fs::write(spool.join(".tmp-1-0"), b"partial").unwrap();
+    std::fs::write(spool.join(format!("{}.00000000", seg(0))), b"old").unwrap();
+    std::fs::write(spool.join("junk"), b"x").unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::write(&outside, content(5)).unwrap();
+    std::fs::remove_file(spool.join(spooled_name(4))).unwrap();
+    std::os::unix::fs::symlink(&outside, spool.join(spooled_name(5))).unwrap();
+
+    assert!(matches!(take_spooled(&seg(2), &dest), Spooled::Missing));
+    assert!(!dest.exists());
+    assert!(
+        !spool.join(spooled_name(2)).exists(),
+        "the damaged copy removed"
+    );
+    let before = repo.gets();
+    let got = archive_get(&repo, "w1", &seg(2), &dest, 3).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored, "fetched again");
+    assert_eq!(std::fs::read(&dest).unwrap(), content(2));
+    assert_eq!(repo.gets(), before + 1);
+    // The next worker cleans up: window 3..5.
+    worker(&repo, &dest, 3, 3).await;
+    let names = spooled(dir.path());
+    for gone in [".tmp-1-0", "junk"] {
+        assert!(!names.iter().any(|n| n == gone), "{names:?}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with(&seg(0))), "{names:?}");
+    assert!(outside.exists(), "a link is removed, never followed");
+    assert!(matches!(take_spooled(&seg(3), &dest), Spooled::Missing));
+    let got = archive_get(&repo, "w1", &seg(3), &dest, 3).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored, "the short copy is fetched again");
+    assert_eq!(std::fs::read(&dest).unwrap(), content(3));
+    for n in 4..=5 {
+        assert!(taken(take_spooled(&seg(n), &dest)).is_some(), "segment {n}");
+        assert_eq!(std::fs::read(&dest).unwrap(), content(n), "segment {n}");
+    }
+}
+
+#[tokio::test]
+async fn a_link_in_place_of_the_spool_is_never_followed() {
+    let (repo, dir) = setup(1..4).await;
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join(spooled_name(1)), content(1)).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("pg_wal").join(SPOOL_DIR)).unwrap();
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    assert!(SpoolLock::for_dest(&dest).is_none());
+    assert!(matches!(take_spooled(&seg(1), &dest), Spooled::Missing));
+    let got = archive_get(&repo, "w1", &seg(1), &dest, 3).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+    // With prefetch off the link is removed (never followed).
+    archive_get(&repo, "w1", &seg(2), &dest, 0).await.unwrap();
+    assert!(std::fs::symlink_metadata(dir.path().join("pg_wal").join(SPOOL_DIR)).is_err());
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 1);
+}
+
+#[tokio::test]
+async fn a_step_back_of_replay_drops_the_spool_and_starts_no_worker() {
+    let (repo, dir) = setup(1..12).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    drop(SpoolLock::for_dest(&dest)); // what the command does before its first fetch
+    archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+    assert!(replay_went_back(&seg(1), &dest));
+    assert!(!replay_went_back(&seg(2), &dest));
+    worker(&repo, &dest, 2, 4).await;
+    for n in 2..=3 {
+        assert!(taken(take_spooled(&seg(n), &dest)).is_some());
+    }
+    assert!(replay_went_back(&seg(3), &dest), "the same segment again");
+    assert!(replay_went_back(&seg(2), &dest));
+    assert!(!replay_went_back(&seg(4), &dest));
+    assert!(
+        !replay_went_back("000000020000000000000002", &dest),
+        "another timeline"
+    );
+    // Recovery's end reads its last segment again: fetched, and the spool ahead dropped.
+    let got = archive_get(&repo, "w1", &seg(3), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(3));
+    assert!(!spool.exists());
+}
+
+#[tokio::test]
+async fn a_damaged_object_in_the_window_is_skipped_and_refused_when_asked_for() {
+    let (repo, dir) = setup(1..3).await;
+    let key = wal_key("w1", &seg(3), ".zst").unwrap();
+    let mut frame = codec::encode(Compression::Zstd(1), &content(3)).to_vec();
+    let last = frame.len() - 1;
+    frame[last] ^= 0xFF;
+    repo.put_create(&key, frame.into()).await.unwrap();
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    assert_eq!(worker(&repo, &dest, 2, 4).await, 1, "only segment 2");
+    assert_eq!(spooled(dir.path()), [spooled_name(2)]);
+    assert!(taken(take_spooled(&seg(2), &dest)).is_some());
+    std::fs::remove_file(&dest).unwrap();
+    assert!(matches!(take_spooled(&seg(3), &dest), Spooled::Missing));
+    match archive_get(&repo, "w1", &seg(3), &dest, 4).await {
+        Err(Error::Corrupt { key, .. }) => assert!(key.contains(&seg(3)), "{key}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert!(!dest.exists(), "PostgreSQL never sees damaged bytes");
+}
+
+#[tokio::test]
+async fn no_spool_in_a_pg_wal_of_another_user() {
+    let required =
+        std::env::var("CITUS_RECOVERY_REQUIRE_POSTGRES").is_ok_and(|v| !v.is_empty() && v != "0");
+    let postgres = nix::unistd::User::from_name("postgres").ok().flatten();
+    let Some(postgres) = postgres.filter(|_| nix::unistd::geteuid().is_root()) else {
+        assert!(!required, "needs root and a postgres user");
+        eprintln!("SKIPPED: needs root and a postgres user to own the folder");
+        return;
+    };
+    let (repo, dir) = setup(1..4).await;
+    let pg_wal = dir.path().join("pg_wal");
+    // A spool its owner made, with a copy root must not take.
+    let spool = pg_wal.join(SPOOL_DIR);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&spool)
+        .unwrap();
+    std::fs::write(spool.join(spooled_name(1)), content(1)).unwrap();
+    for p in [&pg_wal, &spool] {
+        nix::unistd::chown(p, Some(postgres.uid), Some(postgres.gid)).unwrap();
+    }
+    let dest = pg_wal.join("RECOVERYXLOG");
+    assert!(
+        SpoolLock::for_dest(&dest).is_none(),
+        "root starts no worker there"
+    );
+    assert!(matches!(take_spooled(&seg(1), &dest), Spooled::Missing));
+    let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(
+        repo.gets(),
+        1,
+        "fetched, not taken from the postgres user's spool"
+    );
+    assert!(spool.join(spooled_name(1)).exists());
+}
+
+#[tokio::test]
+async fn a_file_in_place_of_the_spool_is_not_used_and_never_fails_the_call() {
+    let (repo, dir) = setup(1..3).await;
+    let pg_wal = dir.path().join("pg_wal");
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let spool = pg_wal.join(SPOOL_DIR);
+    std::fs::write(&spool, b"not a folder").unwrap();
+    assert!(SpoolLock::for_dest(&dest).is_none());
+    assert!(matches!(take_spooled(&seg(1), &dest), Spooled::Missing));
+    let got = archive_get(&repo, "w1", &seg(1), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::Restored);
+    assert_eq!(std::fs::read(&dest).unwrap(), content(1));
+    // The end of the archive stays "not found" whatever the spool's state.
+    let got = archive_get(&repo, "w1", &seg(9), &dest, 4).await.unwrap();
+    assert_eq!(got, GetOutcome::NotFound);
+    let got = archive_get(&repo, "w1", "00000002.history", &dest, 4).await;
+    assert_eq!(got.unwrap(), GetOutcome::NotFound);
+}
