@@ -246,6 +246,7 @@ struct Compared {
     bytes: u64,
     backup: [Samples; 2],
     backup_serial: [Samples; 2],
+    plan: [Samples; 2],
     restore: [Samples; 2],
 }
 
@@ -281,6 +282,26 @@ struct Scaled {
     restore_serial: Samples,
     restore_slowest: Samples,
     restore_sum: Samples,
+    plan: Samples,
+}
+
+/// Bytes of every database of every node: about what a base backup reads (the catalog's
+/// `bytes` are the stored, compressed ones).
+async fn data_bytes(c: &Local) -> Result<u64> {
+    let mut total = 0;
+    for node in c.nodes() {
+        let bytes: i64 = c
+            .connect(node)
+            .await?
+            .query_one(
+                "SELECT sum(pg_database_size(oid))::bigint FROM pg_database",
+                &[],
+            )
+            .await?
+            .get(0);
+        total += u64::try_from(bytes)?;
+    }
+    Ok(total)
 }
 
 fn secs_sample(s: f64) -> Duration {
@@ -344,6 +365,7 @@ pub async fn run_all(args: &SshArgs, env: &Env, root: &Path) -> Result<String> {
 async fn compare(args: &SshArgs, clusters: &[&Local; 2]) -> Result<Compared> {
     let mut m = Compared {
         nodes: clusters[0].nodes().count(),
+        bytes: data_bytes(clusters[0]).await?,
         ..Compared::default()
     };
     let reps = args.reps.max(1);
@@ -357,13 +379,12 @@ async fn compare(args: &SshArgs, clusters: &[&Local; 2]) -> Result<Compared> {
         for i in order {
             let c = clusters[i];
             let name = format!("all-{r}");
-            let backup = timed(
+            timed(
                 &mut m.backup[i],
                 &format!("{}, all nodes at once", WAYS[i]),
                 async { Ok(c.cluster.basebackup(Some(&name)).await?) },
             )
             .await?;
-            m.bytes = backup.bytes();
             let name = format!("serial-{r}");
             timed(
                 &mut m.backup_serial[i],
@@ -388,6 +409,16 @@ async fn compare(args: &SshArgs, clusters: &[&Local; 2]) -> Result<Compared> {
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for i in order {
             let c = clusters[i];
+            timed(
+                &mut m.plan[i],
+                &format!("restore-start plan only {}", WAYS[i]),
+                async {
+                    Ok(c.cluster
+                        .plan_restore_start(Some(&backup), Some("rp"))
+                        .await?)
+                },
+            )
+            .await?;
             restore_round(c, &c.cluster, &backup, rows, &mut m.restore[i], WAYS[i]).await?;
         }
     }
@@ -497,17 +528,17 @@ async fn scale(args: &SshArgs, env: &Env, binary: &Path, workers: usize) -> Resu
     let serial = times.view(&c.cluster, 1);
     let mut m = Scaled {
         workers,
+        bytes: data_bytes(&c).await?,
         ..Scaled::default()
     };
     let reps = args.scaling_reps.max(1);
     for r in 0..reps {
         progress(&format!("{name}: base backup, round {}/{reps}", r + 1));
         let b = format!("all-{r}");
-        let backup = timed(&mut m.backup, "all nodes at once", async {
+        timed(&mut m.backup, "all nodes at once", async {
             Ok(together.basebackup(Some(&b)).await?)
         })
         .await?;
-        m.bytes = backup.bytes();
         m.backup_slowest_together.push(secs_sample(times.take().0));
         let b = format!("serial-{r}");
         timed(&mut m.backup_serial, "one node after another", async {
@@ -527,6 +558,12 @@ async fn scale(args: &SshArgs, env: &Env, binary: &Path, workers: usize) -> Resu
                 "{name}: restore until paused, round {}/{reps}",
                 r + 1
             ));
+            timed(&mut m.plan, "restore-start plan only", async {
+                Ok(c.cluster
+                    .plan_restore_start(Some(&backup), Some("rp"))
+                    .await?)
+            })
+            .await?;
             restore_round(
                 &c,
                 &together,
@@ -587,7 +624,7 @@ async fn report(
     );
     let _ = writeln!(
         out,
-        "- data: {} nodes (coordinator + {} workers), plain PostgreSQL, pgbench scale {} on every node; one backup of all nodes is {} MiB uncompressed; {}% of accounts updated before the restore point\n- repository: posix on a folder every host sees (the namespace hosts share this machine's disk), zstd-1; over SSH each host's own `citus-recovery node-backup`/`node-restore` moves its node's bytes, locally the library does in-process\n- every figure: median of {} runs, in seconds (min and max beside it)\n",
+        "- data: {} nodes (coordinator + {} workers), plain PostgreSQL, pgbench scale {} on every node; {} MiB of databases in all (what a backup reads; the MB/s below are of these); {}% of accounts updated before the restore point\n- repository: posix on a folder every host sees (the namespace hosts share this machine's disk), zstd-1; over SSH each host's own `citus-recovery node-backup`/`node-restore` moves its node's bytes, locally the library does in-process\n- every figure: median of {} runs, in seconds (min and max beside it)\n",
         m.nodes,
         args.workers,
         args.scale,
@@ -606,6 +643,10 @@ async fn report(
     for (what, samples) in [
         ("base backup, all nodes at once", &m.backup),
         ("base backup, one node after another", &m.backup_serial),
+        (
+            "restore-start plan only (pre-flight checks, observe, paths)",
+            &m.plan,
+        ),
         ("restore until paused, all nodes at once", &m.restore),
     ] {
         for (i, way) in WAYS.iter().enumerate() {
@@ -615,7 +656,11 @@ async fn report(
                 secs(s.median()),
                 secs(s.min()),
                 secs(s.max()),
-                mb_s(m.bytes, s.median()),
+                if std::ptr::eq(samples, &m.plan) {
+                    String::new()
+                } else {
+                    mb_s(m.bytes, s.median())
+                },
                 if i == 0 {
                     ratio(s.median(), samples[1].median())
                 } else {
@@ -707,6 +752,7 @@ async fn report(
         if args.scaling_restore {
             let mut t = Table::new(&[
                 "workers",
+                "restore-start plan only",
                 "restore, all at once",
                 "one after another",
                 "sum of nodes",
@@ -717,6 +763,7 @@ async fn report(
             for s in scaled {
                 t.row(vec![
                     s.workers.to_string(),
+                    secs(s.plan.median()),
                     secs(s.restore.median()),
                     secs(s.restore_serial.median()),
                     secs(s.restore_sum.median()),
