@@ -11,7 +11,9 @@
 //!   (GNU tar extraction + PostgreSQL's own replay, every node at once), pgBackRest;
 //! - restore point and restore-finish against the same SQL done by hand;
 //! - scaling at several worker counts with equal data per node, and the library's own overhead per
-//!   command (its wall time minus the PostgreSQL work it waits on, measured as the floor).
+//!   command (its wall time minus the PostgreSQL work it waits on, measured as the floor);
+//! - with `--ssh` only, nodes on the namespace topology reached over SSH against local access
+//!   (`ssh.rs`).
 //!
 //! It prints a markdown report (medians over `--reps` runs, ratios, targets) on stdout; progress
 //! goes to stderr. Run it with `bash scripts/bench.sh`.
