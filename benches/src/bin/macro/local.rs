@@ -188,6 +188,13 @@ impl Local {
         std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755))?;
         let config = config_with(root, name, workers, &free_ports(workers + 1)?, extra)?;
         let cluster = Cluster::new(config)?;
+        cluster.create(true).await?;
+        Self::adopt(env, name, cluster, scale).await
+    }
+
+    /// A cluster whose servers run already (made elsewhere, such as the SSH topology's): the
+    /// three views of it, and pgbench data of `scale` loaded into every node at once.
+    pub async fn adopt(env: &Env, name: &str, cluster: Cluster, scale: u32) -> Result<Self> {
         let serial = cluster.clone().with_options(RunOptions {
             concurrency: 1,
             ..RunOptions::default()
@@ -203,7 +210,6 @@ impl Local {
             fast_poll,
             scale,
         };
-        local.cluster.create(true).await?;
         let started = Instant::now();
         futures::future::try_join_all(local.nodes().map(|node| async move {
             let mut cmd = Command::new(env.bin.join("pgbench"));
@@ -221,7 +227,7 @@ impl Local {
         .await?;
         progress(&format!(
             "{name}: {} nodes, pgbench scale {scale} each, loaded in {:.0} s",
-            workers + 1,
+            local.nodes().count(),
             started.elapsed().as_secs_f64()
         ));
         Ok(local)

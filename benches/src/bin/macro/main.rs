@@ -11,7 +11,9 @@
 //!   (GNU tar extraction + PostgreSQL's own replay, every node at once), pgBackRest;
 //! - restore point and restore-finish against the same SQL done by hand;
 //! - scaling at several worker counts with equal data per node, and the library's own overhead per
-//!   command (its wall time minus the PostgreSQL work it waits on, measured as the floor).
+//!   command (its wall time minus the PostgreSQL work it waits on, measured as the floor);
+//! - with `--ssh` only, nodes on the namespace topology reached over SSH against local access
+//!   (`ssh.rs`).
 //!
 //! It prints a markdown report (medians over `--reps` runs, ratios, targets) on stdout; progress
 //! goes to stderr. Run it with `bash scripts/bench.sh`.
@@ -20,6 +22,7 @@ mod local;
 mod pgbackrest;
 mod raw;
 mod repo;
+mod ssh;
 mod under_load;
 mod wal;
 
@@ -129,6 +132,21 @@ struct Args {
     /// restores from S3 (moto with TLS) against tar + replay and pgBackRest from the same server.
     #[arg(long)]
     repository: bool,
+    /// Run only the remote-nodes comparison (issue 11): whole-cluster backup and restore over
+    /// SSH on the namespace topology (scripts/netns.sh) against the same over local access,
+    /// SSH's cost per command and per byte, and scaling (--ssh-scaling) against the slowest
+    /// node. Needs root and openssh-server; uses 10.231.x.0/24 only, torn down after.
+    #[arg(long)]
+    ssh: bool,
+    /// Worker counts of the SSH scaling runs (--scaling-scale, --scaling-reps apply).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    ssh_scaling: Vec<usize>,
+    /// Also restore in the SSH scaling runs.
+    #[arg(long)]
+    ssh_scaling_restore: bool,
+    /// Repetitions of each per-command timing of the SSH comparison.
+    #[arg(long, default_value_t = 20)]
+    command_reps: usize,
 }
 
 fn main() -> ExitCode {
@@ -168,17 +186,25 @@ async fn bench(args: &Args) -> Result<String> {
     std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o755))?;
     progress(&format!("benchmark folder: {}", folder.path().display()));
     let env = Env::new(folder.path())?;
-    let result = if args.under_load {
-        under_load::measure(
-            folder.path(),
-            args.workers,
-            args.writers,
-            args.load_seconds,
-            args.every.max(1),
-        )
-        .await
-    } else {
-        measure_all(args, &env, folder.path()).await
+    let work = async {
+        if args.under_load {
+            under_load::measure(
+                folder.path(),
+                args.workers,
+                args.writers,
+                args.load_seconds,
+                args.every.max(1),
+            )
+            .await
+        } else {
+            measure_all(args, &env, folder.path()).await
+        }
+    };
+    // On Ctrl-C the work is dropped, and with it what it holds (the SSH run's topology, which
+    // its Drop tears down); the local servers are stopped below either way.
+    let result = tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err("interrupted (Ctrl-C)".into()),
     };
     stop_every_server(&env, folder.path()).await;
     if args.keep || result.is_err() {
@@ -202,6 +228,29 @@ async fn measure_all(args: &Args, env: &Env, root: &Path) -> Result<String> {
             binary,
         };
         return repo::run_all(&repo_args, env, root).await;
+    }
+    if args.ssh {
+        let binary = match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("citus-recovery"),
+        };
+        let ssh_args = ssh::SshArgs {
+            workers: args.workers,
+            scale: args.scale,
+            reps: args.reps,
+            update_percent: args.update_percent,
+            binary,
+            scaling: if args.no_scaling {
+                Vec::new()
+            } else {
+                args.ssh_scaling.clone()
+            },
+            scaling_scale: args.scaling_scale,
+            scaling_reps: args.scaling_reps,
+            scaling_restore: args.ssh_scaling_restore,
+            command_reps: args.command_reps,
+        };
+        return ssh::run_all(&ssh_args, env, root).await;
     }
     let started = Instant::now();
     let load_before = load_average();
