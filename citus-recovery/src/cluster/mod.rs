@@ -74,8 +74,11 @@ impl Cluster {
 
     /// A cluster reached through any backend.
     pub fn with_backend(backend: Arc<dyn ClusterBackend>) -> Result<Self> {
-        // Fails here, not half-way through a command, when the servers' user is wrong.
-        OsUser::for_config(backend.config())?;
+        // Fails here, not half-way through a command, when the servers' user is wrong. Over SSH
+        // that user is an account of the node hosts (checked by logging in), not of this host.
+        if !backend.config().uses_ssh() {
+            OsUser::for_config(backend.config())?;
+        }
         let repository = open_repository(backend.config())?;
         Ok(Cluster {
             backend,

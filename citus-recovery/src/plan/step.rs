@@ -908,6 +908,7 @@ async fn wait_archived(
             None => backend.exists(node, &target).await,
         };
         crate::progress::tick();
+        let unreadable = found.is_err();
         match found {
             Ok(true) => return Ok(()),
             Ok(false) => {}
@@ -934,6 +935,25 @@ async fn wait_archived(
                 failing_checks += 1;
             } else {
                 failing_checks = 0;
+            }
+            // The server archived it (or a later file: a segment, or the `.backup` file that
+            // follows it) and we still cannot look: waiting cannot help (for example an admin
+            // who may not read the servers' user's files).
+            if unreadable
+                && last_archived
+                    .get(..segment.len())
+                    .is_some_and(|f| f >= segment)
+            {
+                return Err(Error::node(
+                    &node.name,
+                    format!("archive WAL segment {segment}"),
+                    format!(
+                        "the server archived {last_archived:?}, but this host cannot look for {segment} in {place}: {}; \
+                         the user running citus-recovery must be able to read what the servers' user writes there: \
+                         with a shared posix folder run it as that user (the same uid as on the node hosts) or as root, or use an S3 repository",
+                        look_error.as_deref().unwrap_or_default()
+                    ),
+                ));
             }
             let stuck = mode == "off" || failing_checks >= 6;
             if stuck || started.elapsed() > opts.wait_timeout {
