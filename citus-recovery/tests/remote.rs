@@ -17,7 +17,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use netns::{available_or_skip, Topology};
+use netns::{available_or_skip, count, sql, Topology};
 
 /// Runs the CLI with `args` against `config`, in a new mount namespace with an empty tmpfs over
 /// the nodes' folder.
@@ -46,33 +46,6 @@ fn tool_ok(topology: &Topology, config: &Path, args: &[&str], env: &[(String, St
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// Runs `sql` on the host at `addr`; returns the first column of the first row, if any.
-async fn sql(addr: &str, sql: &str) -> Option<String> {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host={addr} port=5432 user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    tokio::spawn(connection);
-    let rows = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql} on {addr}: {e:?}"));
-    rows.into_iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-        _ => None,
-    })
-}
-
-async fn count(addr: &str) -> i64 {
-    sql(addr, "SELECT count(*) FROM t")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 /// How the test itself runs SQL on the hosts.

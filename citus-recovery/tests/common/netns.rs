@@ -237,3 +237,34 @@ impl Drop for Topology {
         }
     }
 }
+
+/// Runs `sql` on the host at `addr` as `postgres` (the topology's servers trust the private
+/// subnet); returns the first column of the first row, if any.
+#[allow(dead_code)] // tests/netns.rs does not use it
+pub async fn sql(addr: &str, sql: &str) -> Option<String> {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host={addr} port=5432 user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    tokio::spawn(connection);
+    let rows = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql} on {addr}: {e:?}"));
+    rows.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    })
+}
+
+/// The rows of table `t` on the host at `addr`.
+#[allow(dead_code)] // tests/netns.rs does not use it
+pub async fn count(addr: &str) -> i64 {
+    sql(addr, "SELECT count(*) FROM t")
+        .await
+        .unwrap()
+        .parse()
+        .unwrap()
+}
