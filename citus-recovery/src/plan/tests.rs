@@ -378,6 +378,20 @@ fn restore_plan_refuses_a_point_before_the_backup_end() {
     );
 }
 
+/// The catalog a cluster of `c` reads: in its repository (an empty one in memory) when it has
+/// one, else in `backupBaseFolder`.
+fn catalog_of(c: &ClusterConfig) -> Catalog {
+    match &c.repository {
+        Some(_) => Catalog::open(
+            c,
+            Some(std::sync::Arc::new(
+                crate::repository::memory::MemoryRepository::new(),
+            )),
+        ),
+        None => Catalog::new(c),
+    }
+}
+
 /// A restore plan with no WAL parameter changes.
 fn restore_plan(
     c: &ClusterConfig,
@@ -391,7 +405,7 @@ fn restore_plan(
     RestorePlan::build(
         c,
         obs,
-        &Catalog::new(c),
+        &catalog_of(c),
         &RestoreInputs {
             backup,
             restore_point: point,
