@@ -23,6 +23,14 @@ pub fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).expect("plain data serializes")
 }
 
+/// Plain data as Python objects (dicts, lists, strings, numbers), through its JSON.
+pub fn to_python<'py, T: Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1(
+        "loads",
+        (serde_json::to_string(value).expect("plain data"),),
+    )
+}
+
 /// Python's `repr` of a string (`'it''s'` becomes `"it's"`), for `__repr__` texts.
 pub fn repr(py: Python<'_>, s: &str) -> PyResult<String> {
     Ok(s.into_pyobject(py)?.repr()?.to_string())

@@ -8,14 +8,6 @@ use pyo3::prelude::*;
 use crate::convert;
 use crate::plans::PyPlan;
 
-/// Plain data as Python objects (dicts, lists, strings, numbers), through its JSON.
-fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?.call_method1(
-        "loads",
-        (serde_json::to_string(value).expect("plain data"),),
-    )
-}
-
 /// The plan of `fork`: the live cluster restored into a second cluster beside it.
 #[pyclass(module = "citus_recovery", name = "ForkPlan", extends = PyPlan, frozen)]
 pub struct PyForkPlan(pub ForkPlan);
@@ -44,7 +36,7 @@ impl PyForkPlan {
     /// `to_host`, `to_port`.
     #[getter]
     fn moves<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.moves)
+        convert::to_python(py, &self.0.moves)
     }
 }
 
@@ -68,7 +60,7 @@ impl PyForkReport {
 
     /// The whole report as a dict.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0)
+        convert::to_python(py, &self.0)
     }
 
     /// The report as JSON, as `fork --json` prints it.
@@ -108,12 +100,12 @@ impl PyDrillReport {
     /// Every SQL check: dicts with `node`, `sql`, `expect`, `got`, `error`, `passed`.
     #[getter]
     fn checks<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.checks)
+        convert::to_python(py, &self.0.checks)
     }
 
     /// The whole report as a dict.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0)
+        convert::to_python(py, &self.0)
     }
 
     /// The report as JSON, as `drill --json` prints it.

@@ -9,14 +9,6 @@ use pyo3::prelude::*;
 use crate::convert;
 use crate::plans::PyPlan;
 
-/// Plain data as Python objects (dicts, lists, strings, numbers), through its JSON.
-fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?.call_method1(
-        "loads",
-        (serde_json::to_string(value).expect("plain data"),),
-    )
-}
-
 /// The plan of `expire` (also what `expire` returns: the plan, all of it done).
 #[pyclass(module = "citus_recovery", name = "ExpirePlan", extends = PyPlan, frozen)]
 pub struct PyExpirePlan(pub ExpirePlan);
@@ -32,19 +24,19 @@ impl PyExpirePlan {
     /// The backups removed: dicts with `name`, `end_time`, `files`, `reason`.
     #[getter]
     fn backups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.backups)
+        convert::to_python(py, &self.0.backups)
     }
 
     /// Leftovers of interrupted backups or expires that are removed.
     #[getter]
     fn incomplete<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.incomplete)
+        convert::to_python(py, &self.0.incomplete)
     }
 
     /// Per node: `keep_from` (segment), `remove` (files), `bytes`, `kept_files`.
     #[getter]
     fn wal<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.wal)
+        convert::to_python(py, &self.0.wal)
     }
 
     /// Recorded restore points no kept backup reaches.
@@ -75,14 +67,14 @@ impl PyImportPlan {
     /// Per node: dicts with `node`, `folder`, `files` (the WAL files to copy), `bytes`.
     #[getter]
     fn wal<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.wal)
+        convert::to_python(py, &self.0.wal)
     }
 
     /// The backups to copy, oldest first: dicts with `backup` (as `list_backups` gives it, as a
     /// dict) and `leftovers` (objects of an unfinished earlier copy, removed first).
     #[getter]
     fn backups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.backups)
+        convert::to_python(py, &self.0.backups)
     }
 
     /// The names of the restore points to record.
@@ -124,18 +116,18 @@ impl PyCheckReport {
     /// Every node's health, as dicts (keys as in `to_json()`).
     #[getter]
     fn nodes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.nodes)
+        convert::to_python(py, &self.0.nodes)
     }
 
     /// Everything not OK, worst first: dicts with `status`, `node`, `check`, `message`.
     #[getter]
     fn findings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0.findings)
+        convert::to_python(py, &self.0.findings)
     }
 
     /// The whole report as a dict.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        to_python(py, &self.0)
+        convert::to_python(py, &self.0)
     }
 
     /// The report as JSON, as `check --json` prints it.
