@@ -311,41 +311,18 @@ impl PyCluster {
     /// returns (`ArchiveReport`, `Backup`, `RestorePoint`, `RestoreReport`, `FinishReport`,
     /// `AbortReport`).
     fn apply(&self, plan: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let py = plan.py();
-        if let Ok(p) = plan.downcast::<PyArchivePlan>() {
-            let p = &p.get().0;
-            let report = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyArchiveReport(report))?.into_any());
-        }
-        if let Ok(p) = plan.downcast::<PyBasebackupPlan>() {
-            let p = &p.get().0;
-            let backup = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyBackup(backup))?.into_any());
-        }
-        if let Ok(p) = plan.downcast::<PyRestorePointPlan>() {
-            let p = &p.get().0;
-            let point = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyRestorePoint(point))?.into_any());
-        }
-        if let Ok(p) = plan.downcast::<PyRestorePlan>() {
-            let p = &p.get().0;
-            let report = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyRestoreReport(report))?.into_any());
-        }
-        if let Ok(p) = plan.downcast::<PyFinishPlan>() {
-            let p = &p.get().0;
-            let report = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyFinishReport(report))?.into_any());
-        }
-        if let Ok(p) = plan.downcast::<PyAbortPlan>() {
-            let p = &p.get().0;
-            let report = run(py, || self.0.apply(p))?;
-            return Ok(Py::new(py, PyAbortReport(report))?.into_any());
-        }
-        Err(PyTypeError::new_err(format!(
-            "apply() takes a plan from one of the Cluster's plan_* methods, not {}",
-            plan.get_type().name()?
-        )))
+        self.apply_as(plan, |p: &PyArchivePlan| &p.0, PyArchiveReport)
+            .or_else(|| self.apply_as(plan, |p: &PyBasebackupPlan| &p.0, PyBackup))
+            .or_else(|| self.apply_as(plan, |p: &PyRestorePointPlan| &p.0, PyRestorePoint))
+            .or_else(|| self.apply_as(plan, |p: &PyRestorePlan| &p.0, PyRestoreReport))
+            .or_else(|| self.apply_as(plan, |p: &PyFinishPlan| &p.0, PyFinishReport))
+            .or_else(|| self.apply_as(plan, |p: &PyAbortPlan| &p.0, PyAbortReport))
+            .unwrap_or_else(|| {
+                Err(PyTypeError::new_err(format!(
+                    "apply() takes a plan from one of the Cluster's plan_* methods, not {}",
+                    plan.get_type().name()?
+                )))
+            })
     }
 
     /// Complete backups, oldest first.
@@ -547,6 +524,29 @@ impl PyCluster {
                 Cow::Owned(self.0.clone().with_options(options))
             }
         }
+    }
+}
+
+impl PyCluster {
+    /// [`Cluster::apply`] of `plan` when it is a `W` (the class of one kind of plan, holding the
+    /// core plan `inner` returns), its report as `wrap` makes it; `None` for another class.
+    fn apply_as<W, P, O>(
+        &self,
+        plan: &Bound<'_, PyAny>,
+        inner: impl Fn(&W) -> &P,
+        wrap: impl FnOnce(P::Report) -> O,
+    ) -> Option<PyResult<Py<PyAny>>>
+    where
+        W: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync,
+        P: citus_recovery::Apply,
+        O: pyo3::PyClass + Into<pyo3::PyClassInitializer<O>>,
+    {
+        let py = plan.py();
+        let p = inner(plan.downcast::<W>().ok()?.get());
+        Some(
+            run(py, || self.0.apply(p))
+                .and_then(|report| Ok(Py::new(py, wrap(report))?.into_any())),
+        )
     }
 }
 
