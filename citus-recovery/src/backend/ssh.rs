@@ -311,6 +311,26 @@ impl SshBackend {
         }
     }
 
+    /// Runs this tool (`args`, then a `--tablespace` for each of `tablespaces`) on the node's
+    /// host for file work: unlike [`Self::node_command`] it forwards no environment (nothing
+    /// there needs a secret). A failure is one of `action`.
+    async fn node_tool(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        args: &[Arg<'_>],
+        tablespaces: &[TablespaceTarget],
+    ) -> Result<()> {
+        let binary = self.node_binary(node).await?;
+        let values = tablespace_values(tablespaces);
+        let mut words = vec![Arg::Text(&binary)];
+        words.extend_from_slice(args);
+        push_tablespaces(&mut words, &values);
+        self.exec_ok(node, action, r#"exec "$@""#, &words, None)
+            .await
+            .map(|_| ())
+    }
+
     async fn program(&self, node: &NodeConfig, name: &str) -> Result<PathBuf> {
         Ok(self.bin_dir(node).await?.join(name))
     }
@@ -492,6 +512,13 @@ fn check_ssh_path(config: &ClusterConfig, node: &NodeConfig, ssh: &SshConfig) ->
         }
     }
     Ok(())
+}
+
+/// Appends `--tablespace VALUE` for each of `values` (from [`tablespace_values`]).
+fn push_tablespaces<'a>(args: &mut Vec<Arg<'a>>, values: &'a [PathBuf]) {
+    for value in values {
+        args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
+    }
 }
 
 /// `--tablespace` values, `<oid>=<new folder>` (as paths: a folder need not be UTF-8).
@@ -753,22 +780,15 @@ impl ClusterBackend for SshBackend {
         tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
         // On the node's host, by the same code as for local nodes (node_side).
-        let binary = self.node_binary(node).await?;
-        let values = tablespace_values(tablespaces);
-        let mut args = vec![
-            Arg::Text(&binary),
+        let args = [
             Arg::Text("node-extract"),
             Arg::Text("--backup"),
             Arg::Path(backup),
             Arg::Text("--data-dir"),
             Arg::Path(data_dir),
         ];
-        for value in &values {
-            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
-        }
-        self.exec_ok(node, "extract backup", r#"exec "$@""#, &args, None)
+        self.node_tool(node, "extract backup", &args, tablespaces)
             .await
-            .map(|_| ())
     }
 
     async fn check_node_tools(&self, node: &NodeConfig) -> Result<()> {
@@ -889,9 +909,7 @@ impl ClusterBackend for SshBackend {
             Arg::Text("--data-dir"),
             Arg::Path(data_dir),
         ];
-        for value in &values {
-            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
-        }
+        push_tablespaces(&mut args, &values);
         self.node_command(node, "node-restore", &args).await?;
         Ok(true)
     }
@@ -902,20 +920,13 @@ impl ClusterBackend for SshBackend {
         data_dir: &Path,
         tablespaces: &[TablespaceTarget],
     ) -> Result<()> {
-        let binary = self.node_binary(node).await?;
-        let values = tablespace_values(tablespaces);
-        let mut args = vec![
-            Arg::Text(&binary),
+        let args = [
             Arg::Text("node-install-control-file"),
             Arg::Text("--data-dir"),
             Arg::Path(data_dir),
         ];
-        for value in &values {
-            args.extend([Arg::Text("--tablespace"), Arg::Path(value)]);
-        }
-        self.exec_ok(node, "install pg_control", r#"exec "$@""#, &args, None)
+        self.node_tool(node, "install pg_control", &args, tablespaces)
             .await
-            .map(|_| ())
     }
 
     async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
