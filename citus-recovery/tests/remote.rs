@@ -496,23 +496,8 @@ async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
         return;
     }
     let topology = Topology::up(2);
-    let (repo, _) = shared_folder(&topology);
-    let config = topology.dir().join("cluster-config.json");
-    let mut json = topology.config_json();
-    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
-    std::fs::write(&config, json.to_string()).unwrap();
-    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
-    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
-    for addr in &addrs {
-        sql(
-            addr,
-            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
-        )
-        .await;
-    }
-    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
-    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
+    let (config, _, addrs) = archiving_into_a_shared_folder(&topology);
+    backup_and_point(&topology, &config, &addrs).await;
     sql(&addrs[0], "INSERT INTO t VALUES (-1)").await;
 
     // Every sshd in h2's namespace: the listener and any session.
@@ -539,6 +524,33 @@ async fn a_host_without_ssh_fails_backup_and_restore_naming_it() {
     // h1 runs on, on its own data directory, the row written after the restore point there.
     assert_eq!(count(&addrs[0]).await, 101);
     assert_eq!(count(&addrs[1]).await, 100);
+}
+
+/// The topology's cluster with the repository on a folder every host sees, archiving into it:
+/// the config file, the repository's folder and the hosts' addresses.
+fn archiving_into_a_shared_folder(topology: &Topology) -> (PathBuf, PathBuf, Vec<String>) {
+    let (repo, _) = shared_folder(topology);
+    let config = topology.dir().join("cluster-config.json");
+    let mut json = topology.config_json();
+    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
+    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
+    std::fs::write(&config, json.to_string()).unwrap();
+    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
+    tool_ok(topology, &config, &["prepare-archiving"], &[]);
+    (config, repo, addrs)
+}
+
+/// Table `t` (100 rows) on every host, then backup `b1` and restore point `rp1`.
+async fn backup_and_point(topology: &Topology, config: &Path, addrs: &[String]) {
+    for addr in addrs {
+        sql(
+            addr,
+            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
+        )
+        .await;
+    }
+    tool_ok(topology, config, &["basebackup", "--name", "b1"], &[]);
+    tool_ok(topology, config, &["restore-point", "--name", "rp1"], &[]);
 }
 
 /// The pids of the processes named `comm` in `host`'s namespace.
@@ -579,14 +591,7 @@ async fn a_host_lost_during_its_backup_stops_it_there() {
         return;
     }
     let topology = Topology::up(2);
-    let (repo, _) = shared_folder(&topology);
-    let config = topology.dir().join("cluster-config.json");
-    let mut json = topology.config_json();
-    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
-    std::fs::write(&config, json.to_string()).unwrap();
-    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
-    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
+    let (config, repo, addrs) = archiving_into_a_shared_folder(&topology);
     // A node's backup no longer waits for its archive (`-X fetch`): h2 gets enough data that
     // its stream is still running when its host is lost.
     sql(
@@ -657,23 +662,8 @@ async fn a_host_lost_during_a_restore_loses_nothing() {
         return;
     }
     let topology = Topology::up(2);
-    let (repo, _) = shared_folder(&topology);
-    let config = topology.dir().join("cluster-config.json");
-    let mut json = topology.config_json();
-    json["binary"] = serde_json::json!(env!("CARGO_BIN_EXE_citus-recovery"));
-    json["repository"] = serde_json::json!({"type": "posix", "path": repo});
-    std::fs::write(&config, json.to_string()).unwrap();
-    let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
-    tool_ok(&topology, &config, &["prepare-archiving"], &[]);
-    for addr in &addrs {
-        sql(
-            addr,
-            "CREATE TABLE t AS SELECT generate_series(1, 100) AS id",
-        )
-        .await;
-    }
-    tool_ok(&topology, &config, &["basebackup", "--name", "b1"], &[]);
-    tool_ok(&topology, &config, &["restore-point", "--name", "rp1"], &[]);
+    let (config, _, addrs) = archiving_into_a_shared_folder(&topology);
+    backup_and_point(&topology, &config, &addrs).await;
     for addr in &addrs {
         sql(addr, "INSERT INTO t VALUES (-1)").await;
     }
