@@ -14,6 +14,18 @@ use citus_recovery::Error;
 use common::TestCluster;
 use repository_cycle::{cycle, files_below, with_repository, BIN};
 
+/// A new cluster of `workers` workers with a posix repository in its folder, running and
+/// archiving into it: the test cluster, its config file and the repository's folder.
+async fn archiving_into_posix(workers: usize) -> (TestCluster, PathBuf, PathBuf) {
+    let mut t = TestCluster::new(workers);
+    let repo = t.dir().join("repo");
+    let file = with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    (t, file, repo)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn posix_repository_backup_restore_point_verify_restore() {
     skip_unless_postgres!();
@@ -40,12 +52,8 @@ async fn posix_repository_backup_restore_point_verify_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
     skip_unless_postgres!();
-    let mut t = TestCluster::new(1);
-    let repo = t.dir().join("repo");
-    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let (t, _, repo) = archiving_into_posix(1).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
     c.basebackup(Some("first")).await.expect("base backup");
     t.sql(
         "worker1",
@@ -105,12 +113,8 @@ async fn a_corrupted_backup_object_is_named_and_nothing_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_waits_for_its_last_segment_behind_a_slow_archive_command() {
     skip_unless_postgres!();
-    let mut t = TestCluster::new(0);
-    let repo = t.dir().join("repo");
-    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let (t, _, repo) = archiving_into_posix(0).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
     t.sql(
         "coordinator",
         "CREATE TABLE yy AS SELECT g FROM generate_series(1, 300) g",
@@ -225,12 +229,8 @@ async fn a_backup_waits_for_its_last_segment_behind_a_slow_archive_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tablespace_backup_goes_through_a_compressed_staging_into_the_repository() {
     skip_unless_postgres!();
-    let mut t = TestCluster::new(0);
-    let repo = t.dir().join("repo");
-    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let (t, _, repo) = archiving_into_posix(0).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
     let node = t.config().coordinator.clone();
     let live_ts = t.dir().join("ts-live");
     c.backend().create_dir(&node, &live_ts).await.unwrap();
@@ -306,12 +306,8 @@ async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered()
     use citus_recovery::repository::Key;
     use std::time::{Duration, Instant};
     skip_unless_postgres!();
-    let mut t = TestCluster::new(1);
-    let repo = t.dir().join("repo");
-    let file = with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let (t, file, repo) = archiving_into_posix(1).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
-    c.prepare_archiving(true, false).await.expect("archiving");
     // Data on every node, so every node's stream is still running when the tool is killed
     // (a node's backup no longer waits a second for its archive).
     for node in ["coordinator", "worker1"] {
