@@ -379,32 +379,26 @@ mod tests {
 
     #[test]
     fn the_end_point_hash_follows_the_signature_algorithm() {
-        let key = rcgen::KeyPair::generate().unwrap(); // ECDSA P-256 with SHA-256
-        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let der = cert.der().to_vec();
+        let der_for = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            cert.der().to_vec()
+        };
+        let der = der_for(&rcgen::PKCS_ECDSA_P256_SHA256);
         assert_eq!(
             end_point_hash(&der),
             Some(sha2::Sha256::digest(&der).to_vec())
         );
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let der = cert.der().to_vec();
+        let der = der_for(&rcgen::PKCS_ECDSA_P384_SHA384);
         assert_eq!(
             end_point_hash(&der),
             Some(sha2::Sha384::digest(&der).to_vec())
         );
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["db1".to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        assert_eq!(end_point_hash(cert.der()), None, "Ed25519: no binding");
+        let der = der_for(&rcgen::PKCS_ED25519);
+        assert_eq!(end_point_hash(&der), None, "Ed25519: no binding");
         assert_eq!(end_point_hash(b"\x30\x05junk"), None);
     }
 }
