@@ -771,8 +771,14 @@ const GET_FAILED: u8 = 200;
 async fn wal_command(args: &Args) -> ExitCode {
     match &args.command {
         Command::ArchivePush { node, path } => {
-            let cluster = load_config(args).and_then(Cluster::new);
-            match async { cluster?.archive_push(node, path).await }.await {
+            // The repository alone, as for archive-get: no server programs looked up (Debian's
+            // `pg_config` wrapper costs more than a small segment's upload).
+            let pushed = async {
+                let config = load_config(args)?;
+                let repo = archiving::wal_repository(&config, node)?;
+                archiving::archive_push(repo.as_ref(), config.compression, node, path).await
+            };
+            match pushed.await {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("citus-recovery archive-push {}: {e}", path.display());
