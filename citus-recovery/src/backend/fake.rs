@@ -105,6 +105,8 @@ struct Inner {
     delay: Duration,
     in_flight: usize,
     max_in_flight: usize,
+    /// The server's error quoted by a failed `base_backup_stream` (default: the English one).
+    stream_error: Option<String>,
 }
 
 /// An in-memory [`ClusterBackend`] with scripted failures and a call log; see the module docs.
@@ -247,6 +249,12 @@ impl FakeBackend {
             method: method.into(),
             nth,
         });
+    }
+
+    /// The server error a failed `base_backup_stream` quotes (as if the server's `lc_messages`
+    /// were another language), in place of the English "has already been removed" one.
+    pub fn set_stream_error(&self, server_error: &str) {
+        self.lock().stream_error = Some(server_error.to_string());
     }
 
     /// Forgets the calls so far (log and counts; scripted failures count from here on).
@@ -564,14 +572,16 @@ impl ClusterBackend for FakeBackend {
         }
         let mut tar = builder.into_inner().expect("a tar in memory");
         let name = node.name.clone();
+        let server_error = self.lock().stream_error.clone().unwrap_or_else(|| {
+            "ERROR:  requested WAL segment 000000010000000000000002 has already been removed".into()
+        });
         let done: futures::future::BoxFuture<'static, Result<()>> = if failed {
             tar.truncate(700);
             Box::pin(async move {
                 Err(Error::node(
                     &name,
                     "pg_basebackup",
-                    "pg_basebackup: error: backup failed: ERROR:  requested WAL segment \
-                     000000010000000000000002 has already been removed",
+                    format!("pg_basebackup: error: backup failed: {server_error}"),
                 ))
             })
         } else {

@@ -247,7 +247,7 @@ pub(crate) async fn stream_with_fallback(
     key: &Key,
 ) -> Result<stored::UploadedTar> {
     match stream_into(backend, repo, node, backup, key, StreamedWal::Fetch).await {
-        Err(e) if e.to_string().contains("has already been removed") => {
+        Err(e) if lost_archived_wal(repo, node, &e).await => {
             crate::progress::message(format!(
                 "{}: a WAL segment of the backup was recycled before pg_basebackup fetched it; \
                  taking the backup again without WAL in the stream",
@@ -257,6 +257,28 @@ pub(crate) async fn stream_with_fallback(
         }
         other => other,
     }
+}
+
+/// Whether a failed `-X fetch` backup failed because the server had already recycled a WAL
+/// segment it wanted to send: the error names a segment (24 hex digits, whatever language the
+/// server's `lc_messages` speaks) that the repository holds. A server archiving into the
+/// repository recycles only archived segments, so any other failure (a refused login, a full
+/// disk, a segment missing from the archive) is returned as it is, never retried.
+async fn lost_archived_wal(repo: &dyn Repository, node: &NodeConfig, e: &Error) -> bool {
+    let text = e.to_string();
+    let Some(segment) = named_segments(&text).next() else {
+        return false;
+    };
+    matches!(
+        crate::archiving::is_archived(repo, &node.name, segment).await,
+        Ok(true)
+    )
+}
+
+/// The WAL segment names (24 upper-case hex digits, standing alone) in `text`, in order.
+fn named_segments(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 24 && w.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')))
 }
 
 /// One streamed `pg_basebackup` of `node` into `key`, every file checked against the manifest at

@@ -692,8 +692,9 @@ fn with_a_repository_backups_go_into_it_and_restores_come_from_it() {
 }
 
 /// A `-X fetch` backup whose WAL was recycled before pg_basebackup fetched it stores nothing
-/// and is taken again with `-X none`; a second failure is returned, naming the cause, and
-/// leaves nothing either.
+/// and is taken again with `-X none`, whatever language the server's error is in; a segment
+/// the archive lacks is no recycling and is not retried; a second failure is returned, naming
+/// the cause, and leaves nothing either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_backup_that_lost_its_wal_is_taken_again_without_wal() {
     use crate::backend::fake::FakeBackend;
@@ -703,6 +704,16 @@ async fn a_fetch_backup_that_lost_its_wal_is_taken_again_without_wal() {
     let node = c.coordinator.clone();
     let fake = FakeBackend::new(c);
     let repo = MemoryRepository::new();
+    // Recycled only once archived: the segment the error names is in the repository.
+    crate::archiving::archive_push_data(
+        &repo,
+        Default::default(),
+        "coordinator",
+        "000000010000000000000002",
+        vec![0; 64],
+    )
+    .await
+    .unwrap();
     let key = Key::new("backups/b1/coordinator/base.tar.zst").unwrap();
     fake.fail("coordinator", "base_backup_stream", 1);
     let up = basebackup::stream_with_fallback(&fake, &repo, &node, "b1", &key)
@@ -718,9 +729,37 @@ async fn a_fetch_backup_that_lost_its_wal_is_taken_again_without_wal() {
     assert_eq!(up.scanned.files.len(), 2, "{:?}", up.scanned.files);
     assert!(repo.head(&key).await.unwrap().is_some());
 
+    // The server's messages in another language: the archived segment it names decides. (The
+    // failure scripted for the first call stays scripted after clear_calls.)
+    fake.set_stream_error(
+        "FEHLER:  angefordertes WAL-Segment 000000010000000000000002 wurde schon entfernt",
+    );
+    let key = Key::new("backups/b3/coordinator/base.tar.zst").unwrap();
+    fake.clear_calls();
+    basebackup::stream_with_fallback(&fake, &repo, &node, "b3", &key)
+        .await
+        .expect("taken again whatever the language");
+    assert_eq!(fake.call_count("coordinator", "base_backup_stream"), 2);
+
+    // A segment the repository does not hold was not recycled by archiving: no second try.
+    fake.set_stream_error(
+        "FEHLER:  angefordertes WAL-Segment 000000010000000000000009 wurde schon entfernt",
+    );
+    let key = Key::new("backups/b4/coordinator/base.tar.zst").unwrap();
+    fake.clear_calls();
+    let e = basebackup::stream_with_fallback(&fake, &repo, &node, "b4", &key)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("000000010000000000000009"), "{e}");
+    assert_eq!(fake.call_count("coordinator", "base_backup_stream"), 1);
+    assert_eq!(repo.head(&key).await.unwrap(), None);
+
+    // Failing again: the second failure is returned, naming the cause.
+    fake.set_stream_error(
+        "ERROR:  requested WAL segment 000000010000000000000002 has already been removed",
+    );
     let key = Key::new("backups/b2/coordinator/base.tar.zst").unwrap();
     fake.clear_calls();
-    fake.fail("coordinator", "base_backup_stream", 1);
     fake.fail("coordinator", "base_backup_stream", 2);
     let e = basebackup::stream_with_fallback(&fake, &repo, &node, "b2", &key)
         .await
