@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 use crate::repository::codec;
 use crate::repository::{RepoError, Repository};
 
+mod remove;
+pub use remove::{remove_spool_in, SpoolRemoval};
+
 /// The spool's folder name, inside the folder of `%p` (`pg_wal`).
 pub const SPOOL_DIR: &str = "citus-recovery-spool";
 
@@ -50,6 +53,9 @@ const WORKER_WAIT: Duration = Duration::from_secs(60);
 
 /// How long removing the spool waits for a running worker to end.
 const REMOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The largest window `.window` may name.
+const MAX_WINDOW: usize = 1024;
 
 /// Requests a worker keeps in flight.
 const WORKER_PARALLEL: usize = 4;
@@ -291,6 +297,30 @@ impl SpoolLock {
         Self::try_acquire(&dir)
     }
 
+    /// The lock of the spool in the folder `pg_wal`, as [`Self::for_dest`] for a file there:
+    /// restore-start takes it to fill the spool before the server starts.
+    pub fn for_pg_wal(pg_wal: &Path) -> Option<SpoolLock> {
+        Self::for_dest(&pg_wal.join("RECOVERYXLOG"))
+    }
+
+    /// Records the window `first` and the `queue - 1` segments after it as the one being
+    /// filled, before the worker starts, so an archive-get for one of them waits for the
+    /// worker instead of fetching it too. The worker records it again ([`prefetch`]).
+    pub fn record_window(&self, first: &str, queue: usize) -> Result<()> {
+        if segment_number(first).is_none() || queue == 0 || queue > MAX_WINDOW {
+            return Err(Error::InvalidArgument {
+                what: "prefetch window",
+                value: format!("{first} {queue}"),
+                problem: format!("must be a WAL segment name and 1 to {MAX_WINDOW} segments"),
+            });
+        }
+        write_atomically(
+            &self.dir,
+            WINDOW_FILE,
+            format!("{first} {queue}").as_bytes(),
+        )
+    }
+
     /// The free lock of the spool folder `dir`, after removing what a killed worker left
     /// (`.tmp-*` files); `None` when it is held or `dir` is not a usable spool.
     fn try_acquire(dir: &Path) -> Option<SpoolLock> {
@@ -446,7 +476,7 @@ fn read_window(dir: &Path) -> Option<Window> {
     let (tli, n) = segment_number(first)?;
     Some(Window {
         first: (tli.to_string(), n),
-        queue: queue.parse().ok().filter(|q| *q <= 1024)?,
+        queue: queue.parse().ok().filter(|q| *q <= MAX_WINDOW)?,
     })
 }
 
