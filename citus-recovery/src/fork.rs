@@ -235,6 +235,9 @@ impl ForkPlan {
     ) -> Result<Self> {
         for phase in &mut restore.phases {
             for np in &mut phase.nodes {
+                // The fork's restore_command reads the live archive, not what the fork's
+                // config would prefetch from: archive-get fills the spool itself.
+                np.steps.retain(|s| !matches!(s, Step::PrefetchWal { .. }));
                 let live = source.node(&np.node).ok_or_else(|| Error::Identity {
                     node: np.node.clone(),
                     problem: "the fork names a node the live config lacks".into(),

@@ -196,12 +196,16 @@ async fn scenario(
     let list = tool_ok(topology, &config, &["list"], env);
     assert!(list.contains("b1") && list.contains("rp1"), "{list}");
 
-    tool_ok(
+    let out = tool(
         topology,
         &config,
         &["restore-start", "--backup", "b1", "--restore-point", "rp1"],
         env,
     );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "restore-start: {err}");
+    // Each host's own citus-recovery filled its node's spool before the server started.
+    assert!(!err.contains("no WAL prefetch"), "{err}");
     tool_ok(topology, &config, &["restore-finish"], env);
     for addr in &addrs {
         assert_eq!(
@@ -246,6 +250,14 @@ async fn scenario(
             "{addr}: back as before restore-start"
         );
     }
+    // restore-finish and restore-abort removed every prefetch spool on the hosts.
+    let spools: Vec<PathBuf> = std::fs::read_dir(topology.nodes_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("pg_wal/citus-recovery-spool"))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect();
+    assert!(spools.is_empty(), "{spools:?}");
     let list = tool_ok(topology, &config, &["list"], env);
     assert!(list.contains("b1") && list.contains("rp1"), "{list}");
     assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());

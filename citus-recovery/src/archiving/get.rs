@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 use crate::repository::codec;
 use crate::repository::{RepoError, Repository};
 
+mod remove;
+pub use remove::{remove_spool_in, SpoolRemoval};
+
 /// The spool's folder name, inside the folder of `%p` (`pg_wal`).
 pub const SPOOL_DIR: &str = "citus-recovery-spool";
 
@@ -50,6 +53,9 @@ const WORKER_WAIT: Duration = Duration::from_secs(60);
 
 /// How long removing the spool waits for a running worker to end.
 const REMOVE_WAIT: Duration = Duration::from_secs(2);
+
+/// The largest window `.window` may name.
+const MAX_WINDOW: usize = 1024;
 
 /// Requests a worker keeps in flight.
 const WORKER_PARALLEL: usize = 4;
@@ -109,9 +115,12 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
         pause = (pause * 2).min(Duration::from_millis(5));
     }
     record_last(&dir, file);
-    let queue = read_window(&dir).map_or(0, |w| w.queue);
+    let window = read_window(&dir);
+    let queue = window.as_ref().map_or(0, |w| w.queue);
     let (ahead, leftovers) = scan(&dir, file, queue);
-    let low = ahead * 2 < queue;
+    // restore-start's window ends where replay stops: fetching past it would only compete
+    // with replay (a segment replay still asks for after it is fetched, and starts a worker).
+    let low = ahead * 2 < queue && !window.is_some_and(|w| w.restore && w.holds(file));
     // Taking the free lock also removes what a killed worker left.
     let lock = (low || leftovers).then(|| SpoolLock::try_acquire(&dir));
     Spooled::Taken {
@@ -231,8 +240,17 @@ pub async fn prefetch(
     let present = {
         let (d, w) = (dir.clone(), window.clone());
         let line = format!("{first} {queue}");
+        let first = first.to_string();
         blocking(&dir, move || {
-            write_atomically(&d, WINDOW_FILE, line.as_bytes())?;
+            // restore-start recorded this window already, marked as its own: kept.
+            let recorded = read_window(&d).is_some_and(|r| {
+                r.restore
+                    && r.queue == queue
+                    && segment_number(&first).is_some_and(|(t, n)| t == r.first.0 && n == r.first.1)
+            });
+            if !recorded {
+                write_atomically(&d, WINDOW_FILE, line.as_bytes())?;
+            }
             clean(&d, &w)
         })
         .await?
@@ -289,6 +307,29 @@ impl SpoolLock {
             Err(_) => return None,
         }
         Self::try_acquire(&dir)
+    }
+
+    /// The lock of the spool in the folder `pg_wal`, as [`Self::for_dest`] for a file there:
+    /// restore-start takes it to fill the spool before the server starts.
+    pub fn for_pg_wal(pg_wal: &Path) -> Option<SpoolLock> {
+        Self::for_dest(&pg_wal.join("RECOVERYXLOG"))
+    }
+
+    /// Records restore-start's window, `first` and the `queue - 1` segments after it, as the
+    /// one being filled, before the worker starts: an archive-get for one of them waits for
+    /// the worker instead of fetching it too, and taking one starts no refill worker (the
+    /// window ends at the restore point). [`prefetch`] keeps the record when it names the
+    /// same window.
+    pub fn record_window(&self, first: &str, queue: usize) -> Result<()> {
+        if segment_number(first).is_none() || queue == 0 || queue > MAX_WINDOW {
+            return Err(Error::InvalidArgument {
+                what: "prefetch window",
+                value: format!("{first} {queue}"),
+                problem: format!("must be a WAL segment name and 1 to {MAX_WINDOW} segments"),
+            });
+        }
+        let line = format!("{first} {queue} {RESTORE_WINDOW}");
+        write_atomically(&self.dir, WINDOW_FILE, line.as_bytes())
     }
 
     /// The free lock of the spool folder `dir`, after removing what a killed worker left
@@ -416,10 +457,15 @@ fn open_spool(dir: &Path) -> Option<OwnedFd> {
     ours.then(|| OwnedFd::from(file))
 }
 
+/// The mark after a window restore-start recorded (`<first> <queue> restore`).
+const RESTORE_WINDOW: &str = "restore";
+
 /// A worker's window as `.window` records it.
 struct Window {
     first: (String, u64),
     queue: usize,
+    /// Recorded by restore-start ([`SpoolLock::record_window`]): no refill inside it.
+    restore: bool,
 }
 
 impl Window {
@@ -442,11 +488,16 @@ fn read_window(dir: &Path) -> Option<Window> {
         .take(64)
         .read_to_string(&mut text)
         .ok()?;
-    let (first, queue) = text.trim().split_once(' ')?;
+    let mut words = text.split_whitespace();
+    let (first, queue, mark) = (words.next()?, words.next()?, words.next());
+    if words.next().is_some() || mark.is_some_and(|m| m != RESTORE_WINDOW) {
+        return None;
+    }
     let (tli, n) = segment_number(first)?;
     Some(Window {
         first: (tli.to_string(), n),
-        queue: queue.parse().ok().filter(|q| *q <= 1024)?,
+        queue: queue.parse().ok().filter(|q| *q <= MAX_WINDOW)?,
+        restore: mark.is_some(),
     })
 }
 

@@ -808,6 +808,57 @@ impl ClusterBackend for FakeBackend {
         })
     }
 
+    async fn start_prefetch(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+        first: &str,
+        count: usize,
+    ) -> Result<()> {
+        self.call(
+            node,
+            "start_prefetch",
+            format!("{} {first} {count}", shown(pg_wal)),
+        )
+        .await?;
+        // The spool with the window recorded, as the real worker leaves it.
+        self.with_host(node, |h, _| {
+            if !h.is_dir(pg_wal) {
+                return Err(missing(
+                    node,
+                    "start the WAL prefetch",
+                    pg_wal,
+                    "is not a folder",
+                ));
+            }
+            let spool = pg_wal.join(crate::archiving::SPOOL_DIR);
+            h.make_dirs(&spool);
+            h.paths.insert(
+                spool.join(".window"),
+                Entry::File(format!("{first} {count}").into_bytes()),
+            );
+            Ok(())
+        })
+    }
+
+    async fn remove_spool(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+    ) -> Result<crate::archiving::SpoolRemoval> {
+        self.call(node, "remove_spool", shown(pg_wal)).await?;
+        let spool = pg_wal.join(crate::archiving::SPOOL_DIR);
+        Ok(self.with_host(node, |h, _| {
+            let before = h.paths.len();
+            h.paths.retain(|p, _| !p.starts_with(&spool));
+            if h.paths.len() == before {
+                crate::archiving::SpoolRemoval::Absent
+            } else {
+                crate::archiving::SpoolRemoval::Removed
+            }
+        }))
+    }
+
     async fn log_tail(&self, node: &NodeConfig, _lines: usize) -> String {
         format!("(fake server log of {})", node.name)
     }

@@ -666,6 +666,43 @@ impl ClusterBackend for LocalBackend {
         }
     }
 
+    async fn start_prefetch(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+        first: &str,
+        count: usize,
+    ) -> Result<()> {
+        let (binary, config) = crate::plan::archive::tool_paths(&self.config)?;
+        // As the servers' user, with this process's environment (the `AWS_*` variables), as
+        // the server's own restore_command runs: the worker's files are that user's.
+        let mut cmd = Command::new(binary);
+        self.switch_user(&mut cmd);
+        cmd.current_dir("/")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .arg("--config")
+            .arg(config)
+            .args(["archive-get-prefetch", "--node", &node.name, "--pg-wal"])
+            .arg(pg_wal)
+            .args(["--count", &count.to_string(), first]);
+        self.run(node, "start the WAL prefetch", cmd)
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_spool(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+    ) -> Result<crate::archiving::SpoolRemoval> {
+        let pg_wal = pg_wal.to_path_buf();
+        self.on_host(node, "remove the WAL prefetch spool", move || {
+            crate::archiving::remove_spool_in(&pg_wal, super::SPOOL_REMOVE_WAIT)
+        })
+        .await
+    }
+
     async fn citus_available(&self, _node: &NodeConfig) -> Result<bool> {
         let mut cmd = Command::new(self.bin_dir.join("pg_config"));
         cmd.arg("--pkglibdir").arg("--sharedir");

@@ -393,4 +393,47 @@ pub trait ClusterBackend: Send + Sync {
 
     /// Whether the Citus extension's files are installed for this node's PostgreSQL.
     async fn citus_available(&self, node: &NodeConfig) -> Result<bool>;
+
+    /// Starts the archive-get prefetch worker for the node on its host, as the servers' user,
+    /// before its server asks for any WAL: the config's `binary` (the program in its
+    /// `restore_command`) takes the lock of the spool `<pg_wal>/citus-recovery-spool` (made
+    /// when missing), records the window (`first` and the `count - 1` segments after it) and
+    /// hands the lock to a detached worker that fetches it from the repository, as the worker
+    /// archive-get starts does. Returns once the worker runs. The default refuses: a backend
+    /// that cannot do it says so (the caller carries on without a prefetch).
+    async fn start_prefetch(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+        first: &str,
+        count: usize,
+    ) -> Result<()> {
+        let _ = (pg_wal, first, count);
+        Err(crate::error::Error::node(
+            &node.name,
+            "start the WAL prefetch",
+            "this backend cannot start a prefetch worker; archive-get fetches each segment when asked",
+        ))
+    }
+
+    /// Removes the prefetch spool `<pg_wal>/citus-recovery-spool` on the node's host, as the
+    /// servers' user, never through a link, only its regular files with the spool's names
+    /// ([`crate::archiving::remove_spool_in`]); waits a few seconds for a running worker to end.
+    /// The default refuses.
+    async fn remove_spool(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+    ) -> Result<crate::archiving::SpoolRemoval> {
+        let _ = pg_wal;
+        Err(crate::error::Error::node(
+            &node.name,
+            "remove the WAL prefetch spool",
+            "this backend cannot remove it; remove <data dir>/pg_wal/citus-recovery-spool by hand",
+        ))
+    }
 }
+
+/// How long removing a prefetch spool waits for a running worker to end (it ends once its
+/// window, at most `archiveGetQueue + 1` segments, is fetched).
+pub const SPOOL_REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -929,6 +929,62 @@ impl ClusterBackend for SshBackend {
             .await
     }
 
+    async fn start_prefetch(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+        first: &str,
+        count: usize,
+    ) -> Result<()> {
+        let config = self.config_file()?;
+        let count = count.to_string();
+        // The worker reaches an S3 repository with our `AWS_*` variables, sent on stdin.
+        let args = [
+            Arg::Text("--config"),
+            Arg::Path(config),
+            Arg::Text("archive-get-prefetch"),
+            Arg::Text("--node"),
+            Arg::Text(&node.name),
+            Arg::Text("--pg-wal"),
+            Arg::Path(pg_wal),
+            Arg::Text("--count"),
+            Arg::Text(&count),
+            Arg::Text("--env-on-stdin"),
+            Arg::Text(first),
+        ];
+        self.node_command(node, "start the WAL prefetch", &args)
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove_spool(
+        &self,
+        node: &NodeConfig,
+        pg_wal: &Path,
+    ) -> Result<crate::archiving::SpoolRemoval> {
+        let binary = self.node_binary(node).await?;
+        let action = "remove the WAL prefetch spool";
+        let words = [
+            Arg::Text(&binary),
+            Arg::Text("node-remove-spool"),
+            Arg::Text("--pg-wal"),
+            Arg::Path(pg_wal),
+        ];
+        let out = self
+            .exec_ok(node, action, r#"exec "$@""#, &words, None)
+            .await?;
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            Error::node(
+                &node.name,
+                action,
+                format!(
+                    "its result on {} is not the expected JSON ({e}); is citus-recovery there the same version?",
+                    node.hostname
+                ),
+            )
+        })
+    }
+
     async fn create_dir(&self, node: &NodeConfig, path: &Path) -> Result<()> {
         self.exec_ok(node, "create folder", CREATE_DIR, &[Arg::Path(path)], None)
             .await

@@ -242,6 +242,37 @@ enum Command {
         spool_fd: i32,
         /// The first segment to fetch.
         first: String,
+        /// How many segments to fetch, FIRST included (default: the config's archiveGetQueue).
+        #[arg(long)]
+        queue: Option<usize>,
+    },
+    /// Run by restore-start as the servers' user, on the node's host, before the server
+    /// starts: takes the lock of the prefetch spool in --pg-wal and starts a detached
+    /// archive-get-worker for COUNT segments from FIRST on, then exits.
+    #[command(hide = true)]
+    ArchiveGetPrefetch {
+        /// The node whose WAL it is.
+        #[arg(long)]
+        node: String,
+        /// The restored data directory's pg_wal.
+        #[arg(long)]
+        pg_wal: PathBuf,
+        /// How many segments, FIRST included.
+        #[arg(long)]
+        count: usize,
+        /// The `AWS_*` variables come on stdin, as for node-restore (over SSH).
+        #[arg(long)]
+        env_on_stdin: bool,
+        /// The first segment replay asks for.
+        first: String,
+    },
+    /// Run over SSH on a node host by restore-finish and restore-abort: removes the prefetch
+    /// spool in --pg-wal; prints what it found as JSON. Needs no config.
+    #[command(hide = true)]
+    NodeRemoveSpool {
+        /// The data directory's pg_wal.
+        #[arg(long)]
+        pg_wal: PathBuf,
     },
     /// Run over SSH on a node host (the SSH node host's restore step): extracts a base backup
     /// there into a new data directory. Needs no config.
@@ -348,9 +379,26 @@ pub fn main() -> ExitCode {
         node,
         spool_fd,
         first,
+        queue,
     } = &args.command
     {
-        return prefetch_worker(&args, node, *spool_fd, first);
+        return prefetch_worker(&args, node, *spool_fd, first, *queue);
+    }
+    if let Command::ArchiveGetPrefetch {
+        node,
+        pg_wal,
+        count,
+        env_on_stdin,
+        first,
+    } = &args.command
+    {
+        return match warm_spool(&args, node, pg_wal, *count, *env_on_stdin, first) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("citus-recovery archive-get-prefetch: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let json_logs = args.log_format.map_or(args.json, |f| f == LogFormat::Json);
     let display = progress::Progress::new(progress::Mode::choose(args.json, args.quiet), json_logs);
@@ -468,6 +516,13 @@ async fn run(
             )
             .await?;
             let json = serde_json::to_string(&stored)
+                .map_err(|e| citus_recovery::Error::io("write", "stdout", e.into()))?;
+            println!("{json}");
+            return Ok(());
+        }
+        Command::NodeRemoveSpool { pg_wal } => {
+            let found = citus_recovery::backend::node_side::remove_spool(pg_wal)?;
+            let json = serde_json::to_string(&found)
                 .map_err(|e| citus_recovery::Error::io("write", "stdout", e.into()))?;
             println!("{json}");
             return Ok(());
@@ -677,6 +732,8 @@ async fn run(
         | Command::ArchivePush { .. }
         | Command::ArchiveGet { .. }
         | Command::ArchiveGetWorker { .. }
+        | Command::ArchiveGetPrefetch { .. }
+        | Command::NodeRemoveSpool { .. }
         | Command::Check { .. }
         | Command::Drill => unreachable!("handled above"),
     }
@@ -817,7 +874,7 @@ fn archive_get_from_spool(
     }
     if let (Some(lock), Some(next)) = (refill, archiving::next_segment(file)) {
         // Best effort: without a worker the next call fetches (and starts one).
-        let _ = start_prefetch_worker(args, node, &next, lock);
+        let _ = start_prefetch_worker(args, node, &next, lock, None);
     }
     Some(ExitCode::SUCCESS)
 }
@@ -844,7 +901,7 @@ async fn archive_get_fetch(
     if queue > 0 && !archiving::replay_went_back(file, dest) {
         if let Some(next) = archiving::next_segment(file) {
             if let Some(lock) = archiving::SpoolLock::for_dest(dest) {
-                if let Err(e) = start_prefetch_worker(args, node, &next, lock) {
+                if let Err(e) = start_prefetch_worker(args, node, &next, lock, None) {
                     tracing::warn!("archive-get {file}: no prefetch: {e}");
                 }
             }
@@ -853,12 +910,14 @@ async fn archive_get_fetch(
     archiving::archive_get(repo.as_ref(), node, file, dest, queue).await
 }
 
-/// Starts this program's detached `archive-get-worker` with the spool's lock.
+/// Starts this program's detached `archive-get-worker` with the spool's lock, for `queue`
+/// segments (default: the config's archiveGetQueue).
 fn start_prefetch_worker(
     args: &Args,
     node: &str,
     first: &str,
     lock: archiving::SpoolLock,
+    queue: Option<usize>,
 ) -> citus_recovery::Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| citus_recovery::Error::io("find this program", "/proc/self/exe", e))?;
@@ -868,15 +927,67 @@ fn start_prefetch_worker(
     cmd.arg("--config")
         .arg(config)
         .args(["archive-get-worker", "--node", node, "--spool-fd"])
-        .arg(lock.raw_fd().to_string())
-        .arg(first);
+        .arg(lock.raw_fd().to_string());
+    if let Some(queue) = queue {
+        cmd.arg("--queue").arg(queue.to_string());
+    }
+    cmd.arg(first);
     lock.spawn(cmd)
+}
+
+/// `archive-get-prefetch` (restore-start, as the servers' user): the spool in `pg_wal` locked,
+/// its window recorded, and a worker started for `count` segments from `first` on.
+fn warm_spool(
+    args: &Args,
+    node: &str,
+    pg_wal: &std::path::Path,
+    count: usize,
+    env_on_stdin: bool,
+    first: &str,
+) -> citus_recovery::Result<()> {
+    if env_on_stdin {
+        citus_recovery::backend::node_side::read_environment()?;
+    }
+    if nix::unistd::Uid::effective().is_root() {
+        return Err(citus_recovery::Error::InvalidArgument {
+            what: "user",
+            value: "root".into(),
+            problem: "the prefetch worker runs as the servers' OS user (owner of pg_wal), not root"
+                .into(),
+        });
+    }
+    // The worker reads it: fail here, where restore-start sees the message, if it cannot.
+    let config = load_config(args)?;
+    if config.node(node).is_none() || config.repository.is_none() {
+        return Err(citus_recovery::Error::InvalidArgument {
+            what: "node",
+            value: node.into(),
+            problem: "is not a node of this config, or the config has no repository; use the config of the cluster's restore_command".into(),
+        });
+    }
+    let lock = archiving::SpoolLock::for_pg_wal(pg_wal).ok_or_else(|| {
+        citus_recovery::Error::io(
+            "lock the prefetch spool in",
+            pg_wal,
+            std::io::Error::other(
+                "a worker holds it, or pg_wal or the spool is not a folder of this user",
+            ),
+        )
+    })?;
+    lock.record_window(first, count)?;
+    start_prefetch_worker(args, node, first, lock, Some(count))
 }
 
 /// `archive-get-worker`: fills the spool from `first` on, then exits. Its output goes nowhere
 /// (nobody waits for it), so it logs nothing; a failed prefetch is fetched, and reported, by
 /// PostgreSQL's own archive-get call.
-fn prefetch_worker(args: &Args, node: &str, spool_fd: i32, first: &str) -> ExitCode {
+fn prefetch_worker(
+    args: &Args,
+    node: &str,
+    spool_fd: i32,
+    first: &str,
+    queue: Option<usize>,
+) -> ExitCode {
     let Ok(lock) = archiving::SpoolLock::inherited(spool_fd) else {
         return ExitCode::FAILURE;
     };
@@ -886,7 +997,8 @@ fn prefetch_worker(args: &Args, node: &str, spool_fd: i32, first: &str) -> ExitC
     let done = runtime.block_on(async {
         let config = load_config(args)?;
         let repo = archiving::wal_repository(&config, node)?;
-        archiving::prefetch(repo.as_ref(), node, first, config.archive_get_queue, &lock).await
+        let queue = queue.unwrap_or(config.archive_get_queue);
+        archiving::prefetch(repo.as_ref(), node, first, queue, &lock).await
     });
     match done {
         Ok(_) => ExitCode::SUCCESS,

@@ -77,6 +77,12 @@ impl AbortPlan {
             // made by the restore, and is moved aside like any restored one.
             let restored_in_place = old.is_some() || n.moved_aside_to.is_none();
             let move_restored = restored_in_place && existing.contains(&n.data_dir);
+            if move_restored && config.repository.is_some() {
+                // What archive-get prefetched must not stay in the kept copy's pg_wal.
+                steps.push(Step::RemoveSpool {
+                    pg_wal: n.data_dir.join("pg_wal"),
+                });
+            }
             if move_restored {
                 steps.push(Step::MoveAside {
                     from: n.data_dir.clone(),

@@ -344,6 +344,18 @@ pub(crate) fn tool_command(
     node: &str,
     placeholders: &str,
 ) -> Result<String> {
+    let (binary, source) = tool_paths(config)?;
+    Ok(format!(
+        "{} --config {} {verb} --node {} {placeholders}",
+        percent(&shell_quote(&binary.to_string_lossy())),
+        percent(&shell_quote(&source.to_string_lossy())),
+        percent(&shell_quote(node)),
+    ))
+}
+
+/// The program and config file of [`tool_command`]: the config's `binary` and the absolute path
+/// the config was read from (restore-start's prefetch runs them too).
+pub(crate) fn tool_paths(config: &ClusterConfig) -> Result<(&Path, &Path)> {
     let config_error = |field: &str, problem: &str, fix: &str| Error::Config {
         path: config.source.clone(),
         field: field.into(),
@@ -368,12 +380,7 @@ pub(crate) fn tool_command(
                 "load the config from a file with an absolute path (ClusterConfig::from_file; Python: Cluster.from_config, or Cluster(config, config_file=...))",
             )
         })?;
-    Ok(format!(
-        "{} --config {} {verb} --node {} {placeholders}",
-        percent(&shell_quote(&binary.to_string_lossy())),
-        percent(&shell_quote(&source.to_string_lossy())),
-        percent(&shell_quote(node)),
-    ))
+    Ok((binary, source))
 }
 
 /// Masks what looks like a secret in a setting's value (`PGPASSWORD=...`, `--secret-key ...`,

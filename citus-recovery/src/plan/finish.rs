@@ -92,9 +92,16 @@ impl FinishPlan {
                 }
                 _ => {}
             }
+            let mut steps = vec![Step::RemoveRecoverySettings { file: conf }];
+            if config.repository.is_some() {
+                // Segments prefetched past the restore point are not wanted any more.
+                steps.push(Step::RemoveSpool {
+                    pg_wal: config.data_dir(node).join("pg_wal"),
+                });
+            }
             clean.push(NodePlan {
                 node: node.name.clone(),
-                steps: vec![Step::RemoveRecoverySettings { file: conf }],
+                steps,
             });
         }
         if promote.is_empty() && state.is_none() {

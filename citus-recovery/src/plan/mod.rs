@@ -264,4 +264,6 @@ async fn run_node(
 #[cfg(test)]
 mod orchestration_tests;
 #[cfg(test)]
+mod spool_tests;
+#[cfg(test)]
 mod tests;

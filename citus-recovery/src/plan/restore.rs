@@ -19,7 +19,7 @@ use super::archive::find;
 use super::recovery_conf::{self, quote_value};
 use super::{run_phases, AbortPlan, NodePlan, Phase, RunOptions, Step, StepOutput};
 use crate::backend::{ClusterBackend, ServerState, TablespaceTarget};
-use crate::catalog::{Backup, Catalog, RestorePoint};
+use crate::catalog::{Backup, Catalog, NodeBackup, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::observe::NodeObservation;
@@ -416,6 +416,20 @@ impl RestorePlan {
             steps.push(Step::CreateSignal {
                 path: data_dir.join("recovery.signal"),
             });
+            // archive-get's spool filled while the other nodes may still extract, before this
+            // server asks: before the sync too, so the fetches overlap it.
+            if config.repository.is_some() {
+                if let Some((first, last, count)) =
+                    prefetch_window(part, point, config.archive_get_queue)
+                {
+                    steps.push(Step::PrefetchWal {
+                        pg_wal: data_dir.join("pg_wal"),
+                        first,
+                        last,
+                        count,
+                    });
+                }
+            }
             steps.push(Step::InstallControlFile {
                 data_dir: data_dir.clone(),
                 tablespaces,
@@ -511,6 +525,38 @@ impl RestorePlan {
             before: None,
         })
     }
+}
+
+/// The segments replay asks for first, as restore-start's prefetch fetches them: from the one
+/// holding the backup's start (its WAL is not in the stored tar) through the restore point's,
+/// at most `queue + 1` (the window archive-get's own first worker would hold, so the spool
+/// never takes more room than today). `None` with prefetch off (`queue` 0), or when the point
+/// is on another timeline than the backup. Assumes 16 MiB segments, as archive-get does.
+fn prefetch_window(
+    part: &NodeBackup,
+    point: &NodeRestorePoint,
+    queue: usize,
+) -> Option<(String, String, usize)> {
+    const SEG_SIZE: u64 = 16 * 1024 * 1024;
+    const PER_LOG: u64 = 0x1_0000_0000 / SEG_SIZE;
+    if queue == 0 || point.timeline != part.timeline {
+        return None;
+    }
+    let first = part.start_lsn.segment(SEG_SIZE);
+    let end = match point.lsn {
+        Some(lsn) => lsn.segment(SEG_SIZE),
+        None => {
+            let name = point.segment.as_str();
+            let hex = |r: std::ops::Range<usize>| u64::from_str_radix(name.get(r)?, 16).ok();
+            if name.len() != 24 || hex(0..8)? != u64::from(point.timeline) {
+                return None;
+            }
+            hex(8..16)? * PER_LOG + hex(16..24)?
+        }
+    };
+    let count = (end.checked_sub(first)? + 1).min(queue as u64 + 1);
+    let name = |n: u64| crate::wal::lsn::segno_file_name(part.timeline, n, SEG_SIZE);
+    Some((name(first), name(first + count - 1), count as usize))
 }
 
 /// The settings to raise so that replay up to the restore point never pauses early: those the

@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::recovery_conf;
+use crate::archiving::SpoolRemoval;
 use crate::backend::{ClusterBackend, FileSync, StartWait, TablespaceTarget};
 use crate::catalog::{Catalog, NodeBackup};
 use crate::config::NodeConfig;
@@ -188,6 +189,27 @@ pub enum Step {
     /// A fork: `ALTER SYSTEM RESET citus.node_conninfo` and reload, so the node may connect to
     /// other nodes again (the fork started with outbound Citus connections made impossible).
     AllowOutboundConnections,
+    /// Start the archive-get prefetch worker on the node's host, as the servers' user, before
+    /// the server starts: it fetches the segments replay will ask for first into the spool
+    /// `<pg_wal>/citus-recovery-spool` ([`ClusterBackend::start_prefetch`]). Best effort: when
+    /// it cannot start, a warning is logged and archive-get fetches each segment when asked.
+    PrefetchWal {
+        /// The new data directory's `pg_wal`.
+        pg_wal: PathBuf,
+        /// The first segment (where the backup starts).
+        first: String,
+        /// The last segment of the window.
+        last: String,
+        /// How many segments, `first` to `last`.
+        count: usize,
+    },
+    /// Remove the archive-get prefetch spool `<pg_wal>/citus-recovery-spool`: only its
+    /// regular files with spool names, never through a link
+    /// ([`ClusterBackend::remove_spool`]). Best effort: what cannot be removed is logged.
+    RemoveSpool {
+        /// The data directory's `pg_wal`.
+        pg_wal: PathBuf,
+    },
 }
 
 impl fmt::Display for Step {
@@ -375,6 +397,21 @@ impl fmt::Display for Step {
                 f,
                 "remove the recovery settings from {} and reload",
                 file.display()
+            ),
+            Step::PrefetchWal {
+                pg_wal,
+                first,
+                last,
+                count,
+            } => write!(
+                f,
+                "start the archive-get prefetch worker as the servers' user: WAL segments {first} to {last} ({count}) from the repository into {} before the server asks for them (best effort)",
+                pg_wal.join(crate::archiving::SPOOL_DIR).display()
+            ),
+            Step::RemoveSpool { pg_wal } => write!(
+                f,
+                "remove the archive-get prefetch spool {} (its regular files only, never through a link)",
+                pg_wal.join(crate::archiving::SPOOL_DIR).display()
             ),
         }
     }
@@ -652,6 +689,42 @@ impl Step {
                 run_sql(backend, node, "reload", "SELECT pg_reload_conf()")
                     .await
                     .map(|_| None)
+            }
+            Step::PrefetchWal {
+                pg_wal,
+                first,
+                count,
+                ..
+            } => {
+                if let Err(e) = backend.start_prefetch(node, pg_wal, first, *count).await {
+                    tracing::warn!(
+                        "node {}: no WAL prefetch before the start, archive-get fetches each segment when asked: {e}",
+                        node.name
+                    );
+                }
+                Ok(None)
+            }
+            Step::RemoveSpool { pg_wal } => {
+                let spool = pg_wal.join(crate::archiving::SPOOL_DIR);
+                let left = match backend.remove_spool(node, pg_wal).await {
+                    Ok(SpoolRemoval::Absent | SpoolRemoval::Removed) => None,
+                    Ok(SpoolRemoval::Busy) => {
+                        Some("a prefetch worker still runs there; remove it once it ended".into())
+                    }
+                    Ok(SpoolRemoval::Foreign(names)) => Some(format!(
+                        "it holds entries that are not the spool's ({}); look at them and remove the folder by hand",
+                        names.join(", ")
+                    )),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(why) = left {
+                    tracing::warn!(
+                        "node {}: the prefetch spool {} is left: {why}",
+                        node.name,
+                        spool.display()
+                    );
+                }
+                Ok(None)
             }
         }
     }

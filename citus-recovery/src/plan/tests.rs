@@ -12,7 +12,7 @@ use crate::config::ClusterConfig;
 use crate::observe::{CitusNode, NodeObservation};
 use crate::wal::Lsn;
 
-fn config() -> ClusterConfig {
+pub(super) fn config() -> ClusterConfig {
     let json = serde_json::json!({
         "clusterName": "demo", "workerCount": 2,
         "coordinatorNode": {"name": "coordinator", "hostname": "localhost", "port": 9700, "username": "postgres", "dbname": "postgres"},
@@ -55,7 +55,7 @@ fn running(node: &str, archiving: bool) -> NodeObservation {
     }
 }
 
-fn all(archiving: bool) -> Vec<NodeObservation> {
+pub(super) fn all(archiving: bool) -> Vec<NodeObservation> {
     ["coordinator", "worker1", "worker2"]
         .iter()
         .map(|n| running(n, archiving))
@@ -393,7 +393,7 @@ fn catalog_of(c: &ClusterConfig) -> Catalog {
 }
 
 /// A restore plan with no WAL parameter changes.
-fn restore_plan(
+pub(super) fn restore_plan(
     c: &ClusterConfig,
     obs: &[NodeObservation],
     backup: &Backup,
@@ -418,7 +418,7 @@ fn restore_plan(
 }
 
 /// Every node's data directory, as if all exist.
-fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
+pub(super) fn data_dirs(c: &ClusterConfig) -> HashSet<PathBuf> {
     c.nodes().map(|n| c.data_dir(n)).collect()
 }
 

@@ -509,3 +509,37 @@ async fn a_file_in_place_of_the_spool_is_not_used_and_never_fails_the_call() {
     let got = archive_get(&repo, "w1", "00000002.history", &dest, 4).await;
     assert_eq!(got.unwrap(), GetOutcome::NotFound);
 }
+
+/// restore-start's window (recorded before its worker starts, kept by the worker): taking
+/// its segments starts no refill past it; a segment after it is fetched, and a worker for
+/// the following ones may start as usual.
+#[tokio::test]
+async fn restore_start_windows_are_kept_and_never_refilled() {
+    let (repo, dir) = setup(1..12).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let lock = SpoolLock::for_pg_wal(&dir.path().join("pg_wal")).unwrap();
+    assert!(lock.record_window(&seg(2), 0).is_err());
+    assert!(lock.record_window("00000002.history", 3).is_err());
+    lock.record_window(&seg(2), 3).unwrap();
+    let window = dir.path().join("pg_wal").join(SPOOL_DIR).join(WINDOW_FILE);
+    let recorded = std::fs::read_to_string(&window).unwrap();
+    assert_eq!(recorded, format!("{} 3 restore", seg(2)));
+    assert_eq!(prefetch(&repo, "w1", &seg(2), 3, &lock).await.unwrap(), 3);
+    assert_eq!(std::fs::read_to_string(&window).unwrap(), recorded, "kept");
+    drop(lock);
+    for n in 2..=4 {
+        assert_eq!(taken(take_spooled(&seg(n), &dest)), Some(false), "{n}");
+        assert_eq!(std::fs::read(&dest).unwrap(), content(n));
+    }
+    assert_eq!(repo.gets(), 3);
+    // Outside it, an archive-get worker's window (no mark) refills as before.
+    assert!(matches!(take_spooled(&seg(5), &dest), Spooled::Missing));
+    assert_eq!(worker(&repo, &dest, 5, 4).await, 4);
+    assert_eq!(
+        std::fs::read_to_string(&window).unwrap(),
+        format!("{} 4", seg(5))
+    );
+    assert_eq!(taken(take_spooled(&seg(5), &dest)), Some(false));
+    assert_eq!(taken(take_spooled(&seg(6), &dest)), Some(false));
+    assert_eq!(taken(take_spooled(&seg(7), &dest)), Some(true));
+}

@@ -182,6 +182,13 @@ pub fn install_control_file(data_dir: &Path, tablespaces: &[TablespaceTarget]) -
     extract::install_control_file(data_dir, tablespaces)
 }
 
+/// Removes the prefetch spool in `pg_wal` on this host, as
+/// [`crate::ClusterBackend::remove_spool`] describes.
+pub fn remove_spool(pg_wal: &Path) -> Result<crate::archiving::SpoolRemoval> {
+    refuse_root()?;
+    crate::archiving::remove_spool_in(pg_wal, crate::backend::SPOOL_REMOVE_WAIT)
+}
+
 /// Parses a `--tablespace` value, `<oid>=<new folder>`.
 pub fn parse_tablespace(value: &str) -> Result<TablespaceTarget> {
     let invalid = |problem: &str| Error::InvalidArgument {

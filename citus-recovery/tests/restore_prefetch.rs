@@ -1,0 +1,162 @@
+//! restore-start fills archive-get's prefetch spool before each server starts, and
+//! restore-finish and restore-abort remove it, on real servers with a posix repository.
+//!
+//! Alone in its binary: it sets `CITUS_RECOVERY_LOG=debug` for the servers it starts, so that
+//! archive-get says in the server log where each segment came from.
+
+mod common;
+#[path = "common/repository_cycle.rs"]
+mod repository_cycle;
+
+use std::path::{Path, PathBuf};
+
+use citus_recovery::archiving::SPOOL_DIR;
+use common::TestCluster;
+use repository_cycle::with_repository;
+
+/// Every `<folder>/pg_wal/citus-recovery-spool` in the cluster's folder (data directories and
+/// the copies restore-start and restore-abort moved aside).
+fn spools(cluster_base: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cluster_base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("pg_wal").join(SPOOL_DIR))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
+/// What a node's server log gained since `from` bytes.
+fn log_since(path: &Path, from: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.get(from..).unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_remove_the_spool() {
+    skip_unless_postgres!();
+    // Before any server starts: they inherit it, and so do their restore_commands.
+    std::env::set_var("CITUS_RECOVERY_LOG", "debug");
+    let mut t = TestCluster::new(1);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
+    // Some segments of WAL between the backup and the point, for replay to ask for.
+    for node in ["coordinator", "worker1"] {
+        t.sql(node, "CREATE TABLE xx(id int)").await.unwrap();
+        for _ in 0..3 {
+            t.sql(
+                node,
+                "INSERT INTO xx SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
+            )
+            .await
+            .unwrap();
+        }
+    }
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    for node in ["coordinator", "worker1"] {
+        t.sql(
+            node,
+            "INSERT INTO xx SELECT g FROM generate_series(1, 500) g",
+        )
+        .await
+        .unwrap();
+    }
+
+    let plan = c
+        .plan_restore_start(Some("first"), Some("rp"))
+        .await
+        .unwrap()
+        .to_string();
+    assert!(
+        plan.contains("start the archive-get prefetch worker as the servers' user"),
+        "{plan}"
+    );
+    let config = t.config().clone();
+    let logs: Vec<(String, PathBuf, usize)> = config
+        .nodes()
+        .map(|n| {
+            let log = config.log_file(n);
+            let len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            (n.name.clone(), log, len)
+        })
+        .collect();
+    c.restore_start(Some("first"), Some("rp"))
+        .await
+        .expect("restore-start");
+    for (node, log, from) in &logs {
+        assert_eq!(t.count(node, "xx").await, 3000, "{node} at the point");
+        let part = backup.node(node).unwrap();
+        let first = citus_recovery::wal::segment_file_name(part.timeline, part.start_lsn, 16 << 20);
+        let text = log_since(log, *from);
+        // The first answer archive-get gave for the backup's first segment.
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("archive-get {first}:")))
+            .unwrap_or_else(|| panic!("{node}: no archive-get line for {first}:\n{text}"));
+        assert!(
+            line.ends_with("from the prefetch spool"),
+            "{node}: the first segment was spooled before the server asked: {line}\n{text}"
+        );
+    }
+    let base = config.cluster_base_folder.clone();
+    assert!(
+        !spools(&base).is_empty(),
+        "the spools are there while paused"
+    );
+
+    // A worker still running at the promotion (its lock held for 9 s): archive-get's own
+    // removal at the new timeline's history file gives up after 2 s; restore-finish waits.
+    let held: Vec<std::fs::File> = spools(&base)
+        .iter()
+        .map(|p| {
+            let dir = std::fs::File::open(p).unwrap();
+            // SAFETY: flock on a descriptor the test owns.
+            let rc = unsafe {
+                nix::libc::flock(
+                    std::os::fd::AsRawFd::as_raw_fd(&dir),
+                    nix::libc::LOCK_EX | nix::libc::LOCK_NB,
+                )
+            };
+            assert_eq!(rc, 0, "no worker holds {} any more", p.display());
+            dir
+        })
+        .collect();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(9));
+        drop(held);
+    });
+    c.restore_finish().await.expect("restore-finish");
+    release.join().unwrap();
+    assert_eq!(spools(&base), Vec::<PathBuf>::new(), "removed by finish");
+    for node in ["coordinator", "worker1"] {
+        assert_eq!(t.count(node, "xx").await, 3000, "{node} after finish");
+    }
+
+    // Again, then undone: the copy restore-abort keeps holds no spool either.
+    c.restore_start(Some("first"), Some("rp"))
+        .await
+        .expect("restore-start again");
+    assert!(!spools(&base).is_empty(), "filled again");
+    c.restore_abort().await.expect("restore-abort");
+    assert_eq!(spools(&base), Vec::<PathBuf>::new(), "removed by abort");
+    let kept: Vec<String> = std::fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".failed-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 2, "the restored copies are kept: {kept:?}");
+    for node in ["coordinator", "worker1"] {
+        assert_eq!(
+            t.count(node, "xx").await,
+            3000,
+            "{node}: the data directory from before the abort"
+        );
+    }
+    c.stop().await.unwrap();
+}
