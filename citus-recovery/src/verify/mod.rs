@@ -202,14 +202,24 @@ fn continuity_history(
 type ContinuityTask =
     tokio::task::JoinHandle<std::result::Result<wal::ContinuityReport, wal::WalError>>;
 
-/// Starts reading `search`'s WAL from `from` to `to`, following `history`.
+/// How many nodes' WAL a pre-flight reads at once: each holds up to 6 decoded segments (96 MiB)
+/// while read from a repository (`wal::source::READ_AHEAD`), so a large cluster is not read
+/// all at once.
+const CONTINUITY_NODES_AT_ONCE: usize = 4;
+
+/// Starts reading `search`'s WAL from `from` to `to`, following `history`, once one of
+/// `slots` is free (they are handed out in the order the checks were started).
 fn start_continuity(
     search: Search,
     history: Option<TimelineHistory>,
     from: Lsn,
     to: Lsn,
+    slots: &Arc<tokio::sync::Semaphore>,
 ) -> ContinuityTask {
+    let slots = slots.clone();
     tokio::task::spawn_blocking(move || {
+        // Never closed, so acquiring only waits.
+        let _slot = search.handle.block_on(slots.acquire_owned());
         wal::check_continuity_in(
             search.source()?.as_ref(),
             history.as_ref(),
@@ -452,6 +462,7 @@ pub async fn verify_reading(
     // Every node's WAL is read at once (the slowest part of a pre-flight from a repository);
     // the results are reported node by node below, as before.
     let mut continuity_checks: HashMap<String, ContinuityTask> = HashMap::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONTINUITY_NODES_AT_ONCE));
     for node in config.nodes() {
         let (Some(part), Some(archive)) = (backup.node(&node.name), archives.get(&node.name))
         else {
@@ -467,6 +478,7 @@ pub async fn verify_reading(
                 history,
                 part.start_lsn,
                 target.end_lsn,
+                &slots,
             );
             continuity_checks.insert(node.name.clone(), task);
         }
@@ -623,7 +635,7 @@ pub async fn verify_reading(
         let (from, to) = (part.start_lsn, target.end_lsn);
         let continuity = match continuity_checks.remove(&node.name) {
             Some(started) => started,
-            None => start_continuity(archive.search.clone(), history, from, to),
+            None => start_continuity(archive.search.clone(), history, from, to, &slots),
         }
         .await
         .map_err(Error::task("checking WAL"))?;
