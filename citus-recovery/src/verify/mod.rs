@@ -184,6 +184,55 @@ impl Search {
     }
 }
 
+/// The history the WAL continuity check from backup `part` to `target` follows: none needed
+/// on the backup's own timeline, else the target timeline's (`None` when its file is missing).
+fn continuity_history(
+    archive: &NodeArchive,
+    part: &crate::catalog::NodeBackup,
+    target: &RestorePointRecord,
+) -> Option<TimelineHistory> {
+    if target.timeline == part.timeline {
+        Some(TimelineHistory::new(target.timeline))
+    } else {
+        archive.history(target.timeline)
+    }
+}
+
+/// A node's WAL continuity check from `from` to `to`, started in a blocking thread.
+type ContinuityTask =
+    tokio::task::JoinHandle<std::result::Result<wal::ContinuityReport, wal::WalError>>;
+
+/// How many nodes' WAL a pre-flight reads at once: each holds up to 6 decoded segments (96 MiB)
+/// while read from a repository (`wal::source::READ_AHEAD`), so a large cluster is not read
+/// all at once.
+const CONTINUITY_NODES_AT_ONCE: usize = 4;
+
+/// Starts reading `search`'s WAL from `from` to `to`, following `history`, once one of
+/// `slots` is free (they are handed out in the order the checks were started).
+fn start_continuity(
+    search: Search,
+    history: Option<TimelineHistory>,
+    from: Lsn,
+    to: Lsn,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> ContinuityTask {
+    let slots = slots.clone();
+    tokio::task::spawn_blocking(move || {
+        // Never closed, so acquiring only waits.
+        let _slot = search.handle.block_on(slots.acquire_owned());
+        wal::check_continuity_in(
+            search.source()?.as_ref(),
+            history.as_ref(),
+            from,
+            to,
+            &ContinuityOptions {
+                verify_crc: true,
+                ..ContinuityOptions::default()
+            },
+        )
+    })
+}
+
 /// Every `.history` file in `source`, by timeline; unreadable ones are left out (the check
 /// that needs one reports it missing).
 fn read_histories(source: &dyn WalSource) -> HashMap<TimeLineId, TimelineHistory> {
@@ -410,6 +459,30 @@ pub async fn verify_reading(
             }
         }));
     }
+    // Every node's WAL is read at once (the slowest part of a pre-flight from a repository);
+    // the results are reported node by node below, as before.
+    let mut continuity_checks: HashMap<String, ContinuityTask> = HashMap::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONTINUITY_NODES_AT_ONCE));
+    for node in config.nodes() {
+        let (Some(part), Some(archive)) = (backup.node(&node.name), archives.get(&node.name))
+        else {
+            continue;
+        };
+        if archive.error.is_some() {
+            continue;
+        }
+        if let Ok(target) = choose::target_on_node(part, &archive.records, &histories) {
+            let history = continuity_history(archive, part, target);
+            let task = start_continuity(
+                archive.search.clone(),
+                history,
+                part.start_lsn,
+                target.end_lsn,
+                &slots,
+            );
+            continuity_checks.insert(node.name.clone(), task);
+        }
+    }
     let mut needed_bytes = 0u64;
     // What each node's restore needs, by host, for the free space on that host.
     let mut per_host: BTreeMap<String, (String, u64)> = BTreeMap::new();
@@ -539,11 +612,7 @@ pub async fn verify_reading(
                 continue;
             }
         };
-        let history = if target.timeline == part.timeline {
-            Some(TimelineHistory::new(target.timeline))
-        } else {
-            archive.history(target.timeline)
-        };
+        let history = continuity_history(archive, part, &target);
         check(
             "timeline",
             history.is_some(),
@@ -563,19 +632,11 @@ pub async fn verify_reading(
                 ),
             },
         );
-        let (search, from, to) = (archive.search.clone(), part.start_lsn, target.end_lsn);
-        let continuity = tokio::task::spawn_blocking(move || {
-            wal::check_continuity_in(
-                search.source()?.as_ref(),
-                history.as_ref(),
-                from,
-                to,
-                &ContinuityOptions {
-                    verify_crc: true,
-                    ..ContinuityOptions::default()
-                },
-            )
-        })
+        let (from, to) = (part.start_lsn, target.end_lsn);
+        let continuity = match continuity_checks.remove(&node.name) {
+            Some(started) => started,
+            None => start_continuity(archive.search.clone(), history, from, to, &slots),
+        }
         .await
         .map_err(Error::task("checking WAL"))?;
         if let Ok(r) = &continuity {

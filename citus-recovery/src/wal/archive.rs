@@ -187,6 +187,10 @@ fn scan_listing(
             let last = *run.end();
             let mut start = *run.start();
             while start <= last {
+                let names: Vec<String> = (start..=last)
+                    .map(|segno| segno_file_name(tli, segno, listing.seg_size))
+                    .collect();
+                source.will_read(&names);
                 let provider = SourceProvider {
                     source,
                     find: |segno: SegNo| {
@@ -538,9 +542,11 @@ pub fn check_continuity_in(
         opened: Vec::new(),
     };
     let seg_size = listing.seg_size;
-    for segno in from.segment(seg_size)..=to.prev_segment(seg_size) {
-        provider.find(segno)?;
-    }
+    let names = (from.segment(seg_size)..=to.prev_segment(seg_size))
+        .map(|segno| provider.find(segno).map(|s| s.file_name()))
+        .collect::<Result<Vec<String>, WalError>>()?;
+    // Read in this order: a repository fetches the next few while one is parsed.
+    source.will_read(&names);
     let reader_options = range_reader_options(
         options.verify_crc,
         Some(history.timelines().into_iter().map(|t| t.0).collect()),

@@ -56,6 +56,15 @@ pub trait WalSource: Send + Sync {
     /// Whether an entry named `name` is there (a link counts: reading it then fails).
     fn exists(&self, name: &str) -> Result<bool, WalError>;
 
+    /// Tells the source which files the reader will open next, in order (replacing what was
+    /// said before), so that it may fetch a few of them ahead, beside the reader. A hint only:
+    /// a file named but never opened is never an error, and a file opened that was not named
+    /// is read as usual. By default nothing is done (a folder on this host is read when a file
+    /// is opened).
+    fn will_read(&self, names: &[String]) {
+        let _ = names;
+    }
+
     /// The whole file `name`, decoded, with its size.
     fn open(&self, name: &str) -> Result<SegmentData, WalError>;
 
@@ -165,12 +174,22 @@ const SUFFIXES: [&str; 3] = [".zst", ".lz4", ""];
 /// reads both. Each is up to a segment (16 MiB by default).
 const CACHED_FILES: usize = 2;
 
+/// How many files a [`RepositorySource`] fetches ahead of the one the reader is at, at most,
+/// once the reader said which it will read ([`WalSource::will_read`]). Each read-ahead ends as
+/// a decoded segment held until the reader takes it, so this bounds the memory too.
+pub const READ_AHEAD: usize = 4;
+
 /// One node's WAL in a repository: the objects `wal/<node>/<file name><codec suffix>` that
 /// `archive-push` writes. Each file is fetched whole and decoded (checksum checked) when it is
-/// opened; the last [`CACHED_FILES`] decoded files are kept, no more. Opening a segment starts
-/// fetching the next one of its timeline (when the last listing has it), so at most one
-/// segment is read ahead (fetched and decoded in the runtime's threads while the reader parses
-/// the current one): memory stays within a few segments.
+/// opened; the last [`CACHED_FILES`] decoded files are kept, no more.
+///
+/// Read-ahead: once the reader said which files it will read ([`WalSource::will_read`]), the
+/// next [`READ_AHEAD`] of them are fetched and decoded in the runtime's threads while the
+/// reader parses the current one, and never a file outside that list. Without a list, opening
+/// a segment starts fetching only the next one of its timeline (when the last listing has it).
+/// So at most [`READ_AHEAD`] + 1 fetches run at once, and at most [`READ_AHEAD`] +
+/// [`CACHED_FILES`] decoded files are held. A read-ahead's failure is reported only when the
+/// reader asks for that file, exactly as fetching it then would have.
 ///
 /// The repository is async and the reader is not: each call runs the repository's future with
 /// [`tokio::runtime::Handle::block_on`] on the runtime captured when the source was made. So
@@ -178,9 +197,8 @@ const CACHED_FILES: usize = 2;
 /// the runtime, never inside an async task (tokio panics there). Use a multi-thread runtime:
 /// the repository's own tasks must be able to run while this thread waits.
 pub struct RepositorySource {
-    repo: Arc<dyn Repository>,
+    fetcher: Fetcher,
     node: String,
-    prefix: Key,
     handle: tokio::runtime::Handle,
     state: Mutex<State>,
 }
@@ -192,20 +210,82 @@ struct State {
     keys: BTreeMap<String, Key>,
     /// Decoded files, most recent last.
     cache: VecDeque<(String, Bytes)>,
-    /// The fetch of the next segment, under way.
-    read_ahead: Option<ReadAhead>,
+    /// The files the reader said it will read and has not opened yet, in order; `None` until
+    /// it says.
+    plan: Option<VecDeque<String>>,
+    /// Files being fetched before the reader asks for them, at most [`READ_AHEAD`].
+    ahead: Vec<ReadAhead>,
 }
 
-/// A segment being fetched before the reader asks for it.
+/// A file being fetched before the reader asks for it.
 struct ReadAhead {
     name: String,
-    key: Key,
     task: tokio::task::JoinHandle<Result<Bytes, WalError>>,
+}
+
+/// How a file is fetched and decoded, the same on the reader's thread and in a read-ahead task
+/// (so both report the same errors).
+#[derive(Clone)]
+struct Fetcher {
+    repo: Arc<dyn Repository>,
+    prefix: Key,
+}
+
+impl Fetcher {
+    /// `<repository>/wal/<node>`, for messages.
+    fn location(&self) -> String {
+        format!("{}/{}", self.repo.describe(), self.prefix)
+    }
+
+    fn repo_error(&self, e: RepoError) -> WalError {
+        WalError::Repository {
+            location: self.location(),
+            problem: e.to_string(),
+        }
+    }
+
+    /// The keys `name` may be at: the one from the last listing, else each codec suffix.
+    fn candidates(&self, name: &str, listed: Option<Key>) -> Vec<Key> {
+        match listed {
+            Some(key) => vec![key],
+            None => SUFFIXES
+                .iter()
+                .filter_map(|s| self.prefix.join(&format!("{name}{s}")).ok())
+                .collect(),
+        }
+    }
+
+    /// The first of `candidates` present, with its frame; `name` missing is an error.
+    async fn get(&self, name: &str, candidates: Vec<Key>) -> Result<(Key, Bytes), WalError> {
+        for key in candidates {
+            match self.repo.get(&key).await {
+                Ok(frame) => return Ok((key, frame)),
+                Err(RepoError::NotFound { .. }) => continue,
+                Err(e) => return Err(self.repo_error(e)),
+            }
+        }
+        Err(WalError::Repository {
+            location: self.location(),
+            problem: format!(
+                "{name} is not in the repository (no object {}/{name}[.zst|.lz4])",
+                self.prefix
+            ),
+        })
+    }
+
+    /// Decodes the frame fetched from `key`; damage is [`WalError::CorruptObject`].
+    fn decode(&self, key: &Key, frame: &[u8]) -> Result<Bytes, WalError> {
+        codec::decode(frame).map_err(|e| WalError::CorruptObject {
+            repository: self.repo.describe(),
+            key: key.to_string(),
+            problem: e.to_string(),
+        })
+    }
 }
 
 impl Drop for RepositorySource {
     fn drop(&mut self) {
-        if let Some(r) = self.state().read_ahead.take() {
+        for r in self.state().ahead.drain(..) {
             r.task.abort();
         }
     }
@@ -214,7 +294,7 @@ impl Drop for RepositorySource {
 impl std::fmt::Debug for RepositorySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RepositorySource")
-            .field("repo", &self.repo.describe())
+            .field("repo", &self.fetcher.repo.describe())
             .field("node", &self.node)
             .finish()
     }
@@ -249,9 +329,8 @@ impl RepositorySource {
                 problem: format!("node name {node:?}: {problem}"),
             })?;
         Ok(RepositorySource {
-            repo,
+            fetcher: Fetcher { repo, prefix },
             node: node.to_string(),
-            prefix,
             handle,
             state: Mutex::new(State::default()),
         })
@@ -267,36 +346,11 @@ impl RepositorySource {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn repo_error(&self, e: RepoError) -> WalError {
-        WalError::Repository {
-            location: self.location().display().to_string(),
-            problem: e.to_string(),
-        }
-    }
-
-    /// The object of `name`: from the last listing, else the first suffix present.
-    fn fetch(&self, name: &str) -> Result<Option<(Key, Bytes)>, WalError> {
-        let listed = self.state().keys.get(name).cloned();
-        let candidates: Vec<Key> = match listed {
-            Some(key) => vec![key],
-            None => SUFFIXES
-                .iter()
-                .filter_map(|s| self.prefix.join(&format!("{name}{s}")).ok())
-                .collect(),
-        };
-        for key in candidates {
-            match self.handle.block_on(self.repo.get(&key)) {
-                Ok(frame) => return Ok(Some((key, frame))),
-                Err(RepoError::NotFound { .. }) => continue,
-                Err(e) => return Err(self.repo_error(e)),
-            }
-        }
-        Ok(None)
-    }
-
-    /// The decoded bytes of `name`: from the cache, from the read-ahead, or fetched and
-    /// checked. A segment read starts the read-ahead of the next one.
+    /// The decoded bytes of `name`: from the cache, from a read-ahead, or fetched and checked.
     fn decoded(&self, name: &str) -> Result<Bytes, WalError> {
+        let pending = self.take_read_ahead(name);
+        // The reader is at `name`: the files it will read next start coming before it waits.
+        let planned = self.advance_plan(name);
         let cached = self
             .state()
             .cache
@@ -304,22 +358,21 @@ impl RepositorySource {
             .find(|(n, _)| n == name)
             .map(|(_, d)| d.clone());
         let data = match cached {
-            Some(data) => data,
+            Some(data) => {
+                if let Some(pending) = pending {
+                    pending.task.abort();
+                }
+                data
+            }
             None => {
-                let data = match self.take_read_ahead(name) {
+                let data = match pending {
                     Some(pending) => self.finish(pending)?,
                     None => {
-                        let Some((key, frame)) = self.fetch(name)? else {
-                            return Err(WalError::Repository {
-                                location: self.location().display().to_string(),
-                                problem: format!(
-                                    "{name} is not in the repository (no object \
-                                     {}/{name}[.zst|.lz4])",
-                                    self.prefix
-                                ),
-                            });
-                        };
-                        decode(&self.repo.describe(), &key, &frame)?
+                        let listed = self.state().keys.get(name).cloned();
+                        let candidates = self.fetcher.candidates(name, listed);
+                        let (key, frame) =
+                            self.handle.block_on(self.fetcher.get(name, candidates))?;
+                        self.fetcher.decode(&key, &frame)?
                     }
                 };
                 let mut state = self.state();
@@ -330,39 +383,33 @@ impl RepositorySource {
                 data
             }
         };
-        self.read_ahead_after(name, data.len() as u64);
+        if !planned {
+            self.read_next_segment(name, data.len() as u64);
+        }
         Ok(data)
     }
 
-    /// The read-ahead of `name`, if one is under way; a read-ahead of another file is
-    /// dropped (the reader went elsewhere).
-    fn take_read_ahead(&self, name: &str) -> Option<ReadAhead> {
-        let mut state = self.state();
-        match state.read_ahead.take() {
-            Some(r) if r.name == name => Some(r),
-            Some(r) => {
-                r.task.abort();
-                None
+    /// Moves the reader's list past `name` (when `name` is on it) and fetches the next
+    /// [`READ_AHEAD`] files of it; false when the reader gave no list.
+    fn advance_plan(&self, name: &str) -> bool {
+        let window: Vec<String> = {
+            let mut state = self.state();
+            let Some(plan) = state.plan.as_mut() else {
+                return false;
+            };
+            if plan.iter().any(|n| n == name) {
+                while plan.pop_front().is_some_and(|n| n != name) {}
             }
-            None => None,
-        }
+            plan.iter().take(READ_AHEAD).cloned().collect()
+        };
+        self.read_ahead(&window);
+        true
     }
 
-    /// Waits for a read-ahead.
-    fn finish(&self, pending: ReadAhead) -> Result<Bytes, WalError> {
-        match self.handle.block_on(pending.task) {
-            Ok(result) => result,
-            Err(e) => Err(WalError::Repository {
-                location: self.location().display().to_string(),
-                problem: format!("fetching {} failed: {e}", pending.key),
-            }),
-        }
-    }
-
-    /// Starts fetching the segment after segment file `name` (of `size` bytes) on the same
-    /// timeline when the last listing has it and it is not cached: the reader reads
-    /// segments in order, so the next one arrives while this one is parsed.
-    fn read_ahead_after(&self, name: &str, size: u64) {
+    /// Without a list from the reader: after segment file `name` (of `size` bytes), fetches
+    /// the next segment of its timeline when the last listing has it (the reader reads
+    /// segments in order, so it arrives while this one is parsed).
+    fn read_next_segment(&self, name: &str, size: u64) {
         if !is_valid_segment_size(size) {
             return;
         }
@@ -370,67 +417,85 @@ impl RepositorySource {
             return;
         };
         let next = segno_file_name(tli, segno + 1, size);
-        let mut state = self.state();
-        if state.read_ahead.as_ref().is_some_and(|r| r.name == next)
-            || state.cache.iter().any(|(n, _)| *n == next)
-        {
-            return;
+        if self.state().keys.contains_key(&next) {
+            self.read_ahead(&[next]);
         }
-        let Some(key) = state.keys.get(&next).cloned() else {
-            return;
-        };
-        if let Some(stale) = state.read_ahead.take() {
-            stale.task.abort();
-        }
-        let (repo, k) = (self.repo.clone(), key.clone());
-        let location = self.location().display().to_string();
-        // Fetched and decoded (checksum checked) beside the reader: on WAL, decoding costs
-        // about as much as parsing. An error is reported when the file is asked for.
-        let task = self.handle.spawn(async move {
-            let frame = repo.get(&k).await.map_err(|e| WalError::Repository {
-                location: location.clone(),
-                problem: e.to_string(),
-            })?;
-            let repository = repo.describe();
-            let key = k.clone();
-            tokio::task::spawn_blocking(move || decode(&repository, &key, &frame))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(WalError::Repository {
-                        location,
-                        problem: format!("decoding {k} failed: {e}"),
-                    })
-                })
-        });
-        state.read_ahead = Some(ReadAhead {
-            name: next,
-            key,
-            task,
-        });
     }
-}
 
-/// Decodes the frame fetched from `key`; damage is [`WalError::CorruptObject`].
-fn decode(repository: &str, key: &Key, frame: &[u8]) -> Result<Bytes, WalError> {
-    codec::decode(frame).map_err(|e| WalError::CorruptObject {
-        repository: repository.to_string(),
-        key: key.to_string(),
-        problem: e.to_string(),
-    })
+    /// Makes `window` the files being fetched ahead: the read-aheads of other files are
+    /// dropped (the reader went elsewhere), and each file of it neither cached nor under way
+    /// starts being fetched and decoded (checksum checked) beside the reader. An error is
+    /// reported when the file is asked for.
+    fn read_ahead(&self, window: &[String]) {
+        let mut state = self.state();
+        state.ahead.retain(|r| {
+            let keep = window.contains(&r.name);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for name in window {
+            if state.ahead.iter().any(|r| r.name == *name)
+                || state.cache.iter().any(|(n, _)| n == name)
+            {
+                continue;
+            }
+            let candidates = self.fetcher.candidates(name, state.keys.get(name).cloned());
+            let (fetcher, file) = (self.fetcher.clone(), name.clone());
+            // Decoding costs about as much as parsing on WAL: it runs off the reader's thread
+            // too, in a blocking thread (it would stall the runtime's own).
+            let task = self.handle.spawn(async move {
+                let (key, frame) = fetcher.get(&file, candidates).await?;
+                let k = key.clone();
+                let location = fetcher.location();
+                tokio::task::spawn_blocking(move || fetcher.decode(&key, &frame))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(WalError::Repository {
+                            location,
+                            problem: format!("decoding {k} failed: {e}"),
+                        })
+                    })
+            });
+            state.ahead.push(ReadAhead {
+                name: name.clone(),
+                task,
+            });
+        }
+    }
+
+    /// The read-ahead of `name`, if one is under way.
+    fn take_read_ahead(&self, name: &str) -> Option<ReadAhead> {
+        let mut state = self.state();
+        let at = state.ahead.iter().position(|r| r.name == name)?;
+        Some(state.ahead.remove(at))
+    }
+
+    /// Waits for a read-ahead.
+    fn finish(&self, pending: ReadAhead) -> Result<Bytes, WalError> {
+        match self.handle.block_on(pending.task) {
+            Ok(result) => result,
+            Err(e) => Err(WalError::Repository {
+                location: self.fetcher.location(),
+                problem: format!("fetching {} failed: {e}", pending.name),
+            }),
+        }
+    }
 }
 
 impl WalSource for RepositorySource {
     fn location(&self) -> PathBuf {
-        PathBuf::from(format!("{}/{}", self.repo.describe(), self.prefix))
+        PathBuf::from(self.fetcher.location())
     }
 
     fn list(&self) -> Result<WalFileNames, WalError> {
         let objects = self
             .handle
-            .block_on(self.repo.list(&self.prefix))
-            .map_err(|e| self.repo_error(e))?;
+            .block_on(self.fetcher.repo.list(&self.fetcher.prefix))
+            .map_err(|e| self.fetcher.repo_error(e))?;
         let mut keys: BTreeMap<String, (usize, Key)> = BTreeMap::new();
-        let start = self.prefix.as_str().len() + 1;
+        let start = self.fetcher.prefix.as_str().len() + 1;
         for meta in objects {
             // Only the node's own folder: `wal/<node>/<name>`, nothing deeper.
             let Some(object) = meta.key.as_str().get(start..) else {
@@ -468,16 +533,22 @@ impl WalSource for RepositorySource {
             }
         }
         for suffix in SUFFIXES {
-            let Ok(key) = self.prefix.join(&format!("{name}{suffix}")) else {
+            let Ok(key) = self.fetcher.prefix.join(&format!("{name}{suffix}")) else {
                 return Ok(false);
             };
-            match self.handle.block_on(self.repo.head(&key)) {
+            match self.handle.block_on(self.fetcher.repo.head(&key)) {
                 Ok(Some(_)) => return Ok(true),
                 Ok(None) => {}
-                Err(e) => return Err(self.repo_error(e)),
+                Err(e) => return Err(self.fetcher.repo_error(e)),
             }
         }
         Ok(false)
+    }
+
+    fn will_read(&self, names: &[String]) {
+        let window: Vec<String> = names.iter().take(READ_AHEAD).cloned().collect();
+        self.state().plan = Some(names.iter().cloned().collect());
+        self.read_ahead(&window);
     }
 
     fn open(&self, name: &str) -> Result<SegmentData, WalError> {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::source::READ_AHEAD;
 use super::synthetic::{Builder, PAGE, SEG};
 use super::synthetic_tests::{archive_with_old_damage, parameter_change};
 use super::*;
@@ -390,4 +391,302 @@ async fn read_from_a_blocking_thread() {
     .join()
     .unwrap();
     assert!(matches!(made, Err(WalError::Repository { .. })));
+}
+
+/// A memory repository whose gets of some keys are slow or fail as absent, and which records
+/// the gets: which keys, in which order they ended, how many ran at once at most.
+#[derive(Debug, Default)]
+struct Slow {
+    inner: MemoryRepository,
+    /// A delay in milliseconds for each key whose name contains the text.
+    delays: Vec<(String, u64)>,
+    /// Keys whose get says "not found" though the listing has them (deleted meanwhile).
+    vanished: Vec<String>,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    started: std::sync::Mutex<Vec<String>>,
+    ended: std::sync::Mutex<Vec<String>>,
+}
+
+/// Counts a get as running until it ends or is dropped (an aborted read-ahead).
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Repository for Slow {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put_create(
+        &self,
+        key: &Key,
+        data: bytes::Bytes,
+    ) -> Result<crate::repository::PutOutcome, crate::repository::RepoError> {
+        self.inner.put_create(key, data).await
+    }
+    async fn get(&self, key: &Key) -> Result<bytes::Bytes, crate::repository::RepoError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.started.lock().unwrap().push(key.to_string());
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        let _running = Running(&self.running);
+        self.most.fetch_max(now, SeqCst);
+        let delay = self
+            .delays
+            .iter()
+            .find(|(part, _)| key.as_str().contains(part.as_str()))
+            .map_or(0, |(_, ms)| *ms);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        self.ended.lock().unwrap().push(key.to_string());
+        if self
+            .vanished
+            .iter()
+            .any(|v| key.as_str().contains(v.as_str()))
+        {
+            return Err(crate::repository::RepoError::NotFound { key: key.clone() });
+        }
+        self.inner.get(key).await
+    }
+    async fn put_stream(
+        &self,
+        key: &Key,
+        data: crate::repository::PutStream,
+    ) -> Result<u64, crate::repository::RepoError> {
+        self.inner.put_stream(key, data).await
+    }
+    async fn get_stream(
+        &self,
+        key: &Key,
+    ) -> Result<crate::repository::GetStream, crate::repository::RepoError> {
+        self.inner.get_stream(key).await
+    }
+    async fn head(
+        &self,
+        key: &Key,
+    ) -> Result<Option<crate::repository::ObjectMeta>, crate::repository::RepoError> {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &Key,
+    ) -> Result<Vec<crate::repository::ObjectMeta>, crate::repository::RepoError> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &Key) -> Result<(), crate::repository::RepoError> {
+        self.inner.delete(key).await
+    }
+}
+
+impl Slow {
+    /// The segment numbers of the segment keys whose get was started, in order.
+    fn segments_started(&self) -> Vec<u64> {
+        segnos(&self.started.lock().unwrap())
+    }
+
+    /// The segment numbers of the segment keys whose get ended, in order.
+    fn segments_ended(&self) -> Vec<u64> {
+        segnos(&self.ended.lock().unwrap())
+    }
+}
+
+fn segnos(keys: &[String]) -> Vec<u64> {
+    keys.iter()
+        .filter_map(|k| k.strip_prefix("wal/n1/")?.strip_suffix(".zst"))
+        .filter_map(|n| parse_segment_file_name(n, SEG).map(|(_, s)| s))
+        .collect()
+}
+
+/// An archive of segments 1 to 10 (1 MiB each) on timeline 1, restore points "a" in the first
+/// and "b" in the last; returns the end of "b".
+fn ten_segments(dir: &Path) -> Lsn {
+    let mut b = Builder::new(1, 1);
+    b.restore_point("a");
+    b.fill_to(10 * SEG + 0x100);
+    let end = b.restore_point("b").1;
+    b.save(dir);
+    end
+}
+
+/// `repo` holding the files of `dir` (zstd), and a source over it.
+fn slow_source(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    repo: Slow,
+) -> (Arc<Slow>, RepositorySource) {
+    push_folder(rt, &repo.inner, "n1", dir, zstd);
+    let repo = Arc::new(repo);
+    let source = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
+    (repo, source)
+}
+
+/// The error opening `name` gives.
+fn open_error(source: &RepositorySource, name: &str) -> WalError {
+    match source.open(name) {
+        Ok(_) => panic!("{name} opened"),
+        Err(e) => e,
+    }
+}
+
+/// Known segment size: the continuity check then opens no segment to learn it.
+fn sized() -> ContinuityOptions {
+    ContinuityOptions {
+        segment_size: Some(SEG),
+        ..ContinuityOptions::default()
+    }
+}
+
+#[test]
+fn read_ahead_keeps_the_order_when_fetches_end_out_of_order() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let end = ten_segments(dir.path());
+    // Every get is slow (so read-aheads overlap), the early ones slower than later ones.
+    let delays = [("00000002.zst", 300), ("00000003.zst", 200), ("", 60)];
+    let (repo, source) = slow_source(
+        &rt,
+        dir.path(),
+        Slow {
+            delays: delays.iter().map(|(p, d)| (p.to_string(), *d)).collect(),
+            ..Slow::default()
+        },
+    );
+    let got = check_continuity_in(&source, None, Lsn(SEG), end, &sized());
+    same_continuity(
+        &check_continuity(dir.path(), None, Lsn(SEG), end, &sized()),
+        &got,
+    );
+    assert_eq!(got.unwrap().segments.len(), 10);
+    // Fetches ended out of order, each file was fetched once and none ahead of the plan.
+    let ended = repo.segments_ended();
+    assert!(ended.windows(2).any(|w| w[0] > w[1]), "{ended:?}");
+    let mut started = repo.segments_started();
+    started.sort_unstable();
+    assert_eq!(started, (1..=10).collect::<Vec<_>>());
+    let most = repo.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((3..=READ_AHEAD + 1).contains(&most), "{most} gets at once");
+
+    // The scans of verify and list read ahead too, with the same results as from the folder.
+    let (repo, source) = slow_source(
+        &rt,
+        dir.path(),
+        Slow {
+            delays: vec![(String::new(), 30)],
+            ..Slow::default()
+        },
+    );
+    let opts = ScanOptions {
+        verify_crc: true,
+        ..ScanOptions::default()
+    };
+    same_scan(
+        &scan_archive(dir.path(), &opts).unwrap(),
+        &scan_archive_in(&source, &opts).unwrap(),
+    );
+    let most = repo.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((3..=READ_AHEAD + 1).contains(&most), "{most} gets at once");
+}
+
+#[test]
+fn read_ahead_never_fetches_past_the_range() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    ten_segments(dir.path());
+    let (repo, source) = slow_source(
+        &rt,
+        dir.path(),
+        Slow {
+            delays: vec![(String::new(), 20)],
+            ..Slow::default()
+        },
+    );
+    let r = check_continuity_in(&source, None, Lsn(2 * SEG), Lsn(5 * SEG + 100), &sized());
+    assert_eq!(r.unwrap().segments.len(), 4);
+    // A read-ahead past the range would have started by now.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut started = repo.segments_started();
+    started.sort_unstable();
+    assert_eq!(started, [2, 3, 4, 5]);
+
+    // Files named past the end of the archive are fetched ahead and found missing: harmless
+    // until one is opened, and then reported as when read without read-ahead.
+    let names: Vec<String> = (8..=14).map(|n| segno_file_name(1, n, SEG)).collect();
+    source.will_read(&names);
+    for name in &names[..3] {
+        assert_eq!(source.open(name).unwrap().size, SEG);
+    }
+    let e = open_error(&source, &names[3]);
+    let fresh = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
+    assert_eq!(e.to_string(), open_error(&fresh, &names[3]).to_string());
+    assert_eq!(
+        e.to_string(),
+        "memory/wal/n1: 00000001000000000000000B is not in the repository \
+         (no object wal/n1/00000001000000000000000B[.zst|.lz4])"
+    );
+    drop(source);
+}
+
+#[test]
+fn read_ahead_reports_a_missing_or_damaged_object_as_before() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let end = ten_segments(dir.path());
+    let middle = "000000010000000000000005";
+
+    // Deleted after the listing: the read-ahead finds it absent; the reader reports it when
+    // it gets there, as a read without read-ahead does.
+    let (repo, source) = slow_source(
+        &rt,
+        dir.path(),
+        Slow {
+            delays: vec![(String::new(), 20)],
+            vanished: vec![middle.to_string()],
+            ..Slow::default()
+        },
+    );
+    let e = check_continuity_in(&source, None, Lsn(SEG), end, &sized()).unwrap_err();
+    let fresh = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
+    fresh.list().unwrap();
+    assert_eq!(e.to_string(), open_error(&fresh, middle).to_string());
+    assert!(matches!(e, WalError::Repository { .. }), "{e}");
+    assert!(e.to_string().contains(middle), "{e}");
+    // Missing from the listing: the same MissingSegment as from the folder.
+    let key = Key::new(&format!("wal/n1/{middle}.zst")).unwrap();
+    rt.block_on(repo.inner.delete(&key)).unwrap();
+    let source = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
+    let e = check_continuity_in(&source, None, Lsn(SEG), end, &sized()).unwrap_err();
+    assert!(matches!(e, WalError::MissingSegment { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{middle} is missing from memory/wal/n1")),
+        "{e}"
+    );
+
+    // Damaged: named, and the same error as without read-ahead.
+    let (repo, source) = slow_source(
+        &rt,
+        dir.path(),
+        Slow {
+            delays: vec![(String::new(), 20)],
+            ..Slow::default()
+        },
+    );
+    let key = Key::new(&format!("wal/n1/{middle}.zst")).unwrap();
+    let mut frame = rt.block_on(repo.inner.get(&key)).unwrap().to_vec();
+    let last = frame.len() - 1;
+    frame[last] ^= 0xFF;
+    rt.block_on(repo.inner.delete(&key)).unwrap();
+    rt.block_on(repo.inner.put_create(&key, frame.into()))
+        .unwrap();
+    let e = check_continuity_in(&source, None, Lsn(SEG), end, &sized()).unwrap_err();
+    assert!(
+        matches!(&e, WalError::CorruptObject { key: k, .. } if k == key.as_str()),
+        "{e}"
+    );
+    let fresh = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
+    fresh.list().unwrap();
+    assert_eq!(e.to_string(), open_error(&fresh, middle).to_string());
 }
