@@ -207,8 +207,9 @@ pub trait ClusterBackend: Send + Sync {
     /// `<oid>.tar` files must equal `tablespaces`, and the restored `tablespace_map` names the new
     /// locations. Only regular files and folders are written (never through a link); any other
     /// entry, a hard link, a path leaving its folder or a setuid/setgid/sticky mode is an error
-    /// naming the tar and the entry. Nothing is synced, and `global/pg_control` is written under
-    /// the name [`PENDING_CONTROL_FILE`] so that the directory cannot start until
+    /// naming the tar and the entry. Nothing is synced (each file's writeback is only started
+    /// as it is written, so that the later sync has little left), and `global/pg_control` is
+    /// written under the name [`PENDING_CONTROL_FILE`] so that the directory cannot start until
     /// [`Self::install_control_file`].
     async fn extract_backup(
         &self,
