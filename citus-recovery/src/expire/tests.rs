@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::catalog::{NodeBackup, NodeRestorePoint};
-use crate::repository::memory::MemoryRepository;
-use crate::repository::{Key, ObjectMeta, PutOutcome, RepoError, Repository};
+use crate::repository::memory::{Call, Hook, Hooked, MemoryRepository};
+use crate::repository::{Key, ObjectMeta, RepoError, Repository};
 use crate::wal::Lsn;
 
 const SEG: u64 = wal::DEFAULT_SEGMENT_SIZE;
@@ -312,50 +312,22 @@ async fn nothing_goes_without_a_backup_and_a_retention_must_keep_something() {
     assert_eq!((r.full, r.days), (None, Some(3)));
 }
 
-/// The memory repository, failing every delete after the first `allowed`.
+/// Fails every delete after the first `.0`.
 #[derive(Debug)]
-struct FailingDeletes {
-    inner: MemoryRepository,
-    allowed: AtomicI64,
-}
+struct AllowedDeletes(AtomicI64);
 
 #[async_trait]
-impl Repository for FailingDeletes {
-    fn describe(&self) -> String {
-        "failing".into()
-    }
-    async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
-        self.inner.put_create(key, data).await
-    }
-    async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
-        self.inner.get(key).await
-    }
-    async fn put_stream(
-        &self,
-        key: &Key,
-        data: crate::repository::PutStream,
-    ) -> Result<u64, RepoError> {
-        self.inner.put_stream(key, data).await
-    }
-    async fn get_stream(&self, key: &Key) -> Result<crate::repository::GetStream, RepoError> {
-        self.inner.get_stream(key).await
-    }
-    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), RepoError> {
-        if self.allowed.fetch_sub(1, Ordering::SeqCst) <= 0 {
+impl Hook for AllowedDeletes {
+    async fn before(&self, call: Call, key: &Key) -> Result<(), RepoError> {
+        if call == Call::Delete && self.0.fetch_sub(1, Ordering::SeqCst) <= 0 {
             return Err(RepoError::Unavailable {
-                repository: self.describe(),
+                repository: "failing".into(),
                 action: "delete",
                 key: key.clone(),
                 detail: "injected failure".into(),
             });
         }
-        self.inner.delete(key).await
+        Ok(())
     }
 }
 
@@ -372,22 +344,22 @@ async fn an_expire_stopped_at_any_deletion_keeps_everything_kept_and_finishes_ne
     let mut expected = None;
     let mut k = 0;
     loop {
-        let repo = Arc::new(FailingDeletes {
+        let repo = Arc::new(Hooked {
             inner: MemoryRepository::new(),
-            allowed: AtomicI64::new(i64::MAX),
+            hook: AllowedDeletes(AtomicI64::new(i64::MAX)),
         });
         let dyn_repo: Arc<dyn Repository> = repo.clone();
         let catalog = Catalog::open(&config, Some(dyn_repo.clone()));
         fill(dyn_repo.as_ref(), &catalog).await;
         let store = RepositoryStore::new(dyn_repo.clone(), &config);
-        repo.allowed.store(k, Ordering::SeqCst);
+        repo.hook.0.store(k, Ordering::SeqCst);
         let listing = ExpireListing::read_files(&config, &catalog, &store)
             .await
             .unwrap();
         let plan = ExpirePlan::build(&listing, retention, true, at(10)).unwrap();
         let stopped = plan.execute(&catalog, &store).await.is_err();
         assert_listed_backups_complete(dyn_repo.as_ref(), &catalog).await;
-        repo.allowed.store(i64::MAX, Ordering::SeqCst);
+        repo.hook.0.store(i64::MAX, Ordering::SeqCst);
         let listing = ExpireListing::read_files(&config, &catalog, &store)
             .await
             .unwrap();

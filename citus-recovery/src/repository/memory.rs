@@ -127,6 +127,72 @@ impl Repository for MemoryRepository {
     }
 }
 
+/// Which call a [`Hooked`] repository is about to make.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    PutCreate,
+    Get,
+    PutStream,
+    GetStream,
+    Head,
+    List,
+    Delete,
+}
+
+/// What a test puts in front of every call of a [`Hooked`] repository: it may count the call,
+/// delay it, or fail it instead of letting it through.
+#[cfg(test)]
+#[async_trait]
+pub(crate) trait Hook: Send + Sync + std::fmt::Debug {
+    async fn before(&self, call: Call, key: &Key) -> Result<(), RepoError>;
+}
+
+/// A [`MemoryRepository`] whose every call runs its `hook` first: the one wrapper the unit tests
+/// need to count requests, slow them down or inject failures.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Hooked<H> {
+    pub(crate) inner: MemoryRepository,
+    pub(crate) hook: H,
+}
+
+#[cfg(test)]
+#[async_trait]
+impl<H: Hook> Repository for Hooked<H> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
+        self.hook.before(Call::PutCreate, key).await?;
+        self.inner.put_create(key, data).await
+    }
+    async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
+        self.hook.before(Call::Get, key).await?;
+        self.inner.get(key).await
+    }
+    async fn put_stream(&self, key: &Key, data: PutStream) -> Result<u64, RepoError> {
+        self.hook.before(Call::PutStream, key).await?;
+        self.inner.put_stream(key, data).await
+    }
+    async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
+        self.hook.before(Call::GetStream, key).await?;
+        self.inner.get_stream(key).await
+    }
+    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
+        self.hook.before(Call::Head, key).await?;
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
+        self.hook.before(Call::List, prefix).await?;
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &Key) -> Result<(), RepoError> {
+        self.hook.before(Call::Delete, key).await?;
+        self.inner.delete(key).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use super::synthetic::{Builder, PAGE, SEG};
 use super::synthetic_tests::{archive_with_old_damage, parameter_change};
 use super::*;
 use crate::repository::codec::{self, Compression};
-use crate::repository::memory::MemoryRepository;
+use crate::repository::memory::{Call, Hook, Hooked, MemoryRepository};
 use crate::repository::{Key, Repository};
 
 /// A runtime for the repository; the tests call the reader from their own thread, outside it.
@@ -393,11 +393,10 @@ async fn read_from_a_blocking_thread() {
     assert!(matches!(made, Err(WalError::Repository { .. })));
 }
 
-/// A memory repository whose gets of some keys are slow or fail as absent, and which records
-/// the gets: which keys, in which order they ended, how many ran at once at most.
+/// Makes the gets of some keys of a [`Hooked`] memory repository slow or fail as absent, and
+/// records the gets: which keys, in which order they ended, how many ran at once at most.
 #[derive(Debug, Default)]
 struct Slow {
-    inner: MemoryRepository,
     /// A delay in milliseconds for each key whose name contains the text.
     delays: Vec<(String, u64)>,
     /// Keys whose get says "not found" though the listing has them (deleted meanwhile).
@@ -418,19 +417,12 @@ impl Drop for Running<'_> {
 }
 
 #[async_trait::async_trait]
-impl Repository for Slow {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn put_create(
-        &self,
-        key: &Key,
-        data: bytes::Bytes,
-    ) -> Result<crate::repository::PutOutcome, crate::repository::RepoError> {
-        self.inner.put_create(key, data).await
-    }
-    async fn get(&self, key: &Key) -> Result<bytes::Bytes, crate::repository::RepoError> {
+impl Hook for Slow {
+    async fn before(&self, call: Call, key: &Key) -> Result<(), crate::repository::RepoError> {
         use std::sync::atomic::Ordering::SeqCst;
+        if call != Call::Get {
+            return Ok(());
+        }
         self.started.lock().unwrap().push(key.to_string());
         let now = self.running.fetch_add(1, SeqCst) + 1;
         let _running = Running(&self.running);
@@ -449,35 +441,7 @@ impl Repository for Slow {
         {
             return Err(crate::repository::RepoError::NotFound { key: key.clone() });
         }
-        self.inner.get(key).await
-    }
-    async fn put_stream(
-        &self,
-        key: &Key,
-        data: crate::repository::PutStream,
-    ) -> Result<u64, crate::repository::RepoError> {
-        self.inner.put_stream(key, data).await
-    }
-    async fn get_stream(
-        &self,
-        key: &Key,
-    ) -> Result<crate::repository::GetStream, crate::repository::RepoError> {
-        self.inner.get_stream(key).await
-    }
-    async fn head(
-        &self,
-        key: &Key,
-    ) -> Result<Option<crate::repository::ObjectMeta>, crate::repository::RepoError> {
-        self.inner.head(key).await
-    }
-    async fn list(
-        &self,
-        prefix: &Key,
-    ) -> Result<Vec<crate::repository::ObjectMeta>, crate::repository::RepoError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), crate::repository::RepoError> {
-        self.inner.delete(key).await
+        Ok(())
     }
 }
 
@@ -515,8 +479,12 @@ fn ten_segments(dir: &Path) -> Lsn {
 fn slow_source(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
-    repo: Slow,
-) -> (Arc<Slow>, RepositorySource) {
+    hook: Slow,
+) -> (Arc<Hooked<Slow>>, RepositorySource) {
+    let repo = Hooked {
+        inner: MemoryRepository::new(),
+        hook,
+    };
     push_folder(rt, &repo.inner, "n1", dir, zstd);
     let repo = Arc::new(repo);
     let source = RepositorySource::with_handle(repo.clone(), "n1", rt.handle().clone()).unwrap();
@@ -561,12 +529,12 @@ fn read_ahead_keeps_the_order_when_fetches_end_out_of_order() {
     );
     assert_eq!(got.unwrap().segments.len(), 10);
     // Fetches ended out of order, each file was fetched once and none ahead of the plan.
-    let ended = repo.segments_ended();
+    let ended = repo.hook.segments_ended();
     assert!(ended.windows(2).any(|w| w[0] > w[1]), "{ended:?}");
-    let mut started = repo.segments_started();
+    let mut started = repo.hook.segments_started();
     started.sort_unstable();
     assert_eq!(started, (1..=10).collect::<Vec<_>>());
-    let most = repo.most.load(std::sync::atomic::Ordering::SeqCst);
+    let most = repo.hook.most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((3..=READ_AHEAD + 1).contains(&most), "{most} gets at once");
 
     // The scans of verify and list read ahead too, with the same results as from the folder.
@@ -586,7 +554,7 @@ fn read_ahead_keeps_the_order_when_fetches_end_out_of_order() {
         &scan_archive(dir.path(), &opts).unwrap(),
         &scan_archive_in(&source, &opts).unwrap(),
     );
-    let most = repo.most.load(std::sync::atomic::Ordering::SeqCst);
+    let most = repo.hook.most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((3..=READ_AHEAD + 1).contains(&most), "{most} gets at once");
 }
 
@@ -607,7 +575,7 @@ fn read_ahead_never_fetches_past_the_range() {
     assert_eq!(r.unwrap().segments.len(), 4);
     // A read-ahead past the range would have started by now.
     std::thread::sleep(std::time::Duration::from_millis(200));
-    let mut started = repo.segments_started();
+    let mut started = repo.hook.segments_started();
     started.sort_unstable();
     assert_eq!(started, [2, 3, 4, 5]);
 

@@ -4,53 +4,29 @@ use async_trait::async_trait;
 
 use super::*;
 use crate::repository::codec::Compression;
-use crate::repository::memory::MemoryRepository;
-use crate::repository::{Key, ObjectMeta, PutOutcome};
+use crate::repository::memory::{Call, Hook, Hooked};
+use crate::repository::Key;
 
-/// A memory repository that counts `get` requests.
+/// Counts `get` and `get_stream` requests.
 #[derive(Debug, Default)]
-struct Counting {
-    inner: MemoryRepository,
-    gets: AtomicUsize,
-}
+struct Gets(AtomicUsize);
 
 #[async_trait]
-impl Repository for Counting {
-    fn describe(&self) -> String {
-        "counting memory".into()
-    }
-    async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
-        self.inner.put_create(key, data).await
-    }
-    async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get(key).await
-    }
-    async fn put_stream(
-        &self,
-        key: &Key,
-        data: crate::repository::PutStream,
-    ) -> Result<u64, RepoError> {
-        self.inner.put_stream(key, data).await
-    }
-    async fn get_stream(&self, key: &Key) -> Result<crate::repository::GetStream, RepoError> {
-        self.gets.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_stream(key).await
-    }
-    async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
-        self.inner.head(key).await
-    }
-    async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
-        self.inner.list(prefix).await
-    }
-    async fn delete(&self, key: &Key) -> Result<(), RepoError> {
-        self.inner.delete(key).await
+impl Hook for Gets {
+    async fn before(&self, call: Call, _key: &Key) -> Result<(), RepoError> {
+        if matches!(call, Call::Get | Call::GetStream) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
+
+/// A memory repository that counts gets.
+type Counting = Hooked<Gets>;
 
 impl Counting {
     fn gets(&self) -> usize {
-        self.gets.load(Ordering::SeqCst)
+        self.hook.0.load(Ordering::SeqCst)
     }
 }
 
