@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use super::tests::{all, backup, config, data_dirs, point, restore_plan, t};
+use super::tests::{all, backup, config, data_dirs, kinds, point, restore_plan, t};
 use super::*;
 use crate::archiving::SPOOL_DIR;
 use crate::backend::fake::FakeBackend;
@@ -21,26 +21,6 @@ fn with_repository(queue: usize) -> ClusterConfig {
     c.source = Some("/etc/citus-recovery/cluster.json".into());
     c.archive_get_queue = queue;
     c
-}
-
-/// Each node's steps by kind.
-fn kinds(plan: &RestorePlan, i: usize) -> Vec<&'static str> {
-    plan.phases[0].nodes[i]
-        .steps
-        .iter()
-        .map(|s| match s {
-            Step::Stop => "stop",
-            Step::MoveAside { .. } => "aside",
-            Step::Extract { .. } | Step::ExtractFromRepository { .. } => "extract",
-            Step::WriteRecoverySettings { .. } => "settings",
-            Step::CreateSignal { .. } => "signal",
-            Step::PrefetchWal { .. } => "prefetch",
-            Step::InstallControlFile { .. } => "control",
-            Step::Start { wait: false } => "start",
-            Step::WaitPaused { .. } => "wait",
-            _ => "other",
-        })
-        .collect()
 }
 
 fn plan_to(c: &ClusterConfig, lsn: u64) -> RestorePlan {
@@ -71,7 +51,14 @@ fn a_repository_restore_prefetches_after_extraction_and_settings_before_the_star
         assert_eq!(
             kinds(&plan, i),
             [
-                "stop", "aside", "extract", "settings", "signal", "prefetch", "control", "start",
+                "stop",
+                "aside",
+                "extract from repository",
+                "settings",
+                "signal",
+                "prefetch",
+                "control",
+                "start",
                 "wait"
             ]
         );

@@ -259,29 +259,12 @@ fn restore_plan_steps_per_node() {
         t(30),
     )
     .unwrap();
-    let kinds = |i: usize| -> Vec<&'static str> {
-        plan.phases[0].nodes[i]
-            .steps
-            .iter()
-            .map(|s| match s {
-                Step::Stop => "stop",
-                Step::MoveAside { .. } => "aside",
-                Step::Extract { .. } => "extract",
-                Step::WriteRecoverySettings { .. } => "settings",
-                Step::CreateSignal { .. } => "signal",
-                Step::InstallControlFile { .. } => "control",
-                Step::Start { wait: false } => "start",
-                Step::WaitPaused { .. } => "wait",
-                _ => "other",
-            })
-            .collect()
-    };
     assert_eq!(
-        kinds(0),
+        kinds(&plan, 0),
         ["stop", "aside", "extract", "settings", "signal", "control", "start", "wait"]
     );
     assert_eq!(
-        kinds(2),
+        kinds(&plan, 2),
         ["aside", "extract", "settings", "signal", "control", "start", "wait"],
         "a stopped node is not stopped again"
     );
@@ -767,4 +750,25 @@ async fn a_fetch_backup_that_lost_its_wal_is_taken_again_without_wal() {
     assert!(e.to_string().contains("has already been removed"), "{e}");
     assert_eq!(fake.call_count("coordinator", "base_backup_stream"), 2);
     assert_eq!(repo.head(&key).await.unwrap(), None);
+}
+
+/// Each step of node `i` of a restore plan's first phase, by kind.
+pub(super) fn kinds(plan: &RestorePlan, i: usize) -> Vec<&'static str> {
+    plan.phases[0].nodes[i]
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Stop => "stop",
+            Step::MoveAside { .. } => "aside",
+            Step::Extract { .. } => "extract",
+            Step::ExtractFromRepository { .. } => "extract from repository",
+            Step::WriteRecoverySettings { .. } => "settings",
+            Step::CreateSignal { .. } => "signal",
+            Step::PrefetchWal { .. } => "prefetch",
+            Step::InstallControlFile { .. } => "control",
+            Step::Start { wait: false } => "start",
+            Step::WaitPaused { .. } => "wait",
+            _ => "other",
+        })
+        .collect()
 }
