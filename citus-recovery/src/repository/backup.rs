@@ -561,8 +561,14 @@ mod tests {
             "compressed: {}",
             up.stored
         );
-        let stream = repo.get_stream(&key).await.unwrap();
-        let back = tokio::task::spawn_blocking(move || {
+        let back = read_back(&repo, &key).await;
+        assert_eq!(back, tar);
+    }
+
+    /// The data of the streamed object at `key`, decoded and checked.
+    async fn read_back(repo: &dyn Repository, key: &Key) -> Vec<u8> {
+        let stream = repo.get_stream(key).await.unwrap();
+        tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             StreamDecoder::new(blocking_reader_in(stream))
                 .read_to_end(&mut out)
@@ -570,8 +576,7 @@ mod tests {
             out
         })
         .await
-        .unwrap();
-        assert_eq!(back, tar);
+        .unwrap()
     }
 
     /// [`blocking_reader`] needs the runtime: build it on a blocking thread through a handle.
@@ -642,16 +647,7 @@ mod tests {
             |_| Ok(()),
         )
         .await?;
-        let stream = repo.get_stream(&key).await.unwrap();
-        let back = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            StreamDecoder::new(blocking_reader_in(stream))
-                .read_to_end(&mut out)
-                .unwrap();
-            out
-        })
-        .await
-        .unwrap();
+        let back = read_back(&repo, &key).await;
         Ok((back, up.scanned))
     }
 
