@@ -17,7 +17,7 @@ use std::time::Duration;
 use citus_recovery::lock::ClusterLock;
 use citus_recovery::repository::{Key, Repository};
 use citus_recovery::{Cluster, Error};
-use common::TestCluster;
+use common::{backup_names, TestCluster};
 use repository_cycle::{with_repository, BIN};
 
 fn tool(config: &Path, args: &[&str]) -> std::process::Output {
@@ -169,13 +169,7 @@ async fn catalog_cycle(t: &mut TestCluster, repository: serde_json::Value) -> Cl
         "{}",
         text(&out.stdout)
     );
-    let names: Vec<String> = c
-        .list_backups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let names = backup_names(&c).await;
     assert_eq!(names, ["b1", "b2"]);
     // A name another admin host took (its folder is not on this host) is refused up front.
     std::fs::remove_dir_all(backup_dir.join("b2")).unwrap();
@@ -247,13 +241,7 @@ async fn posix_repository_catalog_lock_and_forgeries() {
     b1["name"] = "evil".into();
     std::fs::write(&evil, b1.to_string()).unwrap();
     std::os::unix::fs::chown(&evil, Some(pg_uid), Some(pg_gid)).unwrap();
-    let names: Vec<String> = c
-        .list_backups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let names = backup_names(&c).await;
     assert_eq!(names, ["b1", "b2"]);
     assert!(matches!(
         c.catalog().backup("evil").await,

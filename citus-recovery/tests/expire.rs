@@ -20,7 +20,7 @@ use bytes::Bytes;
 use citus_recovery::expire::{ExpirePlan, ExpireStore, FileSet, StoredFile};
 use citus_recovery::repository::Key;
 use citus_recovery::Cluster;
-use common::TestCluster;
+use common::{backup_names, TestCluster};
 
 /// The cluster's store, failing every deletion after the first `allowed`.
 struct FailingStore {
@@ -121,13 +121,7 @@ async fn assert_kept_restorable(c: &Cluster, when: &str) {
         let report = c.verify(Some(b), Some(rp)).await.expect("verify runs");
         assert!(report.ok(), "{when}: {b} to {rp}: {report}");
     }
-    let names: Vec<String> = c
-        .list_backups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let names = backup_names(c).await;
     assert!(
         names.ends_with(&["b2".to_string(), "b3".to_string()]),
         "{when}: {names:?}"
@@ -138,13 +132,7 @@ async fn assert_kept_restorable(c: &Cluster, when: &str) {
 async fn assert_finished(c: &Cluster, plan: &ExpirePlan, before: &[(String, Vec<StoredFile>)]) {
     let store = c.expire_store();
     assert!(!store.backup_files().await.unwrap().contains_key("b1"));
-    let names: Vec<String> = c
-        .list_backups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let names = backup_names(c).await;
     assert_eq!(names, ["b2", "b3"]);
     for (node, files) in before {
         let now: BTreeSet<String> = store

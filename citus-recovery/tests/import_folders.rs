@@ -8,7 +8,7 @@ mod common;
 mod repository_cycle;
 
 use citus_recovery::Error;
-use common::TestCluster;
+use common::{backup_names, TestCluster};
 use repository_cycle::with_repository;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,13 +103,7 @@ async fn folders_are_copied_into_the_repository_and_restored_from_it() {
         c.plan_import_folders().await.unwrap().is_empty(),
         "nothing left to copy"
     );
-    let listed: Vec<String> = c
-        .list_backups()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
+    let listed = backup_names(&c).await;
     assert_eq!(listed, ["old"]);
 
     // The folders go: verify and restore read the repository alone.

@@ -373,3 +373,13 @@ macro_rules! skip_unless_citus {
         }
     };
 }
+
+/// The names of the cluster's complete backups, as `list_backups` orders them.
+pub async fn backup_names(c: &Cluster) -> Vec<String> {
+    c.list_backups()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect()
+}
