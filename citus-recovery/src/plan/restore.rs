@@ -537,22 +537,17 @@ fn prefetch_window(
     point: &NodeRestorePoint,
     queue: usize,
 ) -> Option<(String, String, usize)> {
-    const SEG_SIZE: u64 = 16 * 1024 * 1024;
-    const PER_LOG: u64 = 0x1_0000_0000 / SEG_SIZE;
+    const SEG_SIZE: u64 = crate::wal::DEFAULT_SEGMENT_SIZE;
     if queue == 0 || point.timeline != part.timeline {
         return None;
     }
     let first = part.start_lsn.segment(SEG_SIZE);
     let end = match point.lsn {
         Some(lsn) => lsn.segment(SEG_SIZE),
-        None => {
-            let name = point.segment.as_str();
-            let hex = |r: std::ops::Range<usize>| u64::from_str_radix(name.get(r)?, 16).ok();
-            if name.len() != 24 || hex(0..8)? != u64::from(point.timeline) {
-                return None;
-            }
-            hex(8..16)? * PER_LOG + hex(16..24)?
-        }
+        None => match crate::wal::parse_segment_file_name(&point.segment, SEG_SIZE)? {
+            (tli, n) if tli == point.timeline => n,
+            _ => return None,
+        },
     };
     let count = (end.checked_sub(first)? + 1).min(queue as u64 + 1);
     let name = |n: u64| crate::wal::lsn::segno_file_name(part.timeline, n, SEG_SIZE);
