@@ -48,6 +48,9 @@ use crate::repository::{Key, RepoError, Repository};
 use crate::trusted;
 use crate::wal::Lsn;
 
+/// How many catalog entries are read at once when all of a kind are listed.
+const READS_AT_ONCE: usize = 16;
+
 /// File name of a backup's cluster manifest.
 pub const CLUSTER_MANIFEST: &str = "citus-recovery-backup.json";
 /// Prefix of a node's manifest file name in its backup's folder (`citus-recovery-node-<node>.json`).
@@ -377,8 +380,8 @@ impl Catalog {
             Store::Folder => self.folder_backups(),
             Store::Repository { .. } => {
                 let mut backups = Vec::new();
-                for k in self.list(BACKUPS_PREFIX).await? {
-                    match self.read::<Backup>(&k).await {
+                for (k, read) in self.read_all::<Backup>(BACKUPS_PREFIX).await? {
+                    match read {
                         Ok(Some(backup)) => backups.push(backup),
                         Ok(None) => {}
                         // One doubtful backup must not hide the others; it is named when asked for.
@@ -542,8 +545,8 @@ impl Catalog {
             }
             Store::Repository { .. } => {
                 let mut points = Vec::new();
-                for k in self.list(RESTORE_POINTS_PREFIX).await? {
-                    if let Some(rp) = self.read::<RestorePoint>(&k).await? {
+                for (_, read) in self.read_all::<RestorePoint>(RESTORE_POINTS_PREFIX).await? {
+                    if let Some(rp) = read? {
                         points.push(rp);
                     }
                 }
@@ -555,18 +558,28 @@ impl Catalog {
 
     /// The recorded restore point of that name.
     pub async fn restore_point(&self, name: &str) -> Result<RestorePoint> {
+        match self.find_restore_point(name).await? {
+            Some(rp) => Ok(rp),
+            None => Err(unknown_restore_point(name, &self.restore_points().await?)),
+        }
+    }
+
+    /// The recorded restore point of that name, `None` when it is not recorded. In a
+    /// repository that is one read of its own entry; every entry is read only when that one is
+    /// missing.
+    pub async fn find_restore_point(&self, name: &str) -> Result<Option<RestorePoint>> {
         if self.in_repository() {
             if let Some(rp) = self.read::<RestorePoint>(&restore_point_key(name)).await? {
                 if rp.name == name {
-                    return Ok(rp);
+                    return Ok(Some(rp));
                 }
             }
         }
-        let all = self.restore_points().await?;
-        if let Some(rp) = all.iter().find(|r| r.name == name) {
-            return Ok(rp.clone());
-        }
-        Err(unknown_restore_point(name, &all))
+        Ok(self
+            .restore_points()
+            .await?
+            .into_iter()
+            .find(|r| r.name == name))
     }
 
     /// Adds a restore point to the record. A point of that name recorded already is
@@ -686,6 +699,25 @@ impl Catalog {
             .collect();
         names.dedup();
         Ok(names)
+    }
+
+    /// Every entry under `prefix` with what reading it gave, in key order. The reads run
+    /// [`READS_AT_ONCE`] at a time: against an object store each is a round trip, and a
+    /// repository used for years holds hundreds of entries.
+    async fn read_all<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(Key, Result<Option<T>>)>> {
+        use futures::StreamExt;
+        let keys = self.list(prefix).await?;
+        Ok(futures::stream::iter(keys)
+            .map(|k| async move {
+                let read = self.read::<T>(&k).await;
+                (k, read)
+            })
+            .buffered(READS_AT_ONCE)
+            .collect()
+            .await)
     }
 
     /// The keys under `prefix`, checked first in a posix repository.
@@ -906,6 +938,74 @@ mod tests {
             .map(|m| m.key.as_str().to_string())
             .collect();
         assert_eq!(keys, ["catalog/restore-points/a%2Eb.json"]);
+    }
+
+    /// Counts every call and holds each read a little, so that reads one after another and
+    /// reads at once differ in how many are under way together.
+    #[derive(Debug, Default)]
+    struct Slow {
+        calls: std::sync::Mutex<Vec<crate::repository::memory::Call>>,
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::repository::memory::Hook for Slow {
+        async fn before(
+            &self,
+            call: crate::repository::memory::Call,
+            _: &Key,
+        ) -> std::result::Result<(), RepoError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.calls.lock().unwrap().push(call);
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.running.fetch_sub(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_are_read_at_once_in_order_and_a_named_point_with_one_read() {
+        use crate::repository::memory::{Call, Hooked};
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Arc::new(Hooked::<Slow>::default());
+        let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
+        // Written in an order that is neither the keys' nor the times'.
+        for i in [7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6] {
+            catalog
+                .record_restore_point(&point(&format!("p{i:02}"), i))
+                .await
+                .unwrap();
+        }
+        repo.hook.most.store(0, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<String> = catalog
+            .restore_points()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        let expected: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+        assert_eq!(names, expected, "oldest first, as before");
+        let most = repo.hook.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(most > 1, "the 12 entries were read one after another");
+        assert!(most <= READS_AT_ONCE + 1, "{most} calls at once");
+
+        repo.hook.calls.lock().unwrap().clear();
+        let found = catalog.find_restore_point("p05").await.unwrap().unwrap();
+        assert_eq!(found.name, "p05");
+        assert_eq!(*repo.hook.calls.lock().unwrap(), [Call::Get], "one read");
+        assert_eq!(catalog.restore_point("p05").await.unwrap().name, "p05");
+        // An unknown name lists them all, for the error's hint.
+        repo.hook.calls.lock().unwrap().clear();
+        assert!(catalog.find_restore_point("nope").await.unwrap().is_none());
+        assert!(repo.hook.calls.lock().unwrap().contains(&Call::List));
+        match catalog.restore_point("nope").await {
+            Err(Error::UnknownRestorePoint { hint, .. }) => assert!(hint.contains("p11"), "{hint}"),
+            other => panic!("expected UnknownRestorePoint, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -456,7 +456,7 @@ pub struct RunOptions {
     pub concurrency: usize,
     /// How long to wait for WAL to be archived, recovery to pause, a promotion.
     pub wait_timeout: Duration,
-    /// How often to look while waiting.
+    /// How often to look while waiting (in a wait's first two seconds, at least every 20 ms).
     pub poll_interval: Duration,
     /// The repository of the WAL archive, when the config has one; [`crate::Cluster`] sets it
     /// (from the config's `repository`) whatever options it is given.
@@ -1048,18 +1048,24 @@ async fn wait_archived(
                 ));
             }
         }
-        // The segment was switched just now and archiving one takes tens of milliseconds:
-        // look often at first, then at the configured pace.
-        let pace = if started.elapsed() < FAST_POLL_FOR {
-            opts.poll_interval.min(FAST_POLL)
-        } else {
-            opts.poll_interval
-        };
-        tokio::time::sleep(pace).await;
+        // The segment was switched just now and archiving one takes tens of milliseconds.
+        tokio::time::sleep(pace(opts, started)).await;
     }
 }
 
-/// How often [`wait_archived`] looks during its first [`FAST_POLL_FOR`].
+/// How long a wait begun at `started` sleeps between looks: [`FAST_POLL`] during its first
+/// [`FAST_POLL_FOR`], then the configured pace. What is waited for (a segment archived, a
+/// server paused) often comes within tens of milliseconds, and the whole restore waits on the
+/// slowest node's look.
+pub(super) fn pace(opts: &RunOptions, started: Instant) -> Duration {
+    if started.elapsed() < FAST_POLL_FOR {
+        opts.poll_interval.min(FAST_POLL)
+    } else {
+        opts.poll_interval
+    }
+}
+
+/// How often a wait looks during its first [`FAST_POLL_FOR`] (see [`pace`]).
 const FAST_POLL: Duration = Duration::from_millis(20);
 
 /// See [`FAST_POLL`].

@@ -57,7 +57,7 @@ pub(super) async fn paused(
                 Err(e @ Error::Connection { .. }) => return Err(e),
                 Err(_) => {
                     if last_state_check.is_some_and(|t| t.elapsed() < STATE_CHECK_EVERY) {
-                        tokio::time::sleep(opts.poll_interval).await;
+                        tokio::time::sleep(super::step::pace(opts, started)).await;
                         continue;
                     }
                     last_state_check = Some(Instant::now());
@@ -76,7 +76,7 @@ pub(super) async fn paused(
                             ),
                         ));
                     }
-                    tokio::time::sleep(opts.poll_interval).await;
+                    tokio::time::sleep(super::step::pace(opts, started)).await;
                     continue;
                 }
             }
@@ -140,7 +140,7 @@ pub(super) async fn paused(
                 }
             }
         }
-        tokio::time::sleep(opts.poll_interval).await;
+        tokio::time::sleep(super::step::pace(opts, started)).await;
     }
 }
 
@@ -206,6 +206,6 @@ pub(super) async fn promoted(
                 ),
             ));
         }
-        tokio::time::sleep(opts.poll_interval).await;
+        tokio::time::sleep(super::step::pace(opts, started)).await;
     }
 }

@@ -388,6 +388,19 @@ fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// Logs one request at debug level (`CITUS_RECOVERY_LOG=citus_recovery::repository=debug`):
+/// what was asked, of which key, how long it took and whether it failed, never a secret (the
+/// key and the outcome's kind only).
+fn logged<T>(op: &str, key: &Key, started: std::time::Instant, r: &Result<T, RepoError>) {
+    tracing::debug!(
+        op,
+        key = key.as_str(),
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        ok = r.is_ok(),
+        "object store request"
+    );
+}
+
 #[async_trait]
 impl Repository for ObjectRepository {
     fn describe(&self) -> String {
@@ -395,180 +408,222 @@ impl Repository for ObjectRepository {
     }
 
     async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
-        let lock = self.put_lock(key);
-        let _held = lock.lock().await;
-        self.put_create_locked(key, data).await
+        let started = std::time::Instant::now();
+        let r: Result<PutOutcome, RepoError> = async {
+            let lock = self.put_lock(key);
+            let _held = lock.lock().await;
+            self.put_create_locked(key, data).await
+        }
+        .await;
+        logged("put_create", key, started, &r);
+        r
     }
 
     async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
-        let result = match self.store.get(&self.path(key)).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.missing_or_error("get", key, e).await),
-        };
-        result.bytes().await.map_err(|e| self.error("get", key, e))
+        let started = std::time::Instant::now();
+        let r: Result<Bytes, RepoError> = async {
+            let result = match self.store.get(&self.path(key)).await {
+                Ok(r) => r,
+                Err(e) => return Err(self.missing_or_error("get", key, e).await),
+            };
+            result.bytes().await.map_err(|e| self.error("get", key, e))
+        }
+        .await;
+        logged("get", key, started, &r);
+        r
     }
 
     async fn put_stream(&self, key: &Key, mut data: PutStream) -> Result<u64, RepoError> {
-        let lock = self.put_lock(key);
-        let _held = lock.lock().await;
-        let abandoned = |e: std::io::Error| RepoError::Abandoned {
-            key: key.clone(),
-            detail: e.to_string(),
-        };
-        if self.head(key).await?.is_some() {
-            return Err(RepoError::Conflict { key: key.clone() });
-        }
-        let path = self.path(key);
-        // The first part, to learn whether one conditional put is enough.
-        let mut first = Vec::new();
-        let mut first_len = 0;
-        let mut ended = true;
-        while let Some(piece) = data.next().await {
-            let piece = piece.map_err(abandoned)?;
-            first_len += piece.len();
-            first.push(piece);
-            if first_len >= PART_SIZE {
-                ended = false;
-                break;
-            }
-        }
-        if ended {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
+        let started = std::time::Instant::now();
+        let r: Result<u64, RepoError> = async {
+            let lock = self.put_lock(key);
+            let _held = lock.lock().await;
+            let abandoned = |e: std::io::Error| RepoError::Abandoned {
+                key: key.clone(),
+                detail: e.to_string(),
             };
-            return match self
-                .store
-                .put_opts(&path, PutPayload::from_iter(first), opts)
-                .await
-            {
-                Ok(_) => Ok(first_len as u64),
-                Err(object_store::Error::AlreadyExists { .. }) => {
-                    Err(RepoError::Conflict { key: key.clone() })
-                }
-                Err(e) => Err(self.error("put", key, e)),
-            };
-        }
-        let upload = self
-            .store
-            .put_multipart(&path)
-            .await
-            .map_err(|e| self.error("put", key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut total = first_len as u64;
-        for piece in first {
-            writer.put(piece);
-        }
-        let failed = loop {
-            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                break self.error("put", key, e);
+            if self.head(key).await?.is_some() {
+                return Err(RepoError::Conflict { key: key.clone() });
             }
-            match data.next().await {
-                Some(Ok(piece)) => {
-                    total += piece.len() as u64;
-                    writer.put(piece);
+            let path = self.path(key);
+            // The first part, to learn whether one conditional put is enough.
+            let mut first = Vec::new();
+            let mut first_len = 0;
+            let mut ended = true;
+            while let Some(piece) = data.next().await {
+                let piece = piece.map_err(abandoned)?;
+                first_len += piece.len();
+                first.push(piece);
+                if first_len >= PART_SIZE {
+                    ended = false;
+                    break;
                 }
-                Some(Err(e)) => break abandoned(e),
-                None => match self.head(key).await {
-                    // Someone created the key meanwhile: never replace it.
-                    Ok(Some(_)) => break RepoError::Conflict { key: key.clone() },
-                    Err(e) => break e,
-                    Ok(None) => {
-                        return match writer.finish().await {
-                            Ok(_) => Ok(total),
-                            Err(e) => Err(self.error("put", key, e)),
-                        }
+            }
+            if ended {
+                let opts = PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                };
+                return match self
+                    .store
+                    .put_opts(&path, PutPayload::from_iter(first), opts)
+                    .await
+                {
+                    Ok(_) => Ok(first_len as u64),
+                    Err(object_store::Error::AlreadyExists { .. }) => {
+                        Err(RepoError::Conflict { key: key.clone() })
                     }
-                },
+                    Err(e) => Err(self.error("put", key, e)),
+                };
             }
-        };
-        // Best effort: an upload left behind is invisible anyway.
-        let _ = writer.abort().await;
-        Err(failed)
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.error("put", key, e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            let mut total = first_len as u64;
+            for piece in first {
+                writer.put(piece);
+            }
+            let failed = loop {
+                if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                    break self.error("put", key, e);
+                }
+                match data.next().await {
+                    Some(Ok(piece)) => {
+                        total += piece.len() as u64;
+                        writer.put(piece);
+                    }
+                    Some(Err(e)) => break abandoned(e),
+                    None => match self.head(key).await {
+                        // Someone created the key meanwhile: never replace it.
+                        Ok(Some(_)) => break RepoError::Conflict { key: key.clone() },
+                        Err(e) => break e,
+                        Ok(None) => {
+                            return match writer.finish().await {
+                                Ok(_) => Ok(total),
+                                Err(e) => Err(self.error("put", key, e)),
+                            }
+                        }
+                    },
+                }
+            };
+            // Best effort: an upload left behind is invisible anyway.
+            let _ = writer.abort().await;
+            Err(failed)
+        }
+        .await;
+        logged("put_stream", key, started, &r);
+        r
     }
 
     async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
-        let result = match self.store.get(&self.path(key)).await {
-            Ok(r) => r,
-            Err(e) => return Err(self.missing_or_error("get", key, e).await),
-        };
-        let (repository, secrets, key) =
-            (self.description.clone(), self.secrets.clone(), key.clone());
-        Ok(result
-            .into_stream()
-            .map(move |piece| {
-                piece.map_err(|e| RepoError::Unavailable {
-                    repository: repository.clone(),
-                    action: "get",
-                    key: key.clone(),
-                    detail: redact(&error_chain(&e), &secrets)
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" "),
+        let started = std::time::Instant::now();
+        let r: Result<GetStream, RepoError> = async {
+            let result = match self.store.get(&self.path(key)).await {
+                Ok(r) => r,
+                Err(e) => return Err(self.missing_or_error("get", key, e).await),
+            };
+            let (repository, secrets, key) =
+                (self.description.clone(), self.secrets.clone(), key.clone());
+            Ok(result
+                .into_stream()
+                .map(move |piece| {
+                    piece.map_err(|e| RepoError::Unavailable {
+                        repository: repository.clone(),
+                        action: "get",
+                        key: key.clone(),
+                        detail: redact(&error_chain(&e), &secrets)
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    })
                 })
-            })
-            .boxed())
+                .boxed())
+        }
+        .await;
+        logged("get_stream", key, started, &r);
+        r
     }
 
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
-        match self.store.head(&self.path(key)).await {
-            Ok(meta) => Ok(Some(ObjectMeta {
-                key: key.clone(),
-                size: meta.size,
-            })),
-            Err(e) => match self.missing_or_error("head", key, e).await {
-                RepoError::NotFound { .. } => Ok(None),
-                e => Err(e),
-            },
+        let started = std::time::Instant::now();
+        let r: Result<Option<ObjectMeta>, RepoError> = async {
+            match self.store.head(&self.path(key)).await {
+                Ok(meta) => Ok(Some(ObjectMeta {
+                    key: key.clone(),
+                    size: meta.size,
+                })),
+                Err(e) => match self.missing_or_error("head", key, e).await {
+                    RepoError::NotFound { .. } => Ok(None),
+                    e => Err(e),
+                },
+            }
         }
+        .await;
+        logged("head", key, started, &r);
+        r
     }
 
     async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
-        let under = self.path(prefix);
-        let listed = self
-            .store
-            .list((!under.as_ref().is_empty()).then_some(&under));
-        let mut out: Vec<ObjectMeta> = listed
-            .map_err(|e| match self.error("list", prefix, e) {
-                // A listing is never "not found": the bucket is missing.
-                RepoError::NotFound { .. } => RepoError::Unavailable {
-                    repository: self.description.clone(),
-                    action: "list",
-                    key: prefix.clone(),
-                    detail: "the bucket does not exist: create it or fix \"bucket\"".into(),
-                },
-                e => e,
-            })
-            .try_filter_map(|meta| async move {
-                Ok(self
-                    .key_of(&meta.location)
-                    .filter(|k| k.starts_with(prefix))
-                    .map(|key| ObjectMeta {
-                        key,
-                        size: meta.size,
-                    }))
-            })
-            .try_collect()
-            .await?;
-        // S3 lists `prefix/...` only; an object named exactly `prefix` is in the contract too.
-        if prefix != &Key::root() {
-            if let Some(meta) = self.head(prefix).await? {
-                out.push(meta);
+        let started = std::time::Instant::now();
+        let r: Result<Vec<ObjectMeta>, RepoError> = async {
+            let under = self.path(prefix);
+            let listed = self
+                .store
+                .list((!under.as_ref().is_empty()).then_some(&under));
+            let mut out: Vec<ObjectMeta> = listed
+                .map_err(|e| match self.error("list", prefix, e) {
+                    // A listing is never "not found": the bucket is missing.
+                    RepoError::NotFound { .. } => RepoError::Unavailable {
+                        repository: self.description.clone(),
+                        action: "list",
+                        key: prefix.clone(),
+                        detail: "the bucket does not exist: create it or fix \"bucket\"".into(),
+                    },
+                    e => e,
+                })
+                .try_filter_map(|meta| async move {
+                    Ok(self
+                        .key_of(&meta.location)
+                        .filter(|k| k.starts_with(prefix))
+                        .map(|key| ObjectMeta {
+                            key,
+                            size: meta.size,
+                        }))
+                })
+                .try_collect()
+                .await?;
+            // S3 lists `prefix/...` only; an object named exactly `prefix` is in the contract too.
+            if prefix != &Key::root() {
+                if let Some(meta) = self.head(prefix).await? {
+                    out.push(meta);
+                }
             }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            out.dedup_by(|a, b| a.key == b.key);
+            Ok(out)
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        out.dedup_by(|a, b| a.key == b.key);
-        Ok(out)
+        .await;
+        logged("list", prefix, started, &r);
+        r
     }
 
     async fn delete(&self, key: &Key) -> Result<(), RepoError> {
-        match self.store.delete(&self.path(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) => match self.missing_or_error("delete", key, e).await {
-                RepoError::NotFound { .. } => Ok(()),
-                e => Err(e),
-            },
+        let started = std::time::Instant::now();
+        let r: Result<(), RepoError> = async {
+            match self.store.delete(&self.path(key)).await {
+                Ok(()) => Ok(()),
+                Err(e) => match self.missing_or_error("delete", key, e).await {
+                    RepoError::NotFound { .. } => Ok(()),
+                    e => Err(e),
+                },
+            }
         }
+        .await;
+        logged("delete", key, started, &r);
+        r
     }
 }
 

@@ -387,20 +387,26 @@ pub async fn verify_reading(
     backend: Option<&dyn crate::backend::ClusterBackend>,
     read: BackupRead,
 ) -> Result<VerifyReport> {
-    let recorded = catalog.restore_points().await?;
-    let in_record = recorded.iter().find(|r| r.name == point);
+    // One read each for a named point and backup: the whole catalog only when needed.
+    let in_record = catalog.find_restore_point(point).await?;
+    let in_record = in_record.as_ref();
     let given = match backup {
         Some(name) => Some(catalog.backup(name).await?),
         None => None,
     };
-    let all_backups = catalog.backups().await?;
+    let all_backups = match given {
+        Some(_) => Vec::new(),
+        None => catalog.backups().await?,
+    };
     let candidates: Vec<&Backup> = match &given {
         Some(b) => vec![b],
         None => all_backups.iter().collect(),
     };
     let archives = read_archives(config, repo, point, &candidates, in_record).await?;
     if in_record.is_none() && archives.values().all(|a| a.records.is_empty()) {
-        let mut known: Vec<String> = recorded
+        let mut known: Vec<String> = catalog
+            .restore_points()
+            .await?
             .iter()
             .rev()
             .take(10)
@@ -483,6 +489,22 @@ pub async fn verify_reading(
             continuity_checks.insert(node.name.clone(), task);
         }
     }
+    // Every node's stored backup is looked at while the WAL is read, not one node after
+    // another's continuity result: against an object store each look is round trips.
+    let mut stored_checks: HashMap<String, (bool, String, u64)> = match stored {
+        Some(repo) => {
+            use futures::StreamExt;
+            futures::stream::iter(config.nodes().filter_map(|n| backup.node(&n.name)))
+                .map(|part| async move {
+                    let result = stored_backup_check(repo.as_ref(), part, read).await;
+                    (part.node.clone(), result)
+                })
+                .buffered(CONTINUITY_NODES_AT_ONCE)
+                .collect()
+                .await
+        }
+        None => HashMap::new(),
+    };
     let mut needed_bytes = 0u64;
     // What each node's restore needs, by host, for the free space on that host.
     let mut per_host: BTreeMap<String, (String, u64)> = BTreeMap::new();
@@ -508,8 +530,7 @@ pub async fn verify_reading(
             );
             continue;
         };
-        if let Some(repo) = stored {
-            let (ok, detail, needed) = stored_backup_check(repo.as_ref(), part, read).await;
+        if let Some((ok, detail, needed)) = stored_checks.remove(&node.name) {
             needed_bytes += needed;
             per_host
                 .entry(node.hostname.clone())

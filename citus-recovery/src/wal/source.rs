@@ -532,17 +532,30 @@ impl WalSource for RepositorySource {
                 return Ok(true);
             }
         }
+        let mut keys = Vec::new();
         for suffix in SUFFIXES {
             let Ok(key) = self.fetcher.prefix.join(&format!("{name}{suffix}")) else {
                 return Ok(false);
             };
-            match self.handle.block_on(self.fetcher.repo.head(&key)) {
+            keys.push(key);
+        }
+        // Every name at once: one round trip, not three (a missing file is the usual case).
+        let repo = &self.fetcher.repo;
+        let heads = self.handle.block_on(futures::future::join_all(
+            keys.iter().map(|key| repo.head(key)),
+        ));
+        let mut failure = None;
+        for head in heads {
+            match head {
                 Ok(Some(_)) => return Ok(true),
                 Ok(None) => {}
-                Err(e) => return Err(self.fetcher.repo_error(e)),
+                Err(e) => failure = failure.or(Some(e)),
             }
         }
-        Ok(false)
+        match failure {
+            Some(e) => Err(self.fetcher.repo_error(e)),
+            None => Ok(false),
+        }
     }
 
     fn will_read(&self, names: &[String]) {

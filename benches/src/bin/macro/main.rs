@@ -157,7 +157,12 @@ fn main() -> ExitCode {
         "citus_recovery=warn"
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        // CITUS_RECOVERY_LOG, as for the tool, e.g. `citus_recovery::repository=debug` for
+        // every object store request with its time.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CITUS_RECOVERY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
