@@ -118,6 +118,7 @@ async fn scenario(
     std::fs::write(&config, json.to_string()).unwrap();
     let addrs: Vec<String> = topology.hosts.iter().map(|h| h.addr.clone()).collect();
     let (env, db) = (&shared.env, &shared.access);
+    debug_sessions(topology);
 
     // Without the binary on the hosts, prepare-archiving says what to install where, for every
     // host, and changes nothing.
@@ -196,6 +197,15 @@ async fn scenario(
     let list = tool_ok(topology, &config, &["list"], env);
     assert!(list.contains("b1") && list.contains("rp1"), "{list}");
 
+    let logs: Vec<(PathBuf, usize)> = topology
+        .hosts
+        .iter()
+        .map(|h| {
+            let log = topology.nodes_dir().join(format!("{}.log", h.name));
+            let len = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            (log, len)
+        })
+        .collect();
     let out = tool(
         topology,
         &config,
@@ -206,6 +216,23 @@ async fn scenario(
     assert!(out.status.success(), "restore-start: {err}");
     // Each host's own citus-recovery filled its node's spool before the server started.
     assert!(!err.contains("no WAL prefetch"), "{err}");
+    // ... with the repository reachable from its worker (with S3: the credentials arrived), so
+    // archive-get's first answer for the backup's first segment came from the spool.
+    for (host, (log, from)) in topology.hosts.iter().zip(&logs) {
+        let first = backup_start_segment(&topology.nodes_dir().join(&host.name));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let text = text.get(*from..).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("archive-get {first}:")))
+            .unwrap_or_else(|| panic!("{}: no archive-get line for {first}:\n{text}", host.name));
+        assert!(
+            line.ends_with("from the prefetch spool"),
+            "{}: the first segment was spooled before the server asked: {line}\n{text}",
+            host.name
+        );
+    }
+    assert_no_secret_on_a_command_line(env);
     tool_ok(topology, &config, &["restore-finish"], env);
     for addr in &addrs {
         assert_eq!(
@@ -261,7 +288,128 @@ async fn scenario(
     let list = tool_ok(topology, &config, &["list"], env);
     assert!(list.contains("b1") && list.contains("rp1"), "{list}");
     assert!(topology.nodes_dir().join("h1/PG_VERSION").is_file());
+    // Server logs, data directories, spools, restore state, repository folder: no secret.
+    assert_no_secret_in_files(topology.dir(), env);
     config
+}
+
+/// The hosts' SSH sessions, and so the servers restore-start starts there, get
+/// `CITUS_RECOVERY_LOG` from sshd itself (the tool forwards only `AWS_*`): archive-get then says
+/// in the server log where each segment came from. Each sshd reloads its config (SIGHUP).
+fn debug_sessions(topology: &Topology) {
+    const FILTER: &str = "citus_recovery=debug";
+    for host in &topology.hosts {
+        let dir = topology.dir().join(&host.name);
+        let config = dir.join("sshd_config");
+        let mut text = std::fs::read_to_string(&config).unwrap();
+        text.push_str(&format!("SetEnv CITUS_RECOVERY_LOG={FILTER}\n"));
+        std::fs::write(&config, text).unwrap();
+        let pid: i32 = std::fs::read_to_string(dir.join("sshd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .unwrap();
+        // sshd re-executes itself: until then a session may fail or lack the variable.
+        let started = std::time::Instant::now();
+        loop {
+            let out = topology.ssh_with(
+                host,
+                &topology.known_hosts_file(),
+                r#"printf %s "$CITUS_RECOVERY_LOG""#,
+            );
+            if out.status.success() && out.stdout == FILTER.as_bytes() {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{}: sshd did not set CITUS_RECOVERY_LOG: {out:?}",
+                host.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+/// The backup's first WAL segment, from the `backup_label.old` the server left in the restored
+/// data directory `data` (it renames `backup_label` once recovery starts).
+fn backup_start_segment(data: &Path) -> String {
+    let label = std::fs::read_to_string(data.join("backup_label.old"))
+        .unwrap_or_else(|e| panic!("{}/backup_label.old: {e}", data.display()));
+    // START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
+    label
+        .lines()
+        .find_map(|l| l.strip_prefix("START WAL LOCATION: "))
+        .and_then(|l| l.split_once("(file "))
+        .map(|(_, f)| f.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| panic!("no START WAL LOCATION in {label}"))
+}
+
+/// The values of `env` (the tool's S3 credentials) as they may leak.
+fn secrets(env: &[(String, String)]) -> Vec<&str> {
+    env.iter()
+        .map(|(_, v)| v.as_str())
+        .filter(|v| v.len() >= 8)
+        .collect()
+}
+
+/// No process's command line holds a value of `env` (the hosts' processes included: they share
+/// this machine's /proc).
+fn assert_no_secret_on_a_command_line(env: &[(String, String)]) {
+    let secrets = secrets(env);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline);
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret),
+                "a secret on the command line of {}: {}",
+                entry.path().display(),
+                text.replace(secret, "<secret>")
+            );
+        }
+    }
+}
+
+/// No file under `dir` (symbolic links not followed) holds a value of `env`.
+fn assert_no_secret_in_files(dir: &Path, env: &[(String, String)]) {
+    let secrets = secrets(env);
+    if secrets.is_empty() {
+        return;
+    }
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                todo.push(entry.path());
+            } else if kind.is_file() {
+                let Ok(bytes) = std::fs::read(entry.path()) else {
+                    continue;
+                };
+                // std's search (the secrets are ASCII, which the lossy decoding keeps).
+                let text = String::from_utf8_lossy(&bytes);
+                for secret in &secrets {
+                    assert!(
+                        !text.contains(secret),
+                        "a secret in {}",
+                        entry.path().display()
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `drill` of the SSH cluster of `config` (after [`scenario`]): its fork runs on this host, from
@@ -474,8 +622,8 @@ fn backup_objects(server: &s3::MotoS3) -> Vec<String> {
 
 /// The scenario with the repository in S3 (moto listening on the topology's bridge address,
 /// checking signatures): the credentials exist only in the tool's environment, so the hosts'
-/// node-backup, node-restore, archive-push and archive-get work only because the tool forwards
-/// them. Then a drill, whose fork on this host reads the same bucket.
+/// node-backup, node-restore, archive-push, archive-get and restore-start's prefetch worker (whose
+/// first segment must come from its spool) work only because the tool forwards them. Then a drill, whose fork on this host reads the same bucket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_over_ssh_with_an_s3_repository() {
     if !available_or_skip("whole_cluster_over_ssh_with_an_s3_repository") {
