@@ -113,6 +113,7 @@ pub fn backup(config: &ClusterConfig, name: &str) -> Backup {
                 system_identifier: None,
                 hot_standby: None,
                 tablespaces: Vec::new(),
+                wal_segment_size: None,
             })
             .collect(),
     }

@@ -140,6 +140,13 @@ impl PyNodeBackup {
         self.0.bytes
     }
 
+    /// The server's `wal_segment_size` in bytes, or `None` for backups made before it was
+    /// recorded.
+    #[getter]
+    fn wal_segment_size(&self) -> Option<u64> {
+        self.0.wal_segment_size
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         Ok(format!(
             "NodeBackup(node={}, backup={}, timeline={}, start_lsn='{}', end_lsn='{}', bytes={})",

@@ -91,6 +91,20 @@ pub struct NodeBackup {
     /// The oids of the user tablespaces backed up (one `<oid>.tar` each).
     #[serde(default)]
     pub tablespaces: Vec<u32>,
+    /// The server's `wal_segment_size` in bytes, so that a restore names the backup's WAL
+    /// segments without reading one first. `None` for older backups (then 16 MiB, PostgreSQL's
+    /// default, or the size read from a segment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_segment_size: Option<u64>,
+}
+
+impl NodeBackup {
+    /// [`Self::wal_segment_size`] when recorded and valid, else PostgreSQL's default.
+    pub fn segment_size(&self) -> u64 {
+        self.wal_segment_size
+            .filter(|s| crate::wal::is_valid_segment_size(*s))
+            .unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE)
+    }
 }
 
 /// A complete base backup of the whole cluster.
@@ -855,6 +869,7 @@ mod tests {
             system_identifier: Some(7),
             hot_standby: None,
             tablespaces: Vec::new(),
+            wal_segment_size: None,
         }
     }
 

@@ -160,3 +160,122 @@ async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_re
     }
     c.stop().await.unwrap();
 }
+
+/// Runs initdb again for every node of `t` with `--wal-segsize=<mib>`, keeping the settings
+/// `create` wrote (the `.conf` files), and starts the cluster.
+async fn reinit_with_segment_size(t: &TestCluster, mib: u32) {
+    let c = &t.cluster;
+    c.stop().await.expect("stop");
+    for dir in t.data_dirs() {
+        let keep = t.dir().join("conf-keep");
+        std::fs::create_dir_all(&keep).unwrap();
+        let confs: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".conf"))
+            .collect();
+        for n in &confs {
+            std::fs::copy(dir.join(n), keep.join(n)).unwrap();
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+        let out = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                "/usr/lib/postgresql/15/bin/initdb",
+                "-D",
+            ])
+            .arg(&dir)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--locale=C",
+                "--no-instructions",
+            ])
+            .arg(format!("--wal-segsize={mib}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for n in &confs {
+            std::fs::copy(keep.join(n), dir.join(n)).unwrap();
+        }
+        std::fs::remove_dir_all(&keep).unwrap();
+    }
+    c.start().await.expect("start");
+}
+
+/// A cluster with 1 MiB WAL segments (4096 per log id, not 256): the backup records the size,
+/// restore-start's window names the segments by it, and replay's first segment comes from the
+/// spool (with 16 MiB names the worker would fetch segments replay never asks for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_another_segment_size_is_prefetched_by_its_own_names() {
+    skip_unless_postgres!();
+    std::env::set_var("CITUS_RECOVERY_LOG", "debug");
+    let mut t = TestCluster::new(0);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let c = t.cluster.clone();
+    c.create(true).await.expect("create");
+    reinit_with_segment_size(&t, 1).await;
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let backup = c.basebackup(Some("small")).await.expect("base backup");
+    let part = backup.node("coordinator").unwrap().clone();
+    assert_eq!(
+        part.wal_segment_size,
+        Some(1 << 20),
+        "recorded with the backup"
+    );
+    t.sql("coordinator", "CREATE TABLE xx(id int)")
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        t.sql(
+            "coordinator",
+            "INSERT INTO xx SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
+        )
+        .await
+        .unwrap();
+    }
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    t.sql("coordinator", "INSERT INTO xx SELECT 1")
+        .await
+        .unwrap();
+    let config = t.config().clone();
+    let node = config.node("coordinator").unwrap();
+    let log = config.log_file(node);
+    let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    let plan = c
+        .plan_restore_start(Some("small"), Some("rp"))
+        .await
+        .unwrap();
+    let first = citus_recovery::wal::segment_file_name(part.timeline, part.start_lsn, 1 << 20);
+    assert!(
+        plan.to_string()
+            .contains(&format!("WAL segments {first} to ")),
+        "the window starts at the backup's 1 MiB segment {first}:\n{plan}"
+    );
+    c.restore_start(Some("small"), Some("rp"))
+        .await
+        .expect("restore-start");
+    assert_eq!(t.count("coordinator", "xx").await, 4000, "at the point");
+    let text = log_since(&log, from);
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("archive-get {first}:")))
+        .unwrap_or_else(|| panic!("no archive-get line for {first}:\n{text}"));
+    assert!(
+        line.ends_with("from the prefetch spool"),
+        "the backup's first segment was spooled under its 1 MiB name: {line}\n{text}"
+    );
+    c.restore_finish().await.expect("restore-finish");
+    assert_eq!(t.count("coordinator", "xx").await, 4000, "after finish");
+}

@@ -374,6 +374,9 @@ class NodeBackup:
     def pg_version(self) -> str: ...
     @property
     def bytes(self) -> int: ...
+    @property
+    def wal_segment_size(self) -> Optional[int]:
+        """The server's wal_segment_size in bytes; None for backups made before it was recorded."""
 
 @final
 class Backup:

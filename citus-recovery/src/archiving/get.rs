@@ -81,6 +81,8 @@ pub enum Spooled {
     Taken {
         /// The lock for a new worker, when the spool needs one.
         refill: Option<SpoolLock>,
+        /// The segments' size: the taken segment's length.
+        segment_size: u64,
     },
     /// Not spooled (or not a segment, or no usable spool): fetch it with [`archive_get`].
     Missing,
@@ -91,7 +93,7 @@ pub enum Spooled {
 /// makes no request. When the segment is not there yet but a running worker's window holds
 /// it, waits for the worker (at most a minute). Never fails: anything odd is [`Spooled::Missing`].
 pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
-    if segment_number(file).is_none() {
+    if name_order(file).is_none() {
         return Spooled::Missing; // only segments are spooled
     }
     let dir = spool_dir_of(dest);
@@ -117,7 +119,8 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
     record_last(&dir, file);
     let window = read_window(&dir);
     let queue = window.as_ref().map_or(0, |w| w.queue);
-    let (ahead, leftovers) = scan(&dir, file, queue);
+    let segment_size = segment_size_of(dest).unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE);
+    let (ahead, leftovers) = scan(&dir, file, queue, segment_size);
     // restore-start's window ends where replay stops: fetching past it would only compete
     // with replay (a segment replay still asks for after it is fetched, and starts a worker).
     let low = ahead * 2 < queue && !window.is_some_and(|w| w.restore && w.holds(file));
@@ -125,6 +128,7 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
     let lock = (low || leftovers).then(|| SpoolLock::try_acquire(&dir));
     Spooled::Taken {
         refill: lock.flatten().filter(|_| low),
+        segment_size,
     }
 }
 
@@ -149,7 +153,7 @@ pub async fn archive_get(
         // Prefetch off (maybe turned off since the last call): leave nothing behind.
         let d = dir.clone();
         blocking(&dir, move || remove_spool_unless_busy(&d)).await?;
-    } else if segment_number(file).is_some() && spool_is_ours(&dir) {
+    } else if name_order(file).is_some() && spool_is_ours(&dir) {
         let (d, f, to) = (dir.clone(), file.to_string(), dest.to_path_buf());
         if blocking(&dir, move || Ok(take(&d, &f, &to))).await? {
             tracing::debug!("archive-get {file}: from the prefetch spool");
@@ -161,7 +165,7 @@ pub async fn archive_get(
             let (dest2, d, f) = (dest.to_path_buf(), dir.clone(), file.to_string());
             blocking(dest, move || {
                 write_new(&dest2, &data)?;
-                if segment_number(&f).is_some() && spool_is_ours(&d) {
+                if name_order(&f).is_some() && spool_is_ours(&d) {
                     record_last(&d, &f);
                 }
                 Ok(())
@@ -185,7 +189,7 @@ pub async fn archive_get(
 /// should start. [`archive_get`] then removes the spool.
 pub fn replay_went_back(file: &str, dest: &Path) -> bool {
     let dir = spool_dir_of(dest);
-    let Some((tli, n)) = segment_number(file) else {
+    let Some((tli, n)) = name_order(file) else {
         return false;
     };
     if !spool_is_ours(&dir) {
@@ -197,7 +201,7 @@ pub fn replay_went_back(file: &str, dest: &Path) -> bool {
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(dir.join(LAST_FILE))
         .and_then(|f| f.take(64).read_to_string(&mut text));
-    read.is_ok() && segment_number(text.trim()).is_some_and(|(t, m)| t == tli && m >= n)
+    read.is_ok() && name_order(text.trim()).is_some_and(|(t, m)| t == tli && m >= n)
 }
 
 /// Records segment `file` as the last one handed over (best effort: without it nothing is
@@ -219,11 +223,15 @@ fn record_last(dir: &Path, file: &str) {
 /// `lock` holds, each decoded and checksum-checked; stops at the first one the repository
 /// lacks (the end of the archive). With `queue` 0 it removes the spool. Returns how
 /// many it stored. A failed or damaged fetch stores nothing: PostgreSQL's own call reports it.
+///
+/// The names after `first` depend on the segments' size (`segment_size`): without it, `first`
+/// is fetched before the others and its length is the size.
 pub async fn prefetch(
     repo: &dyn Repository,
     node: &str,
     first: &str,
     queue: usize,
+    segment_size: Option<u64>,
     lock: &SpoolLock,
 ) -> Result<usize> {
     wal_key(node, first, "")?;
@@ -233,20 +241,38 @@ pub async fn prefetch(
         blocking(&dir, move || empty_and_remove(&d)).await?;
         return Ok(0);
     }
-    let Some(mut window) = following_segments(first, queue.saturating_sub(1)) else {
+    let mut early = None;
+    let seg_size = match segment_size {
+        Some(size) => size,
+        None => match fetch_decoded(repo, node, first).await {
+            Ok(Some(data)) => {
+                let size = data.len() as u64;
+                early = Some(data);
+                if crate::wal::is_valid_segment_size(size) {
+                    size
+                } else {
+                    crate::wal::DEFAULT_SEGMENT_SIZE
+                }
+            }
+            Ok(None) => return Ok(0), // the end of the archive
+            Err(e) => {
+                tracing::debug!("archive-get prefetch {first}: {e}");
+                crate::wal::DEFAULT_SEGMENT_SIZE
+            }
+        },
+    };
+    let Some(mut window) = following_segments(first, queue.saturating_sub(1), seg_size) else {
         return Ok(0); // not a segment: nothing follows it
     };
     window.insert(0, first.to_string());
     let present = {
         let (d, w) = (dir.clone(), window.clone());
-        let line = format!("{first} {queue}");
+        let line = format!("{first} {queue}{}", size_word(seg_size));
         let first = first.to_string();
         blocking(&dir, move || {
             // restore-start recorded this window already, marked as its own: kept.
             let recorded = read_window(&d).is_some_and(|r| {
-                r.restore
-                    && r.queue == queue
-                    && segment_number(&first).is_some_and(|(t, n)| t == r.first.0 && n == r.first.1)
+                r.restore && r.queue == queue && r.first == first && r.seg_size == seg_size
             });
             if !recorded {
                 write_atomically(&d, WINDOW_FILE, line.as_bytes())?;
@@ -255,14 +281,22 @@ pub async fn prefetch(
         })
         .await?
     };
+    let mut stored = 0;
+    if let Some(data) = early.filter(|_| !present.iter().any(|p| p == first)) {
+        let (d, name) = (dir.clone(), first.to_string());
+        match blocking(&dir, move || store(&d, &name, &data)).await {
+            Ok(()) => stored += 1,
+            Err(e) => tracing::debug!("archive-get prefetch: not spooled: {e}"),
+        }
+    }
     let missing: Vec<String> = window
         .into_iter()
+        .skip(usize::from(stored > 0))
         .filter(|name| !present.contains(name))
         .collect();
     let mut fetches = futures::stream::iter(missing)
         .map(|name| async move { (fetch_decoded(repo, node, &name).await, name) })
         .buffered(WORKER_PARALLEL);
-    let mut stored = 0;
     while let Some((fetched, name)) = fetches.next().await {
         match fetched {
             Ok(Some(data)) => {
@@ -320,15 +354,25 @@ impl SpoolLock {
     /// the worker instead of fetching it too, and taking one starts no refill worker (the
     /// window ends at the restore point). [`prefetch`] keeps the record when it names the
     /// same window.
-    pub fn record_window(&self, first: &str, queue: usize) -> Result<()> {
-        if segment_number(first).is_none() || queue == 0 || queue > MAX_WINDOW {
+    pub fn record_window(&self, first: &str, queue: usize, segment_size: u64) -> Result<()> {
+        if segment_number(first, segment_size).is_none()
+            || !crate::wal::is_valid_segment_size(segment_size)
+            || queue == 0
+            || queue > MAX_WINDOW
+        {
             return Err(Error::InvalidArgument {
                 what: "prefetch window",
-                value: format!("{first} {queue}"),
-                problem: format!("must be a WAL segment name and 1 to {MAX_WINDOW} segments"),
+                value: format!("{first} {queue} {segment_size}"),
+                problem: format!(
+                    "must be a WAL segment name, 1 to {MAX_WINDOW} segments and a WAL segment \
+                     size (a power of two from 1 MiB to 1 GiB)"
+                ),
             });
         }
-        let line = format!("{first} {queue} {RESTORE_WINDOW}");
+        let line = format!(
+            "{first} {queue} {RESTORE_WINDOW}{}",
+            size_word(segment_size)
+        );
         write_atomically(&self.dir, WINDOW_FILE, line.as_bytes())
     }
 
@@ -460,20 +504,39 @@ fn open_spool(dir: &Path) -> Option<OwnedFd> {
 /// The mark after a window restore-start recorded (`<first> <queue> restore`).
 const RESTORE_WINDOW: &str = "restore";
 
-/// A worker's window as `.window` records it.
+/// The mark before the segments' size in `.window` (`size=67108864`).
+const SIZE_MARK: &str = "size=";
+
+/// The segments' size as `.window` records it: nothing for the default (16 MiB), so that
+/// the line reads as before for most clusters.
+fn size_word(seg_size: u64) -> String {
+    if seg_size == crate::wal::DEFAULT_SEGMENT_SIZE {
+        String::new()
+    } else {
+        format!(" {SIZE_MARK}{seg_size}")
+    }
+}
+
+/// A worker's window as `.window` records it: `<first> <queue>[ restore][ size=<bytes>]`.
 struct Window {
-    first: (String, u64),
+    first: String,
     queue: usize,
     /// Recorded by restore-start ([`SpoolLock::record_window`]): no refill inside it.
     restore: bool,
+    /// The segments' size (16 MiB when not recorded).
+    seg_size: u64,
 }
 
 impl Window {
     /// Whether segment `file` is in the window.
     fn holds(&self, file: &str) -> bool {
-        segment_number(file).is_some_and(|(tli, n)| {
-            tli == self.first.0 && n >= self.first.1 && n < self.first.1 + self.queue as u64
-        })
+        let (Some((tli, n)), Some((first_tli, first))) = (
+            segment_number(file, self.seg_size),
+            segment_number(&self.first, self.seg_size),
+        ) else {
+            return false;
+        };
+        tli == first_tli && n >= first && n < first + self.queue as u64
     }
 }
 
@@ -489,22 +552,34 @@ fn read_window(dir: &Path) -> Option<Window> {
         .read_to_string(&mut text)
         .ok()?;
     let mut words = text.split_whitespace();
-    let (first, queue, mark) = (words.next()?, words.next()?, words.next());
-    if words.next().is_some() || mark.is_some_and(|m| m != RESTORE_WINDOW) {
-        return None;
+    let (first, queue) = (words.next()?, words.next()?);
+    let (mut restore, mut seg_size) = (false, crate::wal::DEFAULT_SEGMENT_SIZE);
+    for word in words {
+        match word.strip_prefix(SIZE_MARK) {
+            Some(size) => {
+                seg_size = size
+                    .parse()
+                    .ok()
+                    .filter(|s| crate::wal::is_valid_segment_size(*s))?
+            }
+            None if word == RESTORE_WINDOW && !restore => restore = true,
+            None => return None,
+        }
     }
-    let (tli, n) = segment_number(first)?;
+    name_order(first)?;
     Some(Window {
-        first: (tli.to_string(), n),
+        first: first.to_string(),
         queue: queue.parse().ok().filter(|q| *q <= MAX_WINDOW)?,
-        restore: mark.is_some(),
+        restore,
+        seg_size,
     })
 }
 
 /// How many of the `queue` segments after `file` are spooled, and whether temporary files are
 /// there (left by a worker that was killed, or being written by a running one).
-fn scan(dir: &Path, file: &str, queue: usize) -> (usize, bool) {
-    let (Some((tli, n)), Ok(entries)) = (segment_number(file), std::fs::read_dir(dir)) else {
+fn scan(dir: &Path, file: &str, queue: usize, seg_size: u64) -> (usize, bool) {
+    let (Some((tli, n)), Ok(entries)) = (segment_number(file, seg_size), std::fs::read_dir(dir))
+    else {
         return (0, false);
     };
     let (mut ahead, mut leftovers) = (0, false);
@@ -512,7 +587,7 @@ fn scan(dir: &Path, file: &str, queue: usize) -> (usize, bool) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         leftovers |= name.starts_with(".tmp-");
-        let spooled = spooled_segment(&name).and_then(|(seg, _)| segment_number(seg));
+        let spooled = spooled_segment(&name).and_then(|(seg, _)| segment_number(seg, seg_size));
         if spooled.is_some_and(|(t, m)| t == tli && m > n && m <= n + queue as u64) {
             ahead += 1;
         }
@@ -552,38 +627,64 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::io("work on", path, std::io::Error::other(e)))?
 }
 
-/// The timeline and segment number (log id × 256 + segment, for 16 MiB segments) of a segment
-/// name; `None` for anything else.
-fn segment_number(file: &str) -> Option<(&str, u64)> {
+/// A segment name's timeline and its place in name order (log id × 2^32 + segment): the
+/// segments' own order whatever their size. `None` for anything else.
+fn name_order(file: &str) -> Option<(&str, u64)> {
     if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let log = u64::from_str_radix(&file[8..16], 16).ok()?;
     let seg = u64::from_str_radix(&file[16..24], 16).ok()?;
-    Some((&file[..8], log * PER_LOG + seg))
+    Some((&file[..8], (log << 32) | seg))
 }
 
-/// 16 MiB segments per log id.
-const PER_LOG: u64 = 0x1_0000_0000 / (16 * 1024 * 1024);
-
-/// The name of the segment after segment `file` on its timeline (where the next worker starts).
-pub fn next_segment(file: &str) -> Option<String> {
-    following_segments(file, 1)?.pop()
+/// The timeline and segment number of a segment name for `seg_size`-byte segments; `None`
+/// for anything else, or a name no segment of that size has.
+fn segment_number(file: &str, seg_size: u64) -> Option<(&str, u64)> {
+    let (tli, order) = name_order(file)?;
+    let per_log = per_log(seg_size);
+    let (log, seg) = (order >> 32, order & 0xFFFF_FFFF);
+    (seg < per_log).then_some((tli, log * per_log + seg))
 }
 
-/// The names of the `count` segments after segment `file` on its timeline, or `None` when
-/// `file` is not a segment. Assumes 16 MiB segments (PostgreSQL's default) where the log id
-/// rolls over: with another size some names do not exist (not found, skipped) or are missed
-/// (fetched when asked), and correctness never depends on it.
-pub(crate) fn following_segments(file: &str, count: usize) -> Option<Vec<String>> {
-    let (tli, first) = segment_number(file)?;
+/// Segments of `seg_size` bytes per log id (the middle 8 digits of a name); a size that is not
+/// a valid segment size counts as PostgreSQL's default.
+fn per_log(seg_size: u64) -> u64 {
+    let seg_size = if crate::wal::is_valid_segment_size(seg_size) {
+        seg_size
+    } else {
+        crate::wal::DEFAULT_SEGMENT_SIZE
+    };
+    0x1_0000_0000 / seg_size
+}
+
+/// The name of the segment after segment `file` of `seg_size` bytes on its timeline (where the
+/// next worker starts).
+pub fn next_segment(file: &str, seg_size: u64) -> Option<String> {
+    following_segments(file, 1, seg_size)?.pop()
+}
+
+/// The names of the `count` segments of `seg_size` bytes after segment `file` on its
+/// timeline, or `None` when `file` is not such a segment.
+pub(crate) fn following_segments(file: &str, count: usize, seg_size: u64) -> Option<Vec<String>> {
+    let (tli, first) = segment_number(file, seg_size)?;
+    let per_log = per_log(seg_size);
     Some(
         (1..=count as u64)
             .map(|i| first + i)
-            .filter(|n| n / PER_LOG <= 0xFFFF_FFFF)
-            .map(|n| format!("{tli}{:08X}{:08X}", n / PER_LOG, n % PER_LOG))
+            .filter(|n| n / per_log <= 0xFFFF_FFFF)
+            .map(|n| format!("{tli}{:08X}{:08X}", n / per_log, n % per_log))
             .collect(),
     )
+}
+
+/// The size of the segment at `path` (a whole segment's length is its size), when it is a
+/// valid segment size.
+pub fn segment_size_of(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.len())
+        .filter(|&len| crate::wal::is_valid_segment_size(len))
 }
 
 /// Counter for unique temporary names within this process.

@@ -814,11 +814,15 @@ impl ClusterBackend for FakeBackend {
         pg_wal: &Path,
         first: &str,
         count: usize,
+        segment_size: u64,
     ) -> Result<()> {
         self.call(
             node,
             "start_prefetch",
-            format!("{} {first} {count}", shown(pg_wal)),
+            match segment_size {
+                crate::wal::DEFAULT_SEGMENT_SIZE => format!("{} {first} {count}", shown(pg_wal)),
+                size => format!("{} {first} {count} size={size}", shown(pg_wal)),
+            },
         )
         .await?;
         // The spool with the window recorded, as the real worker leaves it.

@@ -672,6 +672,7 @@ impl ClusterBackend for LocalBackend {
         pg_wal: &Path,
         first: &str,
         count: usize,
+        segment_size: u64,
     ) -> Result<()> {
         let (binary, config) = crate::plan::archive::tool_paths(&self.config)?;
         // As the servers' user, with this process's environment (the `AWS_*` variables), as
@@ -685,7 +686,12 @@ impl ClusterBackend for LocalBackend {
             .arg(config)
             .args(["archive-get-prefetch", "--node", &node.name, "--pg-wal"])
             .arg(pg_wal)
-            .args(["--count", &count.to_string(), first]);
+            .args(["--count", &count.to_string()]);
+        // Only when not the default: a node's older tool need not know the option.
+        if segment_size != crate::wal::DEFAULT_SEGMENT_SIZE {
+            cmd.arg("--segment-size").arg(segment_size.to_string());
+        }
+        cmd.arg(first);
         self.run(node, "start the WAL prefetch", cmd)
             .await
             .map(|_| ())

@@ -400,7 +400,8 @@ pub trait ClusterBackend: Send + Sync {
     /// `restore_command`) takes the lock of the spool `<pg_wal>/citus-recovery-spool` (made
     /// when missing), records the window (`first` and the `count - 1` segments after it) and
     /// hands the lock to a detached worker that fetches it from the repository, as the worker
-    /// archive-get starts does. Returns once the worker runs. The default refuses: a backend
+    /// archive-get starts does; `segment_size` (the backup's `wal_segment_size`) names the
+    /// segments after `first`. Returns once the worker runs. The default refuses: a backend
     /// that cannot do it says so (the caller carries on without a prefetch).
     async fn start_prefetch(
         &self,
@@ -408,8 +409,9 @@ pub trait ClusterBackend: Send + Sync {
         pg_wal: &Path,
         first: &str,
         count: usize,
+        segment_size: u64,
     ) -> Result<()> {
-        let _ = (pg_wal, first, count);
+        let _ = (pg_wal, first, count, segment_size);
         Err(crate::error::Error::node(
             &node.name,
             "start the WAL prefetch",

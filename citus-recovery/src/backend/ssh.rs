@@ -935,11 +935,12 @@ impl ClusterBackend for SshBackend {
         pg_wal: &Path,
         first: &str,
         count: usize,
+        segment_size: u64,
     ) -> Result<()> {
         let config = self.config_file()?;
-        let count = count.to_string();
+        let (count, size) = (count.to_string(), segment_size.to_string());
         // The worker reaches an S3 repository with our `AWS_*` variables, sent on stdin.
-        let args = [
+        let mut args = vec![
             Arg::Text("--config"),
             Arg::Path(config),
             Arg::Text("archive-get-prefetch"),
@@ -950,8 +951,12 @@ impl ClusterBackend for SshBackend {
             Arg::Text("--count"),
             Arg::Text(&count),
             Arg::Text("--env-on-stdin"),
-            Arg::Text(first),
         ];
+        // Only when not the default: the host's older tool need not know the option.
+        if segment_size != crate::wal::DEFAULT_SEGMENT_SIZE {
+            args.extend([Arg::Text("--segment-size"), Arg::Text(&size)]);
+        }
+        args.push(Arg::Text(first));
         self.node_command(node, "start the WAL prefetch", &args)
             .await
             .map(|_| ())

@@ -245,6 +245,9 @@ enum Command {
         /// How many segments to fetch, FIRST included (default: the config's archiveGetQueue).
         #[arg(long)]
         queue: Option<usize>,
+        /// The segments' size in bytes (default: FIRST's own length, fetched first).
+        #[arg(long)]
+        segment_size: Option<u64>,
     },
     /// Run by restore-start as the servers' user, on the node's host, before the server
     /// starts: takes the lock of the prefetch spool in --pg-wal and starts a detached
@@ -263,6 +266,9 @@ enum Command {
         /// The `AWS_*` variables come on stdin, as for node-restore (over SSH).
         #[arg(long)]
         env_on_stdin: bool,
+        /// The segments' size in bytes (the backup's `wal_segment_size`; default 16 MiB).
+        #[arg(long)]
+        segment_size: Option<u64>,
         /// The first segment replay asks for.
         first: String,
     },
@@ -380,19 +386,22 @@ pub fn main() -> ExitCode {
         spool_fd,
         first,
         queue,
+        segment_size,
     } = &args.command
     {
-        return prefetch_worker(&args, node, *spool_fd, first, *queue);
+        return prefetch_worker(&args, node, *spool_fd, first, *queue, *segment_size);
     }
     if let Command::ArchiveGetPrefetch {
         node,
         pg_wal,
         count,
         env_on_stdin,
+        segment_size,
         first,
     } = &args.command
     {
-        return match warm_spool(&args, node, pg_wal, *count, *env_on_stdin, first) {
+        let size = segment_size.unwrap_or(citus_recovery::wal::DEFAULT_SEGMENT_SIZE);
+        return match warm_spool(&args, node, pg_wal, *count, size, *env_on_stdin, first) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("citus-recovery archive-get-prefetch: {e}");
@@ -866,15 +875,19 @@ fn archive_get_from_spool(
     file: &str,
     dest: &std::path::Path,
 ) -> Option<ExitCode> {
-    let archiving::Spooled::Taken { refill } = archiving::take_spooled(file, dest) else {
+    let archiving::Spooled::Taken {
+        refill,
+        segment_size,
+    } = archiving::take_spooled(file, dest)
+    else {
         return None;
     };
     if wants_debug() {
         eprintln!("archive-get {file}: from the prefetch spool");
     }
-    if let (Some(lock), Some(next)) = (refill, archiving::next_segment(file)) {
+    if let (Some(lock), Some(next)) = (refill, archiving::next_segment(file, segment_size)) {
         // Best effort: without a worker the next call fetches (and starts one).
-        let _ = start_prefetch_worker(args, node, &next, lock, None);
+        let _ = start_prefetch_worker(args, node, &next, lock, None, Some(segment_size));
     }
     Some(ExitCode::SUCCESS)
 }
@@ -899,9 +912,13 @@ async fn archive_get_fetch(
     let repo = archiving::wal_repository(&config, node)?;
     let queue = config.archive_get_queue;
     if queue > 0 && !archiving::replay_went_back(file, dest) {
-        if let Some(next) = archiving::next_segment(file) {
+        // The size is not known before the fetch: 16 MiB names the next segment, and the
+        // worker learns the real size from that segment (a wrong guess, at a log id's end
+        // with another size, only means no prefetch this time).
+        let guess = citus_recovery::wal::DEFAULT_SEGMENT_SIZE;
+        if let Some(next) = archiving::next_segment(file, guess) {
             if let Some(lock) = archiving::SpoolLock::for_dest(dest) {
-                if let Err(e) = start_prefetch_worker(args, node, &next, lock, None) {
+                if let Err(e) = start_prefetch_worker(args, node, &next, lock, None, None) {
                     tracing::warn!("archive-get {file}: no prefetch: {e}");
                 }
             }
@@ -911,13 +928,15 @@ async fn archive_get_fetch(
 }
 
 /// Starts this program's detached `archive-get-worker` with the spool's lock, for `queue`
-/// segments (default: the config's archiveGetQueue).
+/// segments (default: the config's archiveGetQueue) of `segment_size` bytes (default: the
+/// worker learns it from `first`).
 fn start_prefetch_worker(
     args: &Args,
     node: &str,
     first: &str,
     lock: archiving::SpoolLock,
     queue: Option<usize>,
+    segment_size: Option<u64>,
 ) -> citus_recovery::Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| citus_recovery::Error::io("find this program", "/proc/self/exe", e))?;
@@ -931,17 +950,22 @@ fn start_prefetch_worker(
     if let Some(queue) = queue {
         cmd.arg("--queue").arg(queue.to_string());
     }
+    if let Some(size) = segment_size {
+        cmd.arg("--segment-size").arg(size.to_string());
+    }
     cmd.arg(first);
     lock.spawn(cmd)
 }
 
 /// `archive-get-prefetch` (restore-start, as the servers' user): the spool in `pg_wal` locked,
-/// its window recorded, and a worker started for `count` segments from `first` on.
+/// its window recorded, and a worker started for `count` segments of `segment_size` bytes
+/// from `first` on.
 fn warm_spool(
     args: &Args,
     node: &str,
     pg_wal: &std::path::Path,
     count: usize,
+    segment_size: u64,
     env_on_stdin: bool,
     first: &str,
 ) -> citus_recovery::Result<()> {
@@ -974,8 +998,8 @@ fn warm_spool(
             ),
         )
     })?;
-    lock.record_window(first, count)?;
-    start_prefetch_worker(args, node, first, lock, Some(count))
+    lock.record_window(first, count, segment_size)?;
+    start_prefetch_worker(args, node, first, lock, Some(count), Some(segment_size))
 }
 
 /// `archive-get-worker`: fills the spool from `first` on, then exits. Its output goes nowhere
@@ -987,6 +1011,7 @@ fn prefetch_worker(
     spool_fd: i32,
     first: &str,
     queue: Option<usize>,
+    segment_size: Option<u64>,
 ) -> ExitCode {
     let Ok(lock) = archiving::SpoolLock::inherited(spool_fd) else {
         return ExitCode::FAILURE;
@@ -998,7 +1023,7 @@ fn prefetch_worker(
         let config = load_config(args)?;
         let repo = archiving::wal_repository(&config, node)?;
         let queue = queue.unwrap_or(config.archive_get_queue);
-        archiving::prefetch(repo.as_ref(), node, first, queue, &lock).await
+        archiving::prefetch(repo.as_ref(), node, first, queue, segment_size, &lock).await
     });
     match done {
         Ok(_) => ExitCode::SUCCESS,

@@ -60,6 +60,7 @@ fn backup(i: u64) -> Backup {
                 system_identifier: None,
                 hot_standby: None,
                 tablespaces: Vec::new(),
+                wal_segment_size: None,
             })
             .collect(),
     }

@@ -427,6 +427,7 @@ impl RestorePlan {
                         first,
                         last,
                         count,
+                        segment_size: part.segment_size(),
                     });
                 }
             }
@@ -531,26 +532,27 @@ impl RestorePlan {
 /// holding the backup's start (its WAL is not in the stored tar) through the restore point's,
 /// at most `queue + 1` (the window archive-get's own first worker would hold, so the spool
 /// never takes more room than today). `None` with prefetch off (`queue` 0), or when the point
-/// is on another timeline than the backup. Assumes 16 MiB segments, as archive-get does.
+/// is on another timeline than the backup. Segments of the backup's recorded size (16 MiB for
+/// backups that did not record it).
 fn prefetch_window(
     part: &NodeBackup,
     point: &NodeRestorePoint,
     queue: usize,
 ) -> Option<(String, String, usize)> {
-    const SEG_SIZE: u64 = crate::wal::DEFAULT_SEGMENT_SIZE;
+    let seg_size = part.segment_size();
     if queue == 0 || point.timeline != part.timeline {
         return None;
     }
-    let first = part.start_lsn.segment(SEG_SIZE);
+    let first = part.start_lsn.segment(seg_size);
     let end = match point.lsn {
-        Some(lsn) => lsn.segment(SEG_SIZE),
-        None => match crate::wal::parse_segment_file_name(&point.segment, SEG_SIZE)? {
+        Some(lsn) => lsn.segment(seg_size),
+        None => match crate::wal::parse_segment_file_name(&point.segment, seg_size)? {
             (tli, n) if tli == point.timeline => n,
             _ => return None,
         },
     };
     let count = (end.checked_sub(first)? + 1).min(queue as u64 + 1);
-    let name = |n: u64| crate::wal::lsn::segno_file_name(part.timeline, n, SEG_SIZE);
+    let name = |n: u64| crate::wal::lsn::segno_file_name(part.timeline, n, seg_size);
     Some((name(first), name(first + count - 1), count as usize))
 }
 

@@ -72,6 +72,7 @@ fn a_repository_restore_prefetches_after_extraction_and_settings_before_the_star
             first: "000000010000000000000002".into(),
             last: "000000010000000000000003".into(),
             count: 2,
+            segment_size: crate::wal::DEFAULT_SEGMENT_SIZE,
         })
     );
     let text = plan.to_string();
@@ -121,6 +122,66 @@ fn the_window_is_bounded_by_the_queue_and_needs_one_timeline() {
     }
     let plan = restore_plan(&c, &all(true), &b, &rp, &existing, None, t(30)).unwrap();
     assert!(prefetch_of(&plan, 0).is_none());
+}
+
+#[tokio::test]
+async fn the_window_is_named_by_the_backups_segment_size() {
+    // 64 MiB segments: the backup at 0/2000028 is in segment 0, the point at 0/10000000 in
+    // segment 4 (16 MiB names would be 2 and 0x10).
+    let c = with_repository(8);
+    let mut b = backup(t(10));
+    for n in &mut b.nodes {
+        n.wal_segment_size = Some(64 << 20);
+    }
+    let plan = restore_plan(
+        &c,
+        &all(true),
+        &b,
+        &point(0x1000_0000, t(20)),
+        &data_dirs(&c),
+        None,
+        t(30),
+    )
+    .unwrap();
+    let Some(Step::PrefetchWal {
+        first,
+        last,
+        count,
+        segment_size,
+        ..
+    }) = prefetch_of(&plan, 0)
+    else {
+        panic!("a prefetch step")
+    };
+    assert_eq!(
+        (first.as_str(), last.as_str(), *count, *segment_size),
+        (
+            "000000010000000000000000",
+            "000000010000000000000004",
+            5,
+            64 << 20
+        )
+    );
+    // The worker is told the size.
+    let fake = FakeBackend::new(c.clone());
+    fake.init_data_dir("coordinator", false);
+    let phase = Phase {
+        title: "spool".into(),
+        nodes: vec![NodePlan {
+            node: "coordinator".into(),
+            steps: vec![prefetch_of(&plan, 0).unwrap().clone()],
+        }],
+    };
+    run_phases(&fake, &[phase], &RunOptions::default())
+        .await
+        .unwrap();
+    let calls = fake.node_calls("coordinator");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("start_prefetch") && c.ends_with(" 5 size=67108864")),
+        "{calls:?}"
+    );
 }
 
 #[test]
@@ -214,6 +275,7 @@ async fn the_spool_steps_are_best_effort() {
         first: "000000010000000000000002".into(),
         last: "000000010000000000000003".into(),
         count: 2,
+        segment_size: crate::wal::DEFAULT_SEGMENT_SIZE,
     };
     let remove = Step::RemoveSpool {
         pg_wal: pg_wal.clone(),

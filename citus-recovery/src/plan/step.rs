@@ -202,6 +202,8 @@ pub enum Step {
         last: String,
         /// How many segments, `first` to `last`.
         count: usize,
+        /// The segments' size in bytes (the backup's `wal_segment_size`).
+        segment_size: u64,
     },
     /// Remove the archive-get prefetch spool `<pg_wal>/citus-recovery-spool`: only its
     /// regular files with spool names, never through a link
@@ -403,6 +405,7 @@ impl fmt::Display for Step {
                 first,
                 last,
                 count,
+                ..
             } => write!(
                 f,
                 "start the archive-get prefetch worker as the servers' user: WAL segments {first} to {last} ({count}) from the repository into {} before the server asks for them (best effort)",
@@ -694,9 +697,13 @@ impl Step {
                 pg_wal,
                 first,
                 count,
+                segment_size,
                 ..
             } => {
-                if let Err(e) = backend.start_prefetch(node, pg_wal, first, *count).await {
+                if let Err(e) = backend
+                    .start_prefetch(node, pg_wal, first, *count, *segment_size)
+                    .await
+                {
                     tracing::warn!(
                         "node {}: no WAL prefetch before the start, archive-get fetches each segment when asked: {e}",
                         node.name
@@ -874,6 +881,7 @@ async fn base_backup(
         system_identifier: Some(system_id as u64),
         hot_standby: Some(hot_standby),
         tablespaces,
+        wal_segment_size: u64::try_from(seg_size).ok(),
     };
     Catalog::open(backend.config(), opts.repository.clone())
         .write_node_manifest(&node_backup)

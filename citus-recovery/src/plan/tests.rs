@@ -84,6 +84,7 @@ pub(super) fn backup(end_time: DateTime<Utc>) -> Backup {
                 system_identifier: None,
                 hot_standby: None,
                 tablespaces: Vec::new(),
+                wal_segment_size: None,
             })
             .collect(),
     }

@@ -134,6 +134,7 @@ mod tests {
             system_identifier: None,
             hot_standby: None,
             tablespaces: Vec::new(),
+            wal_segment_size: None,
         }
     }
 

@@ -167,6 +167,8 @@ struct Search {
     handle: tokio::runtime::Handle,
     from: Option<(TimeLineId, Lsn)>,
     recorded_segment: Option<String>,
+    /// The segments' size when the backups recorded it: no segment is read to learn it.
+    segment_size: Option<u64>,
 }
 
 /// How many segments before the recorded one are read to find a point the library made.
@@ -227,7 +229,7 @@ fn start_continuity(
             to,
             &ContinuityOptions {
                 verify_crc: true,
-                ..ContinuityOptions::default()
+                segment_size: search.segment_size,
             },
         )
     })
@@ -257,7 +259,10 @@ fn search_node(
             }
         }
     }
-    let options = wal::ScanOptions::default();
+    let options = wal::ScanOptions {
+        segment_size: search.segment_size,
+        ..wal::ScanOptions::default()
+    };
     let scan = match search.from {
         Some((tli, start)) => wal::scan_archive_from_in(source, tli, start, &options),
         None => wal::scan_archive_in(source, &options),
@@ -286,11 +291,15 @@ async fn read_archives(
 ) -> Result<HashMap<String, NodeArchive>> {
     let mut tasks = Vec::new();
     for node in config.nodes() {
-        let from = backups
+        let parts: Vec<_> = backups.iter().filter_map(|b| b.node(&node.name)).collect();
+        let from = parts
             .iter()
-            .filter_map(|b| b.node(&node.name))
             .map(|p| (p.timeline, p.start_lsn))
             .min_by_key(|(_, lsn)| *lsn);
+        // One size for the node's WAL, when every backup recorded the same.
+        let mut sizes = parts.iter().map(|p| p.wal_segment_size);
+        let first_size = sizes.next().flatten();
+        let segment_size = first_size.filter(|_| sizes.all(|s| s == first_size));
         let search = Search {
             dir: config.archive_dir(node),
             repo: repo.cloned(),
@@ -301,6 +310,7 @@ async fn read_archives(
                 .and_then(|r| r.node(&node.name))
                 .map(|n| n.segment.clone())
                 .filter(|s| !s.is_empty()),
+            segment_size,
         };
         let (name, point) = (node.name.clone(), point.to_string());
         tasks.push(tokio::task::spawn_blocking(move || {

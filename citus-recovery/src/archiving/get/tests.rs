@@ -30,6 +30,8 @@ impl Counting {
     }
 }
 
+const MIB16: u64 = crate::wal::DEFAULT_SEGMENT_SIZE;
+
 fn seg(n: u64) -> String {
     format!("00000001{:08X}{:08X}", n / 256, n % 256)
 }
@@ -72,14 +74,14 @@ fn spooled(dir: &Path) -> Vec<String> {
 /// Runs a worker in this process, as the command's detached one does: lock, then prefetch.
 async fn worker(repo: &Counting, dest: &Path, first: u64, queue: usize) -> usize {
     let lock = SpoolLock::for_dest(dest).expect("the spool's lock is free");
-    prefetch(repo, "w1", &seg(first), queue, &lock)
+    prefetch(repo, "w1", &seg(first), queue, None, &lock)
         .await
         .unwrap()
 }
 
 fn taken(s: Spooled) -> Option<bool> {
     match s {
-        Spooled::Taken { refill } => Some(refill.is_some()),
+        Spooled::Taken { refill, .. } => Some(refill.is_some()),
         Spooled::Missing => None,
     }
 }
@@ -87,26 +89,100 @@ fn taken(s: Spooled) -> Option<bool> {
 #[test]
 fn the_window_follows_the_timeline_across_a_log_id() {
     assert_eq!(
-        following_segments("0000000200000000000000FE", 3).unwrap(),
+        following_segments("0000000200000000000000FE", 3, MIB16).unwrap(),
         [
             "0000000200000000000000FF",
             "000000020000000100000000",
             "000000020000000100000001"
         ]
     );
-    assert_eq!(following_segments("00000002.history", 3), None);
+    assert_eq!(following_segments("00000002.history", 3, MIB16), None);
     assert_eq!(
-        following_segments("000000010000000000000003.partial", 3),
+        following_segments("000000010000000000000003.partial", 3, MIB16),
         None
     );
-    assert!(following_segments("000000010000000000000003", 0)
+    assert!(following_segments("000000010000000000000003", 0, MIB16)
         .unwrap()
         .is_empty());
     assert_eq!(
-        next_segment("0000000200000000000000FF").unwrap(),
+        next_segment("0000000200000000000000FF", MIB16).unwrap(),
         "000000020000000100000000"
     );
-    assert_eq!(next_segment("00000002.history"), None);
+    assert_eq!(next_segment("00000002.history", MIB16), None);
+}
+
+#[test]
+fn other_segment_sizes_roll_over_where_theirs_do() {
+    // 64 MiB: 64 segments per log id; 1 MiB: 4096; 1 GiB: 4.
+    assert_eq!(
+        following_segments("00000001000000000000003E", 3, 64 << 20).unwrap(),
+        [
+            "00000001000000000000003F",
+            "000000010000000100000000",
+            "000000010000000100000001"
+        ]
+    );
+    assert_eq!(
+        next_segment("0000000100000000000000FF", 1 << 20).unwrap(),
+        "000000010000000000000100"
+    );
+    assert_eq!(
+        next_segment("000000010000000000000FFF", 1 << 20).unwrap(),
+        "000000010000000100000000"
+    );
+    assert_eq!(
+        next_segment("000000010000000000000003", 1 << 30).unwrap(),
+        "000000010000000100000000"
+    );
+    // A name no segment of that size has.
+    assert_eq!(next_segment("000000010000000000000040", 64 << 20), None);
+    // Ordering by name holds for every size: a step back is seen across a log id.
+    assert!(
+        name_order("000000010000000100000000").unwrap().1
+            > name_order("000000010000000000000FFF").unwrap().1
+    );
+}
+
+/// A worker given no size learns it from the first segment's length and names the rest by
+/// it; the window records it, so that calls wait for the right names.
+#[tokio::test]
+async fn a_worker_learns_the_segment_size_from_the_first_segment() {
+    let size: u64 = 1 << 20;
+    let name = |n: u64| format!("00000001{:08X}{:08X}", n / 4096, n % 4096);
+    let body = |n: u64| vec![n as u8; size as usize];
+    let repo = Counting::default();
+    // Across the end of log id 0 for 1 MiB segments (4096 per log id).
+    for n in 4094..4099 {
+        let key = wal_key("w1", &name(n), ".zst").unwrap();
+        repo.put_create(&key, codec::encode(Compression::Zstd(1), &body(n)))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pg_wal")).unwrap();
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let lock = SpoolLock::for_dest(&dest).unwrap();
+    assert_eq!(
+        prefetch(&repo, "w1", &name(4094), 4, None, &lock)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(repo.gets(), 4, "each segment once, the first included");
+    let window = dir.path().join("pg_wal").join(SPOOL_DIR).join(WINDOW_FILE);
+    assert_eq!(
+        std::fs::read_to_string(&window).unwrap(),
+        format!("{} 4 size={size}", name(4094))
+    );
+    drop(lock);
+    for n in 4094..4098 {
+        match take_spooled(&name(n), &dest) {
+            Spooled::Taken { segment_size, .. } => assert_eq!(segment_size, size),
+            Spooled::Missing => panic!("{} was not spooled", name(n)),
+        }
+        assert_eq!(std::fs::read(&dest).unwrap(), body(n));
+    }
+    assert_eq!(repo.gets(), 4, "no call fetched anything");
 }
 
 #[tokio::test]
@@ -233,7 +309,9 @@ async fn an_inherited_lock_is_checked_and_works_in_the_locked_folder() {
     let fd = nix::unistd::dup(lock.raw_fd()).unwrap();
     let inherited = SpoolLock::inherited(fd).unwrap();
     assert_eq!(
-        prefetch(&repo, "w1", &seg(1), 2, &inherited).await.unwrap(),
+        prefetch(&repo, "w1", &seg(1), 2, None, &inherited)
+            .await
+            .unwrap(),
         2
     );
     assert_eq!(spooled(dir.path()), [spooled_name(1), spooled_name(2)]);
@@ -494,13 +572,30 @@ async fn restore_start_windows_are_kept_and_never_refilled() {
     let (repo, dir) = setup(1..12).await;
     let dest = dir.path().join("pg_wal/RECOVERYXLOG");
     let lock = SpoolLock::for_pg_wal(&dir.path().join("pg_wal")).unwrap();
-    assert!(lock.record_window(&seg(2), 0).is_err());
-    assert!(lock.record_window("00000002.history", 3).is_err());
-    lock.record_window(&seg(2), 3).unwrap();
+    assert!(lock
+        .record_window(&seg(2), 0, crate::wal::DEFAULT_SEGMENT_SIZE)
+        .is_err());
+    assert!(lock
+        .record_window("00000002.history", 3, crate::wal::DEFAULT_SEGMENT_SIZE)
+        .is_err());
+    lock.record_window(&seg(2), 3, crate::wal::DEFAULT_SEGMENT_SIZE)
+        .unwrap();
     let window = dir.path().join("pg_wal").join(SPOOL_DIR).join(WINDOW_FILE);
     let recorded = std::fs::read_to_string(&window).unwrap();
     assert_eq!(recorded, format!("{} 3 restore", seg(2)));
-    assert_eq!(prefetch(&repo, "w1", &seg(2), 3, &lock).await.unwrap(), 3);
+    assert_eq!(
+        prefetch(
+            &repo,
+            "w1",
+            &seg(2),
+            3,
+            Some(crate::wal::DEFAULT_SEGMENT_SIZE),
+            &lock
+        )
+        .await
+        .unwrap(),
+        3
+    );
     assert_eq!(std::fs::read_to_string(&window).unwrap(), recorded, "kept");
     drop(lock);
     for n in 2..=4 {
