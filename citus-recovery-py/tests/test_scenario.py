@@ -41,6 +41,7 @@ def test_plain_nodes_restore_to_the_restore_point(test_cluster: TestCluster) -> 
     assert backup.bytes == sum(n.bytes for n in backup.nodes) > 0
     worker1 = backup.node("worker1")
     assert worker1 is not None and worker1.backup == "first" and worker1.timeline == 1
+    assert worker1.wal_segment_size == 16 * 1024 * 1024, "the server's default, recorded"
     assert backup.node("nobody") is None
     assert "Backup(name='first'" in repr(backup)
     assert json.loads(backup.to_json())["name"] == "first"

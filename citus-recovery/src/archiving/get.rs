@@ -34,6 +34,7 @@ use super::{wal_key, SUFFIXES};
 use crate::error::{Error, Result};
 use crate::repository::codec;
 use crate::repository::{RepoError, Repository};
+use crate::wal::TimeLineId;
 
 mod remove;
 pub use remove::{remove_spool_in, SpoolRemoval};
@@ -629,33 +630,24 @@ async fn blocking<T: Send + 'static>(
 
 /// A segment name's timeline and its place in name order (log id × 2^32 + segment): the
 /// segments' own order whatever their size. `None` for anything else.
-fn name_order(file: &str) -> Option<(&str, u64)> {
-    if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+fn name_order(file: &str) -> Option<(TimeLineId, u64)> {
+    let (tli, log, seg) = crate::wal::lsn::split_segment_file_name(file)?;
+    Some((tli, (u64::from(log) << 32) | u64::from(seg)))
+}
+
+/// `seg_size`, or PostgreSQL's default when it is not a valid segment size.
+fn valid_size(seg_size: u64) -> u64 {
+    if crate::wal::is_valid_segment_size(seg_size) {
+        seg_size
+    } else {
+        crate::wal::DEFAULT_SEGMENT_SIZE
     }
-    let log = u64::from_str_radix(&file[8..16], 16).ok()?;
-    let seg = u64::from_str_radix(&file[16..24], 16).ok()?;
-    Some((&file[..8], (log << 32) | seg))
 }
 
 /// The timeline and segment number of a segment name for `seg_size`-byte segments; `None`
 /// for anything else, or a name no segment of that size has.
-fn segment_number(file: &str, seg_size: u64) -> Option<(&str, u64)> {
-    let (tli, order) = name_order(file)?;
-    let per_log = per_log(seg_size);
-    let (log, seg) = (order >> 32, order & 0xFFFF_FFFF);
-    (seg < per_log).then_some((tli, log * per_log + seg))
-}
-
-/// Segments of `seg_size` bytes per log id (the middle 8 digits of a name); a size that is not
-/// a valid segment size counts as PostgreSQL's default.
-fn per_log(seg_size: u64) -> u64 {
-    let seg_size = if crate::wal::is_valid_segment_size(seg_size) {
-        seg_size
-    } else {
-        crate::wal::DEFAULT_SEGMENT_SIZE
-    };
-    0x1_0000_0000 / seg_size
+fn segment_number(file: &str, seg_size: u64) -> Option<(TimeLineId, u64)> {
+    crate::wal::parse_segment_file_name(file, valid_size(seg_size))
 }
 
 /// The name of the segment after segment `file` of `seg_size` bytes on its timeline (where the
@@ -667,13 +659,15 @@ pub fn next_segment(file: &str, seg_size: u64) -> Option<String> {
 /// The names of the `count` segments of `seg_size` bytes after segment `file` on its
 /// timeline, or `None` when `file` is not such a segment.
 pub(crate) fn following_segments(file: &str, count: usize, seg_size: u64) -> Option<Vec<String>> {
+    let seg_size = valid_size(seg_size);
     let (tli, first) = segment_number(file, seg_size)?;
-    let per_log = per_log(seg_size);
+    // The last segment a name can hold: the last of log id 0xFFFFFFFF.
+    let last = ((0x1_0000_0000 / seg_size) << 32) - 1;
     Some(
         (1..=count as u64)
             .map(|i| first + i)
-            .filter(|n| n / per_log <= 0xFFFF_FFFF)
-            .map(|n| format!("{tli}{:08X}{:08X}", n / per_log, n % per_log))
+            .filter(|&n| n <= last)
+            .map(|n| crate::wal::lsn::segno_file_name(tli, n, seg_size))
             .collect(),
     )
 }
@@ -856,8 +850,8 @@ fn remove_entry(path: &Path) {
 /// The segment and checksum of a spool file name `<segment>.<crc32c, 8 hex digits>`.
 fn spooled_segment(name: &str) -> Option<(&str, u32)> {
     let (seg, crc) = name.split_once('.')?;
-    let is_hex = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !is_hex(seg, 24) || !is_hex(crc, 8) {
+    crate::wal::lsn::split_segment_file_name(seg)?;
+    if crc.len() != 8 || !crc.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     Some((seg, u32::from_str_radix(crc, 16).ok()?))

@@ -294,7 +294,8 @@ fn parse_header(h: &[u8; BLOCK]) -> std::io::Result<(String, u8, u64)> {
 /// are listed, small, and kept.
 fn is_wal_segment(path: &str) -> bool {
     path.strip_prefix("pg_wal/")
-        .is_some_and(|name| name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(crate::wal::lsn::split_segment_file_name)
+        .is_some()
 }
 
 /// Reads the whole tar through the encoder, noting its regular files; returns the encoder
