@@ -106,16 +106,7 @@ async fn hosts_answer_over_ssh_and_sql_at_their_addresses() {
         backend.server_state(&h2).await.unwrap(),
         ServerState::Running
     );
-    let pid: i32 = std::fs::read_to_string(topology.dir().join("h2/sshd.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    topology.signal_sshd("h2", nix::sys::signal::Signal::SIGTERM);
     // The master connection outlives sshd's listener; a new backend needs a new connection.
     drop(backend);
     let backend = SshBackend::new(

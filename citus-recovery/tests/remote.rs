@@ -304,16 +304,7 @@ fn debug_sessions(topology: &Topology) {
         let mut text = std::fs::read_to_string(&config).unwrap();
         text.push_str(&format!("SetEnv CITUS_RECOVERY_LOG={FILTER}\n"));
         std::fs::write(&config, text).unwrap();
-        let pid: i32 = std::fs::read_to_string(dir.join("sshd.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGHUP,
-        )
-        .unwrap();
+        topology.signal_sshd(&host.name, nix::sys::signal::Signal::SIGHUP);
         // sshd re-executes itself: until then a session may fail or lack the variable.
         let started = std::time::Instant::now();
         loop {

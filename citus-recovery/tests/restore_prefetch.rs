@@ -31,16 +31,36 @@ fn log_since(path: &Path, from: usize) -> String {
     text.get(from..).unwrap_or_default().to_string()
 }
 
+/// A cluster of `workers` workers with a posix repository, created; its servers' archive-get
+/// says in their logs where each segment came from.
+async fn created_with_repository(workers: usize) -> TestCluster {
+    // Before any server starts: they inherit it, and so do their restore_commands.
+    std::env::set_var("CITUS_RECOVERY_LOG", "debug");
+    let mut t = TestCluster::new(workers);
+    let repo = t.dir().join("repo");
+    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    t.cluster.create(true).await.expect("create");
+    t
+}
+
+/// Asserts that archive-get's first answer for segment `first` in the server log `text` of
+/// `node` came from the spool restore-start filled.
+fn first_answer_was_spooled(node: &str, first: &str, text: &str) {
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("archive-get {first}:")))
+        .unwrap_or_else(|| panic!("{node}: no archive-get line for {first}:\n{text}"));
+    assert!(
+        line.ends_with("from the prefetch spool"),
+        "{node}: segment {first} was spooled before the server asked: {line}\n{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_remove_the_spool() {
     skip_unless_postgres!();
-    // Before any server starts: they inherit it, and so do their restore_commands.
-    std::env::set_var("CITUS_RECOVERY_LOG", "debug");
-    let mut t = TestCluster::new(1);
-    let repo = t.dir().join("repo");
-    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let t = created_with_repository(1).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
     c.prepare_archiving(true, false).await.expect("archiving");
     let backup = c.basebackup(Some("first")).await.expect("base backup");
     // Some segments of WAL between the backup and the point, for replay to ask for.
@@ -92,16 +112,7 @@ async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_re
         assert_eq!(t.count(node, "xx").await, 3000, "{node} at the point");
         let part = backup.node(node).unwrap();
         let first = citus_recovery::wal::segment_file_name(part.timeline, part.start_lsn, 16 << 20);
-        let text = log_since(log, *from);
-        // The first answer archive-get gave for the backup's first segment.
-        let line = text
-            .lines()
-            .find(|l| l.contains(&format!("archive-get {first}:")))
-            .unwrap_or_else(|| panic!("{node}: no archive-get line for {first}:\n{text}"));
-        assert!(
-            line.ends_with("from the prefetch spool"),
-            "{node}: the first segment was spooled before the server asked: {line}\n{text}"
-        );
+        first_answer_was_spooled(node, &first, &log_since(log, *from));
     }
     let base = config.cluster_base_folder.clone();
     assert!(
@@ -217,12 +228,8 @@ async fn reinit_with_segment_size(t: &TestCluster, mib: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_with_another_segment_size_is_prefetched_by_its_own_names() {
     skip_unless_postgres!();
-    std::env::set_var("CITUS_RECOVERY_LOG", "debug");
-    let mut t = TestCluster::new(0);
-    let repo = t.dir().join("repo");
-    with_repository(&mut t, serde_json::json!({"type": "posix", "path": repo}));
+    let t = created_with_repository(0).await;
     let c = t.cluster.clone();
-    c.create(true).await.expect("create");
     reinit_with_segment_size(&t, 1).await;
     c.prepare_archiving(true, false).await.expect("archiving");
     let backup = c.basebackup(Some("small")).await.expect("base backup");
@@ -267,15 +274,8 @@ async fn a_cluster_with_another_segment_size_is_prefetched_by_its_own_names() {
         .await
         .expect("restore-start");
     assert_eq!(t.count("coordinator", "xx").await, 4000, "at the point");
-    let text = log_since(&log, from);
-    let line = text
-        .lines()
-        .find(|l| l.contains(&format!("archive-get {first}:")))
-        .unwrap_or_else(|| panic!("no archive-get line for {first}:\n{text}"));
-    assert!(
-        line.ends_with("from the prefetch spool"),
-        "the backup's first segment was spooled under its 1 MiB name: {line}\n{text}"
-    );
+    // Spooled under its 1 MiB name.
+    first_answer_was_spooled("coordinator", &first, &log_since(&log, from));
     c.restore_finish().await.expect("restore-finish");
     assert_eq!(t.count("coordinator", "xx").await, 4000, "after finish");
 }

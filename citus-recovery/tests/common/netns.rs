@@ -162,6 +162,16 @@ impl Topology {
         self.dir.join("nodes")
     }
 
+    /// Sends `signal` to the sshd of the host named `host` (its pid file in the topology).
+    pub fn signal_sshd(&self, host: &str, signal: nix::sys::signal::Signal) {
+        let pid: i32 = std::fs::read_to_string(self.dir.join(host).join("sshd.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
+
     /// The client's private key.
     pub fn identity_file(&self) -> PathBuf {
         self.dir.join("client/id_ed25519")
