@@ -955,37 +955,19 @@ mod tests {
         assert_eq!(keys, ["catalog/restore-points/a%2Eb.json"]);
     }
 
-    /// Counts every call and holds each read a little, so that reads one after another and
-    /// reads at once differ in how many are under way together.
-    #[derive(Debug, Default)]
-    struct Slow {
-        calls: std::sync::Mutex<Vec<crate::repository::memory::Call>>,
-        running: std::sync::atomic::AtomicUsize,
-        most: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl crate::repository::memory::Hook for Slow {
-        async fn before(
-            &self,
-            call: crate::repository::memory::Call,
-            _: &Key,
-        ) -> std::result::Result<(), RepoError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            self.calls.lock().unwrap().push(call);
-            let now = self.running.fetch_add(1, SeqCst) + 1;
-            self.most.fetch_max(now, SeqCst);
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            self.running.fetch_sub(1, SeqCst);
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn entries_are_read_at_once_in_order_and_a_named_point_with_one_read() {
-        use crate::repository::memory::{Call, Hooked};
+        use crate::repository::memory::{Call, Hooked, Slow};
         let dir = tempfile::tempdir().unwrap();
-        let repo = Arc::new(Hooked::<Slow>::default());
+        // Every read held a little, so that reads one after another and reads at once differ
+        // in how many are under way together.
+        let repo = Arc::new(Hooked {
+            inner: MemoryRepository::new(),
+            hook: Slow {
+                delays: vec![(String::new(), 5)],
+                ..Slow::default()
+            },
+        });
         let catalog = Catalog::open(&config(dir.path(), None), Some(repo.clone()));
         // Written in an order that is neither the keys' nor the times'.
         for i in [7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6] {

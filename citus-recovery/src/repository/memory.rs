@@ -193,6 +193,67 @@ impl<H: Hook> Repository for Hooked<H> {
     }
 }
 
+/// A [`Hook`] that records every call and makes the gets of some keys slow or fail as absent:
+/// which calls were made, which gets started and in which order they ended, how many gets ran
+/// at once at most.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Slow {
+    /// A delay in milliseconds for each key whose name contains the text (an empty text: every
+    /// key).
+    pub(crate) delays: Vec<(String, u64)>,
+    /// Keys whose get says "not found" though the listing has them (deleted meanwhile).
+    pub(crate) vanished: Vec<String>,
+    pub(crate) running: std::sync::atomic::AtomicUsize,
+    pub(crate) most: std::sync::atomic::AtomicUsize,
+    /// Every call, in order.
+    pub(crate) calls: std::sync::Mutex<Vec<Call>>,
+    pub(crate) started: std::sync::Mutex<Vec<String>>,
+    pub(crate) ended: std::sync::Mutex<Vec<String>>,
+}
+
+/// Counts a get as running until it ends or is dropped (an aborted read-ahead).
+#[cfg(test)]
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+#[cfg(test)]
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+#[async_trait]
+impl Hook for Slow {
+    async fn before(&self, call: Call, key: &Key) -> Result<(), RepoError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.lock().unwrap().push(call);
+        if call != Call::Get {
+            return Ok(());
+        }
+        self.started.lock().unwrap().push(key.to_string());
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        let _running = Running(&self.running);
+        self.most.fetch_max(now, SeqCst);
+        let delay = self
+            .delays
+            .iter()
+            .find(|(part, _)| key.as_str().contains(part.as_str()))
+            .map_or(0, |(_, ms)| *ms);
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        self.ended.lock().unwrap().push(key.to_string());
+        if self
+            .vanished
+            .iter()
+            .any(|v| key.as_str().contains(v.as_str()))
+        {
+            return Err(RepoError::NotFound { key: key.clone() });
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use super::synthetic::{Builder, PAGE, SEG};
 use super::synthetic_tests::{archive_with_old_damage, parameter_change};
 use super::*;
 use crate::repository::codec::{self, Compression};
-use crate::repository::memory::{Call, Hook, Hooked, MemoryRepository};
+use crate::repository::memory::{Hooked, MemoryRepository, Slow};
 use crate::repository::{Key, Repository};
 
 /// A runtime for the repository; the tests call the reader from their own thread, outside it.
@@ -391,58 +391,6 @@ async fn read_from_a_blocking_thread() {
     .join()
     .unwrap();
     assert!(matches!(made, Err(WalError::Repository { .. })));
-}
-
-/// Makes the gets of some keys of a [`Hooked`] memory repository slow or fail as absent, and
-/// records the gets: which keys, in which order they ended, how many ran at once at most.
-#[derive(Debug, Default)]
-struct Slow {
-    /// A delay in milliseconds for each key whose name contains the text.
-    delays: Vec<(String, u64)>,
-    /// Keys whose get says "not found" though the listing has them (deleted meanwhile).
-    vanished: Vec<String>,
-    running: std::sync::atomic::AtomicUsize,
-    most: std::sync::atomic::AtomicUsize,
-    started: std::sync::Mutex<Vec<String>>,
-    ended: std::sync::Mutex<Vec<String>>,
-}
-
-/// Counts a get as running until it ends or is dropped (an aborted read-ahead).
-struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-#[async_trait::async_trait]
-impl Hook for Slow {
-    async fn before(&self, call: Call, key: &Key) -> Result<(), crate::repository::RepoError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        if call != Call::Get {
-            return Ok(());
-        }
-        self.started.lock().unwrap().push(key.to_string());
-        let now = self.running.fetch_add(1, SeqCst) + 1;
-        let _running = Running(&self.running);
-        self.most.fetch_max(now, SeqCst);
-        let delay = self
-            .delays
-            .iter()
-            .find(|(part, _)| key.as_str().contains(part.as_str()))
-            .map_or(0, |(_, ms)| *ms);
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        self.ended.lock().unwrap().push(key.to_string());
-        if self
-            .vanished
-            .iter()
-            .any(|v| key.as_str().contains(v.as_str()))
-        {
-            return Err(crate::repository::RepoError::NotFound { key: key.clone() });
-        }
-        Ok(())
-    }
 }
 
 impl Slow {
