@@ -391,7 +391,13 @@ fn redact(text: &str, secrets: &[String]) -> String {
 /// Logs one request at debug level (`CITUS_RECOVERY_LOG=citus_recovery::repository=debug`):
 /// what was asked, of which key, how long it took and whether it failed, never a secret (the
 /// key and the outcome's kind only).
-fn logged<T>(op: &str, key: &Key, started: std::time::Instant, r: &Result<T, RepoError>) {
+async fn logged<T>(
+    op: &str,
+    key: &Key,
+    request: impl std::future::Future<Output = Result<T, RepoError>>,
+) -> Result<T, RepoError> {
+    let started = std::time::Instant::now();
+    let r = request.await;
     tracing::debug!(
         op,
         key = key.as_str(),
@@ -399,6 +405,7 @@ fn logged<T>(op: &str, key: &Key, started: std::time::Instant, r: &Result<T, Rep
         ok = r.is_ok(),
         "object store request"
     );
+    r
 }
 
 #[async_trait]
@@ -408,34 +415,27 @@ impl Repository for ObjectRepository {
     }
 
     async fn put_create(&self, key: &Key, data: Bytes) -> Result<PutOutcome, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<PutOutcome, RepoError> = async {
+        logged("put_create", key, async {
             let lock = self.put_lock(key);
             let _held = lock.lock().await;
             self.put_create_locked(key, data).await
-        }
-        .await;
-        logged("put_create", key, started, &r);
-        r
+        })
+        .await
     }
 
     async fn get(&self, key: &Key) -> Result<Bytes, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<Bytes, RepoError> = async {
+        logged("get", key, async {
             let result = match self.store.get(&self.path(key)).await {
                 Ok(r) => r,
                 Err(e) => return Err(self.missing_or_error("get", key, e).await),
             };
             result.bytes().await.map_err(|e| self.error("get", key, e))
-        }
-        .await;
-        logged("get", key, started, &r);
-        r
+        })
+        .await
     }
 
     async fn put_stream(&self, key: &Key, mut data: PutStream) -> Result<u64, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<u64, RepoError> = async {
+        logged("put_stream", key, async {
             let lock = self.put_lock(key);
             let _held = lock.lock().await;
             let abandoned = |e: std::io::Error| RepoError::Abandoned {
@@ -512,15 +512,12 @@ impl Repository for ObjectRepository {
             // Best effort: an upload left behind is invisible anyway.
             let _ = writer.abort().await;
             Err(failed)
-        }
-        .await;
-        logged("put_stream", key, started, &r);
-        r
+        })
+        .await
     }
 
     async fn get_stream(&self, key: &Key) -> Result<GetStream, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<GetStream, RepoError> = async {
+        logged("get_stream", key, async {
             let result = match self.store.get(&self.path(key)).await {
                 Ok(r) => r,
                 Err(e) => return Err(self.missing_or_error("get", key, e).await),
@@ -541,15 +538,12 @@ impl Repository for ObjectRepository {
                     })
                 })
                 .boxed())
-        }
-        .await;
-        logged("get_stream", key, started, &r);
-        r
+        })
+        .await
     }
 
     async fn head(&self, key: &Key) -> Result<Option<ObjectMeta>, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<Option<ObjectMeta>, RepoError> = async {
+        logged("head", key, async {
             match self.store.head(&self.path(key)).await {
                 Ok(meta) => Ok(Some(ObjectMeta {
                     key: key.clone(),
@@ -560,15 +554,12 @@ impl Repository for ObjectRepository {
                     e => Err(e),
                 },
             }
-        }
-        .await;
-        logged("head", key, started, &r);
-        r
+        })
+        .await
     }
 
     async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<Vec<ObjectMeta>, RepoError> = async {
+        logged("list", prefix, async {
             let under = self.path(prefix);
             let listed = self
                 .store
@@ -604,15 +595,12 @@ impl Repository for ObjectRepository {
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out.dedup_by(|a, b| a.key == b.key);
             Ok(out)
-        }
-        .await;
-        logged("list", prefix, started, &r);
-        r
+        })
+        .await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), RepoError> {
-        let started = std::time::Instant::now();
-        let r: Result<(), RepoError> = async {
+        logged("delete", key, async {
             match self.store.delete(&self.path(key)).await {
                 Ok(()) => Ok(()),
                 Err(e) => match self.missing_or_error("delete", key, e).await {
@@ -620,10 +608,8 @@ impl Repository for ObjectRepository {
                     e => Err(e),
                 },
             }
-        }
-        .await;
-        logged("delete", key, started, &r);
-        r
+        })
+        .await
     }
 }
 
