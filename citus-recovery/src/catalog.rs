@@ -101,9 +101,7 @@ pub struct NodeBackup {
 impl NodeBackup {
     /// [`Self::wal_segment_size`] when recorded and valid, else PostgreSQL's default.
     pub fn segment_size(&self) -> u64 {
-        self.wal_segment_size
-            .filter(|s| crate::wal::is_valid_segment_size(*s))
-            .unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE)
+        crate::wal::segment_size_or_default(self.wal_segment_size)
     }
 }
 

@@ -120,7 +120,7 @@ pub fn take_spooled(file: &str, dest: &Path) -> Spooled {
     record_last(&dir, file);
     let window = read_window(&dir);
     let queue = window.as_ref().map_or(0, |w| w.queue);
-    let segment_size = segment_size_of(dest).unwrap_or(crate::wal::DEFAULT_SEGMENT_SIZE);
+    let segment_size = segment_size_of(dest);
     let (ahead, leftovers) = scan(&dir, file, queue, segment_size);
     // restore-start's window ends where replay stops: fetching past it would only compete
     // with replay (a segment replay still asks for after it is fetched, and starts a worker).
@@ -249,11 +249,7 @@ pub async fn prefetch(
             Ok(Some(data)) => {
                 let size = data.len() as u64;
                 early = Some(data);
-                if crate::wal::is_valid_segment_size(size) {
-                    size
-                } else {
-                    crate::wal::DEFAULT_SEGMENT_SIZE
-                }
+                crate::wal::segment_size_or_default(Some(size))
             }
             Ok(None) => return Ok(0), // the end of the archive
             Err(e) => {
@@ -635,19 +631,10 @@ fn name_order(file: &str) -> Option<(TimeLineId, u64)> {
     Some((tli, (u64::from(log) << 32) | u64::from(seg)))
 }
 
-/// `seg_size`, or PostgreSQL's default when it is not a valid segment size.
-fn valid_size(seg_size: u64) -> u64 {
-    if crate::wal::is_valid_segment_size(seg_size) {
-        seg_size
-    } else {
-        crate::wal::DEFAULT_SEGMENT_SIZE
-    }
-}
-
 /// The timeline and segment number of a segment name for `seg_size`-byte segments; `None`
 /// for anything else, or a name no segment of that size has.
 fn segment_number(file: &str, seg_size: u64) -> Option<(TimeLineId, u64)> {
-    crate::wal::parse_segment_file_name(file, valid_size(seg_size))
+    crate::wal::parse_segment_file_name(file, crate::wal::segment_size_or_default(Some(seg_size)))
 }
 
 /// The name of the segment after segment `file` of `seg_size` bytes on its timeline (where the
@@ -659,7 +646,7 @@ pub fn next_segment(file: &str, seg_size: u64) -> Option<String> {
 /// The names of the `count` segments of `seg_size` bytes after segment `file` on its
 /// timeline, or `None` when `file` is not such a segment.
 pub(crate) fn following_segments(file: &str, count: usize, seg_size: u64) -> Option<Vec<String>> {
-    let seg_size = valid_size(seg_size);
+    let seg_size = crate::wal::segment_size_or_default(Some(seg_size));
     let (tli, first) = segment_number(file, seg_size)?;
     // The last segment a name can hold: the last of log id 0xFFFFFFFF.
     let last = ((0x1_0000_0000 / seg_size) << 32) - 1;
@@ -672,13 +659,10 @@ pub(crate) fn following_segments(file: &str, count: usize, seg_size: u64) -> Opt
     )
 }
 
-/// The size of the segment at `path` (a whole segment's length is its size), when it is a
-/// valid segment size.
-pub fn segment_size_of(path: &Path) -> Option<u64> {
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| m.len())
-        .filter(|&len| crate::wal::is_valid_segment_size(len))
+/// The size of the segment at `path` (a whole segment's length is its size); the default
+/// when that is not a valid segment size.
+fn segment_size_of(path: &Path) -> u64 {
+    crate::wal::segment_size_or_default(std::fs::symlink_metadata(path).ok().map(|m| m.len()))
 }
 
 /// Counter for unique temporary names within this process.

@@ -108,6 +108,14 @@ pub fn is_valid_segment_size(seg_size: u64) -> bool {
     seg_size.is_power_of_two() && (1 << 20..=1 << 30).contains(&seg_size)
 }
 
+/// `seg_size` when it is a segment size PostgreSQL accepts, else its default
+/// ([`DEFAULT_SEGMENT_SIZE`]): for a size recorded or measured that may be missing or odd.
+pub fn segment_size_or_default(seg_size: Option<u64>) -> u64 {
+    seg_size
+        .filter(|s| is_valid_segment_size(*s))
+        .unwrap_or(DEFAULT_SEGMENT_SIZE)
+}
+
 /// Segments per "log id", the middle eight hex digits of a file name (`XLogSegmentsPerXLogId`).
 fn segments_per_xlog_id(seg_size: u64) -> u64 {
     0x1_0000_0000 / seg_size

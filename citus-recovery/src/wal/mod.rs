@@ -53,8 +53,8 @@ pub use error::WalError;
 pub use history::{TimelineHistory, TimelineSwitch};
 pub use lsn::{
     is_valid_segment_size, parse_segment_file_name, prev_segment, segment_containing,
-    segment_file_name, segment_start, segno_file_name, Lsn, SegNo, TimeLineId, DEFAULT_PAGE_SIZE,
-    DEFAULT_SEGMENT_SIZE,
+    segment_file_name, segment_size_or_default, segment_start, segno_file_name, Lsn, SegNo,
+    TimeLineId, DEFAULT_PAGE_SIZE, DEFAULT_SEGMENT_SIZE,
 };
 pub use pages::{PageStream, SegmentData, SegmentProvider};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
