@@ -56,6 +56,20 @@ fn first_answer_was_spooled(node: &str, first: &str, text: &str) {
     );
 }
 
+/// Creates table `xx` on `node` and fills `segments` WAL segments with 1000 rows each, so that
+/// replay has segments to ask for between a backup and a later restore point.
+async fn rows_in_segments(t: &TestCluster, node: &str, segments: usize) {
+    t.sql(node, "CREATE TABLE xx(id int)").await.unwrap();
+    for _ in 0..segments {
+        t.sql(
+            node,
+            "INSERT INTO xx SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
+        )
+        .await
+        .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_remove_the_spool() {
     skip_unless_postgres!();
@@ -65,15 +79,7 @@ async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_re
     let backup = c.basebackup(Some("first")).await.expect("base backup");
     // Some segments of WAL between the backup and the point, for replay to ask for.
     for node in ["coordinator", "worker1"] {
-        t.sql(node, "CREATE TABLE xx(id int)").await.unwrap();
-        for _ in 0..3 {
-            t.sql(
-                node,
-                "INSERT INTO xx SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
-            )
-            .await
-            .unwrap();
-        }
+        rows_in_segments(&t, node, 3).await;
     }
     c.create_restore_point(Some("rp"))
         .await
@@ -239,17 +245,7 @@ async fn a_cluster_with_another_segment_size_is_prefetched_by_its_own_names() {
         Some(1 << 20),
         "recorded with the backup"
     );
-    t.sql("coordinator", "CREATE TABLE xx(id int)")
-        .await
-        .unwrap();
-    for _ in 0..4 {
-        t.sql(
-            "coordinator",
-            "INSERT INTO xx SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal()",
-        )
-        .await
-        .unwrap();
-    }
+    rows_in_segments(&t, "coordinator", 4).await;
     c.create_restore_point(Some("rp"))
         .await
         .expect("restore point");
