@@ -278,22 +278,24 @@ pub async fn prefetch(
         })
         .await?
     };
-    let mut stored = 0;
-    if let Some(data) = early.filter(|_| !present.iter().any(|p| p == first)) {
-        let (d, name) = (dir.clone(), first.to_string());
-        match blocking(&dir, move || store(&d, &name, &data)).await {
-            Ok(()) => stored += 1,
-            Err(e) => tracing::debug!("archive-get prefetch: not spooled: {e}"),
-        }
-    }
     let missing: Vec<String> = window
         .into_iter()
-        .skip(usize::from(stored > 0))
         .filter(|name| !present.contains(name))
         .collect();
     let mut fetches = futures::stream::iter(missing)
-        .map(|name| async move { (fetch_decoded(repo, node, &name).await, name) })
+        .map(|name| {
+            // `first`, when fetched already to learn the size, is not fetched again.
+            let fetched = early.take().filter(|_| name == first);
+            async move {
+                let data = match fetched {
+                    Some(data) => Ok(Some(data)),
+                    None => fetch_decoded(repo, node, &name).await,
+                };
+                (data, name)
+            }
+        })
         .buffered(WORKER_PARALLEL);
+    let mut stored = 0;
     while let Some((fetched, name)) = fetches.next().await {
         match fetched {
             Ok(Some(data)) => {
