@@ -74,6 +74,14 @@ fn same_continuity(a: &Result<ContinuityReport, WalError>, b: &Result<Continuity
     }
 }
 
+/// Asserts that the whole-archive scan of `source` agrees with that of the folder `dir`.
+fn same_archive_scan(dir: &Path, source: &dyn WalSource, opts: &ScanOptions) {
+    same_scan(
+        &scan_archive(dir, opts).unwrap(),
+        &scan_archive_in(source, opts).unwrap(),
+    );
+}
+
 /// Asserts that two scans agree on everything but paths.
 fn same_scan(a: &ArchiveScan, b: &ArchiveScan) {
     assert_eq!(a.restore_points, b.restore_points);
@@ -131,10 +139,7 @@ fn timelines_read_from_a_repository_as_from_the_folder() {
         verify_crc: true,
         ..ScanOptions::default()
     };
-    same_scan(
-        &scan_archive(dir.path(), &opts).unwrap(),
-        &scan_archive_in(&source, &opts).unwrap(),
-    );
+    same_archive_scan(dir.path(), &source, &opts);
     assert_eq!(
         find_restore_points_from(dir.path(), 2, Lsn(2 * SEG), &opts).unwrap(),
         find_restore_points_from_in(&source, 2, Lsn(2 * SEG), &opts).unwrap()
@@ -244,10 +249,7 @@ fn ranges_and_damage_read_from_a_repository_as_from_the_folder() {
         WalError::CrcMismatch { .. }
     ));
     let opts = ScanOptions::default();
-    same_scan(
-        &scan_archive(dir.path(), &opts).unwrap(),
-        &scan_archive_in(&source, &opts).unwrap(),
-    );
+    same_archive_scan(dir.path(), &source, &opts);
     let got = find_restore_points_from_in(&source, 1, start.0, &opts).unwrap();
     assert_eq!(got.len(), 3);
     assert_eq!(
@@ -498,10 +500,7 @@ fn read_ahead_keeps_the_order_when_fetches_end_out_of_order() {
         verify_crc: true,
         ..ScanOptions::default()
     };
-    same_scan(
-        &scan_archive(dir.path(), &opts).unwrap(),
-        &scan_archive_in(&source, &opts).unwrap(),
-    );
+    same_archive_scan(dir.path(), &source, &opts);
     let most = repo.hook.most.load(std::sync::atomic::Ordering::SeqCst);
     assert!((3..=READ_AHEAD + 1).contains(&most), "{most} gets at once");
 }
