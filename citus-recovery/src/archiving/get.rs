@@ -219,6 +219,22 @@ fn record_last(dir: &Path, file: &str) {
     let _ = write;
 }
 
+/// The arguments of `archive-get-prefetch` for `count` segments of `node` from `first`, as
+/// every backend starts it (after the program's `--config`; the caller adds `--pg-wal` and its
+/// own options). `--segment-size` only when the segments are not 16 MiB: a node's older tool
+/// need not know the option.
+pub fn prefetch_args(node: &str, first: &str, count: usize, segment_size: u64) -> Vec<String> {
+    let mut args: Vec<String> = ["archive-get-prefetch", "--node", node, "--count"]
+        .map(String::from)
+        .into();
+    args.push(count.to_string());
+    if segment_size != crate::wal::DEFAULT_SEGMENT_SIZE {
+        args.extend(["--segment-size".to_string(), segment_size.to_string()]);
+    }
+    args.push(first.to_string());
+    args
+}
+
 /// The prefetch worker's job: fetches the segments `first` and the `queue - 1` after it on its
 /// timeline that are not spooled yet, [`WORKER_PARALLEL`] requests at a time, into the spool
 /// `lock` holds, each decoded and checksum-checked; stops at the first one the repository

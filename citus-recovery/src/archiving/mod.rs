@@ -11,8 +11,8 @@ mod get;
 mod push;
 
 pub use get::{
-    archive_get, next_segment, prefetch, remove_spool_in, replay_went_back, take_spooled,
-    GetOutcome, SpoolLock, SpoolRemoval, Spooled, SPOOL_DIR,
+    archive_get, next_segment, prefetch, prefetch_args, remove_spool_in, replay_went_back,
+    take_spooled, GetOutcome, SpoolLock, SpoolRemoval, Spooled, SPOOL_DIR,
 };
 pub use push::{archive_push, archive_push_data};
 

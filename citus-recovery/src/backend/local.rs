@@ -684,14 +684,14 @@ impl ClusterBackend for LocalBackend {
             .kill_on_drop(true)
             .arg("--config")
             .arg(config)
-            .args(["archive-get-prefetch", "--node", &node.name, "--pg-wal"])
-            .arg(pg_wal)
-            .args(["--count", &count.to_string()]);
-        // Only when not the default: a node's older tool need not know the option.
-        if segment_size != crate::wal::DEFAULT_SEGMENT_SIZE {
-            cmd.arg("--segment-size").arg(segment_size.to_string());
-        }
-        cmd.arg(first);
+            .args(crate::archiving::prefetch_args(
+                &node.name,
+                first,
+                count,
+                segment_size,
+            ))
+            .arg("--pg-wal")
+            .arg(pg_wal);
         self.run(node, "start the WAL prefetch", cmd)
             .await
             .map(|_| ())

@@ -938,25 +938,15 @@ impl ClusterBackend for SshBackend {
         segment_size: u64,
     ) -> Result<()> {
         let config = self.config_file()?;
-        let (count, size) = (count.to_string(), segment_size.to_string());
+        let prefetch = crate::archiving::prefetch_args(&node.name, first, count, segment_size);
+        let mut args = vec![Arg::Text("--config"), Arg::Path(config)];
+        args.extend(prefetch.iter().map(|a| Arg::Text(a)));
         // The worker reaches an S3 repository with our `AWS_*` variables, sent on stdin.
-        let mut args = vec![
-            Arg::Text("--config"),
-            Arg::Path(config),
-            Arg::Text("archive-get-prefetch"),
-            Arg::Text("--node"),
-            Arg::Text(&node.name),
+        args.extend([
             Arg::Text("--pg-wal"),
             Arg::Path(pg_wal),
-            Arg::Text("--count"),
-            Arg::Text(&count),
             Arg::Text("--env-on-stdin"),
-        ];
-        // Only when not the default: the host's older tool need not know the option.
-        if segment_size != crate::wal::DEFAULT_SEGMENT_SIZE {
-            args.extend([Arg::Text("--segment-size"), Arg::Text(&size)]);
-        }
-        args.push(Arg::Text(first));
+        ]);
         self.node_command(node, "start the WAL prefetch", &args)
             .await
             .map(|_| ())

@@ -1080,3 +1080,43 @@ async fn cluster_command(
         ClusterCommand::Status => out.status(&cluster.status().await?),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Args, Command};
+
+    /// Both backends start a node's prefetch with `archiving::prefetch_args`: this program
+    /// reads back what they write, with `--segment-size` only when it is not 16 MiB.
+    #[test]
+    fn the_backends_prefetch_arguments_parse() {
+        for (size, expected) in [(16 << 20, None), (1 << 20, Some(1 << 20))] {
+            let mut argv: Vec<String> = ["citus-recovery", "--config", "/etc/c.json"]
+                .map(String::from)
+                .into();
+            let first = "000000010000000000000003";
+            argv.extend(citus_recovery::archiving::prefetch_args(
+                "worker1", first, 7, size,
+            ));
+            argv.extend(["--pg-wal", "/d/pg_wal", "--env-on-stdin"].map(String::from));
+            let args = Args::try_parse_from(&argv).expect("the prefetch arguments parse");
+            let Command::ArchiveGetPrefetch {
+                node,
+                pg_wal,
+                count,
+                env_on_stdin,
+                segment_size,
+                first: got,
+            } = args.command
+            else {
+                panic!("not archive-get-prefetch: {argv:?}");
+            };
+            assert_eq!(
+                (node.as_str(), pg_wal.to_str(), count, env_on_stdin),
+                ("worker1", Some("/d/pg_wal"), 7, true)
+            );
+            assert_eq!((segment_size, got.as_str()), (expected, first));
+        }
+    }
+}
