@@ -90,9 +90,6 @@ pub struct ImportPlan {
     pub restore_points: Vec<RestorePoint>,
     /// Remarks: what is left out and why.
     pub notes: Vec<String>,
-    /// Always empty: an import is not run node by node (see [`Plan::step_lines`]).
-    #[serde(skip)]
-    phases: Vec<Phase>,
 }
 
 impl ImportPlan {
@@ -165,7 +162,6 @@ impl ImportPlan {
             backups,
             restore_points,
             notes,
-            phases: Vec::new(),
         }
     }
 
@@ -180,8 +176,9 @@ impl Plan for ImportPlan {
         "import-folders"
     }
 
+    /// None: an import is not run node by node (see [`Plan::step_lines`]).
     fn phases(&self) -> &[Phase] {
-        &self.phases
+        &[]
     }
 
     fn notes(&self) -> &[String] {

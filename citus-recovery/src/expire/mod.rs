@@ -155,9 +155,6 @@ pub struct ExpirePlan {
     pub remove_restore_points: bool,
     /// Bytes freed in all.
     pub bytes_freed: u64,
-    /// Nothing runs on the nodes: always empty (the [`crate::Plan`] trait asks for phases).
-    #[serde(skip)]
-    pub phases: Vec<Phase>,
     /// Remarks.
     pub notes: Vec<String>,
 }
@@ -392,7 +389,6 @@ impl ExpirePlan {
             unreachable_restore_points: unreachable,
             remove_restore_points,
             bytes_freed,
-            phases: Vec::new(),
             notes,
         })
     }
@@ -488,8 +484,9 @@ impl Plan for ExpirePlan {
         "expire"
     }
 
+    /// None: nothing of an expiry runs on the nodes (see [`Plan::step_lines`]).
     fn phases(&self) -> &[Phase] {
-        &self.phases
+        &[]
     }
 
     fn notes(&self) -> &[String] {
