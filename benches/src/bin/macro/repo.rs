@@ -23,7 +23,7 @@ use crate::pgbackrest::PgBackRest;
 use crate::{raw, settle, timed};
 
 /// The bucket of the library's S3 repository.
-const LIB_BUCKET: &str = "citus-recovery";
+pub(crate) const LIB_BUCKET: &str = "citus-recovery";
 /// The bucket of pgBackRest's S3 repository.
 const PGBR_BUCKET: &str = "pgbackrest";
 /// The fake credentials moto accepts (no real secret).
@@ -45,11 +45,12 @@ pub struct RepoArgs {
 }
 
 /// A moto S3 server with TLS on 127.0.0.1, stopped when dropped.
-struct Moto {
+pub(crate) struct Moto {
     _child: tokio::process::Child,
-    port: u16,
+    /// The TLS port.
+    pub(crate) port: u16,
     /// The CA that signed the server's certificate.
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 /// moto's S3 server on a plain port and a TLS proxy in front of it (asyncio), in one process:
@@ -100,7 +101,7 @@ asyncio.run(main())
 /// self-signed CA certificate as the server's own; the address is both an IP name, which rustls
 /// checks, and a DNS name, the only kind pgBackRest 2.45 compares its host with), starts `moto_server` with it and creates
 /// the buckets.
-async fn start_moto(root: &Path) -> Result<Moto> {
+pub(crate) async fn start_moto(root: &Path) -> Result<Moto> {
     let dir = root.join("objstore");
     std::fs::create_dir_all(&dir)?;
     let script = "set -e

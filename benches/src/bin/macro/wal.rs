@@ -215,6 +215,34 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
                 samples.push(get_all(cfg, &segments, &pg_wal, &moto.env()).await?);
             }
         }
+        // 4. The same, one process per segment, over TLS as a real S3 endpoint is reached:
+        // every process opens its own TLS connection and seeds its random generator.
+        match crate::repo::start_moto(&push_dir).await {
+            Ok(tls) => {
+                let mut tls_env = moto.env();
+                tls_env.push(("SSL_CERT_FILE", tls.ca.display().to_string()));
+                let s3 = serde_json::json!({"type": "s3", "bucket": crate::repo::LIB_BUCKET,
+                    "prefix": "wal-tls", "region": "us-east-1",
+                    "endpoint": format!("https://127.0.0.1:{}", tls.port)});
+                let cfg = cli_config(&basic, &push_dir, "s3-tls", s3, 0, o)?;
+                let took = push_all(&cfg, &segments, &tls_env).await?;
+                t.row(per_segment_row(
+                    "S3 repository (moto behind TLS), zstd-1",
+                    took,
+                    segments.len(),
+                ));
+                let mut samples = Samples::default();
+                for _ in 0..o.reps {
+                    let pg_wal = push_dir.join("pg_wal-tls");
+                    samples.push(get_all(&cfg, &segments, &pg_wal, &tls_env).await?);
+                }
+                configs.push(("loopback, TLS".into(), 0, cfg, samples));
+            }
+            Err(e) => {
+                progress(&format!("wal: S3 rows over TLS left out: {e}"));
+                out.push_str(&format!("S3 rows over TLS left out: {e}\n\n"));
+            }
+        }
         let n = segments.len() as f64;
         for (via, queue, _, s) in &configs {
             let label = match queue {
