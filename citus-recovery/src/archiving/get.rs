@@ -782,31 +782,14 @@ fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> Result<()> {
     })
 }
 
-/// Removes the spool folder `dir` and everything in it, unless a worker still runs after
-/// [`REMOVE_WAIT`] (it holds the lock) or it is not ours; a link or a file in its place is
-/// removed, never followed. Absent is fine, and failures are left for the next call: this never
-/// fails a call.
+/// Removes the spool folder `dir` as restore-finish does ([`remove_spool_in`]: through
+/// descriptors, never following a link, waiting up to [`REMOVE_WAIT`] for a worker), unless
+/// `pg_wal` is not this user's. Absent is fine, and failures are left for the next call: this
+/// never fails a call.
 fn remove_spool_unless_busy(dir: &Path) -> Result<()> {
-    if !parent_is_ours(dir) {
-        return Ok(());
-    }
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if !meta.is_dir() => remove_entry(dir),
-        Ok(_) => {
-            // A worker ends at the end of its window or of the archive: usually at once.
-            let deadline = Instant::now() + REMOVE_WAIT;
-            loop {
-                if let Some(lock) = SpoolLock::try_acquire(dir) {
-                    let _ = empty_and_remove(&lock.dir);
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        Err(_) => {}
+    if parent_is_ours(dir) {
+        let pg_wal = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let _ = remove_spool_in(pg_wal.unwrap_or(Path::new(".")), REMOVE_WAIT);
     }
     Ok(())
 }
