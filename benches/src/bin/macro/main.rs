@@ -649,13 +649,14 @@ async fn measure(
             remove(&lib.config().data_dir(node).with_extension("raw-aside"))?;
         }
         if let Some(p) = pgbr {
-            timed(
+            let aside = timed(
                 &mut m.restore_pgbr,
                 "pgBackRest, all stanzas at once",
                 p.restore(env, "bench-rp"),
             )
             .await?;
             p.local.check_restored(rows, "pgBackRest restore").await?;
+            aside.iter().try_for_each(|dir| remove(dir))?;
         }
     }
     Ok(m)

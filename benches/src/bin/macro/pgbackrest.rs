@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use citus_recovery::backend::StartWait;
 use futures::future::try_join_all;
 
-use crate::local::{poll, remove, run, Env, Local, Result};
+use crate::local::{poll, run, Env, Local, Result};
 use crate::raw::{stop_and_move_aside, wait_paused};
 
 /// A cluster backed up and restored by pgBackRest.
@@ -173,10 +173,9 @@ impl PgBackRest {
 
     /// Restore until paused at `restore_point`, every node at once: stop, move the data directory
     /// aside, `pgbackrest restore` of the latest backup into an empty directory, start, poll
-    /// until paused. The old directories are removed afterwards, untimed.
-    pub async fn restore(&self, env: &Env, restore_point: &str) -> Result<Duration> {
-        let started = Instant::now();
-        let aside = try_join_all(self.local.nodes().map(|node| async move {
+    /// until paused. Returns the moved-aside directories, for the caller to remove untimed.
+    pub async fn restore(&self, env: &Env, restore_point: &str) -> Result<Vec<PathBuf>> {
+        try_join_all(self.local.nodes().map(|node| async move {
             let aside = stop_and_move_aside(&self.local, node, "pgbr-aside").await?;
             env.mkdir(&self.local.config().data_dir(node), 0o700)?;
             let target = format!("--target={restore_point}");
@@ -194,12 +193,7 @@ impl PgBackRest {
             wait_paused(&self.local, node).await?;
             Result::Ok(aside)
         }))
-        .await?;
-        let took = started.elapsed();
-        for dir in aside {
-            remove(&dir)?;
-        }
-        Ok(took)
+        .await
     }
 }
 

@@ -18,7 +18,7 @@ use citus_recovery::Cluster;
 use citus_recovery_benches::stats::{ratio, secs, Samples, Table};
 use futures::future::try_join_all;
 
-use crate::local::{progress, remove, run, Env, Local, Result};
+use crate::local::{progress, remove, run, Env, Leftovers, Local, Result};
 use crate::pgbackrest::PgBackRest;
 use crate::{raw, settle, timed};
 
@@ -359,6 +359,7 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
     let timeline = floor.cluster.catalog().restore_point("rp").await?.nodes[0].timeline;
     let s3_backup = format!("s3-{}", reps - 1);
     let posix_backup = format!("zstd-{}", reps - 1);
+    let mut leftovers = Leftovers::default();
     for r in 0..reps {
         progress(&format!(
             "repository: restore until paused, round {}/{reps}",
@@ -384,7 +385,7 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
             local.cluster.restore_finish().await?;
             for node in report.nodes {
                 if let Some(dir) = node.moved_aside_to {
-                    remove(&dir)?;
+                    leftovers.keep(&dir)?;
                 }
             }
         }
@@ -397,9 +398,9 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
         floor.check_restored(rows, "restore by hand").await?;
         raw::finish(&floor).await?;
         for node in floor.nodes() {
-            remove(&floor.config().data_dir(node).with_extension("raw-aside"))?;
+            leftovers.keep(&floor.config().data_dir(node).with_extension("raw-aside"))?;
         }
-        timed(
+        let aside = timed(
             &mut m.restore_pgbr,
             "pgBackRest from S3",
             pgbr.restore(env, "bench-rp"),
@@ -408,7 +409,9 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
         pgbr.local
             .check_restored(rows, "pgBackRest restore")
             .await?;
+        aside.iter().try_for_each(|dir| leftovers.keep(dir))?;
     }
+    leftovers.remove_all()?;
     for c in [&posix, &s3, &floor, &pgbr.local] {
         c.stop().await?;
     }
