@@ -116,22 +116,25 @@ impl TimelineHistory {
     }
 
     /// The history of `timeline` from the archive folder `dir`: its `.history` file, or no
-    /// ancestors for timeline 1 when there is none.
+    /// ancestors for timeline 1 (which never has one).
     pub fn load(dir: &Path, timeline: TimeLineId) -> Result<TimelineHistory, WalError> {
         TimelineHistory::load_in(&FolderSource::new(dir), timeline)
     }
 
-    /// [`TimelineHistory::load`] from any [`WalSource`].
+    /// [`TimelineHistory::load`] from any [`WalSource`]. Timeline 1 has no history file: the
+    /// source is not asked (PostgreSQL's `readTimeLineHistory` does not look either; against an
+    /// object store that is a request saved per node and check).
     pub fn load_in(
         source: &dyn WalSource,
         timeline: TimeLineId,
     ) -> Result<TimelineHistory, WalError> {
+        if timeline == 1 {
+            return Ok(TimelineHistory::new(1));
+        }
         let name = format!("{timeline:08X}.history");
         if source.exists(&name)? {
             let text = source.read_text(&name)?;
             TimelineHistory::parse(timeline, &text, &source.path_of(&name))
-        } else if timeline == 1 {
-            Ok(TimelineHistory::new(1))
         } else {
             Err(WalError::MissingHistory {
                 dir: source.location(),
@@ -260,5 +263,11 @@ mod tests {
         let h = TimelineHistory::load(dir.path(), 2).unwrap();
         assert_eq!(h.timeline, 2);
         assert_eq!(h.switches[0].switch_point, Lsn(0x3000158));
+        // Timeline 1 never has a history file: one of that name is not even read.
+        std::fs::write(dir.path().join("00000001.history"), "not a history\n").unwrap();
+        assert_eq!(
+            TimelineHistory::load(dir.path(), 1).unwrap(),
+            TimelineHistory::new(1)
+        );
     }
 }
