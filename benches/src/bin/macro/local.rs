@@ -107,11 +107,7 @@ impl Leftovers {
             return Ok(());
         }
         let name = dir.file_name().ok_or("a folder without a name")?;
-        let to = dir.with_file_name(format!(
-            "{}.left-{}",
-            name.to_string_lossy(),
-            self.0.len()
-        ));
+        let to = dir.with_file_name(format!("{}.left-{}", name.to_string_lossy(), self.0.len()));
         std::fs::rename(dir, &to).map_err(|e| format!("rename {}: {e}", dir.display()))?;
         self.0.push(to);
         Ok(())
