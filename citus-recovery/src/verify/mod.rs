@@ -25,6 +25,7 @@ use crate::catalog::{Backup, Catalog, NodeRestorePoint, RestorePoint};
 use crate::config::ClusterConfig;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
+use crate::wal::source::ListedOnce;
 use crate::wal::{
     self, ContinuityOptions, HotStandbyParameters, Lsn, RestorePointRecord, TimeLineId,
     TimelineHistory, WalSource,
@@ -138,6 +139,9 @@ struct NodeArchive {
     dir: PathBuf,
     /// How to read it again.
     search: Search,
+    /// The archive as the search read it (listed once), for the continuity check to read on;
+    /// `None` when it could not be opened.
+    source: Option<Arc<dyn WalSource>>,
     records: Vec<RestorePointRecord>,
     /// Every `.history` file the archive holds, read once (off the async threads).
     histories: HashMap<TimeLineId, TimelineHistory>,
@@ -209,10 +213,12 @@ type ContinuityTask =
 /// all at once.
 const CONTINUITY_NODES_AT_ONCE: usize = 4;
 
-/// Starts reading `search`'s WAL from `from` to `to`, following `history`, once one of
-/// `slots` is free (they are handed out in the order the checks were started).
+/// Starts reading `search`'s WAL (through `source`, the search's own, when there is one) from
+/// `from` to `to`, following `history`, once one of `slots` is free (they are handed out in the
+/// order the checks were started).
 fn start_continuity(
     search: Search,
+    source: Option<Arc<dyn WalSource>>,
     history: Option<TimelineHistory>,
     from: Lsn,
     to: Lsn,
@@ -222,8 +228,12 @@ fn start_continuity(
     tokio::task::spawn_blocking(move || {
         // Never closed, so acquiring only waits.
         let _slot = search.handle.block_on(slots.acquire_owned());
+        let source = match source {
+            Some(source) => source,
+            None => Arc::from(search.source()?),
+        };
         wal::check_continuity_in(
-            search.source()?.as_ref(),
+            source.as_ref(),
             history.as_ref(),
             from,
             to,
@@ -315,16 +325,21 @@ async fn read_archives(
         };
         let (name, point) = (node.name.clone(), point.to_string());
         tasks.push(tokio::task::spawn_blocking(move || {
-            let (dir, histories, (records, error)) = match search.source() {
-                Ok(source) => (
-                    source.location(),
-                    read_histories(source.as_ref()),
-                    match search_node(source.as_ref(), &search, &point) {
+            let (source, dir, histories, (records, error)) = match search.source() {
+                Ok(source) => {
+                    // Listed once for the search and the continuity check after it.
+                    let source: Arc<dyn WalSource> = Arc::new(ListedOnce::new(source));
+                    let histories = read_histories(source.as_ref());
+                    let found = match search_node(source.as_ref(), &search, &point) {
                         Ok(records) => (records, None),
                         Err(e) => (Vec::new(), Some(e)),
-                    },
-                ),
+                    };
+                    // Nothing decoded stays held while the node waits for its check.
+                    source.release();
+                    (Some(source.clone()), source.location(), histories, found)
+                }
                 Err(e) => (
+                    None,
                     search.dir.clone(),
                     HashMap::new(),
                     (Vec::new(), Some(e.to_string())),
@@ -335,6 +350,7 @@ async fn read_archives(
                 NodeArchive {
                     dir,
                     search,
+                    source,
                     records,
                     histories,
                     error,
@@ -492,6 +508,7 @@ pub async fn verify_reading(
             let history = continuity_history(archive, part, target);
             let task = start_continuity(
                 archive.search.clone(),
+                archive.source.clone(),
                 history,
                 part.start_lsn,
                 target.end_lsn,
@@ -667,7 +684,14 @@ pub async fn verify_reading(
         let (from, to) = (part.start_lsn, target.end_lsn);
         let continuity = match continuity_checks.remove(&node.name) {
             Some(started) => started,
-            None => start_continuity(archive.search.clone(), history, from, to, &slots),
+            None => start_continuity(
+                archive.search.clone(),
+                archive.source.clone(),
+                history,
+                from,
+                to,
+                &slots,
+            ),
         }
         .await
         .map_err(Error::task("checking WAL"))?;

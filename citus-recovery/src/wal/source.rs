@@ -68,6 +68,11 @@ pub trait WalSource: Send + Sync {
     /// The whole file `name`, decoded, with its size.
     fn open(&self, name: &str) -> Result<SegmentData, WalError>;
 
+    /// Lets go of the decoded files kept for the next read, and of the reads ahead, before the
+    /// source waits unused (a check keeps each node's source between two reads). By default
+    /// nothing is kept.
+    fn release(&self) {}
+
     /// The first `len` bytes of `name` (fewer when it is shorter): for a segment's long header.
     fn read_head(&self, name: &str, len: usize) -> Result<Vec<u8>, WalError> {
         let data = self.open(name)?;
@@ -92,6 +97,70 @@ pub trait WalSource: Send + Sync {
     /// The path naming `name` in errors.
     fn path_of(&self, name: &str) -> PathBuf {
         self.location().join(name)
+    }
+}
+
+/// A [`WalSource`] listed at most once: the first successful [`WalSource::list`] is kept and
+/// given again. For one check that reads a node's archive in several steps (find the restore
+/// point, then read from the backup to it): against an object store each listing is a request
+/// that returns every object of the node. The archive only grows while the check runs, and
+/// what the steps read was archived before it began.
+pub struct ListedOnce {
+    inner: Box<dyn WalSource>,
+    listing: Mutex<Option<WalFileNames>>,
+}
+
+impl ListedOnce {
+    /// `inner`, to be listed once.
+    pub fn new(inner: Box<dyn WalSource>) -> Self {
+        ListedOnce {
+            inner,
+            listing: Mutex::new(None),
+        }
+    }
+}
+
+impl WalSource for ListedOnce {
+    fn location(&self) -> PathBuf {
+        self.inner.location()
+    }
+
+    fn list(&self) -> Result<WalFileNames, WalError> {
+        let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(names) = listing.as_ref() {
+            return Ok(names.clone());
+        }
+        let names = self.inner.list()?;
+        *listing = Some(names.clone());
+        Ok(names)
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, WalError> {
+        self.inner.exists(name)
+    }
+
+    fn will_read(&self, names: &[String]) {
+        self.inner.will_read(names)
+    }
+
+    fn open(&self, name: &str) -> Result<SegmentData, WalError> {
+        self.inner.open(name)
+    }
+
+    fn read_head(&self, name: &str, len: usize) -> Result<Vec<u8>, WalError> {
+        self.inner.read_head(name, len)
+    }
+
+    fn read_text(&self, name: &str) -> Result<String, WalError> {
+        self.inner.read_text(name)
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.inner.path_of(name)
+    }
+
+    fn release(&self) {
+        self.inner.release()
     }
 }
 
@@ -562,6 +631,15 @@ impl WalSource for RepositorySource {
         let window: Vec<String> = names.iter().take(READ_AHEAD).cloned().collect();
         self.state().plan = Some(names.iter().cloned().collect());
         self.read_ahead(&window);
+    }
+
+    fn release(&self) {
+        let mut state = self.state();
+        state.cache.clear();
+        state.plan = None;
+        for r in state.ahead.drain(..) {
+            r.task.abort();
+        }
     }
 
     fn open(&self, name: &str) -> Result<SegmentData, WalError> {

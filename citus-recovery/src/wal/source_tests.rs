@@ -605,3 +605,41 @@ fn read_ahead_reports_a_missing_or_damaged_object_as_before() {
     fresh.list().unwrap();
     assert_eq!(e.to_string(), open_error(&fresh, middle).to_string());
 }
+
+/// A check that reads a node's archive twice (verify: find the point in its segment, then read
+/// from the backup to it) lists it once, and holds nothing decoded in between.
+#[test]
+fn a_source_listed_once_lists_once_and_holds_nothing_between_reads() {
+    use crate::repository::memory::Call;
+    use crate::wal::source::ListedOnce;
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let end = ten_segments(dir.path());
+    let (repo, source) = slow_source(&rt, dir.path(), Slow::default());
+    let source = ListedOnce::new(Box::new(source));
+    let last = lsn::segno_file_name(1, 10, SEG);
+    let found = locate_restore_point_in(&source, "b", &last, 4).unwrap();
+    assert_eq!(found.map(|r| r.end_lsn), Some(end));
+    let tenth = || {
+        let started = repo.hook.segments_started();
+        started.iter().filter(|&&s| s == 10).count()
+    };
+    // Kept decoded for the next read until released; fetched again after.
+    source.open(&last).unwrap();
+    assert_eq!(tenth(), 1);
+    source.release();
+    source.open(&last).unwrap();
+    assert_eq!(tenth(), 2);
+    source.release();
+    let names = source.list().unwrap();
+    let got = check_continuity_in(&source, None, Lsn(SEG), end, &sized());
+    assert_eq!(got.unwrap().segments.len(), 10);
+    assert_eq!(source.list().unwrap(), names, "the same listing every time");
+    let calls = repo.hook.calls.lock().unwrap().clone();
+    assert_eq!(
+        calls.iter().filter(|c| **c == Call::List).count(),
+        1,
+        "{calls:?}"
+    );
+}
