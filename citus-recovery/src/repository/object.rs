@@ -564,7 +564,15 @@ impl Repository for ObjectRepository {
             let listed = self
                 .store
                 .list((!under.as_ref().is_empty()).then_some(&under));
-            let mut out: Vec<ObjectMeta> = listed
+            // S3 lists `prefix/...` only; an object named exactly `prefix` is in the contract
+            // too. Asked at the same time as the listing: one round trip, not two.
+            let exact = async {
+                match prefix != &Key::root() {
+                    true => self.head(prefix).await,
+                    false => Ok(None),
+                }
+            };
+            let listing = listed
                 .map_err(|e| match self.error("list", prefix, e) {
                     // A listing is never "not found": the bucket is missing.
                     RepoError::NotFound { .. } => RepoError::Unavailable {
@@ -575,23 +583,18 @@ impl Repository for ObjectRepository {
                     },
                     e => e,
                 })
-                .try_filter_map(|meta| async move {
-                    Ok(self
-                        .key_of(&meta.location)
+                .map_ok(|meta| {
+                    self.key_of(&meta.location)
                         .filter(|k| k.starts_with(prefix))
                         .map(|key| ObjectMeta {
                             key,
                             size: meta.size,
-                        }))
+                        })
                 })
-                .try_collect()
-                .await?;
-            // S3 lists `prefix/...` only; an object named exactly `prefix` is in the contract too.
-            if prefix != &Key::root() {
-                if let Some(meta) = self.head(prefix).await? {
-                    out.push(meta);
-                }
-            }
+                .try_collect::<Vec<Option<ObjectMeta>>>();
+            let (listing, exact) = futures::future::join(listing, exact).await;
+            let mut out: Vec<ObjectMeta> = listing?.into_iter().flatten().collect();
+            out.extend(exact?);
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out.dedup_by(|a, b| a.key == b.key);
             Ok(out)
