@@ -253,7 +253,6 @@ fn read_histories(source: &dyn WalSource) -> HashMap<TimeLineId, TimelineHistory
         .iter()
         .filter_map(|n| n.strip_suffix(".history"))
         .filter_map(|stem| TimeLineId::from_str_radix(stem, 16).ok())
-        .filter(|&tli| tli != 1) // never has one: a file of that name is not read
         .filter_map(|tli| Some((tli, TimelineHistory::load_in(source, tli).ok()?)))
         .collect()
 }
