@@ -354,9 +354,8 @@ impl Fetcher {
 
 impl Drop for RepositorySource {
     fn drop(&mut self) {
-        for r in self.state().ahead.drain(..) {
-            r.task.abort();
-        }
+        // Reads ahead run on the runtime: they must not outlive the source.
+        self.release();
     }
 }
 
