@@ -583,17 +583,18 @@ impl Repository for ObjectRepository {
                     },
                     e => e,
                 })
-                .map_ok(|meta| {
-                    self.key_of(&meta.location)
+                .try_filter_map(|meta| {
+                    futures::future::ready(Ok(self
+                        .key_of(&meta.location)
                         .filter(|k| k.starts_with(prefix))
                         .map(|key| ObjectMeta {
                             key,
                             size: meta.size,
-                        })
+                        })))
                 })
-                .try_collect::<Vec<Option<ObjectMeta>>>();
+                .try_collect::<Vec<ObjectMeta>>();
             let (listing, exact) = futures::future::join(listing, exact).await;
-            let mut out: Vec<ObjectMeta> = listing?.into_iter().flatten().collect();
+            let mut out = listing?;
             out.extend(exact?);
             out.sort_by(|a, b| a.key.cmp(&b.key));
             out.dedup_by(|a, b| a.key == b.key);
