@@ -48,7 +48,7 @@ pub struct RepoArgs {
 pub(crate) struct Moto {
     _child: tokio::process::Child,
     /// The TLS port.
-    pub(crate) port: u16,
+    port: u16,
     /// The CA that signed the server's certificate.
     pub(crate) ca: PathBuf,
 }
@@ -173,7 +173,8 @@ chmod 644 ca.crt";
 }
 
 impl Moto {
-    fn url(&self, path: &str) -> String {
+    /// `https://127.0.0.1:<port>/<path>`; with `""`, the endpoint.
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}/{path}", self.port)
     }
 

@@ -223,7 +223,7 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
                 tls_env.push(("SSL_CERT_FILE", tls.ca.display().to_string()));
                 let s3 = serde_json::json!({"type": "s3", "bucket": crate::repo::LIB_BUCKET,
                     "prefix": "wal-tls", "region": "us-east-1",
-                    "endpoint": format!("https://127.0.0.1:{}", tls.port)});
+                    "endpoint": tls.url("")});
                 let cfg = cli_config(&basic, &push_dir, "s3-tls", s3, 0, o)?;
                 let took = push_all(&cfg, &segments, &tls_env).await?;
                 t.row(per_segment_row(
