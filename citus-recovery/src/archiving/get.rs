@@ -48,6 +48,14 @@ const WINDOW_FILE: &str = ".window";
 /// The last segment handed to PostgreSQL, from the spool or fetched.
 const LAST_FILE: &str = ".last";
 
+/// Asks the spool's worker to end now rather than when its window is fetched: made by whoever
+/// removes the spool ([`remove_spool_in`]), looked for by the worker between and during its
+/// fetches, cleared by the next call that takes the free lock.
+const STOP_FILE: &str = ".stop";
+
+/// How often a worker waiting on its fetches looks for [`STOP_FILE`].
+const STOP_POLL: Duration = Duration::from_millis(50);
+
 /// How long a call waits for a running worker to deliver a segment of its window before
 /// fetching it itself (pgBackRest's `archive-timeout` default).
 const WORKER_WAIT: Duration = Duration::from_secs(60);
@@ -258,6 +266,9 @@ pub async fn prefetch(
         blocking(&dir, move || empty_and_remove(&d)).await?;
         return Ok(0);
     }
+    if stop_requested(&dir) {
+        return Ok(0);
+    }
     let mut early = None;
     let seg_size = match segment_size {
         Some(size) => size,
@@ -312,7 +323,22 @@ pub async fn prefetch(
         })
         .buffered(WORKER_PARALLEL);
     let mut stored = 0;
-    while let Some((fetched, name)) = fetches.next().await {
+    loop {
+        // A fetch may take long (a slow or unreachable repository): the stop request is looked
+        // for while waiting too, and dropping the stream cancels the fetches under way.
+        let next = tokio::select! {
+            next = fetches.next() => next,
+            () = tokio::time::sleep(STOP_POLL) => {
+                if stop_requested(&dir) {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some((fetched, name)) = next else { break };
+        if stop_requested(&dir) {
+            break;
+        }
         match fetched {
             Ok(Some(data)) => {
                 let d = dir.clone();
@@ -392,7 +418,7 @@ impl SpoolLock {
     }
 
     /// The free lock of the spool folder `dir`, after removing what a killed worker left
-    /// (`.tmp-*` files); `None` when it is held or `dir` is not a usable spool.
+    /// (`.tmp-*` files) and a stop request; `None` when it is held or `dir` is not a usable spool.
     fn try_acquire(dir: &Path) -> Option<SpoolLock> {
         let fd = open_spool(dir)?;
         // SAFETY: flock on a descriptor this function owns.
@@ -405,6 +431,8 @@ impl SpoolLock {
             fd,
         };
         remove_temporary(&lock.dir);
+        // A stop request was for the worker that held the lock before, which has ended.
+        let _ = std::fs::remove_file(lock.dir.join(STOP_FILE));
         Some(lock)
     }
 
@@ -709,7 +737,8 @@ fn clean(dir: &Path, keep: &[String]) -> Result<Vec<String>> {
         let entry = entry.map_err(|e| Error::io("list the prefetch spool", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
-        if (name == WINDOW_FILE || name == LAST_FILE) && is_file {
+        // A stop request made meanwhile stays for the worker to see.
+        if (name == WINDOW_FILE || name == LAST_FILE || name == STOP_FILE) && is_file {
             continue;
         }
         let wanted = spooled_segment(&name).filter(|(seg, _)| keep.iter().any(|k| k == seg));
@@ -799,6 +828,7 @@ fn empty_and_remove(dir: &Path) -> Result<()> {
     clean(dir, &[])?;
     let _ = std::fs::remove_file(dir.join(WINDOW_FILE));
     let _ = std::fs::remove_file(dir.join(LAST_FILE));
+    let _ = std::fs::remove_file(dir.join(STOP_FILE));
     // An inherited lock names the folder by its descriptor; rmdir needs its path.
     let path = match std::fs::read_link(dir) {
         Ok(target) if dir.starts_with("/proc/self/fd") => target,
@@ -822,6 +852,11 @@ fn parent_is_ours(dir: &Path) -> bool {
     };
     std::fs::symlink_metadata(parent)
         .is_ok_and(|m| m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw())
+}
+
+/// Whether someone removing spool `dir` asked its worker to end ([`STOP_FILE`]).
+fn stop_requested(dir: &Path) -> bool {
+    std::fs::symlink_metadata(dir.join(STOP_FILE)).is_ok()
 }
 
 /// Removes a file or link (never following it) or an empty folder; failures are left for the

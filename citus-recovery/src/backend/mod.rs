@@ -421,7 +421,7 @@ pub trait ClusterBackend: Send + Sync {
 
     /// Removes the prefetch spool `<pg_wal>/citus-recovery-spool` on the node's host, as the
     /// servers' user, never through a link, only its regular files with the spool's names
-    /// ([`crate::archiving::remove_spool_in`]); waits a few seconds for a running worker to end.
+    /// ([`crate::archiving::remove_spool_in`]); asks a running worker to end and waits for it.
     /// The default refuses.
     async fn remove_spool(
         &self,
@@ -437,6 +437,7 @@ pub trait ClusterBackend: Send + Sync {
     }
 }
 
-/// How long removing a prefetch spool waits for a running worker to end (it ends once its
-/// window, at most `archiveGetQueue + 1` segments, is fetched).
+/// How long removing a prefetch spool waits at most for a running worker to end. Asked to end,
+/// a worker lets go within a fraction of a second; this bounds one that cannot (a stopped
+/// process, a disk that hangs).
 pub const SPOOL_REMOVE_WAIT: std::time::Duration = std::time::Duration::from_secs(15);

@@ -17,7 +17,7 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 use serde::{Deserialize, Serialize};
 
-use super::{spooled_segment, LAST_FILE, SPOOL_DIR, WINDOW_FILE};
+use super::{spooled_segment, LAST_FILE, SPOOL_DIR, STOP_FILE, WINDOW_FILE};
 use crate::error::{Error, Result};
 
 /// What [`remove_spool_in`] found.
@@ -36,8 +36,9 @@ pub enum SpoolRemoval {
 }
 
 /// Removes the prefetch spool `<pg_wal>/citus-recovery-spool`: waits up to `wait` for a
-/// running worker to let go of its lock, then removes its regular files with spool names
-/// (`<segment>.<crc32c>`, `.window`, `.last`, `.tmp-*`) and the folder. Never follows a link.
+/// running worker to let go of its lock (asking it to end, `.stop`), then removes its regular
+/// files with spool names (`<segment>.<crc32c>`, `.window`, `.last`, `.stop`, `.tmp-*`) and the
+/// folder. Never follows a link.
 /// An error only when `pg_wal` or the spool cannot be opened or changed.
 pub fn remove_spool_in(pg_wal: &Path, wait: Duration) -> Result<SpoolRemoval> {
     let io = |what: &str, e: Errno| Error::io(what, pg_wal, std::io::Error::from(e));
@@ -60,12 +61,19 @@ pub fn remove_spool_in(pg_wal: &Path, wait: Duration) -> Result<SpoolRemoval> {
         Err(e) => return Err(io("open the prefetch spool in", e)),
     };
     let deadline = Instant::now() + wait;
+    let mut asked = false;
     loop {
         // SAFETY: flock on a descriptor this function owns.
         let locked =
             unsafe { nix::libc::flock(spool.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB) };
         if locked == 0 {
             break;
+        }
+        if !asked {
+            // A worker runs: asked to end now, it lets go within a poll instead of fetching
+            // the rest of its window first. Best effort: without it, the wait is the bound.
+            asked = true;
+            ask_worker_to_stop(&spool);
         }
         if Instant::now() >= deadline {
             return Ok(SpoolRemoval::Busy);
@@ -81,6 +89,7 @@ pub fn remove_spool_in(pg_wal: &Path, wait: Duration) -> Result<SpoolRemoval> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name == WINDOW_FILE
             || name == LAST_FILE
+            || name == STOP_FILE
             || name.starts_with(".tmp-")
             || spooled_segment(&name).is_some();
         let regular = nix::sys::stat::fstatat(
@@ -109,6 +118,17 @@ pub fn remove_spool_in(pg_wal: &Path, wait: Duration) -> Result<SpoolRemoval> {
     match nix::unistd::unlinkat(Some(wal.as_raw_fd()), SPOOL_DIR, UnlinkatFlags::RemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(SpoolRemoval::Removed),
         Err(e) => Err(io("remove the prefetch spool folder in", e)),
+    }
+}
+
+/// Makes the spool's stop request ([`STOP_FILE`]) in the open spool, never through a link.
+fn ask_worker_to_stop(spool: &OwnedFd) {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mode = Mode::S_IRUSR | Mode::S_IWUSR;
+    if let Ok(fd) = nix::fcntl::openat(Some(spool.as_raw_fd()), STOP_FILE, flags, mode) {
+        // SAFETY: `openat` returned a new descriptor that nothing else owns.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }
 

@@ -614,3 +614,69 @@ async fn restore_start_windows_are_kept_and_never_refilled() {
     assert_eq!(taken(take_spooled(&seg(6), &dest)), Some(false));
     assert_eq!(taken(take_spooled(&seg(7), &dest)), Some(true));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_spool_asks_a_running_worker_to_end_instead_of_waiting_for_its_window() {
+    use crate::repository::memory::{MemoryRepository, Slow};
+    // Every fetch takes 30 s: without the request, removal would wait out its whole bound.
+    let repo = std::sync::Arc::new(Hooked {
+        inner: MemoryRepository::new(),
+        hook: Slow {
+            delays: vec![(String::new(), 30_000)],
+            ..Default::default()
+        },
+    });
+    for n in 1..9 {
+        let key = wal_key("w1", &seg(n), ".zst").unwrap();
+        let frame = codec::encode(Compression::Zstd(1), &content(n));
+        repo.put_create(&key, frame).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg_wal = dir.path().join("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    let lock = SpoolLock::for_pg_wal(&pg_wal).unwrap();
+    let worker = tokio::spawn({
+        let repo = repo.clone();
+        async move { prefetch(&*repo, "w1", &seg(1), 8, Some(MIB16), &lock).await }
+    });
+    while repo.hook.started.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let p = pg_wal.clone();
+    let got =
+        tokio::task::spawn_blocking(move || remove_spool_in(&p, crate::backend::SPOOL_REMOVE_WAIT))
+            .await
+            .unwrap()
+            .unwrap();
+    let took = started.elapsed();
+    assert_eq!(got, SpoolRemoval::Removed);
+    assert!(
+        took < Duration::from_secs(5),
+        "waited {took:?} for the worker"
+    );
+    assert_eq!(
+        worker.await.unwrap().unwrap(),
+        0,
+        "nothing stored after the request"
+    );
+    assert!(!pg_wal.join(SPOOL_DIR).exists());
+}
+
+#[tokio::test]
+async fn a_stop_request_left_behind_is_cleared_by_the_next_lock() {
+    let (repo, dir) = setup(1..6).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let spool = dir.path().join("pg_wal").join(SPOOL_DIR);
+    // A removal that gave up on a worker (Busy) leaves its request; the worker then ended.
+    let held = SpoolLock::for_dest(&dest).unwrap();
+    let pg_wal = dir.path().join("pg_wal");
+    assert_eq!(
+        remove_spool_in(&pg_wal, Duration::ZERO).unwrap(),
+        SpoolRemoval::Busy
+    );
+    assert!(spool.join(STOP_FILE).exists());
+    drop(held);
+    assert_eq!(worker(&repo, &dest, 1, 2).await, 2, "a new worker fetches");
+    assert!(!spool.join(STOP_FILE).exists());
+}
