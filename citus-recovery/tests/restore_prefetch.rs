@@ -178,6 +178,77 @@ async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_re
     c.stop().await.unwrap();
 }
 
+/// Damages, in the posix repository `repo`, every WAL object of `node` from segment `first` on;
+/// returns each path with its bytes, to put back.
+fn damage_wal_from(repo: &Path, node: &str, first: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut damaged = Vec::new();
+    for entry in std::fs::read_dir(repo.join("wal").join(node))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let segment = name.trim_end_matches(".zst").trim_end_matches(".lz4");
+        if segment.len() != 24 || segment < first {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut bad = bytes.clone();
+        for b in bad.iter_mut().skip(64) {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, &bad).unwrap();
+        damaged.push((path, bytes));
+    }
+    damaged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_starts_on_the_wal_the_pre_flight_read_not_on_a_later_copy() {
+    skip_unless_postgres!();
+    let t = created_with_repository(1).await;
+    let c = t.cluster.clone();
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
+    for node in ["coordinator", "worker1"] {
+        rows_in_segments(&t, node, 3).await;
+    }
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    // The proof reads every segment from the backup to the point and keeps them.
+    let plan = c
+        .plan_restore_start(Some("first"), Some("rp"))
+        .await
+        .unwrap();
+    // Then the repository's copies go bad: a restore that fetched them again would fail
+    // (archive-get refuses a damaged object, and replay never reaches the point).
+    let repo = t.dir().join("repo");
+    let mut damaged = Vec::new();
+    for node in ["coordinator", "worker1"] {
+        let part = backup.node(node).unwrap();
+        let first = citus_recovery::wal::segment_file_name(part.timeline, part.start_lsn, 16 << 20);
+        let hit = damage_wal_from(&repo, node, &first);
+        assert!(
+            hit.len() >= 4,
+            "{node}: {} segments from {first} on",
+            hit.len()
+        );
+        damaged.extend(hit);
+    }
+    c.apply(&plan)
+        .await
+        .expect("restore-start on the WAL the pre-flight read");
+    for node in ["coordinator", "worker1"] {
+        assert_eq!(t.count(node, "xx").await, 3000, "{node} at the point");
+    }
+    for (path, bytes) in damaged {
+        std::fs::write(path, bytes).unwrap();
+    }
+    c.restore_finish().await.expect("restore-finish");
+    c.stop().await.unwrap();
+}
+
 /// Runs initdb again for every node of `t` with `--wal-segsize=<mib>`, keeping the settings
 /// `create` wrote (the `.conf` files), and starts the cluster.
 async fn reinit_with_segment_size(t: &TestCluster, mib: u32) {

@@ -37,7 +37,9 @@ use crate::repository::{RepoError, Repository};
 use crate::wal::TimeLineId;
 
 mod remove;
+mod seed;
 pub use remove::{remove_spool_in, SpoolRemoval};
+pub use seed::{seed_header, seed_spool};
 
 /// The spool's folder name, inside the folder of `%p` (`pg_wal`).
 pub const SPOOL_DIR: &str = "citus-recovery-spool";
@@ -687,6 +689,14 @@ fn segment_number(file: &str, seg_size: u64) -> Option<(TimeLineId, u64)> {
 /// next worker starts).
 pub fn next_segment(file: &str, seg_size: u64) -> Option<String> {
     following_segments(file, 1, seg_size)?.pop()
+}
+
+/// The names of a window: `first` and the `count - 1` segments of `segment_size` bytes after
+/// it; `None` when `first` is not a segment name.
+pub fn window_segments(first: &str, count: usize, segment_size: u64) -> Option<Vec<String>> {
+    let mut names = following_segments(first, count.saturating_sub(1), segment_size)?;
+    names.insert(0, first.to_string());
+    Some(names)
 }
 
 /// The names of the `count` segments of `seg_size` bytes after segment `file` on its

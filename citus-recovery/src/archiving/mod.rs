@@ -12,7 +12,8 @@ mod push;
 
 pub use get::{
     archive_get, next_segment, prefetch, prefetch_args, remove_spool_in, replay_went_back,
-    take_spooled, GetOutcome, SpoolLock, SpoolRemoval, Spooled, SPOOL_DIR,
+    seed_header, seed_spool, take_spooled, window_segments, GetOutcome, SpoolLock, SpoolRemoval,
+    Spooled, SPOOL_DIR,
 };
 pub use push::{archive_push, archive_push_data};
 

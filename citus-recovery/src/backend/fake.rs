@@ -808,6 +808,12 @@ impl ClusterBackend for FakeBackend {
         })
     }
 
+    fn hold_proven_wal(&self, node: &str, segments: Vec<crate::wal::ProvenSegment>) {
+        let names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
+        // Recorded only: the fake's start_prefetch makes the spool whatever is held.
+        self.lock().record(node, "hold_proven_wal", names.join(" "));
+    }
+
     async fn start_prefetch(
         &self,
         node: &NodeConfig,

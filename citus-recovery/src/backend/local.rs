@@ -6,8 +6,10 @@
 //! filesystem identity ([`as_user::as_user`]), and never follows a path's last component when it
 //! is a link ([`node_fs`]).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::process::Command;
@@ -19,6 +21,7 @@ use super::{
 use crate::config::{ClusterConfig, NodeConfig};
 use crate::error::{Error, Result};
 use crate::files::OsUser;
+use crate::wal::ProvenSegment;
 
 mod as_user;
 pub(in crate::backend) mod extract;
@@ -35,6 +38,8 @@ pub struct LocalBackend {
     config: ClusterConfig,
     user: OsUser,
     bin_dir: PathBuf,
+    /// WAL restore-start's pre-flight read, by node, until its prefetch step takes it.
+    proven: Arc<Mutex<HashMap<String, Vec<ProvenSegment>>>>,
 }
 
 impl LocalBackend {
@@ -60,6 +65,7 @@ impl LocalBackend {
             config,
             user,
             bin_dir,
+            proven: Arc::default(),
         })
     }
 
@@ -230,6 +236,64 @@ impl LocalBackend {
     }
 
     /// Runs a command to completion; a non-zero exit is an error quoting its output.
+    /// The held pre-flight WAL of `node` in the window `first` and the `count - 1` after it;
+    /// nothing is held for the node afterwards.
+    fn take_proven(
+        &self,
+        node: &str,
+        first: &str,
+        count: usize,
+        segment_size: u64,
+    ) -> Vec<ProvenSegment> {
+        let held = self
+            .proven
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node)
+            .unwrap_or_default();
+        let window =
+            crate::archiving::window_segments(first, count, segment_size).unwrap_or_default();
+        held.into_iter()
+            .filter(|s| window.contains(&s.name))
+            .collect()
+    }
+
+    /// [`Self::run`] with `segments` written to the program's stdin ([`crate::archiving::seed_header`]
+    /// and each frame), then stdin closed.
+    async fn run_with_input(
+        &self,
+        node: &NodeConfig,
+        action: &str,
+        mut cmd: Command,
+        segments: &[ProvenSegment],
+    ) -> Result<String> {
+        use tokio::io::AsyncWriteExt;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let write = async move {
+            for segment in segments {
+                stdin
+                    .write_all(crate::archiving::seed_header(segment).as_bytes())
+                    .await?;
+                stdin.write_all(&segment.frame).await?;
+            }
+            stdin.shutdown().await
+        };
+        // Written while the output is read: neither side waits on a full pipe.
+        let (written, out) = tokio::join!(write, child.wait_with_output());
+        let out =
+            out.map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let text = finish(node, action, out)?;
+        written
+            .map_err(|e| Error::node(&node.name, action, format!("cannot send it the WAL: {e}")))?;
+        Ok(text)
+    }
+
     async fn run(&self, node: &NodeConfig, action: &str, mut cmd: Command) -> Result<String> {
         let out = cmd
             .stdout(Stdio::piped())
@@ -675,6 +739,7 @@ impl ClusterBackend for LocalBackend {
         segment_size: u64,
     ) -> Result<()> {
         let (binary, config) = crate::plan::archive::tool_paths(&self.config)?;
+        let proven = self.take_proven(&node.name, first, count, segment_size);
         // As the servers' user, with this process's environment (the `AWS_*` variables), as
         // the server's own restore_command runs: the worker's files are that user's.
         let mut cmd = Command::new(binary);
@@ -692,9 +757,29 @@ impl ClusterBackend for LocalBackend {
             ))
             .arg("--pg-wal")
             .arg(pg_wal);
-        self.run(node, "start the WAL prefetch", cmd)
+        if proven.is_empty() {
+            return self
+                .run(node, "start the WAL prefetch", cmd)
+                .await
+                .map(|_| ());
+        }
+        tracing::info!(
+            "{} of the window's {count} segments come from what the pre-flight read, not from the repository again",
+            proven.len()
+        );
+        cmd.arg("--proven-on-stdin");
+        self.run_with_input(node, "start the WAL prefetch", cmd, &proven)
             .await
             .map(|_| ())
+    }
+
+    fn hold_proven_wal(&self, node: &str, segments: Vec<ProvenSegment>) {
+        let mut held = self.proven.lock().unwrap_or_else(|p| p.into_inner());
+        if segments.is_empty() {
+            held.remove(node);
+        } else {
+            held.insert(node.to_string(), segments);
+        }
     }
 
     async fn remove_spool(

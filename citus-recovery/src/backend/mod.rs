@@ -401,7 +401,9 @@ pub trait ClusterBackend: Send + Sync {
     /// when missing), records the window (`first` and the `count - 1` segments after it) and
     /// hands the lock to a detached worker that fetches it from the repository, as the worker
     /// archive-get starts does; `segment_size` (the backup's `wal_segment_size`) names the
-    /// segments after `first`. Returns once the worker runs. The default refuses: a backend
+    /// segments after `first`. Segments of the window held for the node
+    /// ([`ClusterBackend::hold_proven_wal`]) are put in the spool first, and nothing is held
+    /// for it afterwards. Returns once the worker runs. The default refuses: a backend
     /// that cannot do it says so (the caller carries on without a prefetch).
     async fn start_prefetch(
         &self,
@@ -417,6 +419,14 @@ pub trait ClusterBackend: Send + Sync {
             "start the WAL prefetch",
             "this backend cannot start a prefetch worker; archive-get fetches each segment when asked",
         ))
+    }
+
+    /// Holds WAL segments restore-start's pre-flight read and checked for `node` (the first of
+    /// its prefetch window), for [`ClusterBackend::start_prefetch`] to put in the node's spool
+    /// instead of fetching them from the repository again; replaces what was held for the
+    /// node. The default drops them (over SSH the node's worker fetches them itself).
+    fn hold_proven_wal(&self, node: &str, segments: Vec<crate::wal::ProvenSegment>) {
+        let _ = (node, segments);
     }
 
     /// Removes the prefetch spool `<pg_wal>/citus-recovery-spool` on the node's host, as the

@@ -266,6 +266,11 @@ enum Command {
         /// The `AWS_*` variables come on stdin, as for node-restore (over SSH).
         #[arg(long)]
         env_on_stdin: bool,
+        /// Segments of the window the pre-flight read come on stdin, each as a line
+        /// `<segment> <length>` and the repository object: stored in the spool before the
+        /// worker starts, so it fetches only the rest.
+        #[arg(long, conflicts_with = "env_on_stdin")]
+        proven_on_stdin: bool,
         /// The segments' size in bytes (the backup's `wal_segment_size`; default 16 MiB).
         #[arg(long)]
         segment_size: Option<u64>,
@@ -396,12 +401,20 @@ pub fn main() -> ExitCode {
         pg_wal,
         count,
         env_on_stdin,
+        proven_on_stdin,
         segment_size,
         first,
     } = &args.command
     {
         let size = segment_size.unwrap_or(citus_recovery::wal::DEFAULT_SEGMENT_SIZE);
-        return match warm_spool(&args, node, pg_wal, *count, size, *env_on_stdin, first) {
+        let stdin = if *env_on_stdin {
+            StdinCarries::Environment
+        } else if *proven_on_stdin {
+            StdinCarries::ProvenWal
+        } else {
+            StdinCarries::Nothing
+        };
+        return match warm_spool(&args, node, pg_wal, *count, size, stdin, first) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("citus-recovery archive-get-prefetch: {e}");
@@ -957,19 +970,29 @@ fn start_prefetch_worker(
     lock.spawn(cmd)
 }
 
+/// What `archive-get-prefetch` reads on stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StdinCarries {
+    Nothing,
+    /// The `AWS_*` variables (over SSH).
+    Environment,
+    /// Segments the pre-flight read ([`archiving::seed_spool`]).
+    ProvenWal,
+}
+
 /// `archive-get-prefetch` (restore-start, as the servers' user): the spool in `pg_wal` locked,
-/// its window recorded, and a worker started for `count` segments of `segment_size` bytes
-/// from `first` on.
+/// its window recorded (and seeded with what the pre-flight read, when it comes on stdin), and
+/// a worker started for `count` segments of `segment_size` bytes from `first` on.
 fn warm_spool(
     args: &Args,
     node: &str,
     pg_wal: &std::path::Path,
     count: usize,
     segment_size: u64,
-    env_on_stdin: bool,
+    stdin: StdinCarries,
     first: &str,
 ) -> citus_recovery::Result<()> {
-    if env_on_stdin {
+    if stdin == StdinCarries::Environment {
         citus_recovery::backend::node_side::read_environment()?;
     }
     if nix::unistd::Uid::effective().is_root() {
@@ -999,6 +1022,9 @@ fn warm_spool(
         )
     })?;
     lock.record_window(first, count, segment_size)?;
+    if stdin == StdinCarries::ProvenWal {
+        archiving::seed_spool(&lock, first, count, segment_size, std::io::stdin().lock())?;
+    }
     start_prefetch_worker(args, node, first, lock, Some(count), Some(segment_size))
 }
 
@@ -1088,35 +1114,51 @@ mod tests {
     use super::{Args, Command};
 
     /// Both backends start a node's prefetch with `archiving::prefetch_args`: this program
-    /// reads back what they write, with `--segment-size` only when it is not 16 MiB.
+    /// reads back what they write, with `--segment-size` only when it is not 16 MiB, and the
+    /// option each adds for its stdin (SSH the environment, this host the pre-flight's WAL),
+    /// never both.
     #[test]
     fn the_backends_prefetch_arguments_parse() {
-        for (size, expected) in [(16 << 20, None), (1 << 20, Some(1 << 20))] {
+        let first = "000000010000000000000003";
+        let argv = |size: u64, stdin: &[&str]| {
             let mut argv: Vec<String> = ["citus-recovery", "--config", "/etc/c.json"]
                 .map(String::from)
                 .into();
-            let first = "000000010000000000000003";
             argv.extend(citus_recovery::archiving::prefetch_args(
                 "worker1", first, 7, size,
             ));
-            argv.extend(["--pg-wal", "/d/pg_wal", "--env-on-stdin"].map(String::from));
-            let args = Args::try_parse_from(&argv).expect("the prefetch arguments parse");
-            let Command::ArchiveGetPrefetch {
-                node,
-                pg_wal,
-                count,
-                env_on_stdin,
-                segment_size,
-                first: got,
-            } = args.command
-            else {
-                panic!("not archive-get-prefetch: {argv:?}");
-            };
-            assert_eq!(
-                (node.as_str(), pg_wal.to_str(), count, env_on_stdin),
-                ("worker1", Some("/d/pg_wal"), 7, true)
-            );
-            assert_eq!((segment_size, got.as_str()), (expected, first));
+            argv.extend(["--pg-wal", "/d/pg_wal"].map(String::from));
+            argv.extend(stdin.iter().map(|s| s.to_string()));
+            argv
+        };
+        for (size, expected) in [(16 << 20, None), (1 << 20, Some(1 << 20))] {
+            for (option, env, proven) in [
+                ("--env-on-stdin", true, false),
+                ("--proven-on-stdin", false, true),
+            ] {
+                let argv = argv(size, &[option]);
+                let args = Args::try_parse_from(&argv).expect("the prefetch arguments parse");
+                let Command::ArchiveGetPrefetch {
+                    node,
+                    pg_wal,
+                    count,
+                    env_on_stdin,
+                    proven_on_stdin,
+                    segment_size,
+                    first: got,
+                } = args.command
+                else {
+                    panic!("not archive-get-prefetch: {argv:?}");
+                };
+                assert_eq!(
+                    (node.as_str(), pg_wal.to_str(), count),
+                    ("worker1", Some("/d/pg_wal"), 7)
+                );
+                assert_eq!((env_on_stdin, proven_on_stdin), (env, proven));
+                assert_eq!((segment_size, got.as_str()), (expected, first));
+            }
         }
+        let both = argv(16 << 20, &["--env-on-stdin", "--proven-on-stdin"]);
+        assert!(Args::try_parse_from(&both).is_err(), "one use of stdin");
     }
 }

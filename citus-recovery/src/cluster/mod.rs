@@ -432,6 +432,10 @@ impl Cluster {
             .verify_reading(backup, Some(&point), crate::verify::BackupRead::Objects)
             .await?;
         if !report.ok() {
+            // No restore follows: nothing the pre-flight read is kept.
+            for node in config.nodes() {
+                self.backend.hold_proven_wal(&node.name, Vec::new());
+            }
             return Err(Error::PreflightFailed {
                 backup: report.backup.clone(),
                 restore_point: point,

@@ -28,6 +28,7 @@ pub use archive::{ArchivePlan, ArchiveReport, ReplacedSetting};
 pub use basebackup::{in_backup_folder, BasebackupPlan, StoredBackup};
 pub use basis::{NodeBasis, PlanBasis};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
+pub(crate) use restore::prefetch_segments;
 pub use restore::{
     failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs, RestorePlan,
     RestoreReport, RestoreState,

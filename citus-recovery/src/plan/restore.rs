@@ -540,10 +540,6 @@ fn prefetch_window(
     queue: usize,
 ) -> Option<(String, String, usize)> {
     let seg_size = part.segment_size();
-    if queue == 0 || point.timeline != part.timeline {
-        return None;
-    }
-    let first = part.start_lsn.segment(seg_size);
     let end = match point.lsn {
         Some(lsn) => lsn.segment(seg_size),
         None => match crate::wal::parse_segment_file_name(&point.segment, seg_size)? {
@@ -551,9 +547,29 @@ fn prefetch_window(
             _ => return None,
         },
     };
-    let count = (end.checked_sub(first)? + 1).min(queue as u64 + 1);
-    let name = |n: u64| crate::wal::lsn::segno_file_name(part.timeline, n, seg_size);
-    Some((name(first), name(first + count - 1), count as usize))
+    let names = prefetch_segments(part, point.timeline, end, queue);
+    Some((names.first()?.clone(), names.last()?.clone(), names.len()))
+}
+
+/// The segments of a node's prefetch window, in order: from the one holding the backup's start
+/// through segment `end` (the one holding the restore point's record) of timeline `tli`, at
+/// most `queue + 1` of them. None when the point is on another timeline than the backup or
+/// the queue is off. Restore-start's pre-flight keeps the ones it reads for the spool.
+pub(crate) fn prefetch_segments(
+    part: &NodeBackup,
+    tli: crate::wal::TimeLineId,
+    end: crate::wal::SegNo,
+    queue: usize,
+) -> Vec<String> {
+    let seg_size = part.segment_size();
+    let first = part.start_lsn.segment(seg_size);
+    if queue == 0 || tli != part.timeline || end < first {
+        return Vec::new();
+    }
+    let count = (end - first + 1).min(queue as u64 + 1);
+    (first..first + count)
+        .map(|n| crate::wal::lsn::segno_file_name(part.timeline, n, seg_size))
+        .collect()
 }
 
 /// The settings to raise so that replay up to the restore point never pauses early: those the

@@ -53,7 +53,9 @@ pub enum BackupRead {
     /// The manifest and each object with the size recorded when it was stored, not the bytes:
     /// restore-start's pre-flight, since extracting checks every file against the manifest as
     /// it writes it (one pass over the backup, not two) and a damaged file fails the restore,
-    /// which rolls every node back.
+    /// which rolls every node back. It also keeps the first WAL segments of each node's
+    /// prefetch window as it reads them, and hands them to the backend
+    /// ([`crate::backend::ClusterBackend::hold_proven_wal`]) for the node's spool.
     Objects,
 }
 
@@ -495,6 +497,9 @@ pub async fn verify_reading(
     // the results are reported node by node below, as before.
     let mut continuity_checks: HashMap<String, ContinuityTask> = HashMap::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(CONTINUITY_NODES_AT_ONCE));
+    // Restore-start's pre-flight: what it reads first is what replay asks for first.
+    let keep_proven = read == BackupRead::Objects && backend.is_some();
+    let budget = Arc::new(wal::FrameBudget::new(wal::PROVEN_WAL_BUDGET));
     for node in config.nodes() {
         let (Some(part), Some(archive)) = (backup.node(&node.name), archives.get(&node.name))
         else {
@@ -505,6 +510,16 @@ pub async fn verify_reading(
         }
         if let Ok(target) = choose::target_on_node(part, &archive.records, &histories) {
             let history = continuity_history(archive, part, target);
+            if let Some(source) = archive.source.as_ref().filter(|_| keep_proven) {
+                let end = target.lsn.segment(part.segment_size());
+                let window = crate::plan::prefetch_segments(
+                    part,
+                    target.timeline,
+                    end,
+                    config.archive_get_queue,
+                );
+                source.keep_frames(&window, &budget);
+            }
             let task = start_continuity(
                 archive.search.clone(),
                 archive.source.clone(),
@@ -694,6 +709,16 @@ pub async fn verify_reading(
         }
         .await
         .map_err(Error::task("checking WAL"))?;
+        if let (Some(backend), Some(source)) = (backend.filter(|_| keep_proven), &archive.source) {
+            // Only WAL that passed is handed on: a failed check holds nothing.
+            let frames = source.take_frames();
+            let proven = if continuity.is_ok() {
+                frames
+            } else {
+                Vec::new()
+            };
+            backend.hold_proven_wal(&node.name, proven);
+        }
         if let Ok(r) = &continuity {
             if let Some(p) = r.parameter_max {
                 raised.insert(node.name.clone(), p);

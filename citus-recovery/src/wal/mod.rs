@@ -15,6 +15,8 @@
 //! - [`archive`]: [`find_restore_points`], [`scan_archive`] and [`check_continuity`] over one
 //!   node's archive folder; [`find_restore_points_from`] and [`locate_restore_point`] read
 //!   only part of it.
+//! - [`proven`]: [`ProvenSegment`], WAL a pre-flight read and checked, kept for the restore's
+//!   spool.
 //! - [`backup_wal`]: [`check_backup_wal`] reads the segments inside a base backup's
 //!   `pg_wal.tar` in place.
 //!
@@ -28,6 +30,7 @@ pub mod history;
 pub mod lsn;
 pub mod page;
 pub mod pages;
+pub mod proven;
 pub mod reader;
 pub mod record;
 pub mod segment;
@@ -57,6 +60,7 @@ pub use lsn::{
     TimeLineId, DEFAULT_PAGE_SIZE, DEFAULT_SEGMENT_SIZE,
 };
 pub use pages::{PageStream, SegmentData, SegmentProvider};
+pub use proven::{FrameBudget, ProvenSegment, PROVEN_WAL_BUDGET};
 pub use reader::{ReaderOptions, ReaderStats, RecordInfo, WalReader};
 pub use record::{ParameterChange, RecordHeader, RestorePointData};
 pub use segment::{ArchiveListing, SegmentRef};

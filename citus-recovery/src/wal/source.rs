@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::error::WalError;
 use super::lsn::{is_valid_segment_size, parse_segment_file_name, segno_file_name};
 use super::pages::SegmentData;
+use super::proven::{FrameBudget, ProvenSegment};
 use super::segment::open_regular;
 use crate::repository::codec;
 use crate::repository::{Key, RepoError, Repository};
@@ -72,6 +73,20 @@ pub trait WalSource: Send + Sync {
     /// source waits unused (a check keeps each node's source between two reads). By default
     /// nothing is kept.
     fn release(&self) {}
+
+    /// Asks the source to keep the repository objects of the files `names` as it reads them,
+    /// while `budget` allows, for [`WalSource::take_frames`] (restore-start hands them to the
+    /// node's spool). Kept through [`WalSource::release`]. By default nothing is kept (a folder
+    /// holds no frames).
+    fn keep_frames(&self, names: &[String], budget: &Arc<FrameBudget>) {
+        let _ = (names, budget);
+    }
+
+    /// The objects kept since [`WalSource::keep_frames`], in the order they were read; the
+    /// source holds them no more.
+    fn take_frames(&self) -> Vec<ProvenSegment> {
+        Vec::new()
+    }
 
     /// The first `len` bytes of `name` (fewer when it is shorter): for a segment's long header.
     fn read_head(&self, name: &str, len: usize) -> Result<Vec<u8>, WalError> {
@@ -157,6 +172,14 @@ impl WalSource for ListedOnce {
 
     fn path_of(&self, name: &str) -> PathBuf {
         self.inner.path_of(name)
+    }
+
+    fn keep_frames(&self, names: &[String], budget: &Arc<FrameBudget>) {
+        self.inner.keep_frames(names, budget)
+    }
+
+    fn take_frames(&self) -> Vec<ProvenSegment> {
+        self.inner.take_frames()
     }
 
     fn release(&self) {
@@ -284,12 +307,41 @@ struct State {
     plan: Option<VecDeque<String>>,
     /// Files being fetched before the reader asks for them, at most [`READ_AHEAD`].
     ahead: Vec<ReadAhead>,
+    /// The files whose objects are kept when read, and the budget they are kept within.
+    keep: Option<(Vec<String>, Arc<FrameBudget>)>,
+    /// The objects kept so far.
+    kept: Vec<ProvenSegment>,
+}
+
+impl State {
+    /// Keeps `frame`, the object `name` was decoded from, when `name` is to be kept and the
+    /// budget allows (once per name).
+    fn keep_frame(&mut self, name: &str, frame: Bytes) {
+        let Some((names, budget)) = &self.keep else {
+            return;
+        };
+        if !names.iter().any(|n| n == name) || self.kept.iter().any(|k| k.name == name) {
+            return;
+        }
+        if budget.take(frame.len() as u64) {
+            self.kept.push(ProvenSegment {
+                name: name.to_string(),
+                frame,
+            });
+        }
+    }
 }
 
 /// A file being fetched before the reader asks for it.
 struct ReadAhead {
     name: String,
-    task: tokio::task::JoinHandle<Result<Bytes, WalError>>,
+    task: tokio::task::JoinHandle<Result<Fetched, WalError>>,
+}
+
+/// A file fetched: decoded, and the repository object it was decoded from.
+struct Fetched {
+    data: Bytes,
+    frame: Bytes,
 }
 
 /// How a file is fetched and decoded, the same on the reader's thread and in a read-ahead task
@@ -433,17 +485,20 @@ impl RepositorySource {
                 data
             }
             None => {
-                let data = match pending {
+                let fetched = match pending {
                     Some(pending) => self.finish(pending)?,
                     None => {
                         let listed = self.state().keys.get(name).cloned();
                         let candidates = self.fetcher.candidates(name, listed);
                         let (key, frame) =
                             self.handle.block_on(self.fetcher.get(name, candidates))?;
-                        self.fetcher.decode(&key, &frame)?
+                        let data = self.fetcher.decode(&key, &frame)?;
+                        Fetched { data, frame }
                     }
                 };
+                let data = fetched.data;
                 let mut state = self.state();
+                state.keep_frame(name, fetched.frame);
                 if state.cache.len() >= CACHED_FILES {
                     state.cache.pop_front();
                 }
@@ -517,14 +572,17 @@ impl RepositorySource {
                 let (key, frame) = fetcher.get(&file, candidates).await?;
                 let k = key.clone();
                 let location = fetcher.location();
-                tokio::task::spawn_blocking(move || fetcher.decode(&key, &frame))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(WalError::Repository {
-                            location,
-                            problem: format!("decoding {k} failed: {e}"),
-                        })
+                tokio::task::spawn_blocking(move || {
+                    let data = fetcher.decode(&key, &frame)?;
+                    Ok(Fetched { data, frame })
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(WalError::Repository {
+                        location,
+                        problem: format!("decoding {k} failed: {e}"),
                     })
+                })
             });
             state.ahead.push(ReadAhead {
                 name: name.clone(),
@@ -541,7 +599,7 @@ impl RepositorySource {
     }
 
     /// Waits for a read-ahead.
-    fn finish(&self, pending: ReadAhead) -> Result<Bytes, WalError> {
+    fn finish(&self, pending: ReadAhead) -> Result<Fetched, WalError> {
         match self.handle.block_on(pending.task) {
             Ok(result) => result,
             Err(e) => Err(WalError::Repository {
@@ -630,6 +688,16 @@ impl WalSource for RepositorySource {
         let window: Vec<String> = names.iter().take(READ_AHEAD).cloned().collect();
         self.state().plan = Some(names.iter().cloned().collect());
         self.read_ahead(&window);
+    }
+
+    fn keep_frames(&self, names: &[String], budget: &Arc<FrameBudget>) {
+        self.state().keep = Some((names.to_vec(), budget.clone()));
+    }
+
+    fn take_frames(&self) -> Vec<ProvenSegment> {
+        let mut state = self.state();
+        state.keep = None;
+        std::mem::take(&mut state.kept)
     }
 
     fn release(&self) {

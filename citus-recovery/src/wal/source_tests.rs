@@ -643,3 +643,46 @@ fn a_source_listed_once_lists_once_and_holds_nothing_between_reads() {
         "{calls:?}"
     );
 }
+
+#[test]
+fn a_source_keeps_the_objects_it_was_asked_to_keep_within_the_budget() {
+    use crate::wal::source::ListedOnce;
+
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let end = ten_segments(dir.path());
+    let (repo, source) = slow_source(&rt, dir.path(), Slow::default());
+    let source = ListedOnce::new(Box::new(source));
+    let name = |n| lsn::segno_file_name(1, n, SEG);
+    let object = |n| {
+        let key = Key::new(&format!("wal/n1/{}.zst", name(n))).unwrap();
+        rt.block_on(repo.inner.get(&key)).unwrap()
+    };
+    let wanted: Vec<String> = (1..=4).map(name).collect();
+    // Room for three of the four: the fourth is read but not kept.
+    let one = object(1).len() as u64;
+    let budget = Arc::new(FrameBudget::new(
+        one + object(2).len() as u64 + object(3).len() as u64,
+    ));
+    source.keep_frames(&wanted, &budget);
+    let got = check_continuity_in(&source, None, Lsn(SEG), end, &sized());
+    assert_eq!(got.unwrap().segments.len(), 10);
+    // Releasing the reader's caches keeps them: they are for the restore that follows.
+    source.release();
+    let kept = source.take_frames();
+    let names: Vec<&str> = kept.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, [name(1), name(2), name(3)]);
+    for (n, k) in (1..).zip(&kept) {
+        assert_eq!(k.frame, object(n), "the repository's object, as stored");
+        assert_eq!(
+            codec::decode(&k.frame).unwrap().len() as u64,
+            SEG,
+            "a frame that decodes to the segment"
+        );
+    }
+    assert!(source.take_frames().is_empty(), "taken once");
+    // Not asked to keep (anymore): nothing is kept.
+    check_continuity_in(&source, None, Lsn(SEG), end, &sized()).unwrap();
+    assert!(source.take_frames().is_empty());
+    assert!(!budget.take(1), "the budget was used up");
+}

@@ -680,3 +680,73 @@ async fn a_stop_request_left_behind_is_cleared_by_the_next_lock() {
     assert_eq!(worker(&repo, &dest, 1, 2).await, 2, "a new worker fetches");
     assert!(!spool.join(STOP_FILE).exists());
 }
+
+/// What `archive-get-prefetch --proven-on-stdin` reads: each segment's header and frame.
+fn seed_stream(segments: &[crate::wal::ProvenSegment]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in segments {
+        out.extend_from_slice(seed_header(s).as_bytes());
+        out.extend_from_slice(&s.frame);
+    }
+    out
+}
+
+fn proven(n: u64) -> crate::wal::ProvenSegment {
+    crate::wal::ProvenSegment {
+        name: seg(n),
+        frame: codec::encode(Compression::Zstd(1), &content(n)),
+    }
+}
+
+#[tokio::test]
+async fn a_seeded_spool_holds_what_the_pre_flight_read_and_the_worker_fetches_only_the_rest() {
+    let (repo, dir) = setup(1..8).await;
+    let dest = dir.path().join("pg_wal/RECOVERYXLOG");
+    let pg_wal = dir.path().join("pg_wal");
+    let lock = SpoolLock::for_pg_wal(&pg_wal).unwrap();
+    lock.record_window(&seg(1), 5, MIB16).unwrap();
+    let input = seed_stream(&[proven(1), proven(2), proven(3)]);
+    assert_eq!(seed_spool(&lock, &seg(1), 5, MIB16, &input[..]).unwrap(), 3);
+    assert_eq!(
+        spooled(dir.path()),
+        [spooled_name(1), spooled_name(2), spooled_name(3)]
+    );
+    assert_eq!(repo.gets(), 0, "nothing fetched");
+    // The worker of the same window fetches the two that were not seeded, and nothing else.
+    prefetch(&repo, "w1", &seg(1), 5, Some(MIB16), &lock)
+        .await
+        .unwrap();
+    assert_eq!(repo.gets(), 2);
+    assert_eq!(spooled(dir.path()).len(), 5);
+    drop(lock);
+    assert!(taken(take_spooled(&seg(1), &dest)).is_some());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        content(1),
+        "decoded as stored"
+    );
+}
+
+#[tokio::test]
+async fn a_seed_outside_the_window_damaged_or_cut_short_is_refused() {
+    let (_repo, dir) = setup(1..2).await;
+    let pg_wal = dir.path().join("pg_wal");
+    let lock = SpoolLock::for_pg_wal(&pg_wal).unwrap();
+    let refused = |input: Vec<u8>| {
+        let e = seed_spool(&lock, &seg(1), 3, MIB16, &input[..]).unwrap_err();
+        e.to_string()
+    };
+    assert!(refused(seed_stream(&[proven(4)])).contains("not in the window"));
+    let mut damaged = proven(1);
+    let mut bytes = damaged.frame.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    damaged.frame = bytes.into();
+    let e = refused(seed_stream(&[damaged]));
+    assert!(e.contains(&seg(1)), "{e}");
+    let mut cut = seed_stream(&[proven(2)]);
+    cut.truncate(cut.len() - 10);
+    assert!(refused(cut).contains("ends after"));
+    assert!(refused(b"not a header\n".to_vec()).contains("is not `<segment> <length>`"));
+    assert!(spooled(dir.path()).is_empty(), "nothing refused is stored");
+}
