@@ -300,6 +300,7 @@ async fn read_archives(
     point: &str,
     backups: &[&Backup],
     recorded: Option<&RestorePoint>,
+    budget: &Arc<wal::FrameBudget>,
 ) -> Result<HashMap<String, NodeArchive>> {
     let mut tasks = Vec::new();
     for node in config.nodes() {
@@ -324,12 +325,16 @@ async fn read_archives(
                 .filter(|s| !s.is_empty()),
             segment_size,
         };
-        let (name, point) = (node.name.clone(), point.to_string());
+        let (name, point, budget) = (node.name.clone(), point.to_string(), budget.clone());
         tasks.push(tokio::task::spawn_blocking(move || {
             let (source, dir, histories, (records, error)) = match search.source() {
                 Ok(source) => {
                     // Listed once for the search and the continuity check after it.
                     let source: Arc<dyn WalSource> = Arc::new(ListedOnce::new(source));
+                    // The continuity check ends in the recorded segment: read once for both.
+                    if let Some(segment) = &search.recorded_segment {
+                        source.keep_frames(std::slice::from_ref(segment), &budget);
+                    }
                     let histories = read_histories(source.as_ref());
                     let found = match search_node(source.as_ref(), &search, &point) {
                         Ok(records) => (records, None),
@@ -430,7 +435,10 @@ pub async fn verify_reading(
         Some(b) => vec![b],
         None => all_backups.iter().collect(),
     };
-    let archives = read_archives(config, repo, point, &candidates, in_record).await?;
+    // What the WAL sources keep, over all nodes: the restore point's segment between the
+    // search and the continuity check, and restore-start's first window.
+    let budget = Arc::new(wal::FrameBudget::new(wal::PROVEN_WAL_BUDGET));
+    let archives = read_archives(config, repo, point, &candidates, in_record, &budget).await?;
     if in_record.is_none() && archives.values().all(|a| a.records.is_empty()) {
         let mut known: Vec<String> = catalog
             .restore_points()
@@ -499,7 +507,6 @@ pub async fn verify_reading(
     let slots = Arc::new(tokio::sync::Semaphore::new(CONTINUITY_NODES_AT_ONCE));
     // Restore-start's pre-flight: what it reads first is what replay asks for first.
     let keep_proven = read == BackupRead::Objects && backend.is_some();
-    let budget = Arc::new(wal::FrameBudget::new(wal::PROVEN_WAL_BUDGET));
     for node in config.nodes() {
         let (Some(part), Some(archive)) = (backup.node(&node.name), archives.get(&node.name))
         else {

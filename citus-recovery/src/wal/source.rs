@@ -74,10 +74,12 @@ pub trait WalSource: Send + Sync {
     /// nothing is kept.
     fn release(&self) {}
 
-    /// Asks the source to keep the repository objects of the files `names` as it reads them,
-    /// while `budget` allows, for [`WalSource::take_frames`] (restore-start hands them to the
-    /// node's spool). Kept through [`WalSource::release`]. By default nothing is kept (a folder
-    /// holds no frames).
+    /// Asks the source to keep the repository objects of the files `names` (besides those
+    /// asked for before) as it reads them, while `budget` allows: a file kept is decoded from
+    /// its object when it is read again, not fetched again (the restore point's segment, read
+    /// by the search and again by the continuity check), and [`WalSource::take_frames`] gives
+    /// them (restore-start hands them to the node's spool). Kept through
+    /// [`WalSource::release`]. By default nothing is kept (a folder holds no frames).
     fn keep_frames(&self, names: &[String], budget: &Arc<FrameBudget>) {
         let _ = (names, budget);
     }
@@ -487,14 +489,21 @@ impl RepositorySource {
             None => {
                 let fetched = match pending {
                     Some(pending) => self.finish(pending)?,
-                    None => {
-                        let listed = self.state().keys.get(name).cloned();
-                        let candidates = self.fetcher.candidates(name, listed);
-                        let (key, frame) =
-                            self.handle.block_on(self.fetcher.get(name, candidates))?;
-                        let data = self.fetcher.decode(&key, &frame)?;
-                        Fetched { data, frame }
-                    }
+                    None => match self.kept_frame(name) {
+                        // Read before and kept: decoded again, not fetched again.
+                        Some((key, frame)) => {
+                            let data = self.fetcher.decode(&key, &frame)?;
+                            Fetched { data, frame }
+                        }
+                        None => {
+                            let listed = self.state().keys.get(name).cloned();
+                            let candidates = self.fetcher.candidates(name, listed);
+                            let (key, frame) =
+                                self.handle.block_on(self.fetcher.get(name, candidates))?;
+                            let data = self.fetcher.decode(&key, &frame)?;
+                            Fetched { data, frame }
+                        }
+                    },
                 };
                 let data = fetched.data;
                 let mut state = self.state();
@@ -561,6 +570,7 @@ impl RepositorySource {
         for name in window {
             if state.ahead.iter().any(|r| r.name == *name)
                 || state.cache.iter().any(|(n, _)| n == name)
+                || state.kept.iter().any(|k| k.name == *name)
             {
                 continue;
             }
@@ -589,6 +599,18 @@ impl RepositorySource {
                 task,
             });
         }
+    }
+
+    /// The kept object of `name` and the key it is named by in messages, if one is kept.
+    fn kept_frame(&self, name: &str) -> Option<(Key, Bytes)> {
+        let state = self.state();
+        let frame = state.kept.iter().find(|k| k.name == name)?.frame.clone();
+        let key = state
+            .keys
+            .get(name)
+            .cloned()
+            .or_else(|| self.fetcher.prefix.join(name).ok())?;
+        Some((key, frame))
     }
 
     /// The read-ahead of `name`, if one is under way.
@@ -691,7 +713,17 @@ impl WalSource for RepositorySource {
     }
 
     fn keep_frames(&self, names: &[String], budget: &Arc<FrameBudget>) {
-        self.state().keep = Some((names.to_vec(), budget.clone()));
+        let mut state = self.state();
+        let (wanted, _) = state
+            .keep
+            .get_or_insert_with(|| (Vec::new(), budget.clone()));
+        wanted.extend(
+            names
+                .iter()
+                .filter(|n| !wanted.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
     }
 
     fn take_frames(&self) -> Vec<ProvenSegment> {

@@ -686,3 +686,32 @@ fn a_source_keeps_the_objects_it_was_asked_to_keep_within_the_budget() {
     assert!(source.take_frames().is_empty());
     assert!(!budget.take(1), "the budget was used up");
 }
+
+#[test]
+fn a_kept_object_is_decoded_again_not_fetched_again() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let end = ten_segments(dir.path());
+    let (repo, source) = slow_source(&rt, dir.path(), Slow::default());
+    let last = lsn::segno_file_name(1, 10, SEG);
+    let budget = Arc::new(FrameBudget::new(u64::MAX));
+    // The search reads the recorded segment; the continuity check ends in it.
+    source.keep_frames(std::slice::from_ref(&last), &budget);
+    assert!(locate_restore_point_in(&source, "b", &last, 4)
+        .unwrap()
+        .is_some());
+    source.release();
+    let got = check_continuity_in(&source, None, Lsn(SEG), end, &sized());
+    assert_eq!(got.unwrap().segments.len(), 10);
+    let started = repo.hook.segments_started();
+    assert_eq!(
+        started.iter().filter(|&&s| s == 10).count(),
+        1,
+        "fetched once: {started:?}"
+    );
+    assert_eq!(
+        started.iter().filter(|&&s| s < 10).count(),
+        9,
+        "the others once each: {started:?}"
+    );
+}
