@@ -487,9 +487,23 @@ impl SpoolLock {
     /// it), in a new session, stdin/stdout/stderr on `/dev/null` (nobody waits for its
     /// output), working folder `/`, the lock's descriptor kept open across `exec`. Returns once
     /// the program runs; the lock is then the worker's.
-    pub fn spawn(self, mut cmd: std::process::Command) -> Result<()> {
+    pub fn spawn(self, cmd: std::process::Command) -> Result<()> {
+        self.spawn_detached(cmd, std::process::Stdio::null())
+    }
+
+    /// [`Self::spawn`], the worker reading this process's stdin (restore-start's
+    /// `archive-get-prefetch` passes on what the pre-flight read: [`seed_spool`]).
+    pub fn spawn_with_stdin(self, cmd: std::process::Command) -> Result<()> {
+        self.spawn_detached(cmd, std::process::Stdio::inherit())
+    }
+
+    fn spawn_detached(
+        self,
+        mut cmd: std::process::Command,
+        stdin: std::process::Stdio,
+    ) -> Result<()> {
         let fd = self.fd.as_raw_fd();
-        cmd.stdin(std::process::Stdio::null())
+        cmd.stdin(stdin)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .current_dir("/");

@@ -248,6 +248,10 @@ enum Command {
         /// The segments' size in bytes (default: FIRST's own length, fetched first).
         #[arg(long)]
         segment_size: Option<u64>,
+        /// Segments the pre-flight read come on stdin (as for archive-get-prefetch): stored
+        /// before the rest is fetched. Needs --queue and --segment-size.
+        #[arg(long, requires_all = ["queue", "segment_size"])]
+        proven_on_stdin: bool,
     },
     /// Run by restore-start as the servers' user, on the node's host, before the server
     /// starts: takes the lock of the prefetch spool in --pg-wal and starts a detached
@@ -267,8 +271,8 @@ enum Command {
         #[arg(long)]
         env_on_stdin: bool,
         /// Segments of the window the pre-flight read come on stdin, each as a line
-        /// `<segment> <length>` and the repository object: stored in the spool before the
-        /// worker starts, so it fetches only the rest.
+        /// `<segment> <length>` and the repository object: the worker reads them, stores them
+        /// in the spool and fetches only the rest.
         #[arg(long, conflicts_with = "env_on_stdin")]
         proven_on_stdin: bool,
         /// The segments' size in bytes (the backup's `wal_segment_size`; default 16 MiB).
@@ -392,9 +396,15 @@ pub fn main() -> ExitCode {
         first,
         queue,
         segment_size,
+        proven_on_stdin,
     } = &args.command
     {
-        return prefetch_worker(&args, node, *spool_fd, first, *queue, *segment_size);
+        let window = Window {
+            first,
+            queue: *queue,
+            segment_size: *segment_size,
+        };
+        return prefetch_worker(&args, node, *spool_fd, &window, *proven_on_stdin);
     }
     if let Command::ArchiveGetPrefetch {
         node,
@@ -900,7 +910,12 @@ fn archive_get_from_spool(
     }
     if let (Some(lock), Some(next)) = (refill, archiving::next_segment(file, segment_size)) {
         // Best effort: without a worker the next call fetches (and starts one).
-        let _ = start_prefetch_worker(args, node, &next, lock, None, Some(segment_size));
+        let window = Window {
+            first: &next,
+            queue: None,
+            segment_size: Some(segment_size),
+        };
+        let _ = start_prefetch_worker(args, node, &window, lock, false);
     }
     Some(ExitCode::SUCCESS)
 }
@@ -931,7 +946,12 @@ async fn archive_get_fetch(
         let guess = citus_recovery::wal::DEFAULT_SEGMENT_SIZE;
         if let Some(next) = archiving::next_segment(file, guess) {
             if let Some(lock) = archiving::SpoolLock::for_dest(dest) {
-                if let Err(e) = start_prefetch_worker(args, node, &next, lock, None, None) {
+                let window = Window {
+                    first: &next,
+                    queue: None,
+                    segment_size: None,
+                };
+                if let Err(e) = start_prefetch_worker(args, node, &window, lock, false) {
                     tracing::warn!("archive-get {file}: no prefetch: {e}");
                 }
             }
@@ -940,16 +960,22 @@ async fn archive_get_fetch(
     archiving::archive_get(repo.as_ref(), node, file, dest, queue).await
 }
 
-/// Starts this program's detached `archive-get-worker` with the spool's lock, for `queue`
-/// segments (default: the config's archiveGetQueue) of `segment_size` bytes (default: the
-/// worker learns it from `first`).
+/// A prefetch worker's window: `queue` segments (default: the config's archiveGetQueue) from
+/// `first` on, of `segment_size` bytes (default: the worker learns it from `first`).
+struct Window<'a> {
+    first: &'a str,
+    queue: Option<usize>,
+    segment_size: Option<u64>,
+}
+
+/// Starts this program's detached `archive-get-worker` with the spool's lock for `window`;
+/// with `proven`, the worker reads the pre-flight's WAL from this process's stdin first.
 fn start_prefetch_worker(
     args: &Args,
     node: &str,
-    first: &str,
+    window: &Window,
     lock: archiving::SpoolLock,
-    queue: Option<usize>,
-    segment_size: Option<u64>,
+    proven: bool,
 ) -> citus_recovery::Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| citus_recovery::Error::io("find this program", "/proc/self/exe", e))?;
@@ -960,13 +986,17 @@ fn start_prefetch_worker(
         .arg(config)
         .args(["archive-get-worker", "--node", node, "--spool-fd"])
         .arg(lock.raw_fd().to_string());
-    if let Some(queue) = queue {
+    if let Some(queue) = window.queue {
         cmd.arg("--queue").arg(queue.to_string());
     }
-    if let Some(size) = segment_size {
+    if let Some(size) = window.segment_size {
         cmd.arg("--segment-size").arg(size.to_string());
     }
-    cmd.arg(first);
+    cmd.arg(window.first);
+    if proven {
+        cmd.arg("--proven-on-stdin");
+        return lock.spawn_with_stdin(cmd);
+    }
     lock.spawn(cmd)
 }
 
@@ -981,8 +1011,8 @@ enum StdinCarries {
 }
 
 /// `archive-get-prefetch` (restore-start, as the servers' user): the spool in `pg_wal` locked,
-/// its window recorded (and seeded with what the pre-flight read, when it comes on stdin), and
-/// a worker started for `count` segments of `segment_size` bytes from `first` on.
+/// its window recorded, and a worker started for `count` segments of `segment_size` bytes from
+/// `first` on (reading what the pre-flight read from this program's stdin, when it comes).
 fn warm_spool(
     args: &Args,
     node: &str,
@@ -1022,10 +1052,13 @@ fn warm_spool(
         )
     })?;
     lock.record_window(first, count, segment_size)?;
-    if stdin == StdinCarries::ProvenWal {
-        archiving::seed_spool(&lock, first, count, segment_size, std::io::stdin().lock())?;
-    }
-    start_prefetch_worker(args, node, first, lock, Some(count), Some(segment_size))
+    let window = Window {
+        first,
+        queue: Some(count),
+        segment_size: Some(segment_size),
+    };
+    // The worker reads the pre-flight's WAL, so this returns (and the server starts) at once.
+    start_prefetch_worker(args, node, &window, lock, stdin == StdinCarries::ProvenWal)
 }
 
 /// `archive-get-worker`: fills the spool from `first` on, then exits. Its output goes nowhere
@@ -1035,21 +1068,33 @@ fn prefetch_worker(
     args: &Args,
     node: &str,
     spool_fd: i32,
-    first: &str,
-    queue: Option<usize>,
-    segment_size: Option<u64>,
+    window: &Window,
+    proven: bool,
 ) -> ExitCode {
     let Ok(lock) = archiving::SpoolLock::inherited(spool_fd) else {
         return ExitCode::FAILURE;
     };
+    if let (true, Some(queue), Some(size)) = (proven, window.queue, window.segment_size) {
+        // First, so that restore-start (writing them) goes on; a failure leaves the segments
+        // to be fetched below.
+        let _ = archiving::seed_spool(&lock, window.first, queue, size, std::io::stdin().lock());
+    }
     let Ok(runtime) = tokio::runtime::Runtime::new() else {
         return ExitCode::FAILURE;
     };
     let done = runtime.block_on(async {
         let config = load_config(args)?;
         let repo = archiving::wal_repository(&config, node)?;
-        let queue = queue.unwrap_or(config.archive_get_queue);
-        archiving::prefetch(repo.as_ref(), node, first, queue, segment_size, &lock).await
+        let queue = window.queue.unwrap_or(config.archive_get_queue);
+        archiving::prefetch(
+            repo.as_ref(),
+            node,
+            window.first,
+            queue,
+            window.segment_size,
+            &lock,
+        )
+        .await
     });
     match done {
         Ok(_) => ExitCode::SUCCESS,
@@ -1160,5 +1205,37 @@ mod tests {
         }
         let both = argv(16 << 20, &["--env-on-stdin", "--proven-on-stdin"]);
         assert!(Args::try_parse_from(&both).is_err(), "one use of stdin");
+        // The worker it starts reads them for a window it knows whole.
+        let worker = |more: &[&str]| {
+            let mut argv = vec![
+                "citus-recovery",
+                "--config",
+                "/etc/c.json",
+                "archive-get-worker",
+            ];
+            argv.extend([
+                "--node",
+                "worker1",
+                "--spool-fd",
+                "5",
+                "--proven-on-stdin",
+                first,
+            ]);
+            argv.extend(more);
+            Args::try_parse_from(argv)
+        };
+        assert!(
+            worker(&[]).is_err(),
+            "--queue and --segment-size are needed"
+        );
+        let args = worker(&["--queue", "7", "--segment-size", "16777216"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::ArchiveGetWorker {
+                proven_on_stdin: true,
+                queue: Some(7),
+                ..
+            }
+        ));
     }
 }

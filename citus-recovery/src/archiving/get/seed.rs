@@ -1,7 +1,9 @@
 //! Seeding a spool with WAL restore-start's pre-flight read ([`crate::wal::ProvenSegment`]):
 //! the tool sends the repository objects on the stdin of `archive-get-prefetch`, which runs as
-//! the servers' user with the spool's lock and stores each one as the worker would have, so
-//! the worker it starts next finds them there and fetches only the rest of its window.
+//! the servers' user and hands its stdin, with the spool's lock, to the worker it starts. The
+//! worker reads them all, stores each one as if it had fetched it, and then fetches only the
+//! rest of its window. The server starts meanwhile: its first archive-get waits for the worker
+//! as for any segment of the worker's window.
 //!
 //! The stream is, for each segment, a line `<segment> <frame bytes>\n` and the frame; then the
 //! end of the stream. Every frame is decoded (its checksum checked) before it is stored, and
@@ -21,8 +23,10 @@ pub fn seed_header(segment: &ProvenSegment) -> String {
 
 /// Reads segments from `input` (as [`seed_header`] and the frame send them) into the spool
 /// `lock` holds, each decoded and checksum-checked; only segments of the window `first` and the
-/// `count - 1` after it (of `segment_size` bytes) are taken. Returns how many it stored. A malformed stream, a segment outside the window or a damaged
-/// frame is an error: the worker fetches whatever is missing.
+/// `count - 1` after it (of `segment_size` bytes) are taken. The whole stream is read before
+/// the first segment is decoded, so the sender is not kept waiting. Returns how many it stored.
+/// A malformed stream, a segment outside the window or a damaged frame is an error (what was
+/// stored before it stays): the worker fetches whatever is missing.
 pub fn seed_spool(
     lock: &SpoolLock,
     first: &str,
@@ -30,15 +34,34 @@ pub fn seed_spool(
     segment_size: u64,
     input: impl Read,
 ) -> Result<usize> {
-    let bad = |problem: String| Error::InvalidArgument {
+    let window =
+        window_segments(first, count, segment_size).ok_or_else(|| Error::InvalidArgument {
+            what: "prefetch window",
+            value: first.to_string(),
+            problem: "is not a WAL segment name".into(),
+        })?;
+    let mut stored = 0;
+    for segment in read_seeds(&window, input)? {
+        let data =
+            codec::decode(&segment.frame).map_err(|e| bad(format!("{}: {e}", segment.name)))?;
+        store(&lock.dir, &segment.name, &data)?;
+        stored += 1;
+    }
+    Ok(stored)
+}
+
+fn bad(problem: String) -> Error {
+    Error::InvalidArgument {
         what: "proven WAL on stdin",
         value: String::new(),
         problem,
-    };
-    let window = window_segments(first, count, segment_size)
-        .ok_or_else(|| bad(format!("{first} is not a WAL segment name")))?;
+    }
+}
+
+/// Every segment on `input` until its end, each one of `window`.
+fn read_seeds(window: &[String], input: impl Read) -> Result<Vec<ProvenSegment>> {
     let mut input = std::io::BufReader::new(input);
-    let mut stored = 0;
+    let mut segments = Vec::new();
     loop {
         let mut line = String::new();
         let read = (&mut input)
@@ -46,7 +69,7 @@ pub fn seed_spool(
             .read_line(&mut line)
             .map_err(|e| bad(format!("cannot read it: {e}")))?;
         if read == 0 {
-            return Ok(stored);
+            return Ok(segments);
         }
         let (name, len) = line
             .trim_end_matches('\n')
@@ -72,8 +95,9 @@ pub fn seed_spool(
                 frame.len()
             )));
         }
-        let data = codec::decode(&frame).map_err(|e| bad(format!("{name}: {e}")))?;
-        store(&lock.dir, &name, &data)?;
-        stored += 1;
+        segments.push(ProvenSegment {
+            name,
+            frame: frame.into(),
+        });
     }
 }
