@@ -51,8 +51,9 @@ pub struct ExpireListing {
 }
 
 impl ExpireListing {
-    /// Reads the catalog and the store. `repo` is the config's repository (to read a
-    /// segment's header for each node's segment size).
+    /// Reads the catalog and the store. Each node's segment size is the one its backups
+    /// recorded, when they all agree; else it is read from a segment's header in its archive
+    /// (through `repo`, the config's repository, when there is one).
     pub async fn read(
         config: &ClusterConfig,
         catalog: &Catalog,
@@ -62,6 +63,10 @@ impl ExpireListing {
         let mut listing = Self::read_files(config, catalog, store).await?;
         for node in config.nodes() {
             if !listing.wal[&node.name].iter().any(|f| f.name.len() == 24) {
+                continue;
+            }
+            if let Some(size) = recorded_segment_size(&listing.backups, &node.name) {
+                listing.segment_size.insert(node.name.clone(), size);
                 continue;
             }
             let (repo, dir, name) = (repo.cloned(), config.archive_dir(node), node.name.clone());
@@ -103,6 +108,17 @@ impl ExpireListing {
         }
         Ok(listing)
     }
+}
+
+/// The WAL segment size every backup of `node` in `backups` recorded, when there is at least
+/// one and they agree (backups before the size was recorded do not count).
+fn recorded_segment_size(backups: &[Backup], node: &str) -> Option<u64> {
+    let mut sizes = backups
+        .iter()
+        .filter_map(|b| b.node(node)?.wal_segment_size)
+        .filter(|s| wal::is_valid_segment_size(*s));
+    let first = sizes.next()?;
+    sizes.all(|s| s == first).then_some(first)
 }
 
 /// A backup `expire` removes.

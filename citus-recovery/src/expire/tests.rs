@@ -438,3 +438,37 @@ async fn folder_leftovers_go_and_doubtful_backups_stay() {
     assert!(!base.join("b1").exists());
     assert!(manifest.exists() && base.join("not-a-backup").exists());
 }
+
+#[test]
+fn the_segment_size_is_the_one_every_backup_recorded() {
+    let sized = |i: u64, size: Option<u64>| {
+        let mut b = backup(i);
+        for part in &mut b.nodes {
+            part.wal_segment_size = size;
+        }
+        b
+    };
+    let mib = |n: u64| n << 20;
+    // Backups from before the size was recorded do not count.
+    let agree = [
+        sized(0, None),
+        sized(1, Some(mib(64))),
+        sized(2, Some(mib(64))),
+    ];
+    assert_eq!(
+        super::recorded_segment_size(&agree, "worker1"),
+        Some(mib(64))
+    );
+    // Disagreement, none recorded, no backup of the node, or no valid size: the archive says.
+    let differ = [sized(1, Some(mib(64))), sized(2, Some(mib(16)))];
+    assert_eq!(super::recorded_segment_size(&differ, "worker1"), None);
+    assert_eq!(
+        super::recorded_segment_size(&[sized(1, None)], "worker1"),
+        None
+    );
+    assert_eq!(super::recorded_segment_size(&agree, "worker9"), None);
+    assert_eq!(
+        super::recorded_segment_size(&[sized(1, Some(3))], "worker1"),
+        None
+    );
+}
