@@ -70,20 +70,27 @@ async fn rows_in_segments(t: &TestCluster, node: &str, segments: usize) {
     }
 }
 
+/// Archiving on, backup "first", 3 segments of rows (table `xx`) on both nodes, then restore
+/// point "rp": replay has segments to ask for between the two.
+async fn backup_then_point(t: &TestCluster) -> citus_recovery::catalog::Backup {
+    let c = &t.cluster;
+    c.prepare_archiving(true, false).await.expect("archiving");
+    let backup = c.basebackup(Some("first")).await.expect("base backup");
+    for node in ["coordinator", "worker1"] {
+        rows_in_segments(t, node, 3).await;
+    }
+    c.create_restore_point(Some("rp"))
+        .await
+        .expect("restore point");
+    backup
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_start_prefetches_before_the_server_asks_and_finish_and_abort_remove_the_spool() {
     skip_unless_postgres!();
     let t = created_with_repository(1).await;
     let c = t.cluster.clone();
-    c.prepare_archiving(true, false).await.expect("archiving");
-    let backup = c.basebackup(Some("first")).await.expect("base backup");
-    // Some segments of WAL between the backup and the point, for replay to ask for.
-    for node in ["coordinator", "worker1"] {
-        rows_in_segments(&t, node, 3).await;
-    }
-    c.create_restore_point(Some("rp"))
-        .await
-        .expect("restore point");
+    let backup = backup_then_point(&t).await;
     for node in ["coordinator", "worker1"] {
         t.sql(
             node,
@@ -208,14 +215,7 @@ async fn replay_starts_on_the_wal_the_pre_flight_read_not_on_a_later_copy() {
     skip_unless_postgres!();
     let t = created_with_repository(1).await;
     let c = t.cluster.clone();
-    c.prepare_archiving(true, false).await.expect("archiving");
-    let backup = c.basebackup(Some("first")).await.expect("base backup");
-    for node in ["coordinator", "worker1"] {
-        rows_in_segments(&t, node, 3).await;
-    }
-    c.create_restore_point(Some("rp"))
-        .await
-        .expect("restore point");
+    let backup = backup_then_point(&t).await;
     // The proof reads every segment from the backup to the point and keeps them.
     let plan = c
         .plan_restore_start(Some("first"), Some("rp"))
