@@ -205,19 +205,14 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
             for queue in [0, o.queue] {
                 let name = format!("s3-get-{}-{queue}", configs.len());
                 let cfg = cli_config(&basic, &push_dir, &name, s3.clone(), queue, o)?;
-                configs.push((via.clone(), queue, cfg, Samples::default()));
-            }
-        }
-        for r in 0..o.reps {
-            progress(&format!("wal: archive-get round {}/{}", r + 1, o.reps));
-            for (i, (_, _, cfg, samples)) in configs.iter_mut().enumerate() {
-                let pg_wal = push_dir.join(format!("pg_wal-{i}"));
-                samples.push(get_all(cfg, &segments, &pg_wal, &moto.env()).await?);
+                configs.push((via.clone(), queue, cfg, moto.env(), Samples::default()));
             }
         }
         // 4. The same, one process per segment, over TLS as a real S3 endpoint is reached:
-        // every process opens its own TLS connection and seeds its random generator.
-        match crate::repo::start_moto(&push_dir).await {
+        // every process opens its own TLS connection and seeds its random generator. Its
+        // archive-get row takes turns with the others.
+        let tls_moto = crate::repo::start_moto(&push_dir).await;
+        match &tls_moto {
             Ok(tls) => {
                 let mut tls_env = moto.env();
                 tls_env.push(("SSL_CERT_FILE", tls.ca.display().to_string()));
@@ -231,20 +226,22 @@ pub async fn measure(env: &Env, root: &Path, o: &WalOptions) -> Result<String> {
                     took,
                     segments.len(),
                 ));
-                let mut samples = Samples::default();
-                for _ in 0..o.reps {
-                    let pg_wal = push_dir.join("pg_wal-tls");
-                    samples.push(get_all(&cfg, &segments, &pg_wal, &tls_env).await?);
-                }
-                configs.push(("loopback, TLS".into(), 0, cfg, samples));
+                configs.push(("loopback, TLS".into(), 0, cfg, tls_env, Samples::default()));
             }
             Err(e) => {
                 progress(&format!("wal: S3 rows over TLS left out: {e}"));
                 out.push_str(&format!("S3 rows over TLS left out: {e}\n\n"));
             }
         }
+        for r in 0..o.reps {
+            progress(&format!("wal: archive-get round {}/{}", r + 1, o.reps));
+            for (i, (_, _, cfg, env, samples)) in configs.iter_mut().enumerate() {
+                let pg_wal = push_dir.join(format!("pg_wal-{i}"));
+                samples.push(get_all(cfg, &segments, &pg_wal, env).await?);
+            }
+        }
         let n = segments.len() as f64;
-        for (via, queue, _, s) in &configs {
+        for (via, queue, _, _, s) in &configs {
             let label = match queue {
                 0 => format!("{via}, prefetch off (archiveGetQueue 0)"),
                 q => format!("{via}, prefetch on (archiveGetQueue {q})"),
