@@ -71,7 +71,15 @@ impl Cluster {
     /// take it before they plan, so that a busy cluster is reported before any planning).
     pub(super) async fn apply_locked<P: Apply>(&self, plan: &P) -> Result<P::Report> {
         self.check_basis(plan.basis()).await?;
-        plan.execute_on(self.backend(), &self.options).await
+        let report = plan.execute_on(self.backend(), &self.options).await;
+        if plan.command() == "restore-start" {
+            // What the pre-flight held for the spools and the run did not take (a node that
+            // failed before its prefetch step) is not kept in memory after it.
+            for node in self.config().nodes() {
+                self.backend.hold_proven_wal(&node.name, Vec::new());
+            }
+        }
+        report
     }
 
     /// Observes again what `planned` records and compares.

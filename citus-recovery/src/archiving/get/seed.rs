@@ -84,7 +84,8 @@ fn read_seeds(window: &[String], input: impl Read) -> Result<Vec<ProvenSegment>>
                 "{name}: {len} bytes is more than a frame holds"
             )));
         }
-        let mut frame = Vec::with_capacity(len as usize);
+        // Grown as it is read: a header's length alone never sizes an allocation.
+        let mut frame = Vec::new();
         (&mut input)
             .take(len)
             .read_to_end(&mut frame)
