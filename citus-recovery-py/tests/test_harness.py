@@ -3,6 +3,7 @@ keywords."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -37,9 +38,14 @@ def test_nodes_and_dsn_reach_every_server(archived_cluster: TestCluster) -> None
 
 
 def test_run_options_are_keywords() -> None:
-    config = make_config(new_folder(), workers=1)
-    c = citus_recovery.Cluster(config, wait_timeout=5, poll_interval=0.05, concurrency=1)
-    assert c.node_names == ["coordinator", "worker1"]
-    for bad in ({"wait_timeout": -1.0}, {"poll_interval": 0.0}):
-        with pytest.raises(ValueError):
-            citus_recovery.Cluster(config, **bad)  # type: ignore[arg-type]
+    folder = new_folder()
+    try:
+        config = make_config(folder, workers=1)
+        c = citus_recovery.Cluster(config, wait_timeout=5, poll_interval=0.05, concurrency=1)
+        assert c.node_names == ["coordinator", "worker1"]
+        for bad in ({"wait_timeout": -1.0}, {"poll_interval": 0.0}):
+            with pytest.raises(ValueError):
+                citus_recovery.Cluster(config, **bad)  # type: ignore[arg-type]
+    finally:
+        # Nothing was made in it: no folder is left behind in /tmp.
+        os.rmdir(folder)
