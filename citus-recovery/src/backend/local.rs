@@ -235,7 +235,6 @@ impl LocalBackend {
         finish(node, action, out)
     }
 
-    /// Runs a command to completion; a non-zero exit is an error quoting its output.
     /// The held pre-flight WAL of `node` in the window `first` and the `count - 1` after it;
     /// nothing is held for the node afterwards.
     fn take_proven(
@@ -294,6 +293,7 @@ impl LocalBackend {
         Ok(text)
     }
 
+    /// Runs a command to completion; a non-zero exit is an error quoting its output.
     async fn run(&self, node: &NodeConfig, action: &str, mut cmd: Command) -> Result<String> {
         let out = cmd
             .stdout(Stdio::piped())
