@@ -287,10 +287,9 @@ pub async fn prefetch(
             }
         },
     };
-    let Some(mut window) = following_segments(first, queue.saturating_sub(1), seg_size) else {
+    let Some(window) = window_segments(first, queue, seg_size) else {
         return Ok(0); // not a segment: nothing follows it
     };
-    window.insert(0, first.to_string());
     let present = {
         let (d, w) = (dir.clone(), window.clone());
         let line = format!("{first} {queue}{}", size_word(seg_size));
