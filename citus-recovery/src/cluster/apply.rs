@@ -73,13 +73,18 @@ impl Cluster {
         self.check_basis(plan.basis()).await?;
         let report = plan.execute_on(self.backend(), &self.options).await;
         if plan.command() == "restore-start" {
-            // What the pre-flight held for the spools and the run did not take (a node that
-            // failed before its prefetch step) is not kept in memory after it.
-            for node in self.config().nodes() {
-                self.backend.hold_proven_wal(&node.name, Vec::new());
-            }
+            // What the run did not take (a node that failed before its prefetch step).
+            self.let_go_of_proven_wal();
         }
         report
+    }
+
+    /// Drops the WAL a pre-flight held for the nodes' spools
+    /// ([`ClusterBackend::hold_proven_wal`]), when no restore will take it.
+    pub(super) fn let_go_of_proven_wal(&self) {
+        for node in self.config().nodes() {
+            self.backend.hold_proven_wal(&node.name, Vec::new());
+        }
     }
 
     /// Observes again what `planned` records and compares.

@@ -433,9 +433,7 @@ impl Cluster {
             .await?;
         if !report.ok() {
             // No restore follows: nothing the pre-flight read is kept.
-            for node in config.nodes() {
-                self.backend.hold_proven_wal(&node.name, Vec::new());
-            }
+            self.let_go_of_proven_wal();
             return Err(Error::PreflightFailed {
                 backup: report.backup.clone(),
                 restore_point: point,
