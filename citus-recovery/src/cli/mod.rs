@@ -1077,7 +1077,13 @@ fn prefetch_worker(
     if let (true, Some(queue), Some(size)) = (proven, window.queue, window.segment_size) {
         // First, so that restore-start (writing them) goes on; a failure leaves the segments
         // to be fetched below.
-        let _ = archiving::seed_spool(&lock, window.first, queue, size, std::io::stdin().lock());
+        let seeded =
+            archiving::seed_spool(&lock, window.first, queue, size, std::io::stdin().lock());
+        if seeded.is_ok_and(|n| n == queue) {
+            // The whole window is there: nothing to fetch, no repository client to make, and
+            // the lock is let go at once.
+            return ExitCode::SUCCESS;
+        }
     }
     let Ok(runtime) = tokio::runtime::Runtime::new() else {
         return ExitCode::FAILURE;
