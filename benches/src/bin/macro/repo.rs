@@ -366,40 +366,35 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
             "repository: restore until paused, round {}/{reps}",
             r + 1
         ));
-        for (local, backup, samples, label) in [
-            (&s3, &s3_backup, &mut m.restore_s3, "library from S3"),
-            (
-                &posix,
-                &posix_backup,
-                &mut m.restore_posix,
-                "library from posix",
-            ),
-        ] {
-            let report = timed(samples, label, async {
-                Ok(local
-                    .cluster
-                    .restore_start(Some(backup), Some("rp"))
-                    .await?)
-            })
-            .await?;
-            local.check_restored(rows, label).await?;
-            local.cluster.restore_finish().await?;
-            for node in report.nodes {
-                if let Some(dir) = node.moved_aside_to {
-                    leftovers.keep(&dir)?;
+        // Each round starts with the next method, so that no method always runs first after
+        // the last round's pgBackRest restore, or always last (what the machine's memory and
+        // page cache hold then moves a restore's time by more than the differences measured).
+        for i in 0..RESTORE_ORDER.len() {
+            match RESTORE_ORDER[(r + i) % RESTORE_ORDER.len()] {
+                Restore::S3 => {
+                    let (samples, label) = (&mut m.restore_s3, "library from S3");
+                    library_restore(&s3, &s3_backup, samples, label, rows, &mut leftovers).await?
+                }
+                Restore::Posix => {
+                    let (samples, label) = (&mut m.restore_posix, "library from posix");
+                    library_restore(&posix, &posix_backup, samples, label, rows, &mut leftovers)
+                        .await?
+                }
+                Restore::Floor => {
+                    timed(
+                        &mut m.restore_floor,
+                        "tar + replay (posix floor)",
+                        raw::restore(env, &floor, "floor", "rp", timeline),
+                    )
+                    .await?;
+                    floor.check_restored(rows, "restore by hand").await?;
+                    raw::finish(&floor).await?;
+                    for node in floor.nodes() {
+                        leftovers
+                            .keep(&floor.config().data_dir(node).with_extension("raw-aside"))?;
+                    }
                 }
             }
-        }
-        timed(
-            &mut m.restore_floor,
-            "tar + replay (posix floor)",
-            raw::restore(env, &floor, "floor", "rp", timeline),
-        )
-        .await?;
-        floor.check_restored(rows, "restore by hand").await?;
-        raw::finish(&floor).await?;
-        for node in floor.nodes() {
-            leftovers.keep(&floor.config().data_dir(node).with_extension("raw-aside"))?;
         }
         let aside = timed(
             &mut m.restore_pgbr,
@@ -422,6 +417,48 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
         started.elapsed(),
         &crate::pgbackrest::version().await,
     ))
+}
+
+/// The restores compared in each round, in the first round's order; each later round starts
+/// one further along.
+#[derive(Debug, Clone, Copy)]
+enum Restore {
+    /// The library from the S3 repository.
+    S3,
+    /// The library from the posix repository.
+    Posix,
+    /// GNU tar + PostgreSQL's replay.
+    Floor,
+}
+
+/// The order of the first round.
+const RESTORE_ORDER: [Restore; 3] = [Restore::S3, Restore::Posix, Restore::Floor];
+
+/// One timed restore-start of `local` from `backup` to `rp`, checked, then finished; the data
+/// directories it moved aside are kept in `leftovers` until the last round.
+async fn library_restore(
+    local: &Local,
+    backup: &str,
+    samples: &mut Samples,
+    label: &str,
+    rows: i64,
+    leftovers: &mut Leftovers,
+) -> Result<()> {
+    let report = timed(samples, label, async {
+        Ok(local
+            .cluster
+            .restore_start(Some(backup), Some("rp"))
+            .await?)
+    })
+    .await?;
+    local.check_restored(rows, label).await?;
+    local.cluster.restore_finish().await?;
+    for node in report.nodes {
+        if let Some(dir) = node.moved_aside_to {
+            leftovers.keep(&dir)?;
+        }
+    }
+    Ok(())
 }
 
 fn mib(bytes: u64) -> String {
