@@ -102,6 +102,8 @@ struct Inner {
     calls: HashMap<(String, String), usize>,
     failures: Vec<Failure>,
     violations: Vec<String>,
+    /// The WAL a pre-flight holds for each node's spool, by segment name.
+    held: BTreeMap<String, Vec<String>>,
     delay: Duration,
     in_flight: usize,
     max_in_flight: usize,
@@ -275,6 +277,11 @@ impl FakeBackend {
     /// ends with ` (injected failure)`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().log.clone()
+    }
+
+    /// The segments a pre-flight holds for `node`'s spool now (empty once let go of).
+    pub fn held_proven_wal(&self, node: &str) -> Vec<String> {
+        self.lock().held.get(node).cloned().unwrap_or_default()
     }
 
     /// The calls of one node so far, without the `node: ` prefix.
@@ -811,9 +818,13 @@ impl ClusterBackend for FakeBackend {
     fn hold_proven_wal(&self, node: &str, segments: Vec<crate::wal::ProvenSegment>) {
         // Recorded only (the fake's start_prefetch makes the spool whatever is held), and only
         // when something is held: letting go of nothing is no call worth a test's attention.
-        if !segments.is_empty() {
-            let names: Vec<&str> = segments.iter().map(|s| s.name.as_str()).collect();
-            self.lock().record(node, "hold_proven_wal", names.join(" "));
+        let names: Vec<String> = segments.iter().map(|s| s.name.clone()).collect();
+        let mut inner = self.lock();
+        if names.is_empty() {
+            inner.held.remove(node);
+        } else {
+            inner.record(node, "hold_proven_wal", names.join(" "));
+            inner.held.insert(node.to_string(), names);
         }
     }
 

@@ -70,10 +70,13 @@ impl Cluster {
     /// [`Cluster::apply`] for a caller that holds the lock already (the plain commands, which
     /// take it before they plan, so that a busy cluster is reported before any planning).
     pub(super) async fn apply_locked<P: Apply>(&self, plan: &P) -> Result<P::Report> {
-        self.check_basis(plan.basis()).await?;
-        let report = plan.execute_on(self.backend(), &self.options).await;
+        let report = match self.check_basis(plan.basis()).await {
+            Ok(()) => plan.execute_on(self.backend(), &self.options).await,
+            Err(e) => Err(e),
+        };
         if plan.command() == "restore-start" {
-            // What the run did not take (a node that failed before its prefetch step).
+            // What the run did not take (a node that failed before its prefetch step), or all
+            // of it when the plan was refused as outdated.
             self.let_go_of_proven_wal();
         }
         report

@@ -427,25 +427,36 @@ impl Cluster {
         let config = self.config();
         let point = self.restore_point_name(restore_point)?;
         let previous = self.restore_state()?;
-        // One pass over a repository backup: extraction checks every file (see BackupRead).
-        let report = self
-            .verify_reading(backup, Some(&point), crate::verify::BackupRead::Objects)
-            .await?;
-        if !report.ok() {
+        let planned = async {
+            // One pass over a repository backup: extraction checks every file (see
+            // BackupRead). The nodes are observed while the WAL is proven: reading it is the
+            // pre-flight's long part, and looking at the servers changes nothing (apply checks
+            // them again).
+            let (report, observed) = tokio::join!(
+                self.verify_reading(backup, Some(&point), crate::verify::BackupRead::Objects),
+                observe::cluster(self.backend()),
+            );
+            let report = report?;
+            if !report.ok() {
+                return Err(Error::PreflightFailed {
+                    backup: report.backup.clone(),
+                    restore_point: point.clone(),
+                    failures: report.failures(),
+                });
+            }
+            let catalog = self.catalog();
+            let backup = catalog.backup(&report.backup).await?;
+            let observed = observed?;
+            observe::check_identity(config, &observed, &backup)?;
+            self.restore_plan_into(&catalog, &backup, report, &observed, previous)
+                .await
+        }
+        .await;
+        if planned.is_err() {
             // No restore follows: nothing the pre-flight read is kept.
             self.let_go_of_proven_wal();
-            return Err(Error::PreflightFailed {
-                backup: report.backup.clone(),
-                restore_point: point,
-                failures: report.failures(),
-            });
         }
-        let catalog = self.catalog();
-        let backup = catalog.backup(&report.backup).await?;
-        let observed = observe::cluster(self.backend()).await?;
-        observe::check_identity(config, &observed, &backup)?;
-        self.restore_plan_into(&catalog, &backup, report, &observed, previous)
-            .await
+        planned
     }
 
     /// The restore plan of this cluster's nodes from `backup` (of `catalog`) to the point

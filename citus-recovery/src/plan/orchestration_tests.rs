@@ -801,6 +801,34 @@ fn cluster_of(setup: &Setup) -> crate::Cluster {
         .with_options(opts())
 }
 
+#[tokio::test]
+async fn a_restore_plan_refused_as_outdated_lets_go_of_the_wal_its_pre_flight_held() {
+    let setup = Setup::new([true; 3]);
+    let cluster = cluster_of(&setup);
+    let mut plan = setup.full_restore_plan(None, t(30)).await;
+    for node in NODES {
+        setup.fake.hold_proven_wal(
+            node,
+            vec![crate::wal::ProvenSegment {
+                name: "000000010000000000000002".into(),
+                frame: bytes::Bytes::from_static(b"frame"),
+            }],
+        );
+    }
+    // Built by hand, so it has no basis: apply refuses it before it changes anything.
+    plan.basis = PlanBasis::default();
+    let err = cluster.apply(&plan).await.unwrap_err();
+    assert!(matches!(err, Error::PlanOutdated { .. }), "{err}");
+    for node in NODES {
+        assert_eq!(changes(&setup, node), Vec::<String>::new(), "{node}");
+        assert_eq!(
+            setup.fake.held_proven_wal(node),
+            Vec::<String>::new(),
+            "{node}: no restore follows, so nothing stays held"
+        );
+    }
+}
+
 /// The calls of `node` that change it (stop, start, rename), in order.
 fn changes(setup: &Setup, node: &str) -> Vec<String> {
     setup
