@@ -325,6 +325,13 @@ impl Local {
         Ok(())
     }
 
+    /// `CHECKPOINT` on every node (a restartpoint on one still in recovery), waited for: a
+    /// promoted node's end-of-recovery checkpoint otherwise writes in the background, spread
+    /// over minutes, into whatever is measured next.
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.on_every_node("CHECKPOINT").await
+    }
+
     /// Stops every node (cleanup).
     pub async fn stop(&self) -> Result<()> {
         Ok(self.cluster.stop().await?)

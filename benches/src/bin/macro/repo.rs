@@ -356,6 +356,11 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
     }
     pgbr.local.update_workload(args.update_percent).await?;
     pgbr.restore_point("bench-rp").await?;
+    // Every restore starts from servers with nothing left to write (see Local::checkpoint):
+    // the first round's too, after the workload.
+    for c in [&posix, &s3, &floor, &pgbr.local] {
+        c.checkpoint().await?;
+    }
 
     let timeline = floor.cluster.catalog().restore_point("rp").await?.nodes[0].timeline;
     let s3_backup = format!("s3-{}", reps - 1);
@@ -389,6 +394,7 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
                     .await?;
                     floor.check_restored(rows, "restore by hand").await?;
                     raw::finish(&floor).await?;
+                    floor.checkpoint().await?;
                     for node in floor.nodes() {
                         leftovers
                             .keep(&floor.config().data_dir(node).with_extension("raw-aside"))?;
@@ -405,6 +411,7 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
         pgbr.local
             .check_restored(rows, "pgBackRest restore")
             .await?;
+        pgbr.local.checkpoint().await?;
         aside.iter().try_for_each(|dir| leftovers.keep(dir))?;
     }
     leftovers.remove_all()?;
@@ -453,6 +460,7 @@ async fn library_restore(
     .await?;
     local.check_restored(rows, label).await?;
     local.cluster.restore_finish().await?;
+    local.checkpoint().await?;
     for node in report.nodes {
         if let Some(dir) = node.moved_aside_to {
             leftovers.keep(&dir)?;
