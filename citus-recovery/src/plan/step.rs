@@ -813,6 +813,7 @@ async fn base_backup(
         max_locks_per_xact: setting(7),
     };
     let start_time = Utc::now();
+    let started = Instant::now();
     // Without a folder the backup goes into the repository.
     let taken = async {
         Ok::<_, Error>(match folder {
@@ -866,7 +867,9 @@ async fn base_backup(
     })?;
     let segment =
         crate::wal::segment_file_name(timeline, Lsn(end_lsn.0.saturating_sub(1)), seg_size as u64);
+    let streamed = started.elapsed();
     wait_archived(backend, &client, node, archive, &segment, opts).await?;
+    let archived = started.elapsed();
     let node_backup = NodeBackup {
         backup: backup.to_string(),
         node: node.name.clone(),
@@ -886,6 +889,13 @@ async fn base_backup(
     Catalog::open(backend.config(), opts.repository.clone())
         .write_node_manifest(&node_backup)
         .await?;
+    // Where a backup's time goes, for anyone comparing it with pg_basebackup's alone.
+    tracing::debug!(
+        streamed_ms = streamed.as_millis() as u64,
+        archived_ms = archived.as_millis() as u64,
+        recorded_ms = started.elapsed().as_millis() as u64,
+        "base backup stored, its last WAL segment {segment} archived, and its node manifest written"
+    );
     Ok(StepOutput::Backup(node_backup))
 }
 
