@@ -816,8 +816,9 @@ impl ClusterBackend for FakeBackend {
     }
 
     fn hold_proven_wal(&self, node: &str, segments: Vec<crate::wal::ProvenSegment>) {
-        // Recorded only (the fake's start_prefetch makes the spool whatever is held), and only
-        // when something is held: letting go of nothing is no call worth a test's attention.
+        // Kept for held_proven_wal and recorded as a call, not used: the fake's start_prefetch
+        // makes the spool whatever is held. Letting go (nothing held) is no call worth a
+        // test's attention, so only a hold is recorded.
         let names: Vec<String> = segments.iter().map(|s| s.name.clone()).collect();
         let mut inner = self.lock();
         if names.is_empty() {
