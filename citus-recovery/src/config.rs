@@ -838,6 +838,16 @@ impl ClusterConfig {
         self.cluster_base_folder.join(&node.name)
     }
 
+    /// Where pg_basebackup writes a server-compressed backup of `node` while it is read into
+    /// the repository: `<clusterBaseFolder>/<node>.backup-staging`, beside the data directory
+    /// (on the node's host, where the servers' user may write, as a restore needs), never
+    /// inside it. One per node: backups run one at a time (the repository's lock), and the
+    /// next backup clears what a killed one left.
+    pub fn backup_staging_dir(&self, node: &NodeConfig) -> PathBuf {
+        self.cluster_base_folder
+            .join(format!("{}.backup-staging", node.name))
+    }
+
     /// Every node as a test harness or a client needs it: name, role, address, data directory
     /// and a libpq connection string. The coordinator first.
     pub fn node_infos(&self) -> Vec<NodeInfo> {
@@ -1028,12 +1038,17 @@ fn check_node_name_is_free(name: &str) -> std::result::Result<(), String> {
             "{name:?} ends in {end}, as the library's own files do"
         ));
     }
-    if let Some(part) = [".before-restore-", ".failed-restore-", ".tablespaces-"]
-        .into_iter()
-        .find(|part| name.contains(part))
+    if let Some(part) = [
+        ".before-restore-",
+        ".failed-restore-",
+        ".tablespaces-",
+        ".backup-staging",
+    ]
+    .into_iter()
+    .find(|part| name.contains(part))
     {
         return Err(format!(
-            "{name:?} contains {part:?}, as the folders a restore keeps beside a data directory do"
+            "{name:?} contains {part:?}, as the folders a restore or a backup keeps beside a data directory do"
         ));
     }
     if LIBRARY_FILES.contains(&name) {

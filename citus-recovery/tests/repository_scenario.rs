@@ -156,8 +156,14 @@ async fn a_backup_waits_for_its_last_segment_behind_a_slow_archive_command() {
         took >= std::time::Duration::from_secs(3),
         "waited: {took:?}"
     );
-    // The WAL that -X fetch put into the stream is not stored in the backup.
+    // The server compressed it (PostgreSQL 15, zstd), and it is stored as it came.
     let stored = std::fs::read(repo.join("backups/slow/coordinator/base.tar.zst")).unwrap();
+    assert_eq!(
+        stored[5],
+        citus_recovery::repository::codec::CARRIED_ZSTD,
+        "the stored tar is the server's zstd stream"
+    );
+    // No WAL segment is stored in the backup: the archive has it.
     let mut tar = Vec::new();
     citus_recovery::repository::codec::StreamDecoder::new(stored.as_slice())
         .read_to_end(&mut tar)
@@ -176,15 +182,19 @@ async fn a_backup_waits_for_its_last_segment_behind_a_slow_archive_command() {
         "{} entries",
         paths.len()
     );
-    // Only the listed `archive_status/*.done` of the fetched segments stays.
+    // pg_basebackup -X stream keeps the WAL apart (in pg_wal.tar, not stored); at most the
+    // listed `archive_status/*.done` of fetched segments would stay.
     let wal: Vec<&(String, tar::EntryType)> = paths
         .iter()
         .filter(|(p, kind)| p.contains("pg_wal/") && kind.is_file())
         .collect();
     assert!(
-        !wal.is_empty() && wal.iter().all(|(p, _)| p.ends_with(".done")),
+        wal.iter().all(|(p, _)| p.ends_with(".done")),
         "no WAL segment in the stored tar: {wal:?}"
     );
+    // The folder pg_basebackup wrote the compressed tar into is gone.
+    let staging = c.config().backup_staging_dir(&c.config().coordinator);
+    assert!(!staging.exists(), "{} is left", staging.display());
     t.sql(
         "coordinator",
         &format!(
@@ -300,7 +310,7 @@ async fn a_tablespace_backup_goes_through_a_compressed_staging_into_the_reposito
 
 /// The tool killed (SIGKILL) while a base backup streams into a posix repository: pg_basebackup
 /// dies with it, the backup is never listed or offered, and no object of it is visible (the
-/// temporary file left behind is not an object).
+/// temporary file left behind is not an object); the next backup clears its staging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered() {
     use citus_recovery::repository::Key;
@@ -402,6 +412,18 @@ async fn a_backup_killed_while_streaming_leaves_no_object_and_is_never_offered()
         .unwrap()
         .expect("the killed backup's lock");
     assert_eq!(holder.command, "basebackup");
+    // What the killed run left in the nodes' staging folders (pg_basebackup's
+    // server-compressed tar, the part not yet read) is cleared by the next backup.
+    let config = c.config().clone();
+    let staging: Vec<_> = config
+        .nodes()
+        .map(|n| config.backup_staging_dir(n))
+        .collect();
+    assert!(staging.iter().any(|s| s.exists()), "the killed run staged");
+    c.basebackup(Some("again")).await.expect("the next backup");
+    for s in &staging {
+        assert!(!s.exists(), "{} is left", s.display());
+    }
     c.stop().await.unwrap();
 }
 

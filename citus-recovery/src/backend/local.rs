@@ -25,6 +25,7 @@ use crate::wal::ProvenSegment;
 
 mod as_user;
 pub(in crate::backend) mod extract;
+mod followed;
 mod node_fs;
 
 pub use extract::PENDING_CONTROL_FILE;
@@ -586,6 +587,67 @@ impl ClusterBackend for LocalBackend {
         };
         Ok(BackupStream {
             tar: Box::new(std::fs::File::from(stdout)),
+            done: Box::pin(done),
+        })
+    }
+
+    async fn base_backup_server_zstd(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+        level: i32,
+    ) -> Result<BackupStream> {
+        self.create_dir(node, folder).await?;
+        let mut cmd = self.pg_basebackup(node, folder.as_os_str(), "stream", label)?;
+        cmd.arg(format!("--compress=server-zstd:{level}"))
+            // The folder is only passed through: the repository makes the backup durable.
+            .arg("--no-sync")
+            .arg("--status-interval=1");
+        let action = "pg_basebackup";
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::node(&node.name, action, format!("cannot run it: {e}")))?;
+        let guard = GroupGuard(child.id());
+        let writer = followed::Writer::default();
+        let reader = followed::FollowedFile::new(
+            folder.join("base.tar.zst"),
+            self.user.clone(),
+            writer.clone(),
+        );
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let name = node.name.clone();
+        let done = async move {
+            use tokio::io::AsyncReadExt;
+            // Dropped unfinished: the program is stopped, and the reader ends.
+            let mut guard = guard;
+            let stop = followed::StopOnDrop(writer.clone());
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text).await;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| Error::node(&name, action, format!("cannot wait for it: {e}")))?;
+            guard.0 = None;
+            if status.success() {
+                writer.succeeded();
+                drop(stop);
+                Ok(())
+            } else {
+                Err(Error::node(
+                    &name,
+                    action,
+                    format!(
+                        "{action} ({status}): {}",
+                        String::from_utf8_lossy(&text).trim()
+                    ),
+                ))
+            }
+        };
+        Ok(BackupStream {
+            tar: Box::new(reader),
             done: Box::pin(done),
         })
     }

@@ -238,6 +238,31 @@ pub trait ClusterBackend: Send + Sync {
         ))
     }
 
+    /// Starts a base backup of the node compressed by the server with zstd at `level`, so the
+    /// tar never crosses the connection uncompressed and is never compressed again
+    /// (`pg_basebackup -Ft -X stream --compress=server-zstd:<level> --no-sync -D <folder>`;
+    /// `folder` is made as for [`Self::base_backup`]). pg_basebackup writes it only into a
+    /// folder: [`BackupStream::tar`] gives the bytes of `base.tar.zst` (a zstd stream, not a
+    /// tar) as they are written, and frees from the disk what it has read, so the folder never
+    /// holds the whole backup. The WAL pg_basebackup streams into `pg_wal.tar` beside it is not
+    /// needed (the archive has it). Once `done` resolved, the caller reads `backup_manifest`
+    /// from `folder` and removes the folder's files. PostgreSQL 15 or newer, built with zstd,
+    /// and no user tablespaces. The default refuses: a backend that cannot do it says so.
+    async fn base_backup_server_zstd(
+        &self,
+        node: &NodeConfig,
+        folder: &Path,
+        label: &str,
+        level: i32,
+    ) -> Result<BackupStream> {
+        let _ = (folder, label, level);
+        Err(crate::error::Error::node(
+            &node.name,
+            "pg_basebackup",
+            "this backend cannot take a base backup compressed by the server",
+        ))
+    }
+
     /// The fallback of [`Self::base_backup_stream`] for a node with user tablespaces, which
     /// PostgreSQL cannot write as one stream: a base backup into `folder` (made as for
     /// [`Self::base_backup`]) as zstd-compressed tars (`base.tar.zst`, one `<oid>.tar.zst` per

@@ -99,6 +99,11 @@ impl BasebackupPlan {
                     .as_str()
                     .to_string(),
                     compression: config.compression.to_string(),
+                    by_server: compressed_by_server(
+                        config.compression,
+                        obs.server_version.as_deref().and_then(server_major),
+                    )
+                    .is_some(),
                 },
                 None => Step::BaseBackup {
                     backup: name.clone(),
@@ -210,7 +215,8 @@ pub async fn into_repository(
     }
     let row = client
         .query_one(
-            "SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')",
+            "SELECT (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')), \
+             current_setting('server_version_num')::int",
             &[],
         )
         .await
@@ -221,7 +227,23 @@ pub async fn into_repository(
     let compression = backend.config().compression;
     let folder = node_folder(backup, &node.name)?;
     let key = stored::tar_key(&folder, "base", compression);
-    let uploaded = stream_with_fallback(backend, repo, node, backup, &key).await?;
+    let major = u32::try_from(row.get::<_, i32>(1) / 10_000).ok();
+    let server_zstd = compressed_by_server(compression, major);
+    let uploaded = match server_zstd {
+        Some(level) => match server_compressed_into(backend, repo, node, backup, &key, level).await
+        {
+            Err(e) if no_server_zstd(&e) => {
+                crate::progress::message(format!(
+                    "{}: the server cannot compress with zstd (not built with it); the backup \
+                     is compressed here instead",
+                    node.name
+                ));
+                stream_with_fallback(backend, repo, node, backup, &key).await?
+            }
+            other => other?,
+        },
+        None => stream_with_fallback(backend, repo, node, backup, &key).await?,
+    };
     let manifest = uploaded.scanned.manifest.unwrap_or_default();
     let mkey = manifest_key(&folder);
     repo.put_create(&mkey, codec::encode(compression, &manifest))
@@ -232,6 +254,102 @@ pub async fn into_repository(
         manifest: String::from_utf8_lossy(&manifest).into_owned(),
         manifest_key: mkey.as_str().to_string(),
     })
+}
+
+/// The zstd level the server compresses a backup with, when it does: with zstd configured and
+/// a server of PostgreSQL 15 or newer (`server_major`, when known), which compresses base
+/// backups itself. The plan and the run decide by this one rule.
+pub fn compressed_by_server(
+    compression: codec::Compression,
+    server_major: Option<u32>,
+) -> Option<i32> {
+    match (compression, server_major) {
+        (codec::Compression::Zstd(level), Some(major)) if major >= 15 => Some(level),
+        _ => None,
+    }
+}
+
+/// The major version in `server_version` (`15.20 (Debian 15.20-0+deb12u1)`, `16devel`).
+fn server_major(version: &str) -> Option<u32> {
+    let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Whether a failed server-compressed backup failed because the server was built without
+/// zstd (`zstd compression is not supported by this build`): then nothing was stored, and the
+/// backup is taken again compressed here.
+fn no_server_zstd(e: &Error) -> bool {
+    let text = e.to_string();
+    text.contains("not supported by this build")
+}
+
+/// A base backup of `node` compressed by the server with zstd at `level`, stored into `key` as
+/// the server compressed it ([`stored::TarEncoding::CarriedZstd`]): the tar never crosses the
+/// connection uncompressed nor is compressed twice, and it is decompressed here only to check
+/// every file against `backup_manifest` before the object is completed. pg_basebackup writes
+/// it into the node's staging folder beside its data directory
+/// ([`ClusterConfig::backup_staging_dir`]), read and freed as it grows; the folder is removed
+/// after, whatever happened.
+async fn server_compressed_into(
+    backend: &dyn ClusterBackend,
+    repo: &dyn Repository,
+    node: &NodeConfig,
+    backup: &str,
+    key: &Key,
+    level: i32,
+) -> Result<stored::UploadedTar> {
+    let staging = backend.config().backup_staging_dir(node);
+    let manifest_path = staging.join("backup_manifest");
+    let leftovers = ["base.tar.zst", "pg_wal.tar", "backup_manifest"];
+    // A killed earlier backup of this node left its files (backups run one at a time, under
+    // the repository's lock): pg_basebackup needs the folder empty.
+    for name in leftovers {
+        let _ = backend.remove_file(node, &staging.join(name)).await;
+    }
+    let stream = backend
+        .base_backup_server_zstd(node, &staging, backup, level)
+        .await;
+    let uploaded = match stream {
+        Ok(stream) => {
+            let manifest = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+            let (slot, path) = (manifest.clone(), manifest_path.clone());
+            // pg_basebackup writes the manifest last, beside the tar: read once it is done.
+            let done = async move {
+                stream.done.await?;
+                let text = backend.read_file(node, &path).await?;
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = text;
+                Ok(())
+            };
+            let shown = key.as_str().to_string();
+            let place = manifest_path.display().to_string();
+            let uploaded = stored::upload_tar(
+                repo,
+                key,
+                stored::TarEncoding::CarriedZstd,
+                stream.tar,
+                done,
+                |scan| {
+                    let text = manifest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let text = text.ok_or_else(|| {
+                        Error::node(&node.name, "pg_basebackup", format!("it wrote no {place}"))
+                    })?;
+                    check_scanned(&shown, text.as_bytes(), scan)
+                },
+            )
+            .await;
+            uploaded.map(|mut up| {
+                let text = manifest.lock().unwrap_or_else(|p| p.into_inner()).take();
+                up.scanned.manifest = text.map(String::into_bytes);
+                up
+            })
+        }
+        Err(e) => Err(e),
+    };
+    for name in leftovers {
+        let _ = backend.remove_file(node, &staging.join(name)).await;
+    }
+    let _ = backend.remove_empty_dir(node, &staging).await;
+    uploaded
 }
 
 /// Streams a base backup of `node` into `key`: `-X fetch` first, so that the server ends the
@@ -301,32 +419,38 @@ async fn stream_into(
                       checked; nothing was stored (is the server PostgreSQL 13 or newer?)"
                 .into(),
         })?;
-        let mut check = ManifestCheck::parse(manifest).map_err(|problem| Error::Corrupt {
-            key: shown.clone(),
-            problem,
-        })?;
-        for f in scan
-            .files
-            .iter()
-            .filter(|f| !ManifestCheck::ignored(&f.path))
-        {
-            check.file(&shown, &f.path, f.size, f.crc);
-        }
-        let result = check.finish(&shown);
-        if result.problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Corrupt {
-                key: shown.clone(),
-                problem: format!(
-                    "the stream from pg_basebackup differs from its own manifest: {}; nothing \
-                     was stored, take the backup again",
-                    result.problems[..result.problems.len().min(5)].join("; ")
-                ),
-            })
-        }
+        check_scanned(&shown, manifest, scan)
     })
     .await
+}
+
+/// Checks every file that went past in `scan` against PostgreSQL's `manifest`: any difference
+/// refuses the object (named `shown`), which is then never completed.
+fn check_scanned(shown: &str, manifest: &[u8], scan: &stored::ScannedTar) -> Result<()> {
+    let mut check = ManifestCheck::parse(manifest).map_err(|problem| Error::Corrupt {
+        key: shown.to_string(),
+        problem,
+    })?;
+    for f in scan
+        .files
+        .iter()
+        .filter(|f| !ManifestCheck::ignored(&f.path))
+    {
+        check.file(shown, &f.path, f.size, f.crc);
+    }
+    let result = check.finish(shown);
+    if result.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            key: shown.to_string(),
+            problem: format!(
+                "the stream from pg_basebackup differs from its own manifest: {}; nothing \
+                 was stored, take the backup again",
+                result.problems[..result.problems.len().min(5)].join("; ")
+            ),
+        })
+    }
 }
 
 /// The fallback of [`into_repository`] for a node with user tablespaces (PostgreSQL writes

@@ -71,10 +71,11 @@ pub enum Step {
         /// The node's WAL archive.
         archive: PathBuf,
     },
+    /// A base backup into the repository, checked against its `backup_manifest` as it
+    /// passes: compressed by the server with zstd and stored as it comes (`by_server`), or
     /// `pg_basebackup` as one tar stream (`-X fetch`, its WAL segments left out; `-X none`
-    /// when a segment was recycled) checked against its `backup_manifest` as it passes,
-    /// compressed into the repository; wait until the WAL up to its stop LSN is archived, and
-    /// write the node manifest.
+    /// when a segment was recycled) compressed here; then wait until the WAL up to its stop
+    /// LSN is archived, and write the node manifest.
     BaseBackupToRepository {
         /// The backup's name.
         backup: String,
@@ -82,6 +83,8 @@ pub enum Step {
         object: String,
         /// The compression (`zstd:1`, `lz4`, `none`).
         compression: String,
+        /// Whether the server compresses it ([`super::basebackup::compressed_by_server`]).
+        by_server: bool,
     },
     /// Write a named restore point.
     CreateRestorePoint {
@@ -245,6 +248,16 @@ impl fmt::Display for Step {
             Step::BaseBackupToRepository {
                 object,
                 compression,
+                by_server: true,
+                ..
+            } => write!(
+                f,
+                "pg_basebackup compressed by the server ({compression}; WAL from the archive, fast checkpoint), stored as it comes into the repository as {object}, each file checked against its backup_manifest as it streams (read and freed as it grows in a staging folder beside the data directory), wait until WAL up to its stop LSN is in the repository, write the node manifest"
+            ),
+            Step::BaseBackupToRepository {
+                object,
+                compression,
+                by_server: false,
                 ..
             } => write!(
                 f,

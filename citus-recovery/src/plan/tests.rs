@@ -614,6 +614,49 @@ fn refusals_are_typed_variants_naming_the_node() {
     ));
 }
 
+/// With zstd and PostgreSQL 15 or newer the server compresses a repository backup and the plan
+/// says so; an older server, or lz4/none, compresses here. One rule for the plan and the run.
+#[test]
+fn the_plan_says_which_side_compresses_a_repository_backup() {
+    use crate::plan::basebackup::compressed_by_server;
+    use crate::repository::codec::Compression;
+    let mut c = config();
+    c.repository = Some(crate::config::RepositoryConfig::Posix {
+        path: "/nonexistent/repo".into(),
+    });
+    c.compression = "zstd:3".parse().unwrap();
+    let catalog = Catalog::new(&c);
+    let mut observed = all(true);
+    observed[1].server_version = Some("14.9 (Debian 14.9-1)".into());
+    let plan = BasebackupPlan::build(&c, &observed, Some("b1"), t(0), &catalog, false).unwrap();
+    let by_server: Vec<bool> = plan.phases[0]
+        .nodes
+        .iter()
+        .map(|n| match &n.steps[..] {
+            [Step::BaseBackupToRepository { by_server, .. }] => *by_server,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(by_server, [true, false, true], "worker1 runs PostgreSQL 14");
+    let text = plan.to_string();
+    assert!(text.contains("compressed by the server (zstd:3"), "{text}");
+    assert!(
+        text.contains("compressed (zstd:3) into the repository"),
+        "{text}"
+    );
+    assert_eq!(
+        compressed_by_server(Compression::Zstd(3), Some(15)),
+        Some(3)
+    );
+    assert_eq!(
+        compressed_by_server(Compression::Zstd(1), Some(17)),
+        Some(1)
+    );
+    assert_eq!(compressed_by_server(Compression::Zstd(1), None), None);
+    assert_eq!(compressed_by_server(Compression::Lz4, Some(16)), None);
+    assert_eq!(compressed_by_server(Compression::None, Some(16)), None);
+}
+
 /// With a `repository`, the base backup streams into it and the restore streams from it; the
 /// dry run says so and names the keys.
 #[test]
@@ -632,6 +675,7 @@ fn with_a_repository_backups_go_into_it_and_restores_come_from_it() {
             backup,
             object,
             compression,
+            by_server: false,
         }] => {
             assert_eq!(
                 (backup.as_str(), object.as_str(), compression.as_str()),

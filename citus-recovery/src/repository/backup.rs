@@ -133,7 +133,25 @@ pub struct UploadedTar {
     pub scanned: ScannedTar,
 }
 
-/// Streams `tar` (read on a blocking thread) into `repo` at `key`, encoded by `compression`,
+/// How [`upload_tar`] stores what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarEncoding {
+    /// The input is the tar, compressed by this codec as it passes.
+    Encode(Compression),
+    /// The input is the tar as one zstd stream compressed elsewhere (by the server, so the
+    /// tar never crossed the connection uncompressed): stored as it comes
+    /// ([`StreamEncoder::carrying_zstd`]) and decompressed only to be scanned. It must hold no
+    /// WAL segment (it cannot be left out): `pg_basebackup -X stream` keeps WAL apart.
+    CarriedZstd,
+}
+
+impl From<Compression> for TarEncoding {
+    fn from(c: Compression) -> Self {
+        TarEncoding::Encode(c)
+    }
+}
+
+/// Streams `tar` (read on a blocking thread) into `repo` at `key`, stored as `encoding` says,
 /// noting each regular file's size and CRC32C on the way. `done` (the writing program's exit)
 /// is awaited alongside; only when it succeeded and `accept` approves what went past is the
 /// object completed. Otherwise nothing is left visible at `key` and the first failure is
@@ -142,14 +160,15 @@ pub struct UploadedTar {
 pub async fn upload_tar(
     repo: &dyn Repository,
     key: &Key,
-    compression: Compression,
+    encoding: impl Into<TarEncoding>,
     tar: Box<dyn Read + Send>,
     done: impl Future<Output = Result<()>> + Send,
     accept: impl FnOnce(&ScannedTar) -> Result<()> + Send,
 ) -> Result<UploadedTar> {
+    let encoding = encoding.into();
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
     let thread_tx = tx.clone();
-    let scan = tokio::task::spawn_blocking(move || scan_and_encode(tar, compression, thread_tx));
+    let scan = tokio::task::spawn_blocking(move || scan_and_encode(tar, encoding, thread_tx));
     let put = repo.put_stream(key, super::posix::receiver_stream(rx));
     let work = async move {
         let (scanned, exit) = tokio::join!(scan, done);
@@ -217,6 +236,21 @@ impl Out {
                 .map_err(|_| std::io::Error::other("the upload stopped"))?;
         }
         Ok(())
+    }
+}
+
+/// A reader that stores what it reads as it passes: the server's compressed bytes go into the
+/// object while the decompressor above reads them.
+struct Tee<R> {
+    inner: R,
+    out: Out,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.put(&buf[..n])?;
+        Ok(n)
     }
 }
 
@@ -304,14 +338,48 @@ fn is_wal_segment(path: &str) -> bool {
 /// archive holds that WAL, and the manifest does not list it. A parser of its own rather than
 /// the `tar` crate: each byte is copied once on its way to the encoder.
 fn scan_and_encode(
-    mut tar: Box<dyn Read + Send>,
-    compression: Compression,
+    tar: Box<dyn Read + Send>,
+    encoding: TarEncoding,
     tx: mpsc::Sender<std::io::Result<Bytes>>,
 ) -> std::io::Result<(StreamEncoder, ScannedTar)> {
-    let (encoder, header) = StreamEncoder::new(compression);
+    let (encoder, header) = match encoding {
+        TarEncoding::Encode(compression) => StreamEncoder::new(compression),
+        TarEncoding::CarriedZstd => StreamEncoder::carrying_zstd(),
+    };
     tx.blocking_send(Ok(header))
         .map_err(|_| std::io::Error::other("the upload stopped"))?;
-    let mut out = Out { encoder, tx };
+    let out = Out { encoder, tx };
+    match encoding {
+        TarEncoding::Encode(_) => {
+            let mut out = out;
+            let scanned = scan_tar(tar, Some(&mut out))?;
+            Ok((out.encoder, scanned))
+        }
+        TarEncoding::CarriedZstd => {
+            let tee = std::io::BufReader::with_capacity(
+                super::codec::STREAM_CHUNK,
+                Tee { inner: tar, out },
+            );
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(tee)?;
+            let scanned = scan_tar(Box::new(&mut decoder), None)?;
+            // Whatever the decompressor left unread is stored too (and must be nothing a
+            // reader could take for more data: it ends where a zstd frame ends).
+            let mut tee = decoder.finish().into_inner();
+            let mut rest = [0u8; 8192];
+            while tee.read(&mut rest)? > 0 {}
+            Ok((tee.out.encoder, scanned))
+        }
+    }
+}
+
+/// Reads the whole tar, noting its regular files and passing it to `out` when given (WAL
+/// segments left out); see [`scan_and_encode`].
+fn scan_tar(mut tar: Box<dyn Read + '_>, mut out: Option<&mut Out>) -> std::io::Result<ScannedTar> {
+    let stored_as_is = out.is_none();
+    let mut put = |data: &[u8]| match out.as_deref_mut() {
+        Some(out) => out.put(data),
+        None => Ok(()),
+    };
     let mut scanned = ScannedTar::default();
     let mut buf = vec![0u8; super::codec::STREAM_CHUNK];
     let mut h = [0u8; BLOCK];
@@ -328,14 +396,14 @@ fn scan_and_encode(
         }
         if h.iter().all(|&b| b == 0) {
             // The end-of-archive blocks: the rest (more zeros, padding) goes as it is.
-            out.put(&h)?;
+            put(&h)?;
             loop {
                 let n = read_full(&mut tar, &mut buf)?;
                 if n == 0 {
                     break;
                 }
                 scanned.tar_bytes += n as u64;
-                out.put(&buf[..n])?;
+                put(&buf[..n])?;
             }
             break;
         }
@@ -350,9 +418,15 @@ fn scan_and_encode(
         }
         let file = matches!(kind, b'0' | 0 | b'7');
         let leave_out = file && is_wal_segment(&path);
+        if leave_out && stored_as_is {
+            return Err(bad_tar(format!(
+                "the server's compressed tar holds the WAL segment {path}, which cannot be left \
+                 out of it; take the backup with its WAL apart (pg_basebackup -X stream)"
+            )));
+        }
         let keep = file && path == MANIFEST && size <= MAX_MANIFEST_BYTES;
         if !leave_out {
-            out.put(&h)?;
+            put(&h)?;
         }
         let padded = size
             .div_ceil(BLOCK as u64)
@@ -381,7 +455,7 @@ fn scan_and_encode(
             if leave_out {
                 scanned.wal_left_out += data as u64;
             } else {
-                out.put(&buf[..n])?;
+                put(&buf[..n])?;
             }
         }
         if keep {
@@ -391,7 +465,7 @@ fn scan_and_encode(
             scanned.files.push(TarFile { path, size, crc });
         }
     }
-    Ok((out.encoder, scanned))
+    Ok(scanned)
 }
 
 /// Reads every tar object of a node's backup (`tars`: tar name and key) from `repo` in full,

@@ -80,6 +80,7 @@ impl Compression {
         match id {
             0 => "none",
             1 => "zstd",
+            CARRIED_ZSTD => "zstd (carried)",
             _ => "lz4",
         }
     }
@@ -364,6 +365,10 @@ pub const STREAM_HEADER_LEN: usize = 8;
 /// How much uncompressed data one chunk of a streamed object holds (the last may hold less).
 pub const STREAM_CHUNK: usize = 1 << 20;
 
+/// The codec id of a stream whose chunks carry one zstd stream compressed elsewhere (see
+/// [`StreamEncoder::carrying_zstd`]). Streams only: a frame never has it.
+pub const CARRIED_ZSTD: u8 = 3;
+
 /// The largest chunk a reader accepts, whatever the chunk header claims.
 const MAX_STREAM_CHUNK: u32 = 16 << 20;
 
@@ -375,9 +380,15 @@ const MAX_STREAM_CHUNK: u32 = 16 << 20;
 /// data u32][payload]`, each holding at most [`STREAM_CHUNK`] bytes of data, then an end marker
 /// (a chunk header of three zeros) and a trailer `[total length u64][CRC32C of all data u32]`.
 /// A reader that does not reach the trailer knows the object is cut short.
+///
+/// A stream may also carry data that is compressed already ([`StreamEncoder::carrying_zstd`]):
+/// codec id [`CARRIED_ZSTD`], chunks holding the compressed bytes as they came (their CRC32C is
+/// of those bytes), and the reader decompresses the whole as one zstd stream. A base backup the
+/// server compressed is stored so, never decompressed and compressed again.
 #[derive(Debug)]
 pub struct StreamEncoder {
     compression: Compression,
+    codec_id: u8,
     pending: Vec<u8>,
     total: u64,
     crc: u32,
@@ -405,11 +416,27 @@ impl StreamEncoder {
         header.put_u16_le(0);
         let encoder = StreamEncoder {
             compression,
+            codec_id: compression.id(),
             pending: Vec::with_capacity(STREAM_CHUNK),
             total: 0,
             crc: 0,
             zstd: Zstd(None),
         };
+        (encoder, header.freeze())
+    }
+
+    /// An encoder whose data is a zstd stream compressed elsewhere (a base backup PostgreSQL
+    /// compressed, `BASE_BACKUP ... COMPRESSION 'zstd'`), kept as it is: the chunks hold the
+    /// compressed bytes with their checksum, and [`StreamDecoder`] gives the decompressed
+    /// data. Returns the header to write first, as [`StreamEncoder::new`] does.
+    pub fn carrying_zstd() -> (Self, Bytes) {
+        let (mut encoder, _) = StreamEncoder::new(Compression::None);
+        encoder.codec_id = CARRIED_ZSTD;
+        let mut header = BytesMut::with_capacity(STREAM_HEADER_LEN);
+        header.put_slice(&STREAM_MAGIC);
+        header.put_u8(FORMAT_VERSION);
+        header.put_u8(CARRIED_ZSTD);
+        header.put_u16_le(0);
         (encoder, header.freeze())
     }
 
@@ -493,6 +520,9 @@ pub struct StreamDecoder<R> {
     crc: u32,
     done: bool,
     zstd: Zstd<zstd::bulk::Decompressor<'static>>,
+    carried: Zstd<zstd::stream::raw::Decoder<'static>>,
+    /// Whether the carried zstd stream's last frame ended (nothing of a frame is pending).
+    frame_ended: bool,
 }
 
 impl<R: std::io::Read> StreamDecoder<R> {
@@ -509,6 +539,8 @@ impl<R: std::io::Read> StreamDecoder<R> {
             crc: 0,
             done: false,
             zstd: Zstd(None),
+            carried: Zstd(None),
+            frame_ended: true,
         }
     }
 
@@ -550,7 +582,7 @@ impl<R: std::io::Read> StreamDecoder<R> {
         if h[4] != FORMAT_VERSION {
             return Err(invalid(CodecError::UnsupportedVersion { version: h[4] }));
         }
-        if h[5] > 2 {
+        if h[5] > CARRIED_ZSTD {
             return Err(invalid(CodecError::UnknownCodec { id: h[5] }));
         }
         let flags = u16::from_le_bytes([h[6], h[7]]);
@@ -617,7 +649,8 @@ impl<R: std::io::Read> StreamDecoder<R> {
         };
         let bad_length = |found| invalid(CodecError::BadLength { declared, found });
         self.data = match codec {
-            0 => {
+            // A carried stream's chunks hold its compressed bytes as they are.
+            0 | CARRIED_ZSTD => {
                 if payload_len != raw_len {
                     return Err(bad_length(Some(u64::from(payload_len))));
                 }
@@ -669,8 +702,64 @@ impl<R: std::io::Read> StreamDecoder<R> {
     }
 }
 
+impl<R: std::io::Read> StreamDecoder<R> {
+    /// [`std::io::Read::read`] of a carried zstd stream: its chunks' bytes (checked as they
+    /// come) through one zstd decoder. The stream must end where a zstd frame ends.
+    fn read_carried(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use zstd::stream::raw::{InBuffer, Operation, OutBuffer};
+        let decompress_err = |detail: String| {
+            invalid(CodecError::Decompress {
+                codec: "zstd",
+                detail,
+            })
+        };
+        loop {
+            let decoder = match &mut self.carried.0 {
+                Some(d) => d,
+                none => none.insert(zstd::stream::raw::Decoder::new()?),
+            };
+            let mut input = InBuffer::around(&self.data[self.at..]);
+            let mut output = OutBuffer::around(buf);
+            let hint = decoder
+                .run(&mut input, &mut output)
+                .map_err(|e| decompress_err(e.to_string()))?;
+            let (used, made) = (input.pos(), output.pos());
+            self.at += used;
+            if used > 0 || made > 0 {
+                // 0: a frame is complete and flushed.
+                self.frame_ended = hint == 0;
+            }
+            if made > 0 {
+                return Ok(made);
+            }
+            if self.at < self.data.len() {
+                continue;
+            }
+            if self.done {
+                if !self.frame_ended {
+                    return Err(invalid(CodecError::Decompress {
+                        codec: "zstd",
+                        detail: "the carried zstd stream ends inside a frame".into(),
+                    }));
+                }
+                return Ok(0);
+            }
+            self.data.clear();
+            self.at = 0;
+            if !self.next_chunk(CARRIED_ZSTD)? {
+                // `data` held the trailer.
+                self.data.clear();
+                self.done = true;
+            }
+        }
+    }
+}
+
 impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.codec == Some(CARRIED_ZSTD) && !buf.is_empty() {
+            return self.read_carried(buf);
+        }
         loop {
             if self.at < self.data.len() {
                 let n = buf.len().min(self.data.len() - self.at);
@@ -686,6 +775,12 @@ impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
                 None => {
                     let c = self.header()?;
                     self.codec = Some(c);
+                    if c == CARRIED_ZSTD {
+                        // `data` held the header: no chunk is read yet.
+                        self.data.clear();
+                        self.at = 0;
+                        return self.read_carried(buf);
+                    }
                     c
                 }
             };
@@ -970,5 +1065,78 @@ mod tests {
                 CodecError::BadLength { .. }
             ));
         }
+    }
+
+    /// `compressed` carried in a stream, pushed `piece` bytes at a time.
+    fn carry(compressed: &[u8], piece: usize) -> Vec<u8> {
+        let (mut enc, header) = StreamEncoder::carrying_zstd();
+        let mut out = header.to_vec();
+        for part in compressed.chunks(piece.max(1)) {
+            for chunk in enc.push(part) {
+                out.extend_from_slice(&chunk);
+            }
+        }
+        out.extend_from_slice(&enc.finish());
+        out
+    }
+
+    #[test]
+    fn a_carried_zstd_stream_decodes_to_its_data() {
+        for len in [0, 1, STREAM_CHUNK + 3, 5 * STREAM_CHUNK] {
+            let data = sample(len);
+            let compressed = zstd::encode_all(&data[..], 1).unwrap();
+            for piece in [1000, STREAM_CHUNK, 3 * STREAM_CHUNK] {
+                let carried = carry(&compressed, piece);
+                assert_eq!(carried[5], CARRIED_ZSTD);
+                assert_eq!(stream_decode(&carried).unwrap(), data, "{len} by {piece}");
+            }
+        }
+        // Two frames one after the other (a server that flushed), read a byte at a time.
+        let data = sample(3 * STREAM_CHUNK);
+        let mut compressed = zstd::encode_all(&data[..STREAM_CHUNK], 1).unwrap();
+        compressed.extend(zstd::encode_all(&data[STREAM_CHUNK..], 3).unwrap());
+        let carried = carry(&compressed, 70_000);
+        let mut decoder = StreamDecoder::new(&carried[..]);
+        let mut out = Vec::new();
+        let mut byte = [0u8; 1];
+        while std::io::Read::read(&mut decoder, &mut byte).unwrap() == 1 {
+            out.push(byte[0]);
+            if out.len() == 1000 {
+                // The rest in one go.
+                std::io::Read::read_to_end(&mut decoder, &mut out).unwrap();
+                break;
+            }
+        }
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn a_carried_zstd_stream_cut_or_damaged_is_refused() {
+        let data = sample(2 * STREAM_CHUNK);
+        let compressed = zstd::encode_all(&data[..], 1).unwrap();
+        // The container complete, the zstd stream cut inside its frame.
+        let cut = carry(&compressed[..compressed.len() - 10], STREAM_CHUNK);
+        let e = codec_error(stream_decode(&cut).unwrap_err());
+        assert!(matches!(e, CodecError::Decompress { .. }), "{e:?}");
+        // Cut between two frames' blocks: the decoder waits for more, and none comes.
+        let mut two = zstd::encode_all(&data[..STREAM_CHUNK], 1).unwrap();
+        let second = zstd::encode_all(&data[STREAM_CHUNK..], 1).unwrap();
+        two.extend_from_slice(&second[..6]);
+        let e = codec_error(stream_decode(&carry(&two, STREAM_CHUNK)).unwrap_err());
+        assert!(e.to_string().contains("inside a frame"), "{e}");
+        // A flipped byte in the carried bytes: its chunk's checksum.
+        let good = carry(&compressed, 70_000);
+        let mut bad = good.clone();
+        bad[STREAM_HEADER_LEN + 12 + 100] ^= 0x10;
+        assert!(matches!(
+            codec_error(stream_decode(&bad).unwrap_err()),
+            CodecError::ChecksumMismatch { .. }
+        ));
+        // The container cut short.
+        let e = codec_error(stream_decode(&good[..good.len() - 3]).unwrap_err());
+        assert!(matches!(e, CodecError::Truncated { .. }), "{e:?}");
+        // Not zstd at all.
+        let e = codec_error(stream_decode(&carry(&sample(5000), 1000)).unwrap_err());
+        assert!(matches!(e, CodecError::Decompress { .. }), "{e:?}");
     }
 }

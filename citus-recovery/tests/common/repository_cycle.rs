@@ -89,7 +89,8 @@ pub async fn cycle(t: &mut TestCluster, repository: serde_json::Value) -> Vec<St
     let plan = c.plan_basebackup(Some("first")).await.unwrap().to_string();
     assert!(
         plan.contains("into the repository as backups/first/")
-            && plan.contains("no copy on local disk"),
+            && plan.contains("compressed by the server (zstd:1")
+            && plan.contains("stored as it comes"),
         "{plan}"
     );
     let backup = c.basebackup(Some("first")).await.expect("base backup");
