@@ -327,6 +327,43 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Waits for `child` (its stderr piped) to exit: `Ok` only if it succeeded, else an error
+/// quoting what it wrote. The guard moves in whole: dropping the future unfinished stops the
+/// program's process group.
+fn exited(
+    mut child: tokio::process::Child,
+    guard: GroupGuard,
+    node: &str,
+    action: &'static str,
+) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let name = node.to_string();
+    async move {
+        use tokio::io::AsyncReadExt;
+        // The whole guard moves in (a closure would capture only the field it sets).
+        let mut guard = guard;
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text).await;
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Error::node(&name, action, format!("cannot wait for it: {e}")))?;
+        guard.0 = None;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::node(
+                &name,
+                action,
+                format!(
+                    "{action} ({status}): {}",
+                    String::from_utf8_lossy(&text).trim()
+                ),
+            ))
+        }
+    }
+}
+
 /// A finished command's output as text; a non-zero exit is an error quoting it.
 fn finish(node: &NodeConfig, action: &str, out: std::process::Output) -> Result<String> {
     let text = format!(
@@ -559,32 +596,7 @@ impl ClusterBackend for LocalBackend {
             std::os::fd::AsRawFd::as_raw_fd(&stdout),
             nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_BYTES),
         );
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let name = node.name.clone();
-        let done = async move {
-            use tokio::io::AsyncReadExt;
-            // The whole guard moves in: dropping `done` unfinished stops the program.
-            let mut guard = guard;
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text).await;
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| Error::node(&name, action, format!("cannot wait for it: {e}")))?;
-            guard.0 = None;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(Error::node(
-                    &name,
-                    action,
-                    format!(
-                        "{action} ({status}): {}",
-                        String::from_utf8_lossy(&text).trim()
-                    ),
-                ))
-            }
-        };
+        let done = exited(child, guard, &node.name, action);
         Ok(BackupStream {
             tar: Box::new(std::fs::File::from(stdout)),
             done: Box::pin(done),
@@ -605,7 +617,7 @@ impl ClusterBackend for LocalBackend {
             .arg("--no-sync")
             .arg("--status-interval=1");
         let action = "pg_basebackup";
-        let mut child = cmd
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -617,34 +629,14 @@ impl ClusterBackend for LocalBackend {
             self.user.clone(),
             writer.clone(),
         );
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let name = node.name.clone();
+        let exit = exited(child, guard, &node.name, action);
         let done = async move {
-            use tokio::io::AsyncReadExt;
             // Dropped unfinished: the program is stopped, and the reader ends.
-            let mut guard = guard;
             let stop = followed::StopOnDrop(writer.clone());
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text).await;
-            let status = child
-                .wait()
-                .await
-                .map_err(|e| Error::node(&name, action, format!("cannot wait for it: {e}")))?;
-            guard.0 = None;
-            if status.success() {
-                writer.succeeded();
-                drop(stop);
-                Ok(())
-            } else {
-                Err(Error::node(
-                    &name,
-                    action,
-                    format!(
-                        "{action} ({status}): {}",
-                        String::from_utf8_lossy(&text).trim()
-                    ),
-                ))
-            }
+            exit.await?;
+            writer.succeeded();
+            drop(stop);
+            Ok(())
         };
         Ok(BackupStream {
             tar: Box::new(reader),
