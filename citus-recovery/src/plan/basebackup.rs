@@ -300,12 +300,9 @@ async fn server_compressed_into(
 ) -> Result<stored::UploadedTar> {
     let staging = backend.config().backup_staging_dir(node);
     let manifest_path = staging.join("backup_manifest");
-    let leftovers = ["base.tar.zst", "pg_wal.tar", "backup_manifest"];
     // A killed earlier backup of this node left its files (backups run one at a time, under
     // the repository's lock): pg_basebackup needs the folder empty.
-    for name in leftovers {
-        let _ = backend.remove_file(node, &staging.join(name)).await;
-    }
+    remove_staged(backend, node, &staging).await;
     let stream = backend
         .base_backup_server_zstd(node, &staging, backup, level)
         .await;
@@ -345,11 +342,17 @@ async fn server_compressed_into(
         }
         Err(e) => Err(e),
     };
-    for name in leftovers {
-        let _ = backend.remove_file(node, &staging.join(name)).await;
-    }
+    remove_staged(backend, node, &staging).await;
     let _ = backend.remove_empty_dir(node, &staging).await;
     uploaded
+}
+
+/// Removes what pg_basebackup writes into a server-compressed backup's staging folder, as far
+/// as it is there.
+async fn remove_staged(backend: &dyn ClusterBackend, node: &NodeConfig, staging: &std::path::Path) {
+    for name in ["base.tar.zst", "pg_wal.tar", "backup_manifest"] {
+        let _ = backend.remove_file(node, &staging.join(name)).await;
+    }
 }
 
 /// Streams a base backup of `node` into `key`: `-X fetch` first, so that the server ends the

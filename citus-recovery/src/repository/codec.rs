@@ -409,11 +409,6 @@ impl<T> fmt::Debug for Zstd<T> {
 impl StreamEncoder {
     /// An encoder, and the header to write first.
     pub fn new(compression: Compression) -> (Self, Bytes) {
-        let mut header = BytesMut::with_capacity(STREAM_HEADER_LEN);
-        header.put_slice(&STREAM_MAGIC);
-        header.put_u8(FORMAT_VERSION);
-        header.put_u8(compression.id());
-        header.put_u16_le(0);
         let encoder = StreamEncoder {
             compression,
             codec_id: compression.id(),
@@ -422,7 +417,18 @@ impl StreamEncoder {
             crc: 0,
             zstd: Zstd(None),
         };
-        (encoder, header.freeze())
+        let header = encoder.header();
+        (encoder, header)
+    }
+
+    /// The stream's header: magic, version, codec id, flags.
+    fn header(&self) -> Bytes {
+        let mut header = BytesMut::with_capacity(STREAM_HEADER_LEN);
+        header.put_slice(&STREAM_MAGIC);
+        header.put_u8(FORMAT_VERSION);
+        header.put_u8(self.codec_id);
+        header.put_u16_le(0);
+        header.freeze()
     }
 
     /// An encoder whose data is a zstd stream compressed elsewhere (a base backup PostgreSQL
@@ -432,12 +438,8 @@ impl StreamEncoder {
     pub fn carrying_zstd() -> (Self, Bytes) {
         let (mut encoder, _) = StreamEncoder::new(Compression::None);
         encoder.codec_id = CARRIED_ZSTD;
-        let mut header = BytesMut::with_capacity(STREAM_HEADER_LEN);
-        header.put_slice(&STREAM_MAGIC);
-        header.put_u8(FORMAT_VERSION);
-        header.put_u8(CARRIED_ZSTD);
-        header.put_u16_le(0);
-        (encoder, header.freeze())
+        let header = encoder.header();
+        (encoder, header)
     }
 
     /// Adds `data`; returns the chunks it completed, to be written in order.

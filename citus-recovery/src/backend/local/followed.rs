@@ -5,17 +5,16 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag};
 
 use super::as_user::as_user;
+use super::node_fs;
 use crate::files::OsUser;
 
 /// How often the reader looks again when it caught up with the writer.
@@ -90,33 +89,11 @@ impl FollowedFile {
     /// The file once it exists.
     fn open(&self) -> std::io::Result<Option<File>> {
         let path = self.path.clone();
-        let opened = as_user(&self.user, move || {
-            // Read and write: the part read is freed. O_NONBLOCK: a planted fifo never blocks.
-            let fd = match nix::fcntl::open(
-                &path,
-                OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => return Ok(None),
-                Err(e) => return Err(crate::error::Error::io("open", &path, e.into())),
-            };
-            // SAFETY: `open` returned a new descriptor that nothing else owns.
-            let file = unsafe { File::from_raw_fd(fd) };
-            let st = nix::sys::stat::fstat(file.as_raw_fd())
-                .map_err(|e| crate::error::Error::io("open", &path, e.into()))?;
-            if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-                return Err(crate::error::Error::io(
-                    "open",
-                    &path,
-                    std::io::Error::other("it is not a regular file"),
-                ));
-            }
-            nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::F_SETFL(OFlag::empty()))
-                .map_err(|e| crate::error::Error::io("open", &path, e.into()))?;
-            Ok(Some(file))
-        });
-        opened.map_err(|e| std::io::Error::other(e.to_string()))
+        // Read and write: the part read is freed.
+        as_user(&self.user, move || {
+            node_fs::open_regular_if_present(&path, OFlag::O_RDWR)
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     /// Frees the part read, in whole steps; a file system that cannot is left alone.

@@ -117,14 +117,24 @@ pub(super) fn read_file(path: &Path) -> Result<Option<String>> {
 
 /// Opens a regular file for reading; a link or anything else is an error naming `path`.
 pub(super) fn open_regular(path: &Path) -> Result<File> {
-    let fd = nix::fcntl::open(
+    open_regular_if_present(path, OFlag::O_RDONLY)?
+        .ok_or_else(|| Error::io("open", path, io_err(Errno::ENOENT)))
+}
+
+/// Opens a regular file with `access` (`O_RDONLY`, `O_RDWR`), `None` when nothing is at
+/// `path`; a link or anything else is an error naming `path`. Non-blocking while it is
+/// looked at, so a planted fifo never blocks.
+pub(super) fn open_regular_if_present(path: &Path, access: OFlag) -> Result<Option<File>> {
+    let fd = match nix::fcntl::open(
         path,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        access | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
         Mode::empty(),
-    )
-    .map(owned)
-    .map_err(|e| Error::io("open", path, io_err(e)))?;
-    regular_file(fd, path)
+    ) {
+        Ok(fd) => owned(fd),
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, io_err(e))),
+    };
+    regular_file(fd, path).map(Some)
 }
 
 /// `fd` as a blocking [`File`] when it is a regular file.
