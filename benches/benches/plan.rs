@@ -22,6 +22,7 @@ fn build(c: &mut Criterion) {
         let point = fixtures::restore_point(&config, "before-upgrade");
         let data_dirs = fixtures::data_dirs(&config);
         let now = fixtures::now();
+        let attempt = citus_recovery::names::default_name(now);
         group.bench_with_input(
             BenchmarkId::new("prepare-archiving", workers),
             &(),
@@ -58,6 +59,7 @@ fn build(c: &mut Criterion) {
                         wal_parameters: &Default::default(),
                         existing: &data_dirs,
                         previous: None,
+                        attempt: &attempt,
                     },
                     now,
                 )
@@ -86,6 +88,7 @@ fn print(c: &mut Criterion) {
                 wal_parameters: &Default::default(),
                 existing: &fixtures::data_dirs(&config),
                 previous: None,
+                attempt: &citus_recovery::names::default_name(fixtures::now()),
             },
             fixtures::now(),
         )

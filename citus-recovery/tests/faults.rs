@@ -221,9 +221,38 @@ async fn restoring_twice_across_timelines() {
     );
 
     // And back to the point on the older timeline 1: the new timeline is above every history file.
+    // The folders an attempt creates are taken for the next 40 seconds' stamps, as two restores
+    // in one second would leave them: the attempt takes a stamp of its own and leaves them be.
+    let base = c.config().cluster_base_folder.clone();
+    let now = chrono::Utc::now();
+    let mut decoys = Vec::new();
+    for second in 0..40 {
+        let stamp = citus_recovery::names::default_name(now + chrono::Duration::seconds(second));
+        for name in [
+            format!("coordinator.before-restore-{stamp}"),
+            format!("worker1.failed-restore-{stamp}"),
+            format!("worker1.tablespaces-{stamp}"),
+        ] {
+            let decoy = base.join(name);
+            std::fs::create_dir(&decoy).unwrap();
+            std::fs::write(decoy.join("mark"), "kept").unwrap();
+            decoys.push(decoy);
+        }
+    }
     c.restore_start(Some("base"), Some("rp"))
         .await
         .expect("restore back to timeline 1");
+    let stamp = c.restore_state().unwrap().unwrap().stamp;
+    assert!(
+        decoys
+            .iter()
+            .all(|d| !d.to_string_lossy().ends_with(&stamp)),
+        "the attempt took a stamp whose folders existed: {stamp}"
+    );
+    for d in &decoys {
+        assert_eq!(std::fs::read_to_string(d.join("mark")).unwrap(), "kept");
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 1, "{}", d.display());
+    }
     assert_eq!(t.counts().await, vec![FIRST; 2]);
     let finished = c.restore_finish().await.unwrap();
     assert!(

@@ -29,9 +29,9 @@ use crate::files::OsUser;
 use crate::lock::{ClusterLock, LockHolder};
 use crate::observe;
 use crate::plan::{
-    moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport, BasebackupPlan,
-    FinishPlan, FinishReport, PlanBasis, RestoreInputs, RestorePlan, RestorePointPlan,
-    RestoreReport, RestoreState, RunOptions,
+    attempt_paths, free_stamp, moved_aside_dir, AbortPlan, AbortReport, ArchivePlan, ArchiveReport,
+    BasebackupPlan, FinishPlan, FinishReport, PlanBasis, RestoreInputs, RestorePlan,
+    RestorePointPlan, RestoreReport, RestoreState, RunOptions,
 };
 use crate::repository::object::ObjectRepository;
 use crate::repository::posix::PosixRepository;
@@ -473,9 +473,11 @@ impl Cluster {
     ) -> Result<RestorePlan> {
         let config = self.config();
         let now = Utc::now();
+        let attempt = free_stamp(self.backend(), now, |s| attempt_paths(config, s)).await?;
         let stamp = previous
             .as_ref()
-            .map_or_else(|| crate::names::default_name(now), |p| p.stamp.clone());
+            .map_or_else(|| attempt.clone(), |p| p.stamp.clone());
+        // The attempt's own folders are in the basis too: apply refuses if one appeared since.
         let paths: Vec<(String, std::path::PathBuf)> = config
             .nodes()
             .flat_map(|n| {
@@ -484,6 +486,7 @@ impl Cluster {
                     (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
                 ]
             })
+            .chain(attempt_paths(config, &attempt))
             .collect();
         let checked = self.path_basis(paths.into_iter()).await?;
         let existing = checked
@@ -497,6 +500,7 @@ impl Cluster {
             wal_parameters: &report.wal_parameters,
             existing: &existing,
             previous: previous.as_ref(),
+            attempt: &attempt,
         };
         let mut plan = RestorePlan::build(config, observed, catalog, &inputs, now)?;
         if let Some(why) = report.chosen_because {
@@ -548,15 +552,26 @@ impl Cluster {
                 ),
             })?;
         let observed = observe::cluster(self.backend()).await?;
+        let config = self.config();
+        let stamp = free_stamp(self.backend(), Utc::now(), |s| {
+            AbortPlan::kept_paths(config, &state, s)
+        })
+        .await?;
+        // The kept copies' names are in the basis too: apply refuses if one appeared since.
         let checked = self
-            .path_basis(state.paths().map(|(n, p)| (n.to_string(), p.to_path_buf())))
+            .path_basis(
+                state
+                    .paths()
+                    .map(|(n, p)| (n.to_string(), p.to_path_buf()))
+                    .chain(AbortPlan::kept_paths(config, &state, &stamp)),
+            )
             .await?;
         let existing = checked
             .iter()
             .filter(|(_, _, exists)| *exists)
             .map(|(_, p, _)| p.clone())
             .collect();
-        let mut plan = AbortPlan::build(self.config(), &observed, &state, &existing, Utc::now())?;
+        let mut plan = AbortPlan::build(config, &observed, &state, &existing, &stamp)?;
         plan.basis = PlanBasis {
             paths: checked,
             ..PlanBasis::new(&observed).with_restore(Some(state.started.to_rfc3339()))

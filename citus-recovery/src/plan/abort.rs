@@ -9,7 +9,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::archive::find;
@@ -52,15 +51,36 @@ pub struct NodeAbort {
 }
 
 impl AbortPlan {
-    /// Builds the plan. `existing` holds which of the state's paths exist now.
+    /// Where each node's restored data directory would be kept under `stamp`
+    /// (`<node>.failed-restore-<stamp>`): the names [`AbortPlan::build`] needs free.
+    pub fn kept_paths(
+        config: &ClusterConfig,
+        state: &RestoreState,
+        stamp: &str,
+    ) -> Vec<(String, PathBuf)> {
+        state
+            .nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.node.clone(),
+                    super::failed_restore_dir(config, &n.node, stamp),
+                )
+            })
+            .collect()
+    }
+
+    /// Builds the plan. `existing` holds which of the state's paths and of the
+    /// [`AbortPlan::kept_paths`] of `stamp` (a [`crate::names::default_name`], see
+    /// [`super::free_stamp`]) exist now; a kept copy's name that exists is refused.
     pub fn build(
         config: &ClusterConfig,
         observed: &[NodeObservation],
         state: &RestoreState,
         existing: &HashSet<PathBuf>,
-        now: DateTime<Utc>,
+        stamp: &str,
     ) -> Result<Self> {
-        let stamp = crate::names::default_name(now);
+        crate::names::check_stamp(stamp)?;
         let mut nodes = Vec::new();
         for n in &state.nodes {
             let node = config.node(&n.node).ok_or_else(|| Error::Identity {
@@ -84,9 +104,20 @@ impl AbortPlan {
                 });
             }
             if move_restored {
+                let kept = super::failed_restore_dir(config, &node.name, stamp);
+                if existing.contains(&kept) {
+                    return Err(Error::InvalidArgument {
+                        what: "time stamp of new folders",
+                        value: stamp.into(),
+                        problem: format!(
+                            "{} exists already; the restored data directory needs a name of its own",
+                            kept.display()
+                        ),
+                    });
+                }
                 steps.push(Step::MoveAside {
                     from: n.data_dir.clone(),
-                    to: super::failed_restore_dir(config, &node.name, &stamp),
+                    to: kept,
                 });
             }
             if let Some(old) = old {

@@ -30,8 +30,8 @@ pub use basis::{NodeBasis, PlanBasis};
 pub use finish::{FinishPlan, FinishReport, NodeFinish};
 pub(crate) use restore::prefetch_segments;
 pub use restore::{
-    failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs, RestorePlan,
-    RestoreReport, RestoreState,
+    attempt_paths, failed_restore_dir, moved_aside_dir, NodePaused, NodeRestore, RestoreInputs,
+    RestorePlan, RestoreReport, RestoreState,
 };
 pub use restore_point::RestorePointPlan;
 pub use step::{Parameter, RestorePointFunction, RunOptions, Step, StepOutput};
@@ -173,6 +173,41 @@ pub async fn existing_paths<'a>(
         .into_iter()
         .flatten()
         .collect())
+}
+
+/// The first stamp ([`crate::names::default_name`]) from `now` on, second by second, of which
+/// none of `paths(stamp)` exists: a folder named with the time must never be one an earlier run
+/// in the same second (or before the clock went back) left, or the rename into it would fail
+/// half-way through a restore or its rollback.
+pub async fn free_stamp(
+    backend: &dyn ClusterBackend,
+    now: chrono::DateTime<chrono::Utc>,
+    paths: impl Fn(&str) -> Vec<(String, std::path::PathBuf)>,
+) -> Result<String> {
+    const TRIES: i64 = 60;
+    let mut taken = Vec::new();
+    for second in 0..TRIES {
+        let stamp = crate::names::default_name(now + chrono::Duration::seconds(second));
+        let candidates = paths(&stamp);
+        let existing = existing_paths(
+            backend,
+            candidates.iter().map(|(n, p)| (n.as_str(), p.as_path())),
+        )
+        .await?;
+        if existing.is_empty() {
+            return Ok(stamp);
+        }
+        taken.extend(existing);
+    }
+    taken.sort();
+    Err(Error::InvalidArgument {
+        what: "time stamp of new folders",
+        value: crate::names::default_name(now),
+        problem: format!(
+            "the folders of every stamp in the next {TRIES} seconds exist already (the first: {}); move old ones away",
+            taken.first().map_or_else(String::new, |p| p.display().to_string())
+        ),
+    })
 }
 
 /// What the steps of one node found out.

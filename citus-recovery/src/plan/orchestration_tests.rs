@@ -142,6 +142,7 @@ impl Setup {
                 wal_parameters: &BTreeMap::new(),
                 existing: &existing,
                 previous,
+                attempt: &crate::names::default_name(now),
             },
             now,
         )
@@ -403,7 +404,14 @@ async fn a_rollback_failing_at_its_first_rename_keeps_the_restore_state() {
     // Nothing was lost: restore-abort from the state puts everything back.
     let observed = crate::observe::cluster(&setup.fake).await.unwrap();
     let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-    let abort = AbortPlan::build(setup.config(), &observed, &state, &existing, Utc::now()).unwrap();
+    let abort = AbortPlan::build(
+        setup.config(),
+        &observed,
+        &state,
+        &existing,
+        &crate::names::default_name(Utc::now()),
+    )
+    .unwrap();
     abort
         .execute(&setup.fake, &RunOptions::default())
         .await
@@ -550,8 +558,14 @@ async fn restore_abort_after_a_kill_at_any_moment_restores_the_layout() {
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
         let observed = crate::observe::cluster(&setup.fake).await.unwrap();
         let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-        let abort =
-            AbortPlan::build(setup.config(), &observed, &state, &existing, Utc::now()).unwrap();
+        let abort = AbortPlan::build(
+            setup.config(),
+            &observed,
+            &state,
+            &existing,
+            &crate::names::default_name(Utc::now()),
+        )
+        .unwrap();
         let report = abort
             .execute(&setup.fake, &RunOptions::default())
             .await
@@ -629,8 +643,14 @@ async fn restore_abort_after_a_kill_puts_back_a_node_without_data_directory() {
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
         let observed = crate::observe::cluster(&setup.fake).await.unwrap();
         let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-        let abort =
-            AbortPlan::build(setup.config(), &observed, &state, &existing, Utc::now()).unwrap();
+        let abort = AbortPlan::build(
+            setup.config(),
+            &observed,
+            &state,
+            &existing,
+            &crate::names::default_name(Utc::now()),
+        )
+        .unwrap();
         let report = abort
             .execute(&setup.fake, &RunOptions::default())
             .await
@@ -959,4 +979,34 @@ fn plan_basis_names_what_changed() {
     let mut d = a.clone();
     d.in_recovery = Some(true);
     assert!(planned.check(&PlanBasis::new(&[d])).is_err());
+}
+
+#[tokio::test]
+async fn a_new_stamp_skips_every_second_whose_folders_exist() {
+    let setup = Setup::new([true; 3]);
+    let config = setup.config();
+    // A restore began at t(30) and one at t(31): their folders are on worker2's host only.
+    for second in [30, 31] {
+        let stamp = crate::names::default_name(t(second));
+        setup
+            .fake
+            .add_dir("worker2", moved_aside_dir(config, "worker2", &stamp));
+    }
+    let paths = |s: &str| attempt_paths(config, s);
+    let stamp = free_stamp(&setup.fake, t(30), paths).await.unwrap();
+    assert_eq!(stamp, crate::names::default_name(t(32)));
+    assert_eq!(
+        free_stamp(&setup.fake, t(32), paths).await.unwrap(),
+        crate::names::default_name(t(32)),
+        "a free second is taken as it is"
+    );
+    // Every second of the minute taken: refused, naming a folder, before anything is touched.
+    for second in 32..100 {
+        let stamp = crate::names::default_name(t(second));
+        setup
+            .fake
+            .add_dir("worker2", failed_restore_dir(config, "worker2", &stamp));
+    }
+    let err = free_stamp(&setup.fake, t(30), paths).await.unwrap_err();
+    assert!(err.to_string().contains("worker2.before-restore-"), "{err}");
 }

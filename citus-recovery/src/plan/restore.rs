@@ -75,13 +75,34 @@ pub fn failed_restore_dir(config: &ClusterConfig, node: &str, stamp: &str) -> Pa
         .join(format!("{node}.failed-restore-{stamp}"))
 }
 
-/// Where restore-start puts a tablespace of the backup:
-/// `<clusterBaseFolder>/<node>.tablespaces-<stamp>/<oid>`, a new folder for every attempt.
-pub fn tablespace_dir(config: &ClusterConfig, node: &str, stamp: &str, oid: u32) -> PathBuf {
+/// The folders one restore-start attempt may create under `stamp`, per node: the moved-aside
+/// data directory, the kept result of a killed attempt and the tablespaces' folder. An attempt's
+/// stamp must name none that exists, or two attempts in one second would collide.
+pub fn attempt_paths(config: &ClusterConfig, stamp: &str) -> Vec<(String, PathBuf)> {
+    config
+        .nodes()
+        .flat_map(|n| {
+            [
+                moved_aside_dir(config, &n.name, stamp),
+                failed_restore_dir(config, &n.name, stamp),
+                tablespaces_dir(config, &n.name, stamp),
+            ]
+            .map(|p| (n.name.clone(), p))
+        })
+        .collect()
+}
+
+/// The folder of one attempt's tablespaces on a node: `<clusterBaseFolder>/<node>.tablespaces-<stamp>`.
+fn tablespaces_dir(config: &ClusterConfig, node: &str, stamp: &str) -> PathBuf {
     config
         .cluster_base_folder
         .join(format!("{node}.tablespaces-{stamp}"))
-        .join(oid.to_string())
+}
+
+/// Where restore-start puts a tablespace of the backup:
+/// `<clusterBaseFolder>/<node>.tablespaces-<stamp>/<oid>`, a new folder for every attempt.
+pub fn tablespace_dir(config: &ClusterConfig, node: &str, stamp: &str, oid: u32) -> PathBuf {
+    tablespaces_dir(config, node, stamp).join(oid.to_string())
 }
 
 impl RestoreState {
@@ -185,6 +206,9 @@ pub struct RestoreInputs<'a> {
     pub existing: &'a HashSet<PathBuf>,
     /// The restore under way, when restore-start runs again.
     pub previous: Option<&'a RestoreState>,
+    /// This attempt's stamp (a [`crate::names::default_name`]), in the names of the folders it
+    /// creates: none of its [`attempt_paths`] may be in `existing`.
+    pub attempt: &'a str,
 }
 
 /// The plan of `restore-start`.
@@ -266,11 +290,27 @@ impl RestorePlan {
             wal_parameters,
             existing,
             previous,
+            attempt,
         } = *inputs;
-        let attempt = crate::names::default_name(now);
+        crate::names::check_stamp(attempt)?;
+        let taken: Vec<String> = attempt_paths(config, attempt)
+            .into_iter()
+            .filter(|(_, p)| existing.contains(p))
+            .map(|(_, p)| p.display().to_string())
+            .collect();
+        if !taken.is_empty() {
+            return Err(Error::InvalidArgument {
+                what: "restore attempt stamp",
+                value: attempt.into(),
+                problem: format!(
+                    "names folders that exist already ({}); a new attempt needs a stamp of its own",
+                    taken.join(", ")
+                ),
+            });
+        }
         // A restore started again keeps the first attempt's stamp: the old data directories
         // stay where that attempt put them.
-        let stamp = previous.map_or_else(|| attempt.clone(), |p| p.stamp.clone());
+        let stamp = previous.map_or_else(|| attempt.to_string(), |p| p.stamp.clone());
         crate::observe::check_backup_nodes(config, backup)?;
         let in_folder = super::basebackup::in_backup_folder(catalog);
         let mut nodes = Vec::new();
@@ -352,7 +392,7 @@ impl RestorePlan {
                         // What the killed attempt restored: kept, never deleted.
                         steps.push(Step::MoveAside {
                             from: data_dir.clone(),
-                            to: failed_restore_dir(config, &node.name, &attempt),
+                            to: failed_restore_dir(config, &node.name, attempt),
                         });
                     }
                     (
@@ -375,7 +415,7 @@ impl RestorePlan {
                 .iter()
                 .map(|&oid| TablespaceTarget {
                     oid,
-                    location: tablespace_dir(config, &node.name, &attempt, oid),
+                    location: tablespace_dir(config, &node.name, attempt, oid),
                 })
                 .collect();
             // With a repository, backups are in it (see plan::basebackup); without, in folders.
@@ -641,7 +681,12 @@ impl RestorePlan {
         };
         let state_path = RestoreState::path(config);
         let rollback = async {
-            let plan = AbortPlan::build(config, &observed, &reachable, &existing, Utc::now())?;
+            // Only the reachable nodes are asked which kept copy's name is free.
+            let stamp = super::free_stamp(backend, Utc::now(), |s| {
+                AbortPlan::kept_paths(config, &reachable, s)
+            })
+            .await?;
+            let plan = AbortPlan::build(config, &observed, &reachable, &existing, &stamp)?;
             if waiting.is_empty() {
                 plan.execute(backend, opts).await.map(|_| ())
             } else {

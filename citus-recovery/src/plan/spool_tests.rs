@@ -192,7 +192,14 @@ fn a_posix_folder_restore_has_no_prefetch_and_no_spool_removal() {
     assert!(!plan.to_string().contains("prefetch"));
     let finish = FinishPlan::build(&c, &paused(), None).unwrap();
     assert!(!finish.to_string().contains("spool"), "{finish}");
-    let abort = AbortPlan::build(&c, &all(true), &plan.state, &existing_after(&c), t(40)).unwrap();
+    let abort = AbortPlan::build(
+        &c,
+        &all(true),
+        &plan.state,
+        &existing_after(&c),
+        &crate::names::default_name(t(40)),
+    )
+    .unwrap();
     assert!(!abort.to_string().contains("spool"), "{abort}");
 }
 
@@ -236,7 +243,14 @@ fn finish_and_abort_remove_the_spool_of_a_repository_restore() {
     )));
 
     let plan = plan_to(&c, 0x3000000);
-    let abort = AbortPlan::build(&c, &all(true), &plan.state, &existing_after(&c), t(40)).unwrap();
+    let abort = AbortPlan::build(
+        &c,
+        &all(true),
+        &plan.state,
+        &existing_after(&c),
+        &crate::names::default_name(t(40)),
+    )
+    .unwrap();
     for np in &abort.phases[0].nodes {
         let node = c.node(&np.node).unwrap();
         match &np.steps[..] {

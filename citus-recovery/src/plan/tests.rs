@@ -295,6 +295,80 @@ fn restore_plan_steps_per_node() {
 }
 
 #[test]
+fn restore_plan_refuses_an_attempt_stamp_whose_folders_exist() {
+    // Two restore-starts in one second: the second attempt's stamp names the first one's
+    // moved-aside directory, and a rename onto it would fail half-way through the restore.
+    let c = config();
+    for taken in [
+        moved_aside_dir(&c, "worker1", &crate::names::default_name(t(30))),
+        failed_restore_dir(&c, "worker2", &crate::names::default_name(t(30))),
+        restore::tablespace_dir(&c, "coordinator", &crate::names::default_name(t(30)), 1)
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    ] {
+        let mut existing = data_dirs(&c);
+        existing.insert(taken.clone());
+        let err = restore_plan(
+            &c,
+            &all(true),
+            &backup(t(10)),
+            &point(0x3000000, t(20)),
+            &existing,
+            None,
+            t(30),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidArgument {
+                    what: "restore attempt stamp",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&taken.display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn abort_plan_refuses_a_kept_copy_name_that_exists() {
+    let c = config();
+    let plan = restore_plan(
+        &c,
+        &all(true),
+        &backup(t(10)),
+        &point(0x3000000, t(20)),
+        &data_dirs(&c),
+        None,
+        t(30),
+    )
+    .unwrap();
+    let mut existing = data_dirs(&c);
+    existing.extend(
+        plan.state
+            .nodes
+            .iter()
+            .filter_map(|n| n.moved_aside_to.clone()),
+    );
+    let stamp = crate::names::default_name(t(40));
+    AbortPlan::build(&c, &all(true), &plan.state, &existing, &stamp).unwrap();
+    let kept = AbortPlan::kept_paths(&c, &plan.state, &stamp);
+    assert_eq!(kept.len(), 3);
+    existing.insert(kept[1].1.clone());
+    let err = AbortPlan::build(&c, &all(true), &plan.state, &existing, &stamp).unwrap_err();
+    assert!(
+        err.to_string().contains(&kept[1].1.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
 fn restore_plan_refuses_a_point_before_the_backup_end() {
     let c = config();
     let err = restore_plan(
@@ -396,6 +470,7 @@ pub(super) fn restore_plan(
             wal_parameters: &Default::default(),
             existing,
             previous,
+            attempt: &crate::names::default_name(now),
         },
         now,
     )
