@@ -47,5 +47,9 @@ if ! command -v ip >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v ssh-key
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         openssh-server openssh-client iproute2 >/dev/null
-    [ "$OWN_POLICY" = 1 ] && rm -f "$POLICY"
+    # An `if`, not `[ ... ] && rm`: where the machine has a policy file of its own, that list
+    # would end the script with status 1.
+    if [ "$OWN_POLICY" = 1 ]; then
+        rm -f "$POLICY"
+    fi
 fi

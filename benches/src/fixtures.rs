@@ -74,6 +74,7 @@ pub fn observations(config: &ClusterConfig, state: NodeState) -> Vec<NodeObserva
                 timeline: (!paused).then_some(1),
                 settings,
                 server_version: Some("15.14".into()),
+                server_zstd: Some(true),
                 ..NodeObservation::new(&node.name, ServerState::Running)
             }
         })

@@ -394,6 +394,12 @@ impl PyNodeStatus {
         self.0.server_version.as_deref()
     }
 
+    /// Whether the server was built with zstd (it then compresses repository backups itself).
+    #[getter]
+    fn server_zstd(&self) -> Option<bool> {
+        self.0.server_zstd
+    }
+
     /// Why the node could not be asked, when it runs but did not answer.
     #[getter]
     fn error(&self) -> Option<&str> {

@@ -123,6 +123,7 @@ def test_status_and_reports_print_as_the_cli_does(archived_cluster: TestCluster)
         assert n.server == "running" and n.in_recovery is False and n.archiving
         assert n.settings["archive_mode"] == "on"
         assert n.timeline == 1 and n.lsn and n.server_version
+        assert n.server_zstd is True, "Debian's PostgreSQL 15 is built with zstd"
         assert n.citus_version is None and n.error is None
     assert json.loads(status.to_json())["cluster_name"] == "pytest"
     assert status.restore is None

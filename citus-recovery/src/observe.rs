@@ -42,6 +42,9 @@ pub struct NodeObservation {
     pub citus_version: Option<String>,
     /// `server_version`.
     pub server_version: Option<String>,
+    /// Whether the server was built with zstd (`zstd` among `wal_compression`'s values, which
+    /// the build decides as it does for base backups), when it runs and answers.
+    pub server_zstd: Option<bool>,
     /// On a Citus coordinator: the primary nodes `pg_dist_node` lists that are active or hold
     /// shard placements.
     pub citus_nodes: Option<Vec<CitusNode>>,
@@ -99,6 +102,7 @@ impl NodeObservation {
             settings: BTreeMap::new(),
             citus_version: None,
             server_version: None,
+            server_zstd: None,
             citus_nodes: None,
             system_identifier: None,
             addresses: Vec::new(),
@@ -136,6 +140,13 @@ impl NodeObservation {
     }
 }
 
+/// Whether the server was built with zstd, as SQL readable by any user: `wal_compression`
+/// offers `zstd` exactly when the server can also compress base backups with it (PostgreSQL 15
+/// and newer; before, the setting is a boolean and this is false). The server's own error for a
+/// missing algorithm is in its `lc_messages` language, so it is asked before, not parsed after.
+pub(crate) const SERVER_ZSTD: &str =
+    "EXISTS (SELECT 1 FROM pg_settings WHERE name = 'wal_compression' AND 'zstd' = ANY(enumvals))";
+
 /// Observes one node.
 pub async fn node(backend: &dyn ClusterBackend, node: &NodeConfig) -> Result<NodeObservation> {
     let server = backend.server_state(node).await?;
@@ -159,13 +170,14 @@ async fn ask(
     let sql_err = |e| Error::sql(&node.name, "observe", e);
     let row = client
         .query_one(
-            "SELECT pg_is_in_recovery(), \
+            &format!("SELECT pg_is_in_recovery(), \
              CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END, \
              CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END, \
              CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_walfile_name(pg_current_wal_lsn()) END, \
              current_setting('server_version'), \
              (SELECT extversion FROM pg_extension WHERE extname = 'citus'), \
-             (SELECT system_identifier FROM pg_control_system())",
+             (SELECT system_identifier FROM pg_control_system()), \
+             {SERVER_ZSTD}"),
             &[],
         )
         .await
@@ -180,6 +192,7 @@ async fn ask(
     obs.citus_version = row.get(5);
     // A uint64 shown through a signed bigint: the bits are the identifier.
     obs.system_identifier = row.get::<_, Option<i64>>(6).map(|v| v as u64);
+    obs.server_zstd = Some(row.get(7));
     if obs.citus_version.is_some() && node.role == NodeRole::Coordinator {
         // Inactive nodes that still hold placements count: their shards are data too.
         let rows = client

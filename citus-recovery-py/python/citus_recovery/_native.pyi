@@ -659,6 +659,9 @@ class NodeStatus:
     @property
     def server_version(self) -> Optional[str]: ...
     @property
+    def server_zstd(self) -> Optional[bool]:
+        """Whether the server was built with zstd (it then compresses repository backups)."""
+    @property
     def error(self) -> Optional[str]: ...
     @property
     def archiving(self) -> bool: ...

@@ -102,6 +102,7 @@ impl BasebackupPlan {
                     by_server: compressed_by_server(
                         config.compression,
                         obs.server_version.as_deref().and_then(server_major),
+                        obs.server_zstd == Some(true),
                     )
                     .is_some(),
                 },
@@ -215,8 +216,11 @@ pub async fn into_repository(
     }
     let row = client
         .query_one(
-            "SELECT (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')), \
-             current_setting('server_version_num')::int",
+            &format!(
+                "SELECT (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')), \
+                 current_setting('server_version_num')::int, {}",
+                crate::observe::SERVER_ZSTD
+            ),
             &[],
         )
         .await
@@ -228,20 +232,8 @@ pub async fn into_repository(
     let folder = node_folder(backup, &node.name)?;
     let key = stored::tar_key(&folder, "base", compression);
     let major = u32::try_from(row.get::<_, i32>(1) / 10_000).ok();
-    let server_zstd = compressed_by_server(compression, major);
-    let uploaded = match server_zstd {
-        Some(level) => match server_compressed_into(backend, repo, node, backup, &key, level).await
-        {
-            Err(e) if no_server_zstd(&e) => {
-                crate::progress::message(format!(
-                    "{}: the server cannot compress with zstd (not built with it); the backup \
-                     is compressed here instead",
-                    node.name
-                ));
-                stream_with_fallback(backend, repo, node, backup, &key).await?
-            }
-            other => other?,
-        },
+    let uploaded = match compressed_by_server(compression, major, row.get(2)) {
+        Some(level) => server_compressed_into(backend, repo, node, backup, &key, level).await?,
         None => stream_with_fallback(backend, repo, node, backup, &key).await?,
     };
     let manifest = uploaded.scanned.manifest.unwrap_or_default();
@@ -258,13 +250,15 @@ pub async fn into_repository(
 
 /// The zstd level the server compresses a backup with, when it does: with zstd configured and
 /// a server of PostgreSQL 15 or newer (`server_major`, when known), which compresses base
-/// backups itself. The plan and the run decide by this one rule.
+/// backups itself, built with zstd (`server_zstd`, see [`crate::observe::SERVER_ZSTD`]). The
+/// plan and the run decide by this one rule; otherwise the backup is compressed here.
 pub fn compressed_by_server(
     compression: codec::Compression,
     server_major: Option<u32>,
+    server_zstd: bool,
 ) -> Option<i32> {
     match (compression, server_major) {
-        (codec::Compression::Zstd(level), Some(major)) if major >= 15 => Some(level),
+        (codec::Compression::Zstd(level), Some(major)) if major >= 15 && server_zstd => Some(level),
         _ => None,
     }
 }
@@ -273,14 +267,6 @@ pub fn compressed_by_server(
 fn server_major(version: &str) -> Option<u32> {
     let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
-}
-
-/// Whether a failed server-compressed backup failed because the server was built without
-/// zstd (`zstd compression is not supported by this build`): then nothing was stored, and the
-/// backup is taken again compressed here.
-fn no_server_zstd(e: &Error) -> bool {
-    let text = e.to_string();
-    text.contains("not supported by this build")
 }
 
 /// A base backup of `node` compressed by the server with zstd at `level`, stored into `key` as

@@ -50,6 +50,7 @@ fn running(node: &str, archiving: bool) -> NodeObservation {
         timeline: Some(1),
         settings,
         server_version: Some("15.18".into()),
+        server_zstd: Some(true),
         addresses: vec!["127.0.0.1".parse().unwrap()],
         ..NodeObservation::new(node, ServerState::Running)
     }
@@ -689,8 +690,9 @@ fn refusals_are_typed_variants_naming_the_node() {
     ));
 }
 
-/// With zstd and PostgreSQL 15 or newer the server compresses a repository backup and the plan
-/// says so; an older server, or lz4/none, compresses here. One rule for the plan and the run.
+/// With zstd and PostgreSQL 15 or newer built with zstd, the server compresses a repository
+/// backup and the plan says so; an older server, one built without zstd, or lz4/none,
+/// compresses here. One rule for the plan and the run.
 #[test]
 fn the_plan_says_which_side_compresses_a_repository_backup() {
     use crate::plan::basebackup::compressed_by_server;
@@ -703,6 +705,9 @@ fn the_plan_says_which_side_compresses_a_repository_backup() {
     let catalog = Catalog::new(&c);
     let mut observed = all(true);
     observed[1].server_version = Some("14.9 (Debian 14.9-1)".into());
+    observed[1].server_zstd = Some(false);
+    observed[2].server_zstd = Some(false);
+    observed[2].server_version = Some("16.4".into());
     let plan = BasebackupPlan::build(&c, &observed, Some("b1"), t(0), &catalog, false).unwrap();
     let by_server: Vec<bool> = plan.phases[0]
         .nodes
@@ -712,7 +717,11 @@ fn the_plan_says_which_side_compresses_a_repository_backup() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert_eq!(by_server, [true, false, true], "worker1 runs PostgreSQL 14");
+    assert_eq!(
+        by_server,
+        [true, false, false],
+        "worker1 runs PostgreSQL 14, worker2 one built without zstd"
+    );
     let text = plan.to_string();
     assert!(text.contains("compressed by the server (zstd:3"), "{text}");
     assert!(
@@ -720,16 +729,23 @@ fn the_plan_says_which_side_compresses_a_repository_backup() {
         "{text}"
     );
     assert_eq!(
-        compressed_by_server(Compression::Zstd(3), Some(15)),
+        compressed_by_server(Compression::Zstd(3), Some(15), true),
         Some(3)
     );
     assert_eq!(
-        compressed_by_server(Compression::Zstd(1), Some(17)),
+        compressed_by_server(Compression::Zstd(1), Some(17), true),
         Some(1)
     );
-    assert_eq!(compressed_by_server(Compression::Zstd(1), None), None);
-    assert_eq!(compressed_by_server(Compression::Lz4, Some(16)), None);
-    assert_eq!(compressed_by_server(Compression::None, Some(16)), None);
+    assert_eq!(
+        compressed_by_server(Compression::Zstd(1), Some(17), false),
+        None
+    );
+    assert_eq!(compressed_by_server(Compression::Zstd(1), None, true), None);
+    assert_eq!(compressed_by_server(Compression::Lz4, Some(16), true), None);
+    assert_eq!(
+        compressed_by_server(Compression::None, Some(16), true),
+        None
+    );
 }
 
 /// With a `repository`, the base backup streams into it and the restore streams from it; the

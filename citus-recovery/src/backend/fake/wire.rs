@@ -57,7 +57,11 @@ fn shape(sql: &str) -> Option<Shape> {
     if sql.contains("pg_get_wal_replay_pause_state() ELSE ''") {
         s("pause_state", &[], &[BOOL, TEXT, TEXT])
     } else if sql.contains("pg_control_system()") && sql.contains("pg_extension") {
-        s("observe", &[], &[BOOL, TEXT, TEXT, TEXT, TEXT, TEXT, INT8])
+        s(
+            "observe",
+            &[],
+            &[BOOL, TEXT, TEXT, TEXT, TEXT, TEXT, INT8, BOOL],
+        )
     } else if sql.contains("unnest($1::text[])") {
         s("settings", &[TEXT_ARRAY], &[TEXT, TEXT])
     } else if sql.trim() == "SELECT pg_wal_replay_resume()" {
@@ -112,6 +116,7 @@ fn answer(
             Val::Text(Some("15.18".into())),
             Val::Text(None),
             Val::Int8(7_000_000_000_000_000_000),
+            Val::Bool(true),
         ]],
         "settings" => Vec::new(),
         "resume" => {
