@@ -95,6 +95,14 @@ impl Setup {
         self.fake.config()
     }
 
+    /// The restore-abort plan of `state` as built from what the fake holds now.
+    async fn abort_plan(&self, state: &RestoreState) -> AbortPlan {
+        let observed = crate::observe::cluster(&self.fake).await.unwrap();
+        let existing = existing_paths(&self.fake, state.paths()).await.unwrap();
+        let stamp = crate::names::default_name(Utc::now());
+        AbortPlan::build(self.config(), &observed, state, &existing, &stamp).unwrap()
+    }
+
     fn data_dir(&self, node: &str) -> PathBuf {
         self.config().data_dir(self.config().node(node).unwrap())
     }
@@ -402,16 +410,7 @@ async fn a_rollback_failing_at_its_first_rename_keeps_the_restore_state() {
     let state = RestoreState::load(setup.config()).unwrap().expect("kept");
     assert_eq!(state, plan.state);
     // Nothing was lost: restore-abort from the state puts everything back.
-    let observed = crate::observe::cluster(&setup.fake).await.unwrap();
-    let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-    let abort = AbortPlan::build(
-        setup.config(),
-        &observed,
-        &state,
-        &existing,
-        &crate::names::default_name(Utc::now()),
-    )
-    .unwrap();
+    let abort = setup.abort_plan(&state).await;
     abort
         .execute(&setup.fake, &RunOptions::default())
         .await
@@ -556,16 +555,7 @@ async fn restore_abort_after_a_kill_at_any_moment_restores_the_layout() {
     for done in kill_points() {
         let (setup, _) = killed_restore(Setup::new([true; 3]), done).await;
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
-        let observed = crate::observe::cluster(&setup.fake).await.unwrap();
-        let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-        let abort = AbortPlan::build(
-            setup.config(),
-            &observed,
-            &state,
-            &existing,
-            &crate::names::default_name(Utc::now()),
-        )
-        .unwrap();
+        let abort = setup.abort_plan(&state).await;
         let report = abort
             .execute(&setup.fake, &RunOptions::default())
             .await
@@ -641,16 +631,7 @@ async fn restore_abort_after_a_kill_puts_back_a_node_without_data_directory() {
         let setup = Setup::with([true, true, false], [true, true, false]);
         let (setup, _) = killed_restore(setup, done).await;
         let state = RestoreState::load(setup.config()).unwrap().expect("saved");
-        let observed = crate::observe::cluster(&setup.fake).await.unwrap();
-        let existing = existing_paths(&setup.fake, state.paths()).await.unwrap();
-        let abort = AbortPlan::build(
-            setup.config(),
-            &observed,
-            &state,
-            &existing,
-            &crate::names::default_name(Utc::now()),
-        )
-        .unwrap();
+        let abort = setup.abort_plan(&state).await;
         let report = abort
             .execute(&setup.fake, &RunOptions::default())
             .await

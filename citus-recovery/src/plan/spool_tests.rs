@@ -192,14 +192,7 @@ fn a_posix_folder_restore_has_no_prefetch_and_no_spool_removal() {
     assert!(!plan.to_string().contains("prefetch"));
     let finish = FinishPlan::build(&c, &paused(), None).unwrap();
     assert!(!finish.to_string().contains("spool"), "{finish}");
-    let abort = AbortPlan::build(
-        &c,
-        &all(true),
-        &plan.state,
-        &existing_after(&c),
-        &crate::names::default_name(t(40)),
-    )
-    .unwrap();
+    let abort = abort_of(&c, &plan);
     assert!(!abort.to_string().contains("spool"), "{abort}");
 }
 
@@ -243,14 +236,7 @@ fn finish_and_abort_remove_the_spool_of_a_repository_restore() {
     )));
 
     let plan = plan_to(&c, 0x3000000);
-    let abort = AbortPlan::build(
-        &c,
-        &all(true),
-        &plan.state,
-        &existing_after(&c),
-        &crate::names::default_name(t(40)),
-    )
-    .unwrap();
+    let abort = abort_of(&c, &plan);
     for np in &abort.phases[0].nodes {
         let node = c.node(&np.node).unwrap();
         match &np.steps[..] {
@@ -322,4 +308,10 @@ async fn the_spool_steps_are_best_effort() {
         "{:?}",
         fake.node_calls("worker1")
     );
+}
+
+/// The restore-abort plan of `plan`'s restore, every node restored and running.
+fn abort_of(c: &ClusterConfig, plan: &RestorePlan) -> AbortPlan {
+    let stamp = crate::names::default_name(t(40));
+    AbortPlan::build(c, &all(true), &plan.state, &existing_after(c), &stamp).unwrap()
 }
