@@ -343,7 +343,7 @@ impl Cluster {
     pub async fn basebackup(&self, name: Option<&str>) -> Result<Backup> {
         let _lock = self.lock("basebackup").await?;
         let plan = self.plan_basebackup(name).await?;
-        self.apply_locked(&plan).await
+        self.apply_just_planned(&plan).await
     }
 
     /// Plans `restore-point`; the name defaults to the UTC date and time.
@@ -363,7 +363,7 @@ impl Cluster {
     pub async fn create_restore_point(&self, name: Option<&str>) -> Result<RestorePoint> {
         let _lock = self.lock("restore-point").await?;
         let plan = self.plan_restore_point(name).await?;
-        self.apply_locked(&plan).await
+        self.apply_just_planned(&plan).await
     }
 
     /// The restore point a restore goes to: the one given, else the config's `restorePoint`.
@@ -477,18 +477,20 @@ impl Cluster {
         let stamp = previous
             .as_ref()
             .map_or_else(|| attempt.clone(), |p| p.stamp.clone());
-        // The attempt's own folders are in the basis too: apply refuses if one appeared since.
-        let paths: Vec<(String, std::path::PathBuf)> = config
-            .nodes()
-            .flat_map(|n| {
-                [
-                    (n.name.clone(), config.data_dir(n)),
-                    (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
-                ]
-            })
-            .chain(attempt_paths(config, &attempt))
-            .collect();
-        let checked = self.path_basis(paths.into_iter()).await?;
+        let paths = config.nodes().flat_map(|n| {
+            [
+                (n.name.clone(), config.data_dir(n)),
+                (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
+            ]
+        });
+        let mut checked = self.path_basis(paths).await?;
+        // The attempt's own folders are in the basis too, as free_stamp just found them
+        // (absent): apply refuses if one appeared since.
+        checked.extend(
+            attempt_paths(config, &attempt)
+                .into_iter()
+                .map(|(n, p)| (n, p, false)),
+        );
         let existing = checked
             .iter()
             .filter(|(_, _, exists)| *exists)
@@ -557,15 +559,16 @@ impl Cluster {
             AbortPlan::kept_paths(config, &state, s)
         })
         .await?;
-        // The kept copies' names are in the basis too: apply refuses if one appeared since.
-        let checked = self
-            .path_basis(
-                state
-                    .paths()
-                    .map(|(n, p)| (n.to_string(), p.to_path_buf()))
-                    .chain(AbortPlan::kept_paths(config, &state, &stamp)),
-            )
+        let mut checked = self
+            .path_basis(state.paths().map(|(n, p)| (n.to_string(), p.to_path_buf())))
             .await?;
+        // The kept copies' names are in the basis too, as free_stamp just found them (absent):
+        // apply refuses if one appeared since.
+        checked.extend(
+            AbortPlan::kept_paths(config, &state, &stamp)
+                .into_iter()
+                .map(|(n, p)| (n, p, false)),
+        );
         let existing = checked
             .iter()
             .filter(|(_, _, exists)| *exists)

@@ -105,16 +105,7 @@ impl AbortPlan {
             }
             if move_restored {
                 let kept = super::failed_restore_dir(config, &node.name, stamp);
-                if existing.contains(&kept) {
-                    return Err(Error::InvalidArgument {
-                        what: "time stamp of new folders",
-                        value: stamp.into(),
-                        problem: format!(
-                            "{} exists already; the restored data directory needs a name of its own",
-                            kept.display()
-                        ),
-                    });
-                }
+                super::refuse_taken_stamp(stamp, [kept.as_path()], existing)?;
                 steps.push(Step::MoveAside {
                     from: n.data_dir.clone(),
                     to: kept,

@@ -200,14 +200,46 @@ pub async fn free_stamp(
         taken.extend(existing);
     }
     taken.sort();
-    Err(Error::InvalidArgument {
-        what: "time stamp of new folders",
-        value: crate::names::default_name(now),
-        problem: format!(
+    Err(stamp_error(
+        &crate::names::default_name(now),
+        format!(
             "the folders of every stamp in the next {TRIES} seconds exist already (the first: {}); move old ones away",
             taken.first().map_or_else(String::new, |p| p.display().to_string())
         ),
-    })
+    ))
+}
+
+/// Refuses `stamp` when any of `paths`, the folders a plan would create under it, is in
+/// `existing`: the plan's renames into them would fail half-way.
+pub(crate) fn refuse_taken_stamp<'a>(
+    stamp: &str,
+    paths: impl IntoIterator<Item = &'a std::path::Path>,
+    existing: &std::collections::HashSet<std::path::PathBuf>,
+) -> Result<()> {
+    let taken: Vec<String> = paths
+        .into_iter()
+        .filter(|p| existing.contains(*p))
+        .map(|p| p.display().to_string())
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    Err(stamp_error(
+        stamp,
+        format!(
+            "names folders that exist already ({}); new folders need a stamp of their own",
+            taken.join(", ")
+        ),
+    ))
+}
+
+/// The one error for a stamp whose folders are taken.
+fn stamp_error(stamp: &str, problem: String) -> Error {
+    Error::InvalidArgument {
+        what: "time stamp of new folders",
+        value: stamp.into(),
+        problem,
+    }
 }
 
 /// What the steps of one node found out.

@@ -293,21 +293,8 @@ impl RestorePlan {
             attempt,
         } = *inputs;
         crate::names::check_stamp(attempt)?;
-        let taken: Vec<String> = attempt_paths(config, attempt)
-            .into_iter()
-            .filter(|(_, p)| existing.contains(p))
-            .map(|(_, p)| p.display().to_string())
-            .collect();
-        if !taken.is_empty() {
-            return Err(Error::InvalidArgument {
-                what: "restore attempt stamp",
-                value: attempt.into(),
-                problem: format!(
-                    "names folders that exist already ({}); a new attempt needs a stamp of its own",
-                    taken.join(", ")
-                ),
-            });
-        }
+        let paths = attempt_paths(config, attempt);
+        super::refuse_taken_stamp(attempt, paths.iter().map(|(_, p)| p.as_path()), existing)?;
         // A restore started again keeps the first attempt's stamp: the old data directories
         // stay where that attempt put them.
         let stamp = previous.map_or_else(|| attempt.to_string(), |p| p.stamp.clone());

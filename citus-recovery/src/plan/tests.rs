@@ -324,7 +324,7 @@ fn restore_plan_refuses_an_attempt_stamp_whose_folders_exist() {
             matches!(
                 err,
                 Error::InvalidArgument {
-                    what: "restore attempt stamp",
+                    what: "time stamp of new folders",
                     ..
                 }
             ),
