@@ -20,7 +20,18 @@ if [ -z "${TMPDIR:-}" ] && [ "${CITUS_RECOVERY_TEST_TMPDIR:-}" != disk ] \
     && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] \
     && [ "$(df --output=avail -k /dev/shm | tail -1)" -ge "$need_kib" ] \
     && [ "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)" -ge "$need_kib" ]; then
+    # A run killed outright (no EXIT trap) leaves its folder in memory: remove those whose run
+    # is gone. Only this user's own folders, each named by the PID of the run that made it.
+    for old in /dev/shm/citus-recovery-tests.*; do
+        [ -d "$old" ] && [ ! -L "$old" ] && [ -O "$old" ] || continue
+        owner="$(cat "$old/.run-pid" 2>/dev/null || true)"
+        if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+            echo "test: removing $old, left by a run that is gone (PID $owner)" >&2
+            rm -rf "$old"
+        fi
+    done
     TMPDIR="$(mktemp -d /dev/shm/citus-recovery-tests.XXXXXX)"
+    echo $$ > "$TMPDIR/.run-pid"
     # The servers run as postgres and must reach their folders inside it.
     chmod 755 "$TMPDIR"
     export TMPDIR
