@@ -477,11 +477,13 @@ impl Cluster {
         let stamp = previous
             .as_ref()
             .map_or_else(|| attempt.clone(), |p| p.stamp.clone());
+        // A new attempt's moved-aside folders are among its own below; a restore started
+        // again moves aside into the first attempt's, which are checked here.
         let paths = config.nodes().flat_map(|n| {
-            [
-                (n.name.clone(), config.data_dir(n)),
-                (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)),
-            ]
+            let earlier = previous
+                .is_some()
+                .then(|| (n.name.clone(), moved_aside_dir(config, &n.name, &stamp)));
+            std::iter::once((n.name.clone(), config.data_dir(n))).chain(earlier)
         });
         let mut checked = self.path_basis(paths).await?;
         // The attempt's own folders are in the basis too, as free_stamp just found them
