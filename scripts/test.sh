@@ -15,21 +15,24 @@ bash scripts/setup.sh --tests
 # there (perf), and the whole CI run took 27 minutes instead of 35. Everything the library
 # relies on (O_NOFOLLOW, openat2, RENAME_NOREPLACE, hole punching, syncfs) works there the
 # same. CITUS_RECOVERY_TEST_TMPDIR=disk keeps the default temporary folder.
+
+# A run killed outright (no EXIT trap) leaves its folder in memory: remove those whose run is
+# gone, before the room there is measured. Only this user's own folders, each holding the PID
+# of the run that made it.
+for old in /dev/shm/citus-recovery-tests.*; do
+    [ -d "$old" ] && [ ! -L "$old" ] && [ -O "$old" ] || continue
+    owner="$(cat "$old/.run-pid" 2>/dev/null || true)"
+    if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
+        echo "test: removing $old, left by a run that is gone (PID $owner)" >&2
+        rm -rf "$old"
+    fi
+done
+
 need_kib=$((12 * 1024 * 1024))
 if [ -z "${TMPDIR:-}" ] && [ "${CITUS_RECOVERY_TEST_TMPDIR:-}" != disk ] \
     && [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] \
     && [ "$(df --output=avail -k /dev/shm | tail -1)" -ge "$need_kib" ] \
     && [ "$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)" -ge "$need_kib" ]; then
-    # A run killed outright (no EXIT trap) leaves its folder in memory: remove those whose run
-    # is gone. Only this user's own folders, each named by the PID of the run that made it.
-    for old in /dev/shm/citus-recovery-tests.*; do
-        [ -d "$old" ] && [ ! -L "$old" ] && [ -O "$old" ] || continue
-        owner="$(cat "$old/.run-pid" 2>/dev/null || true)"
-        if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then
-            echo "test: removing $old, left by a run that is gone (PID $owner)" >&2
-            rm -rf "$old"
-        fi
-    done
     TMPDIR="$(mktemp -d /dev/shm/citus-recovery-tests.XXXXXX)"
     echo $$ > "$TMPDIR/.run-pid"
     # The servers run as postgres and must reach their folders inside it.

@@ -344,7 +344,7 @@ pub async fn run_all(args: &RepoArgs, env: &Env, root: &Path) -> Result<String> 
         progress(&format!("repository: base backup, round {}/{reps}", r + 1));
         // The floor and the library's zstd row take turns at going first, and every backup
         // starts from the same state (see `quiesce`): in a fixed order the first backup of each
-        // round paid for what the round before left to write (0.2-0.3 s, whichever went first).
+        // round paid for what the round before left to write (0.1-0.3 s, whichever went first).
         let floor_first = r % 2 == 1;
         if floor_first {
             floor_backup(env, &posix, &dest, &mut m).await?;
